@@ -1,0 +1,207 @@
+//! Gating: should a pipeline run stage S of a build now? One answer for every front end.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::rules::Progress;
+use crate::state::StateCode;
+use crate::status::BuildStatus;
+
+/// The answer to "should stage S run?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum GateDecision {
+    /// S is at or past the build's state and the build may proceed.
+    Run,
+    /// S already completed (or was skipped).
+    Skip,
+    /// S is the failed stage and its backoff has not elapsed.
+    Wait,
+    /// The build is blocked, cancelled or completed: nothing should run.
+    Stop,
+}
+
+impl GateDecision {
+    /// The wire spelling, also used in files and step outputs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateDecision::Run => "run",
+            GateDecision::Skip => "skip",
+            GateDecision::Wait => "wait",
+            GateDecision::Stop => "stop",
+        }
+    }
+}
+
+/// A gate decision with what a person needs to act on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gate {
+    pub decision: GateDecision,
+    /// For `wait`: seconds (rounded up) until the stage may be attempted.
+    pub wait_seconds: Option<u64>,
+    pub reason: String,
+}
+
+/// Decides whether `stage` should run on a build at `current`, as of `now`.
+pub fn gate(current: &Progress, stage: StateCode, now: DateTime<Utc>) -> Gate {
+    let answer = |decision, reason: String| Gate {
+        decision,
+        wait_seconds: None,
+        reason,
+    };
+    match current.status {
+        BuildStatus::Completed => {
+            return answer(GateDecision::Stop, "the build is completed".into());
+        }
+        BuildStatus::Cancelled => {
+            return answer(GateDecision::Stop, "the build was cancelled".into());
+        }
+        BuildStatus::Blocked => {
+            return answer(
+                GateDecision::Stop,
+                format!(
+                    "the build is blocked at stage {} after {} failures and needs intervention",
+                    current.state, current.failures
+                ),
+            );
+        }
+        _ => {}
+    }
+    if stage < current.state {
+        return answer(
+            GateDecision::Skip,
+            format!(
+                "stage {stage} already completed; the build is at {}",
+                current.state
+            ),
+        );
+    }
+    if stage == current.state && current.status == BuildStatus::Failed {
+        if let Some(next_attempt_at) = current.next_attempt_at {
+            let millis = (next_attempt_at - now).num_milliseconds();
+            if millis > 0 {
+                let wait_seconds = u64::try_from(millis).unwrap_or(0).div_ceil(1000);
+                return Gate {
+                    decision: GateDecision::Wait,
+                    wait_seconds: Some(wait_seconds),
+                    reason: format!(
+                        "stage {stage} failed {} time(s); next attempt in {wait_seconds}s",
+                        current.failures
+                    ),
+                };
+            }
+        }
+        return answer(
+            GateDecision::Run,
+            format!(
+                "stage {stage} failed {} time(s); retry it now",
+                current.failures
+            ),
+        );
+    }
+    if stage == current.state {
+        answer(
+            GateDecision::Run,
+            format!("stage {stage} is the next stage to run"),
+        )
+    } else {
+        answer(
+            GateDecision::Run,
+            format!(
+                "stage {stage} is ahead of the build (at {}); the stages between will be recorded as skipped",
+                current.state
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(n: i64) -> StateCode {
+        StateCode::new(n).expect("valid")
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).expect("valid timestamp")
+    }
+
+    fn at(state: i64, status: BuildStatus) -> Progress {
+        Progress {
+            state: code(state),
+            status,
+            failures: 1,
+            next_attempt_at: None,
+        }
+    }
+
+    #[test]
+    fn every_gate_answer() {
+        use BuildStatus::*;
+        use GateDecision as D;
+        let backing_off = Progress {
+            next_attempt_at: Some(now() + chrono::Duration::milliseconds(4_001)),
+            ..at(30, Failed)
+        };
+        let elapsed = Progress {
+            next_attempt_at: Some(now() - chrono::Duration::seconds(1)),
+            ..at(30, Failed)
+        };
+        let cases = [
+            ("the current stage runs", at(30, Running), 30, D::Run),
+            (
+                "a stage being worked on runs again",
+                at(30, InProgress),
+                30,
+                D::Run,
+            ),
+            ("a later stage runs", at(30, Running), 45, D::Run),
+            ("an earlier stage is skipped", at(30, Running), 25, D::Skip),
+            (
+                "an earlier stage of a failed build is skipped",
+                backing_off,
+                10,
+                D::Skip,
+            ),
+            (
+                "the failed stage waits out its backoff",
+                backing_off,
+                30,
+                D::Wait,
+            ),
+            (
+                "a later stage of a backing-off build runs",
+                backing_off,
+                35,
+                D::Run,
+            ),
+            (
+                "the failed stage runs once the backoff elapsed",
+                elapsed,
+                30,
+                D::Run,
+            ),
+            ("a blocked build stops", at(30, Blocked), 30, D::Stop),
+            (
+                "a blocked build stops even for earlier stages",
+                at(30, Blocked),
+                10,
+                D::Stop,
+            ),
+            ("a cancelled build stops", at(30, Cancelled), 35, D::Stop),
+            ("a completed build stops", at(100, Completed), 100, D::Stop),
+        ];
+        for (name, progress, stage, expected) in cases {
+            let answer = gate(&progress, code(stage), now());
+            assert_eq!(answer.decision, expected, "{name}: {}", answer.reason);
+            assert_eq!(answer.wait_seconds.is_some(), expected == D::Wait, "{name}");
+        }
+        assert_eq!(
+            gate(&backing_off, code(30), now()).wait_seconds,
+            Some(5),
+            "rounded up"
+        );
+    }
+}

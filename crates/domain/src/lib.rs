@@ -1,0 +1,21 @@
+//! buildstate's domain: state codes, statuses, the transition and retry rules, gating and the
+//! wire types, exactly as `PRODUCT.md` states them.
+//!
+//! Nothing here does I/O or reads a clock: the server, the CLI, the Concourse resource and the
+//! GitHub Action all call these functions, so none of them re-implements a rule.
+
+pub mod fields;
+pub mod gate;
+pub mod rules;
+pub mod state;
+pub mod status;
+pub mod wire;
+
+pub use fields::{BuildId, BuildKey, Email, ImageType, InvalidField, Labels, Platform, Username};
+pub use gate::{gate, Gate, GateDecision};
+pub use rules::{
+    apply_operator_action, apply_report, Event, OperatorAction, Progress, Refusal, Report,
+    RetryPolicy, Transition,
+};
+pub use state::{InvalidStateCode, Phase, StateCode};
+pub use status::{BuildStatus, EventKind, ReportStatus, Role, Scope, UnknownVariant};
