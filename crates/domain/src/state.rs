@@ -11,9 +11,24 @@ use serde::{Deserialize, Serialize};
 /// [`InvalidStateCode`], whose message names the valid range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "i64", into = "i64")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "openapi", schema(value_type = i64, minimum = 0, maximum = 100, multiple_of = 5))]
 pub struct StateCode(u8);
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for StateCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .maximum(Some(100))
+            .multiple_of(Some(5))
+            .description(Some("A state code: 0 (triggered) to 100 (published) in steps of 5"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for StateCode {}
 
 /// The rejection of a value that is not a state code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
