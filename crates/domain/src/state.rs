@@ -22,7 +22,9 @@ impl utoipa::PartialSchema for StateCode {
             .minimum(Some(0))
             .maximum(Some(100))
             .multiple_of(Some(5))
-            .description(Some("A state code: 0 (triggered) to 100 (published) in steps of 5"))
+            .description(Some(
+                "A state code: 0 (triggered) to 100 (published) in steps of 5",
+            ))
             .into()
     }
 }

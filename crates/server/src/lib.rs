@@ -1,1 +1,179 @@
+//! buildstate's REST service: configuration, start-up and shutdown.
+//!
+//! [`serve`] takes a bound listener and a shutdown future, so tests bind port 0 and stop the
+//! server cleanly; `bldst server` calls [`run`].
 
+pub mod api;
+pub mod db;
+pub mod names;
+pub mod secrets;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use buildstate_domain::{Email, RetryPolicy, Role, Scope, Username};
+use chrono::Utc;
+use tokio::net::TcpListener;
+
+use crate::api::{AppInner, AppState};
+use crate::db::Database;
+use crate::names::StateNames;
+use crate::secrets::TokenHasher;
+
+/// The token-hashing key used when `SECRET_KEY` is unset (development only; logged as such).
+const DEVELOPMENT_SECRET_KEY: &str = "buildstate-development-key";
+
+/// `bldst server`: flags, each also read from the environment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerConfig {
+    /// `sqlite://PATH` (created on first start) or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://buildstate.db")]
+    pub database_url: String,
+    /// Address to listen on.
+    #[arg(long, env = "BUILDSTATE_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Key for hashing API tokens; changing it invalidates every token. Set it in production.
+    #[arg(long, env = "SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// Failures a stage may have before its build is blocked (a build may choose its own).
+    #[arg(long, env = "BUILDSTATE_MAX_RETRIES", default_value_t = 3)]
+    pub max_retries: u32,
+    /// Seconds to wait after a stage's first failure; doubles with each further failure.
+    #[arg(long, env = "BUILDSTATE_BACKOFF_BASE_SECS", default_value_t = 30)]
+    pub backoff_base_secs: u64,
+    /// The longest wait between attempts, in seconds.
+    #[arg(long, env = "BUILDSTATE_BACKOFF_CAP_SECS", default_value_t = 3600)]
+    pub backoff_cap_secs: u64,
+    /// Stage name overrides: `CODE=NAME` pairs separated by `;`.
+    #[arg(long, env = "BUILDSTATE_STATE_NAMES")]
+    pub state_names: Option<String>,
+}
+
+impl ServerConfig {
+    /// The defaults, for a database URL (as tests and tools build it).
+    pub fn for_database(database_url: impl Into<String>) -> Self {
+        ServerConfig {
+            database_url: database_url.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            secret_key: None,
+            max_retries: 3,
+            backoff_base_secs: 30,
+            backoff_cap_secs: 3600,
+            state_names: None,
+        }
+    }
+
+    fn hasher(&self) -> TokenHasher {
+        match &self.secret_key {
+            Some(key) if !key.is_empty() => TokenHasher::new(key),
+            _ => {
+                tracing::warn!("SECRET_KEY is not set: API tokens are hashed with a built-in development key; set SECRET_KEY in production");
+                TokenHasher::new(DEVELOPMENT_SECRET_KEY)
+            }
+        }
+    }
+
+    /// Connects to the database (applying migrations) and assembles the handlers' state.
+    pub async fn app_state(&self) -> anyhow::Result<AppState> {
+        let names = StateNames::parse(self.state_names.as_deref().unwrap_or(""))?;
+        let db = Database::connect(&self.database_url, names).await?;
+        Ok(AppState::new(AppInner {
+            db,
+            hasher: self.hasher(),
+            retry_policy: RetryPolicy {
+                max_retries: self.max_retries,
+                backoff_base: Duration::from_secs(self.backoff_base_secs),
+                backoff_cap: Duration::from_secs(self.backoff_cap_secs),
+            },
+            default_max_retries: self.max_retries,
+        }))
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then drains and closes the
+/// database.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let db = state.db.clone();
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("the HTTP server failed")?;
+    db.close().await;
+    Ok(())
+}
+
+/// `bldst server`: binds the configured address and serves until Ctrl-C or SIGTERM.
+pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let state = config.app_state().await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", config.listen))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        database = state.db.dialect().name(),
+        "buildstate server listening"
+    );
+    if state.db.count_admins().await? == 0 {
+        tracing::warn!("no admin user yet: create one and its first token with `bldst server bootstrap --username NAME --email ADDRESS`");
+    }
+    serve(listener, state, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// Creates the first admin user and an admin token on a fresh install, returning the token's
+/// secret. Refuses once any admin exists: from then on, admins create users and tokens
+/// through the API.
+pub async fn bootstrap_admin(
+    state: &AppState,
+    username: &Username,
+    email: &Email,
+) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        state.db.count_admins().await? == 0,
+        "an admin user already exists: create more users and tokens with an admin token (`bldst user create`, `bldst token create`)"
+    );
+    let now = Utc::now();
+    let user = state
+        .db
+        .create_user(username, email.as_str(), Role::Admin, now)
+        .await?;
+    let created = state
+        .db
+        .create_token(
+            &user,
+            "bootstrap admin token",
+            Scope::Admin,
+            None,
+            &state.hasher,
+            now,
+        )
+        .await?;
+    Ok(created.secret)
+}

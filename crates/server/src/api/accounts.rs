@@ -1,0 +1,193 @@
+//! Users and API tokens: who may call the API, and with which scope.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use buildstate_domain::wire::{
+    CreateToken, CreateUser, CreatedToken, ErrorBody, TokenInfo, User, Whoami,
+};
+use buildstate_domain::{fields::check_free_text, Scope, Username};
+use chrono::{Duration, Utc};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiQuery, Authenticated};
+use super::AppState;
+
+/// Create a user (admin).
+#[utoipa::path(post, path = "/users", tag = "accounts", request_body = CreateUser,
+    responses((status = 201, body = User), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = ["admin"])))]
+pub async fn create_user(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiJson(request): ApiJson<CreateUser>,
+) -> Result<(StatusCode, Json<User>), ApiError> {
+    auth.require(Scope::Admin)?;
+    let user = state
+        .db
+        .create_user(
+            &request.username,
+            request.email.as_str(),
+            request.role,
+            Utc::now(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// List users (admin).
+#[utoipa::path(get, path = "/users", tag = "accounts",
+    responses((status = 200, body = Vec<User>)), security(("bearer" = ["admin"])))]
+pub async fn list_users(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Json<Vec<User>>, ApiError> {
+    auth.require(Scope::Admin)?;
+    Ok(Json(state.db.list_users().await?))
+}
+
+/// Create an API token; the secret is in this answer only.
+///
+/// An admin token may create tokens for any user; other tokens only for their own user, with
+/// at most their own scope. No token carries more than its user's role allows.
+#[utoipa::path(post, path = "/tokens", tag = "accounts", request_body = CreateToken,
+    responses((status = 201, body = CreatedToken), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub async fn create_token(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiJson(request): ApiJson<CreateToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    let actor = auth.require(Scope::Read)?;
+    if actor.scope != Scope::Admin {
+        if request.username != actor.username {
+            return Err(ApiError::insufficient_scope(Scope::Admin, actor.scope));
+        }
+        if !actor.scope.allows(request.scope) {
+            return Err(ApiError::forbidden(format!(
+                "a `{}` token cannot create a `{}` token",
+                actor.scope, request.scope
+            )));
+        }
+    }
+    if request.description.trim().is_empty() {
+        return Err(ApiError::invalid_field(
+            "description",
+            "say what the token is for, e.g. \"concourse aws-rhel8 pipeline\"",
+        ));
+    }
+    check_free_text("description", &request.description, 512)
+        .map_err(|error| ApiError::invalid_field("description", error.to_string()))?;
+    let user = state.db.user_by_name(&request.username).await?;
+    if !user.role.max_scope().allows(request.scope) {
+        return Err(ApiError::invalid_field(
+            "scope",
+            format!(
+                "user `{}` has the `{}` role, which cannot hold `{}` tokens",
+                user.username, user.role, request.scope
+            ),
+        ));
+    }
+    let now = Utc::now();
+    let expires_at = match request.expires_in_seconds {
+        Some(0) => {
+            return Err(ApiError::invalid_field(
+                "expires_in_seconds",
+                "must be positive",
+            ))
+        }
+        Some(seconds) => Some(
+            i64::try_from(seconds)
+                .ok()
+                .and_then(Duration::try_seconds)
+                .and_then(|lifetime| now.checked_add_signed(lifetime))
+                .ok_or_else(|| ApiError::invalid_field("expires_in_seconds", "is too large"))?,
+        ),
+        None => None,
+    };
+    let created = state
+        .db
+        .create_token(
+            &user,
+            &request.description,
+            request.scope,
+            expires_at,
+            &state.hasher,
+            now,
+        )
+        .await?;
+    tracing::info!(token_id = %created.token.id, username = %user.username, scope = %request.scope, "token created");
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TokenListQuery {
+    /// Only this user's tokens (admin); other tokens always see only their own user's.
+    username: Option<String>,
+}
+
+/// List tokens, never their secrets.
+#[utoipa::path(get, path = "/tokens", tag = "accounts", params(TokenListQuery),
+    responses((status = 200, body = Vec<TokenInfo>)), security(("bearer" = ["read"])))]
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiQuery(query): ApiQuery<TokenListQuery>,
+) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+    let actor = auth.require(Scope::Read)?;
+    let username: Option<Username> = if actor.scope == Scope::Admin {
+        query
+            .username
+            .map(|name| {
+                name.parse()
+                    .map_err(|error: buildstate_domain::InvalidField| {
+                        ApiError::invalid_field("username", error.to_string())
+                    })
+            })
+            .transpose()?
+    } else {
+        Some(actor.username.clone())
+    };
+    Ok(Json(state.db.list_tokens(username.as_ref()).await?))
+}
+
+/// Revoke a token; it stops working at once.
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "accounts",
+    params(("id" = String, Path, description = "token id")),
+    responses((status = 200, body = TokenInfo), (status = 404, body = ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<TokenInfo>, ApiError> {
+    let actor = auth.require(Scope::Read)?;
+    if actor.scope != Scope::Admin {
+        let own = state.db.list_tokens(Some(&actor.username)).await?;
+        if !own.iter().any(|token| token.id == id) {
+            // Not "forbidden": whether someone else's token id exists is not ours to tell.
+            return Err(ApiError::not_found("token", &id));
+        }
+    }
+    let token = state.db.revoke_token(&id, Utc::now()).await?;
+    tracing::info!(token_id = %token.id, by = %actor.username, "token revoked");
+    Ok(Json(token))
+}
+
+/// Who the presented token belongs to.
+#[utoipa::path(get, path = "/auth/whoami", tag = "accounts",
+    responses((status = 200, body = Whoami), (status = 401, body = ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub async fn whoami(auth: Authenticated) -> Result<Json<Whoami>, ApiError> {
+    let actor = auth.require(Scope::Read)?;
+    Ok(Json(Whoami {
+        username: actor.username.clone(),
+        role: actor.role,
+        token_id: actor.token_id.clone(),
+        scope: actor.scope,
+        expires_at: actor.expires_at,
+    }))
+}

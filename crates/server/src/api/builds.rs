@@ -1,0 +1,381 @@
+//! Build endpoints: start-or-resume, read, list, report a transition, history, gate, and the
+//! operator actions.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use buildstate_domain::wire::{
+    Build, BuildPage, ErrorBody, GateAnswer, HistoryPage, OperatorReason, ReportTransition,
+    ResetBuild, StartBuild, StartedBuild, TransitionResult, MAX_DESCRIPTION_CHARS,
+    MAX_MESSAGE_CHARS,
+};
+use buildstate_domain::{
+    fields::check_free_text, gate, BuildId, BuildStatus, OperatorAction, Report, Scope, StateCode,
+};
+use chrono::Utc;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use utoipa::IntoParams;
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiQuery, Authenticated};
+use super::AppState;
+use crate::db::{BuildFilter, StoreError, TransitionRequest};
+
+/// The most failures a build may allow per stage.
+const MAX_RETRIES_LIMIT: u32 = 100;
+/// The longest `Idempotency-Key` kept.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// Parses the `{id}` path segment; a malformed id cannot exist, so it is "not found".
+fn build_id(raw: &str) -> Result<BuildId, ApiError> {
+    raw.parse().map_err(|_| ApiError::build_not_found(raw))
+}
+
+/// Maps a store error for build `id`, turning rule refusals into 409s that name the build.
+fn for_build(id: &BuildId) -> impl Fn(StoreError) -> ApiError + '_ {
+    move |error| match error {
+        StoreError::Refused(refusal) => ApiError::refused(id, &refusal),
+        other => other.into(),
+    }
+}
+
+fn state_param(field: &str, raw: &str) -> Result<StateCode, ApiError> {
+    raw.parse()
+        .map_err(|error: buildstate_domain::InvalidStateCode| {
+            ApiError::invalid_field(field, error.to_string())
+        })
+}
+
+fn check_text(field: &'static str, text: Option<&str>, max: usize) -> Result<(), ApiError> {
+    match text {
+        Some(text) => check_free_text(field, text, max)
+            .map_err(|error| ApiError::invalid_field(field, error.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Start a build, or resume the unfinished build with the same `key`.
+#[utoipa::path(post, path = "/builds", tag = "builds", request_body = StartBuild,
+    responses(
+        (status = 201, description = "a new build", body = StartedBuild),
+        (status = 200, description = "the unfinished build with this key, resumed", body = StartedBuild),
+        (status = 422, description = "a field broke a rule", body = ErrorBody),
+    ),
+    security(("bearer" = ["write"])))]
+pub async fn start_build(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiJson(request): ApiJson<StartBuild>,
+) -> Result<(StatusCode, Json<StartedBuild>), ApiError> {
+    let actor = auth.require(Scope::Write)?;
+    check_text(
+        "description",
+        request.description.as_deref(),
+        MAX_DESCRIPTION_CHARS,
+    )?;
+    let max_retries = request.max_retries.unwrap_or(state.default_max_retries);
+    if max_retries > MAX_RETRIES_LIMIT {
+        return Err(ApiError::invalid_field(
+            "max_retries",
+            format!("must be at most {MAX_RETRIES_LIMIT}"),
+        ));
+    }
+    let (build, resumed) = state
+        .db
+        .start_build(&request, max_retries, actor, Utc::now())
+        .await?;
+    let status = if resumed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(StartedBuild { build, resumed })))
+}
+
+/// Filters and paging of `GET /builds`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListBuildsQuery {
+    platform: Option<String>,
+    image_type: Option<String>,
+    /// One of running, in_progress, failed, blocked, completed, cancelled.
+    status: Option<String>,
+    /// A state code.
+    state: Option<String>,
+    key: Option<String>,
+    /// At most 500; 50 if absent.
+    limit: Option<u32>,
+    offset: Option<u64>,
+}
+
+/// List builds, newest first.
+#[utoipa::path(get, path = "/builds", tag = "builds", params(ListBuildsQuery),
+    responses((status = 200, body = BuildPage), (status = 400, body = ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub async fn list_builds(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiQuery(query): ApiQuery<ListBuildsQuery>,
+) -> Result<Json<BuildPage>, ApiError> {
+    auth.require(Scope::Read)?;
+    let status = query
+        .status
+        .as_deref()
+        .map(|raw| {
+            raw.parse::<BuildStatus>()
+                .map_err(|error| ApiError::invalid_field("status", error.to_string()))
+        })
+        .transpose()?;
+    let build_state = query
+        .state
+        .as_deref()
+        .map(|raw| state_param("state", raw))
+        .transpose()?;
+    let limit = query.limit.unwrap_or(50);
+    if limit == 0 || limit > 500 {
+        return Err(ApiError::invalid_field("limit", "must be 1 to 500"));
+    }
+    let filter = BuildFilter {
+        platform: query.platform,
+        image_type: query.image_type,
+        status,
+        state: build_state,
+        key: query.key,
+    };
+    let page = state
+        .db
+        .list_builds(&filter, limit, query.offset.unwrap_or(0))
+        .await?;
+    Ok(Json(page))
+}
+
+/// One build.
+#[utoipa::path(get, path = "/builds/{id}", tag = "builds",
+    params(("id" = String, Path, description = "build id")),
+    responses((status = 200, body = Build), (status = 404, body = ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub async fn get_build(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<Build>, ApiError> {
+    auth.require(Scope::Read)?;
+    let id = build_id(&id)?;
+    Ok(Json(state.db.get_build(&id).await?))
+}
+
+/// Report a transition: a stage is in progress, completed or failed.
+///
+/// With an `Idempotency-Key` header, a report that was already applied returns its first
+/// answer again and changes nothing.
+#[utoipa::path(post, path = "/builds/{id}/transitions", tag = "builds",
+    request_body = ReportTransition,
+    params(
+        ("id" = String, Path, description = "build id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "makes the report safe to retry"),
+    ),
+    responses(
+        (status = 200, description = "applied, or already done (`changed: false`)", body = TransitionResult),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "a transition rule refused the report", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+    security(("bearer" = ["write"])))]
+pub async fn report_transition(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(report): ApiJson<ReportTransition>,
+) -> Result<Json<TransitionResult>, ApiError> {
+    let actor = auth.require(Scope::Write)?;
+    let id = build_id(&id)?;
+    check_text("message", report.message.as_deref(), MAX_MESSAGE_CHARS)?;
+    check_text("source", report.source.as_deref(), 2048)?;
+    let idempotency = idempotency_key(&headers)?.map(|key| {
+        // The canonical re-serialisation, so whitespace or key order do not matter.
+        let canonical = serde_json::to_vec(&report).unwrap_or_default();
+        (key, hex::encode(Sha256::digest(canonical)))
+    });
+    let request = TransitionRequest {
+        report: Report {
+            state: report.state,
+            status: report.status,
+            expected_state: report.expected_state,
+        },
+        message: report.message,
+        source: report.source,
+        idempotency,
+    };
+    let result = state
+        .db
+        .record_transition(&id, &request, &state.retry_policy, actor, Utc::now())
+        .await
+        .map_err(for_build(&id))?;
+    Ok(Json(result))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Only entries with a larger sequence number (0 if absent).
+    after: Option<i64>,
+    /// At most 1000; 100 if absent.
+    limit: Option<u32>,
+}
+
+/// A build's history, oldest first, after a sequence number.
+#[utoipa::path(get, path = "/builds/{id}/history", tag = "builds",
+    params(("id" = String, Path, description = "build id"), HistoryQuery),
+    responses((status = 200, body = HistoryPage), (status = 404, body = ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub async fn get_history(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    auth.require(Scope::Read)?;
+    let id = build_id(&id)?;
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::invalid_field("limit", "must be 1 to 1000"));
+    }
+    let page = state
+        .db
+        .history_after(&id, query.after.unwrap_or(0), limit)
+        .await?;
+    Ok(Json(page))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct GateQuery {
+    /// The stage about to run.
+    state: Option<String>,
+}
+
+/// Should this stage run? `run`, `skip`, `wait` (with seconds) or `stop`.
+#[utoipa::path(get, path = "/builds/{id}/gate", tag = "builds",
+    params(("id" = String, Path, description = "build id"), GateQuery),
+    responses((status = 200, body = GateAnswer), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub async fn gate_stage(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<GateQuery>,
+) -> Result<Json<GateAnswer>, ApiError> {
+    auth.require(Scope::Read)?;
+    let id = build_id(&id)?;
+    let stage = query
+        .state
+        .as_deref()
+        .ok_or_else(|| {
+            ApiError::invalid_field("state", "the stage to gate is required: `?state=N`")
+        })
+        .and_then(|raw| state_param("state", raw))?;
+    let build = state.db.get_build(&id).await?;
+    let progress = buildstate_domain::Progress {
+        state: build.state,
+        status: build.status,
+        failures: build.failures,
+        next_attempt_at: build.next_attempt_at,
+    };
+    let answer = gate(&progress, stage, Utc::now());
+    Ok(Json(GateAnswer {
+        build_id: build.id,
+        state: stage,
+        decision: answer.decision,
+        wait_seconds: answer.wait_seconds,
+        reason: answer.reason,
+        build_state: build.state,
+        build_status: build.status,
+    }))
+}
+
+async fn operator_action(
+    state: &AppState,
+    auth: &Authenticated,
+    id: &str,
+    action: OperatorAction,
+    reason: &str,
+) -> Result<Json<TransitionResult>, ApiError> {
+    let actor = auth.require(Scope::Admin)?;
+    let id = build_id(id)?;
+    if reason.trim().is_empty() {
+        return Err(ApiError::invalid_field(
+            "reason",
+            "a reason is required: it goes into the build's history",
+        ));
+    }
+    check_text("reason", Some(reason), MAX_MESSAGE_CHARS)?;
+    let result = state
+        .db
+        .apply_operator_action(&id, action, reason, actor, Utc::now())
+        .await
+        .map_err(for_build(&id))?;
+    Ok(Json(result))
+}
+
+/// Operator: clear the failures of a blocked or failed stage so it runs again.
+#[utoipa::path(post, path = "/builds/{id}/retry", tag = "operators", request_body = OperatorReason,
+    params(("id" = String, Path, description = "build id")),
+    responses((status = 200, body = TransitionResult), (status = 409, body = ErrorBody)),
+    security(("bearer" = ["admin"])))]
+pub async fn retry_build(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<OperatorReason>,
+) -> Result<Json<TransitionResult>, ApiError> {
+    operator_action(&state, &auth, &id, OperatorAction::Retry, &body.reason).await
+}
+
+/// Operator: move the build back to the current or an earlier stage.
+#[utoipa::path(post, path = "/builds/{id}/reset", tag = "operators", request_body = ResetBuild,
+    params(("id" = String, Path, description = "build id")),
+    responses((status = 200, body = TransitionResult), (status = 409, body = ErrorBody)),
+    security(("bearer" = ["admin"])))]
+pub async fn reset_build(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ResetBuild>,
+) -> Result<Json<TransitionResult>, ApiError> {
+    let action = OperatorAction::Reset { to: body.state };
+    operator_action(&state, &auth, &id, action, &body.reason).await
+}
+
+/// Operator: give the build up.
+#[utoipa::path(post, path = "/builds/{id}/cancel", tag = "operators", request_body = OperatorReason,
+    params(("id" = String, Path, description = "build id")),
+    responses((status = 200, body = TransitionResult), (status = 409, body = ErrorBody)),
+    security(("bearer" = ["admin"])))]
+pub async fn cancel_build(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<OperatorReason>,
+) -> Result<Json<TransitionResult>, ApiError> {
+    operator_action(&state, &auth, &id, OperatorAction::Cancel, &body.reason).await
+}

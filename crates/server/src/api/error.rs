@@ -1,0 +1,236 @@
+//! The API's one error type: its variant decides the HTTP status, and every error leaves as the
+//! JSON envelope `{"error": {"code", "message", "field"?, "details"?}}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use buildstate_domain::wire::{ErrorBody, ErrorDetail};
+use buildstate_domain::{BuildId, Refusal, Scope};
+use serde_json::json;
+
+use crate::db::StoreError;
+
+/// An error answer. 5xx answers say little; their cause is logged once, here.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+    details: Option<serde_json::Value>,
+    cause: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            details: None,
+            cause: None,
+        }
+    }
+
+    fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// A request field broke a rule: 422 naming the field.
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message);
+        error.field = Some(field.into());
+        error
+    }
+
+    /// The body is not JSON at all.
+    pub fn malformed_json(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the request body is not valid JSON: {}", message.into()),
+        )
+    }
+
+    pub fn unsupported_media_type(found: &str) -> Self {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("expected `Content-Type: application/json`, got `{found}`"),
+        )
+    }
+
+    pub fn body_too_large(limit: usize) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than the {limit}-byte limit"),
+        )
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn build_not_found(id: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "build_not_found",
+            format!("build `{id}` not found"),
+        )
+    }
+
+    pub fn not_found(what: &str, id: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} `{id}` not found"),
+        )
+    }
+
+    pub fn route_not_found(path: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            format!("no endpoint at `{path}`; the API is described at /openapi.json"),
+        )
+    }
+
+    pub fn missing_token() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "this endpoint needs a bearer token: send `Authorization: Bearer <token>` \
+             (create one with `bldst token create`)",
+        )
+    }
+
+    pub fn invalid_token() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the bearer token is unknown or revoked",
+        )
+    }
+
+    pub fn token_expired() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "token_expired",
+            "the bearer token has expired: create a new one with `bldst token create`",
+        )
+    }
+
+    pub fn insufficient_scope(needed: Scope, held: Scope) -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("this needs a token with `{needed}` scope; the token used has `{held}`"),
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// A rule of the product contract refused the change: 409 with what to do next.
+    pub fn refused(build: &BuildId, refusal: &Refusal) -> Self {
+        let (code, details) = match refusal {
+            Refusal::StageAlreadyCompleted { stage, next } => (
+                "stage_already_completed",
+                json!({ "stage": stage, "next_state": next }),
+            ),
+            Refusal::BuildFinished { status } => ("build_finished", json!({ "status": status })),
+            Refusal::BuildBlocked { state } => ("build_blocked", json!({ "state": state })),
+            Refusal::StaleExpectedState { expected, actual } => (
+                "stale_expected_state",
+                json!({ "expected_state": expected, "actual_state": actual }),
+            ),
+            Refusal::RetryTooSoon {
+                state,
+                wait_seconds,
+            } => (
+                "retry_too_soon",
+                json!({ "state": state, "wait_seconds": wait_seconds }),
+            ),
+            Refusal::NothingToRetry { status } => ("nothing_to_retry", json!({ "status": status })),
+            Refusal::ResetForward { target, current } => (
+                "reset_forward",
+                json!({ "state": target, "actual_state": current }),
+            ),
+        };
+        let hint = match refusal {
+            Refusal::BuildBlocked { .. } => {
+                format!(" (build needs intervention: `bldst build retry {build} --reason ...`)")
+            }
+            Refusal::StageAlreadyCompleted { next, .. } => format!(" (run stage {next})"),
+            _ => String::new(),
+        };
+        ApiError::conflict(code, format!("build `{build}`: {refusal}{hint}")).with_details(details)
+    }
+
+    /// Something broke on our side: 500, logged with its cause, no detail in the body.
+    pub fn internal(cause: anyhow::Error) -> Self {
+        let mut error = ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the server failed to handle the request; the cause is in its log",
+        );
+        error.cause = Some(cause);
+        error
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound { what: "build", id } => ApiError::build_not_found(&id),
+            StoreError::NotFound { what, id } => ApiError::not_found(what, &id),
+            StoreError::Conflict(message) => ApiError::conflict("conflict", message),
+            // Callers that know the build map refusals with `refused`; this is the fallback.
+            StoreError::Refused(refusal) => ApiError::conflict("refused", refusal.to_string()),
+            StoreError::Other(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Some(cause) = &self.cause {
+            tracing::error!(
+                code = self.code,
+                error = format!("{cause:#}"),
+                "request failed"
+            );
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                field: self.field,
+                details: self.details,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

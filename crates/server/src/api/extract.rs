@@ -1,0 +1,151 @@
+//! Request extractors that turn every bad input into an [`ApiError`] naming what was wrong:
+//! JSON bodies (with the failing field's path), query strings and bearer tokens.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use buildstate_domain::Scope;
+use chrono::{Duration, Utc};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::db::Actor;
+
+/// A JSON body, rejected with the path of the field that failed to parse.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
+            let content_type = content_type.to_str().unwrap_or("(not text)");
+            let essence = content_type.split(';').next().unwrap_or("").trim();
+            if !essence.eq_ignore_ascii_case("application/json") {
+                return Err(ApiError::unsupported_media_type(content_type));
+            }
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::body_too_large(super::MAX_BODY_BYTES)
+                } else {
+                    ApiError::bad_request("unreadable_body", rejection.body_text())
+                }
+            })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON document, naming the failing field on a type or rule error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = without_position(&inner.to_string());
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let field = field_named_in(&message).unwrap_or(path);
+                ApiError::invalid_field(field, message)
+            }
+            _ => ApiError::malformed_json(message),
+        }
+    })
+}
+
+/// serde_json appends " at line L column C"; the field path says more to a person.
+fn without_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// "missing field `platform`" and "unknown field `x`" happen at the parent's path: name the
+/// field itself.
+fn field_named_in(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("unknown field `"))?;
+    rest.split('`').next().map(str::to_owned)
+}
+
+/// A query string, rejected with what failed to parse.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
+    }
+}
+
+/// The actor behind a valid bearer token. Handlers then call [`Authenticated::require`].
+#[derive(Debug)]
+pub struct Authenticated(pub Actor);
+
+/// How stale `last_used_at` may get before a request refreshes it (saves a write per request).
+const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
+
+impl Authenticated {
+    /// Refuses with 403 unless the token's scope includes `needed`.
+    pub fn require(&self, needed: Scope) -> Result<&Actor, ApiError> {
+        if self.0.scope.allows(needed) {
+            Ok(&self.0)
+        } else {
+            Err(ApiError::insufficient_scope(needed, self.0.scope))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(ApiError::missing_token)?;
+        let secret = header
+            .to_str()
+            .ok()
+            .and_then(|value| {
+                value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|secret| !secret.is_empty())
+            .ok_or_else(ApiError::missing_token)?;
+        let actor = state
+            .db
+            .actor_by_token_hash(&state.hasher.hash(secret))
+            .await?
+            .ok_or_else(ApiError::invalid_token)?;
+        let now = Utc::now();
+        if actor.expires_at.is_some_and(|expires_at| expires_at <= now) {
+            return Err(ApiError::token_expired());
+        }
+        let stale = actor
+            .last_used_at
+            .is_none_or(|used| now - used > LAST_USED_RESOLUTION);
+        if stale {
+            state.db.touch_token(&actor.token_id, now).await?;
+        }
+        Ok(Authenticated(actor))
+    }
+}

@@ -1,0 +1,127 @@
+//! The HTTP API: routes, shared state and the OpenAPI document generated from the handlers.
+
+pub mod accounts;
+pub mod builds;
+pub mod error;
+pub mod extract;
+pub mod health;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use buildstate_domain::RetryPolicy;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::db::Database;
+use crate::secrets::TokenHasher;
+use error::ApiError;
+
+/// The largest request body accepted; a report message is at most 16 KiB of text.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler shares. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<AppInner>);
+
+#[derive(Debug)]
+pub struct AppInner {
+    pub db: Database,
+    pub hasher: TokenHasher,
+    pub retry_policy: RetryPolicy,
+    pub default_max_retries: u32,
+}
+
+impl AppState {
+    pub fn new(inner: AppInner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "buildstate", description = "Records how far each image build got, so a re-run resumes at the failed step."),
+    paths(
+        health::health, health::ready, health::status,
+        builds::start_build, builds::list_builds, builds::get_build, builds::report_transition,
+        builds::get_history, builds::gate_stage, builds::retry_build, builds::reset_build,
+        builds::cancel_build,
+        accounts::create_user, accounts::list_users, accounts::create_token,
+        accounts::list_tokens, accounts::revoke_token, accounts::whoami,
+    ),
+    modifiers(&BearerAuth),
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document, as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+/// Every route of the API.
+pub fn router(state: AppState) -> Router {
+    let document = openapi();
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/status", get(health::status))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { Json(document) }
+            }),
+        )
+        .route(
+            "/builds",
+            post(builds::start_build).get(builds::list_builds),
+        )
+        .route("/builds/{id}", get(builds::get_build))
+        .route("/builds/{id}/transitions", post(builds::report_transition))
+        .route("/builds/{id}/history", get(builds::get_history))
+        .route("/builds/{id}/gate", get(builds::gate_stage))
+        .route("/builds/{id}/retry", post(builds::retry_build))
+        .route("/builds/{id}/reset", post(builds::reset_build))
+        .route("/builds/{id}/cancel", post(builds::cancel_build))
+        .route(
+            "/users",
+            post(accounts::create_user).get(accounts::list_users),
+        )
+        .route(
+            "/tokens",
+            post(accounts::create_token).get(accounts::list_tokens),
+        )
+        .route("/tokens/{id}", delete(accounts::revoke_token))
+        .route("/auth/whoami", get(accounts::whoami))
+        .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()) })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

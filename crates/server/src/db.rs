@@ -1,0 +1,990 @@
+//! The build-state store: one type with domain verbs over SQLite or PostgreSQL.
+//!
+//! The backend is chosen once, from the URL scheme. Both dialects run the same parameterized SQL
+//! through sqlx's `Any` driver; the few differences (row locks, the single SQLite writer) are
+//! decided by [`Dialect`]. Handlers never see sqlx types: every verb returns wire types or a
+//! [`StoreError`].
+//!
+//! Reports on one build are serialized: on PostgreSQL by `SELECT … FOR UPDATE` on the build row
+//! (which also holds across several server processes), on SQLite by funnelling every write
+//! through one connection (SQLite allows one writer at a time anyway; WAL keeps readers going).
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use buildstate_domain::wire::{
+    Build, BuildPage, CreatedToken, HistoryEntry, HistoryPage, StartBuild, StatusOverview,
+    TokenInfo, TransitionResult, User,
+};
+use buildstate_domain::{
+    apply_operator_action, apply_report, BuildId, BuildStatus, Event, OperatorAction, Progress,
+    Refusal, Report, RetryPolicy, Role, Scope, StateCode, Transition, Username,
+};
+use chrono::{DateTime, Utc};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+use crate::names::StateNames;
+
+/// What went wrong in the store, in domain terms.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} `{id}` not found")]
+    NotFound { what: &'static str, id: String },
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Other(anyhow::Error::new(error).context("database query failed"))
+    }
+}
+
+type StoreResult<T> = Result<T, StoreError>;
+
+/// Which SQL dialect the store talks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    /// Chooses the dialect from a database URL's scheme.
+    pub fn from_url(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Dialect::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Dialect::Postgres)
+        } else {
+            anyhow::bail!(
+                "unsupported DATABASE_URL scheme: use `sqlite://PATH` or `postgres://USER@HOST/DB`"
+            )
+        }
+    }
+
+    /// The suffix that locks the selected rows until the transaction ends.
+    fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+/// Who is acting: recorded in the history of every change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub token_id: String,
+    pub user_id: String,
+    pub username: Username,
+    pub role: Role,
+    pub scope: Scope,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// Filters of `GET /builds`.
+#[derive(Debug, Clone, Default)]
+pub struct BuildFilter {
+    pub platform: Option<String>,
+    pub image_type: Option<String>,
+    pub status: Option<BuildStatus>,
+    pub state: Option<StateCode>,
+    pub key: Option<String>,
+}
+
+/// A report to record, with what the rules need beside it.
+#[derive(Debug, Clone)]
+pub struct TransitionRequest {
+    pub report: Report,
+    pub message: Option<String>,
+    pub source: Option<String>,
+    /// With the hash of the request body it came with.
+    pub idempotency: Option<(String, String)>,
+}
+
+/// The store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Database {
+    dialect: Dialect,
+    /// Serves reads; on PostgreSQL also writes.
+    reader: AnyPool,
+    /// Serves writes: on SQLite a single connection, see the module comment.
+    writer: AnyPool,
+    names: StateNames,
+}
+
+/// WAL lets readers run beside the writer; NORMAL sync is durable across crashes of the
+/// process (not of the OS) in WAL mode, the usual trade for a service.
+const SQLITE_PRAGMAS: [&str; 4] = [
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 5000",
+];
+
+impl Database {
+    /// Connects to `url` (`sqlite://PATH` — the file is created if missing — or
+    /// `postgres://…`) and applies the dialect's migrations.
+    pub async fn connect(url: &str, names: StateNames) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::from_url(url)?;
+        let (reader, writer) = match dialect {
+            Dialect::Sqlite => {
+                let url = sqlite_url_creating_file(url);
+                let options = || {
+                    AnyPoolOptions::new()
+                        .acquire_timeout(Duration::from_secs(10))
+                        .after_connect(|connection, _| {
+                            Box::pin(async move {
+                                for pragma in SQLITE_PRAGMAS {
+                                    sqlx::query(pragma).execute(&mut *connection).await?;
+                                }
+                                Ok(())
+                            })
+                        })
+                };
+                let writer = options()
+                    .max_connections(1)
+                    .connect(&url)
+                    .await
+                    .context("failed to open the SQLite database")?;
+                let reader = options()
+                    .max_connections(4)
+                    .connect(&url)
+                    .await
+                    .context("failed to open the SQLite database")?;
+                (reader, writer)
+            }
+            Dialect::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(32)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await
+                    .context("failed to connect to PostgreSQL")?;
+                (pool.clone(), pool)
+            }
+        };
+        let database = Database {
+            dialect,
+            reader,
+            writer,
+            names,
+        };
+        database.migrate().await?;
+        Ok(database)
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.dialect {
+            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite"),
+            Dialect::Postgres => sqlx::migrate!("migrations/postgres"),
+        };
+        migrator
+            .run(&self.writer)
+            .await
+            .context("failed to apply database migrations")
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Closes every connection (waits for the ones in use).
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    /// Succeeds when the database answers and every migration is applied.
+    pub async fn ping(&self) -> StoreResult<()> {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.reader)
+                .await?;
+        let known = match self.dialect {
+            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite").iter().count(),
+            Dialect::Postgres => sqlx::migrate!("migrations/postgres").iter().count(),
+        };
+        if usize::try_from(applied).unwrap_or(0) < known {
+            return Err(anyhow::anyhow!("{applied} of {known} migrations applied").into());
+        }
+        Ok(())
+    }
+
+    // ----- builds -------------------------------------------------------------------------
+
+    /// Starts a build, or returns the unfinished build with the same key (`true`: resumed).
+    pub async fn start_build(
+        &self,
+        request: &StartBuild,
+        max_retries: u32,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> StoreResult<(Build, bool)> {
+        if let Some(key) = &request.key {
+            if let Some(build) = self.unfinished_build_with_key(key.as_str()).await? {
+                return Ok((build, true));
+            }
+        }
+        let id = format!("b_{}", crate::secrets::random_id(20));
+        let labels = serde_json::to_string(request.labels.as_map()).context("labels")?;
+        let mut tx = self.writer.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO builds (id, build_key, platform, image_type, description, labels, state, \
+             status, failures, max_retries, next_attempt_at, last_message, last_seq, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, 0, 'running', 0, $7, NULL, NULL, 1, $8, $8)",
+        )
+        .bind(&id)
+        .bind(request.key.as_ref().map(|key| key.as_str()))
+        .bind(request.platform.as_str())
+        .bind(request.image_type.as_str())
+        .bind(request.description.as_deref())
+        .bind(labels)
+        .bind(i64::from(max_retries))
+        .bind(now.timestamp_millis())
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // Another request started the same key first: resume that build.
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                drop(tx);
+                let key = request.key.as_ref().map(|key| key.as_str()).unwrap_or("");
+                return match self.unfinished_build_with_key(key).await? {
+                    Some(build) => Ok((build, true)),
+                    None => Err(StoreError::Conflict(format!(
+                        "a build with key `{key}` was started concurrently; try again"
+                    ))),
+                };
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let started = Event {
+            state: StateCode::TRIGGERED,
+            kind: buildstate_domain::EventKind::Started,
+            attempt: None,
+        };
+        insert_history(
+            &mut tx,
+            &id,
+            1,
+            &[started],
+            request.description.as_deref(),
+            None,
+            actor,
+            now,
+        )
+        .await?;
+        let build = self.build_in(&mut tx, &id, false).await?;
+        tx.commit().await?;
+        Ok((build, false))
+    }
+
+    async fn unfinished_build_with_key(&self, key: &str) -> StoreResult<Option<Build>> {
+        let row = sqlx::query(&format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE build_key = $1 \
+             AND status NOT IN ('completed', 'cancelled')"
+        ))
+        .bind(key)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.map(|row| self.build_from_row(&row)).transpose()
+    }
+
+    /// One build by id.
+    pub async fn get_build(&self, id: &BuildId) -> StoreResult<Build> {
+        let row = sqlx::query(&format!("SELECT {BUILD_COLUMNS} FROM builds WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| build_not_found(id.as_str()))?;
+        self.build_from_row(&row)
+    }
+
+    async fn build_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &str,
+        lock: bool,
+    ) -> StoreResult<Build> {
+        let lock = if lock { self.dialect.for_update() } else { "" };
+        let row = sqlx::query(&format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE id = $1{lock}"
+        ))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| build_not_found(id))?;
+        self.build_from_row(&row)
+    }
+
+    /// Builds matching `filter`, newest first.
+    pub async fn list_builds(
+        &self,
+        filter: &BuildFilter,
+        limit: u32,
+        offset: u64,
+    ) -> StoreResult<BuildPage> {
+        // Each filter is bound as a parameter; an absent one matches everything.
+        let rows = sqlx::query(&format!(
+            "SELECT {BUILD_COLUMNS} FROM builds \
+             WHERE ($1 IS NULL OR platform = $1) AND ($2 IS NULL OR image_type = $2) \
+             AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR state = $4) \
+             AND ($5 IS NULL OR build_key = $5) \
+             ORDER BY created_at DESC, id DESC LIMIT $6 OFFSET $7"
+        ))
+        .bind(filter.platform.as_deref())
+        .bind(filter.image_type.as_deref())
+        .bind(filter.status.map(BuildStatus::as_str))
+        .bind(filter.state.map(i64::from))
+        .bind(filter.key.as_deref())
+        .bind(i64::from(limit) + 1)
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await?;
+        let more = rows.len() > limit as usize;
+        let builds = rows
+            .iter()
+            .take(limit as usize)
+            .map(|row| self.build_from_row(row))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next_offset = more.then(|| offset + u64::from(limit));
+        Ok(BuildPage {
+            builds,
+            next_offset,
+        })
+    }
+
+    /// Applies a report under the build's row lock and appends its history, or returns the
+    /// first answer again when its idempotency key was already applied.
+    pub async fn record_transition(
+        &self,
+        id: &BuildId,
+        request: &TransitionRequest,
+        policy: &RetryPolicy,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TransitionResult> {
+        let mut tx = self.writer.begin().await?;
+        let build = self.build_in(&mut tx, id.as_str(), true).await?;
+        if let Some((key, request_hash)) = &request.idempotency {
+            let earlier = sqlx::query(
+                "SELECT request_hash, response_body FROM idempotency_keys \
+                 WHERE build_id = $1 AND idempotency_key = $2",
+            )
+            .bind(id.as_str())
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(earlier) = earlier {
+                let earlier_hash: String = earlier.try_get("request_hash")?;
+                if &earlier_hash != request_hash {
+                    return Err(StoreError::Conflict(format!(
+                        "idempotency key `{key}` was already used for a different report on build `{id}`"
+                    )));
+                }
+                let body: String = earlier.try_get("response_body")?;
+                let first: TransitionResult = serde_json::from_str(&body)
+                    .context("stored idempotent answer is unreadable")?;
+                return Ok(first);
+            }
+        }
+        let policy = RetryPolicy {
+            max_retries: build.max_retries,
+            ..*policy
+        };
+        let result = match apply_report(&progress_of(&build), &request.report, &policy, now)? {
+            Transition::AlreadyDone { stage, current } => TransitionResult {
+                note: if build.status == BuildStatus::Completed {
+                    format!("stage {stage} was already completed; the build is completed")
+                } else {
+                    format!("stage {stage} was already completed; the build is at {current}")
+                },
+                build,
+                changed: false,
+                recorded: Vec::new(),
+            },
+            Transition::Applied { progress, events } => {
+                let first_seq = build.last_seq + 1;
+                let recorded = insert_history(
+                    &mut tx,
+                    id.as_str(),
+                    first_seq,
+                    &events,
+                    request.message.as_deref(),
+                    request.source.as_deref(),
+                    actor,
+                    now,
+                )
+                .await?;
+                let last_seq = build.last_seq + recorded.len() as i64;
+                let last_message = request.message.as_deref().or(build.last_message.as_deref());
+                self.save_progress(&mut tx, id.as_str(), &progress, last_message, last_seq, now)
+                    .await?;
+                let updated = self.build_in(&mut tx, id.as_str(), false).await?;
+                TransitionResult {
+                    note: describe_transition(&events, &updated),
+                    build: updated,
+                    changed: true,
+                    recorded,
+                }
+            }
+        };
+        if let Some((key, request_hash)) = &request.idempotency {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (build_id, idempotency_key, request_hash, \
+                 response_body, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id.as_str())
+            .bind(key)
+            .bind(request_hash)
+            .bind(serde_json::to_string(&result).context("serialize answer")?)
+            .bind(now.timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// Retry, reset or cancel a build, recording the operator's reason.
+    pub async fn apply_operator_action(
+        &self,
+        id: &BuildId,
+        action: OperatorAction,
+        reason: &str,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TransitionResult> {
+        let mut tx = self.writer.begin().await?;
+        let build = self.build_in(&mut tx, id.as_str(), true).await?;
+        let (progress, event) = apply_operator_action(&progress_of(&build), action)?;
+        let recorded = insert_history(
+            &mut tx,
+            id.as_str(),
+            build.last_seq + 1,
+            &[event],
+            Some(reason),
+            None,
+            actor,
+            now,
+        )
+        .await?;
+        self.save_progress(
+            &mut tx,
+            id.as_str(),
+            &progress,
+            build.last_message.as_deref(),
+            build.last_seq + 1,
+            now,
+        )
+        .await?;
+        let updated = self.build_in(&mut tx, id.as_str(), false).await?;
+        tx.commit().await?;
+        Ok(TransitionResult {
+            note: describe_transition(&[event], &updated),
+            build: updated,
+            changed: true,
+            recorded,
+        })
+    }
+
+    async fn save_progress(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &str,
+        progress: &Progress,
+        last_message: Option<&str>,
+        last_seq: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE builds SET state = $1, status = $2, failures = $3, next_attempt_at = $4, \
+             last_message = $5, last_seq = $6, updated_at = $7 WHERE id = $8",
+        )
+        .bind(i64::from(progress.state))
+        .bind(progress.status.as_str())
+        .bind(i64::from(progress.failures))
+        .bind(progress.next_attempt_at.map(|at| at.timestamp_millis()))
+        .bind(last_message)
+        .bind(last_seq)
+        .bind(now.timestamp_millis())
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// History entries with `seq > after`, oldest first, at most `limit`.
+    pub async fn history_after(
+        &self,
+        id: &BuildId,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<HistoryPage> {
+        // Distinguish "no such build" from "no entries after `after`".
+        self.get_build(id).await?;
+        let rows = sqlx::query(
+            "SELECT seq, state, kind, message, attempt, reported_by, token_id, source, \
+             recorded_at FROM build_history WHERE build_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(id.as_str())
+        .bind(after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.reader)
+        .await?;
+        let more = rows.len() > limit as usize;
+        let entries = rows
+            .iter()
+            .take(limit as usize)
+            .map(history_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next_after = if more {
+            entries.last().map(|entry| entry.seq)
+        } else {
+            None
+        };
+        Ok(HistoryPage {
+            entries,
+            next_after,
+        })
+    }
+
+    /// Counts by status and by platform.
+    pub async fn status_overview(&self) -> StoreResult<StatusOverview> {
+        let count_by = |column: &'static str| async move {
+            let rows = sqlx::query(&format!(
+                "SELECT {column} AS name, COUNT(*) AS n FROM builds GROUP BY {column}"
+            ))
+            .fetch_all(&self.reader)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let name: String = row.try_get("name")?;
+                    let count: i64 = row.try_get("n")?;
+                    Ok((name, u64::try_from(count).unwrap_or(0)))
+                })
+                .collect::<StoreResult<BTreeMap<String, u64>>>()
+        };
+        let by_status = count_by("status").await?;
+        let by_platform = count_by("platform").await?;
+        Ok(StatusOverview {
+            builds: by_status.values().sum(),
+            by_status,
+            by_platform,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+    }
+
+    fn build_from_row(&self, row: &AnyRow) -> StoreResult<Build> {
+        let state = state_column(row, "state")?;
+        let labels: String = row.try_get("labels")?;
+        let labels: BTreeMap<String, String> =
+            serde_json::from_str(&labels).context("stored labels are not JSON")?;
+        Ok(Build {
+            id: parsed(row, "id")?,
+            key: optional_parsed(row, "build_key")?,
+            platform: parsed(row, "platform")?,
+            image_type: parsed(row, "image_type")?,
+            description: row.try_get("description")?,
+            labels: labels.try_into().context("stored labels are invalid")?,
+            state_name: self.names.name(state).to_owned(),
+            phase: state.phase(),
+            state,
+            status: parsed(row, "status")?,
+            failures: u32_column(row, "failures")?,
+            max_retries: u32_column(row, "max_retries")?,
+            next_attempt_at: optional_time(row, "next_attempt_at")?,
+            last_message: row.try_get("last_message")?,
+            last_seq: row.try_get("last_seq")?,
+            created_at: time(row, "created_at")?,
+            updated_at: time(row, "updated_at")?,
+        })
+    }
+
+    // ----- users and tokens ---------------------------------------------------------------
+
+    /// Creates a user; a taken username is a conflict.
+    pub async fn create_user(
+        &self,
+        username: &Username,
+        email: &str,
+        role: Role,
+        now: DateTime<Utc>,
+    ) -> StoreResult<User> {
+        let id = format!("u_{}", crate::secrets::random_id(16));
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, username, email, role, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&id)
+        .bind(username.as_str())
+        .bind(email)
+        .bind(role.as_str())
+        .bind(now.timestamp_millis())
+        .execute(&self.writer)
+        .await;
+        match inserted {
+            Ok(_) => self.user_by_name(username).await,
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => Err(
+                StoreError::Conflict(format!("user `{username}` already exists")),
+            ),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// One user by name.
+    pub async fn user_by_name(&self, username: &Username) -> StoreResult<User> {
+        let row = sqlx::query(
+            "SELECT id, username, email, role, created_at FROM users WHERE username = $1",
+        )
+        .bind(username.as_str())
+        .fetch_optional(&self.writer)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "user",
+            id: username.to_string(),
+        })?;
+        user_from_row(&row)
+    }
+
+    /// Every user, by name.
+    pub async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(
+            "SELECT id, username, email, role, created_at FROM users ORDER BY username",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    /// How many users have the admin role.
+    pub async fn count_admins(&self) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'")
+            .fetch_one(&self.writer)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Creates a token for `user`; the secret is returned once and stored only as a hash.
+    pub async fn create_token(
+        &self,
+        user: &User,
+        description: &str,
+        scope: Scope,
+        expires_at: Option<DateTime<Utc>>,
+        hasher: &crate::secrets::TokenHasher,
+        now: DateTime<Utc>,
+    ) -> StoreResult<CreatedToken> {
+        let id = format!("t_{}", crate::secrets::random_id(16));
+        let secret = crate::secrets::new_token_secret();
+        sqlx::query(
+            "INSERT INTO api_tokens (id, user_id, secret_hash, description, scope, created_at, \
+             expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&id)
+        .bind(&user.id)
+        .bind(hasher.hash(&secret))
+        .bind(description)
+        .bind(scope.as_str())
+        .bind(now.timestamp_millis())
+        .bind(expires_at.map(|at| at.timestamp_millis()))
+        .execute(&self.writer)
+        .await?;
+        let token = self
+            .list_tokens(None)
+            .await?
+            .into_iter()
+            .find(|token| token.id == id)
+            .ok_or_else(|| anyhow::anyhow!("token `{id}` vanished after insert"))?;
+        Ok(CreatedToken { token, secret })
+    }
+
+    /// Tokens, newest first, optionally of one user. Never their secrets.
+    pub async fn list_tokens(&self, username: Option<&Username>) -> StoreResult<Vec<TokenInfo>> {
+        let rows = sqlx::query(
+            "SELECT t.id, u.username, t.description, t.scope, t.created_at, t.expires_at, \
+             t.last_used_at, t.revoked_at FROM api_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE ($1 IS NULL OR u.username = $1) ORDER BY t.created_at DESC, t.id",
+        )
+        .bind(username.map(Username::as_str))
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TokenInfo {
+                    id: row.try_get("id")?,
+                    username: parsed(row, "username")?,
+                    description: row.try_get("description")?,
+                    scope: parsed(row, "scope")?,
+                    created_at: time(row, "created_at")?,
+                    expires_at: optional_time(row, "expires_at")?,
+                    last_used_at: optional_time(row, "last_used_at")?,
+                    revoked_at: optional_time(row, "revoked_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes a token; revoking it twice is fine, an unknown id is not found.
+    pub async fn revoke_token(&self, id: &str, now: DateTime<Utc>) -> StoreResult<TokenInfo> {
+        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now.timestamp_millis())
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        self.list_tokens(None)
+            .await?
+            .into_iter()
+            .find(|token| token.id == id)
+            .ok_or_else(|| StoreError::NotFound {
+                what: "token",
+                id: id.to_owned(),
+            })
+    }
+
+    /// The live (unrevoked) token with this secret hash, with its user.
+    pub async fn actor_by_token_hash(&self, secret_hash: &str) -> StoreResult<Option<Actor>> {
+        let row = sqlx::query(
+            "SELECT t.id, t.user_id, u.username, u.role, t.scope, t.expires_at, t.last_used_at \
+             FROM api_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.secret_hash = $1 AND t.revoked_at IS NULL",
+        )
+        .bind(secret_hash)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|row| {
+            Ok(Actor {
+                token_id: row.try_get("id")?,
+                user_id: row.try_get("user_id")?,
+                username: parsed(&row, "username")?,
+                role: parsed(&row, "role")?,
+                scope: parsed(&row, "scope")?,
+                expires_at: optional_time(&row, "expires_at")?,
+                last_used_at: optional_time(&row, "last_used_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records that a token was used.
+    pub async fn touch_token(&self, token_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now.timestamp_millis())
+            .bind(token_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+}
+
+const BUILD_COLUMNS: &str = "id, build_key, platform, image_type, description, labels, state, \
+     status, failures, max_retries, next_attempt_at, last_message, last_seq, created_at, updated_at";
+
+fn build_not_found(id: &str) -> StoreError {
+    StoreError::NotFound {
+        what: "build",
+        id: id.to_owned(),
+    }
+}
+
+fn progress_of(build: &Build) -> Progress {
+    Progress {
+        state: build.state,
+        status: build.status,
+        failures: build.failures,
+        next_attempt_at: build.next_attempt_at,
+    }
+}
+
+/// Appends `events` with consecutive sequence numbers from `first_seq`. The message goes on
+/// the last event (the one the report is about); skipped stages get a note of their own.
+#[allow(clippy::too_many_arguments)]
+async fn insert_history(
+    tx: &mut Transaction<'static, Any>,
+    build_id: &str,
+    first_seq: i64,
+    events: &[Event],
+    message: Option<&str>,
+    source: Option<&str>,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<HistoryEntry>> {
+    let mut recorded = Vec::with_capacity(events.len());
+    for (offset, event) in events.iter().enumerate() {
+        let seq = first_seq + offset as i64;
+        let is_last = offset + 1 == events.len();
+        let message = match (event.kind, is_last) {
+            (buildstate_domain::EventKind::Skipped, _) => {
+                Some("not used by this pipeline: skipped by a later report".to_owned())
+            }
+            (_, true) => message.map(str::to_owned),
+            (_, false) => None,
+        };
+        sqlx::query(
+            "INSERT INTO build_history (build_id, seq, state, kind, message, attempt, \
+             reported_by, token_id, source, recorded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(build_id)
+        .bind(seq)
+        .bind(i64::from(event.state))
+        .bind(event.kind.as_str())
+        .bind(message.as_deref())
+        .bind(event.attempt.map(i64::from))
+        .bind(actor.username.as_str())
+        .bind(&actor.token_id)
+        .bind(source)
+        .bind(now.timestamp_millis())
+        .execute(&mut **tx)
+        .await?;
+        recorded.push(HistoryEntry {
+            seq,
+            state: event.state,
+            kind: event.kind,
+            message,
+            attempt: event.attempt,
+            reported_by: Some(actor.username.to_string()),
+            token_id: Some(actor.token_id.clone()),
+            source: source.map(str::to_owned),
+            recorded_at: from_millis(now.timestamp_millis())?,
+        });
+    }
+    Ok(recorded)
+}
+
+/// One sentence on what a change did, for `TransitionResult::note`.
+fn describe_transition(events: &[Event], build: &Build) -> String {
+    use buildstate_domain::EventKind as K;
+    let skipped = events.iter().filter(|e| e.kind == K::Skipped).count();
+    let skipped = if skipped > 0 {
+        format!(" ({skipped} stage(s) recorded as skipped)")
+    } else {
+        String::new()
+    };
+    let Some(last) = events.last() else {
+        return "nothing changed".to_owned();
+    };
+    let what = match (last.kind, build.status) {
+        (K::Completed, BuildStatus::Completed) => {
+            "stage 100 completed: the build is completed".to_owned()
+        }
+        (K::Completed, _) => format!(
+            "stage {} completed; next stage is {}",
+            last.state, build.state
+        ),
+        (K::InProgress, _) => format!("stage {} is in progress", last.state),
+        (K::Failed, BuildStatus::Blocked) => format!(
+            "stage {} failed {} times, more than the {} allowed retries: the build is blocked",
+            last.state, build.failures, build.max_retries
+        ),
+        (K::Failed, _) => format!(
+            "stage {} failed ({} of {} retries used); it will be retried",
+            last.state, build.failures, build.max_retries
+        ),
+        (K::Retried, _) => format!("stage {} will be retried", last.state),
+        (K::Reset, _) => format!("the build was reset to stage {}", last.state),
+        (K::Cancelled, _) => "the build was cancelled".to_owned(),
+        (kind, _) => format!("recorded {kind} at stage {}", last.state),
+    };
+    what + &skipped
+}
+
+fn sqlite_url_creating_file(url: &str) -> String {
+    if url.contains("mode=") || url.contains(":memory:") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+fn parsed<T>(row: &AnyRow, column: &str) -> StoreResult<T>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: String = row.try_get(column)?;
+    text.parse()
+        .map_err(|error| anyhow::anyhow!("column `{column}` holds `{text}`: {error}").into())
+}
+
+fn optional_parsed<T>(row: &AnyRow, column: &str) -> StoreResult<Option<T>>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|text| {
+        text.parse()
+            .map_err(|error| anyhow::anyhow!("column `{column}` holds `{text}`: {error}").into())
+    })
+    .transpose()
+}
+
+fn state_column(row: &AnyRow, column: &str) -> StoreResult<StateCode> {
+    let value: i64 = row.try_get(column)?;
+    StateCode::new(value).map_err(|error| anyhow::Error::new(error).into())
+}
+
+fn u32_column(row: &AnyRow, column: &str) -> StoreResult<u32> {
+    let value: i64 = row.try_get(column)?;
+    u32::try_from(value).map_err(|_| anyhow::anyhow!("column `{column}` holds {value}").into())
+}
+
+fn from_millis(millis: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(millis)
+        .ok_or_else(|| anyhow::anyhow!("timestamp {millis} is out of range").into())
+}
+
+fn time(row: &AnyRow, column: &str) -> StoreResult<DateTime<Utc>> {
+    from_millis(row.try_get(column)?)
+}
+
+fn optional_time(row: &AnyRow, column: &str) -> StoreResult<Option<DateTime<Utc>>> {
+    let millis: Option<i64> = row.try_get(column)?;
+    millis.map(from_millis).transpose()
+}
+
+fn history_from_row(row: &AnyRow) -> StoreResult<HistoryEntry> {
+    let attempt: Option<i64> = row.try_get("attempt")?;
+    Ok(HistoryEntry {
+        seq: row.try_get("seq")?,
+        state: state_column(row, "state")?,
+        kind: parsed(row, "kind")?,
+        message: row.try_get("message")?,
+        attempt: attempt.and_then(|n| u32::try_from(n).ok()),
+        reported_by: row.try_get("reported_by")?,
+        token_id: row.try_get("token_id")?,
+        source: row.try_get("source")?,
+        recorded_at: time(row, "recorded_at")?,
+    })
+}
+
+fn user_from_row(row: &AnyRow) -> StoreResult<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        username: parsed(row, "username")?,
+        email: parsed(row, "email")?,
+        role: parsed(row, "role")?,
+        created_at: time(row, "created_at")?,
+    })
+}

@@ -1,0 +1,486 @@
+//! The typed REST client of the buildstate API, used by the CLI (and the Concourse resource
+//! and the GitHub Action).
+//!
+//! Every call has a timeout. Connection failures, 429 (honouring `Retry-After`), 502, 503 and
+//! 504 are retried a bounded number of times with exponential backoff; other 4xx never are.
+//! Reports carry an `Idempotency-Key` that stays the same across retries, so a retried report
+//! is applied at most once. Error answers are parsed back from the JSON envelope into
+//! [`ClientError::Api`], whose message is the server's sentence.
+
+use std::time::{Duration, Instant};
+
+use buildstate_domain::wire::{
+    Build, BuildPage, CreateToken, CreateUser, CreatedToken, ErrorBody, GateAnswer, Health,
+    HistoryPage, OperatorReason, ReportTransition, ResetBuild, StartBuild, StartedBuild,
+    StatusOverview, TokenInfo, TransitionResult, User, Whoami,
+};
+use buildstate_domain::{BuildId, StateCode};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// How to reach the server.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// e.g. `http://127.0.0.1:8000`
+    pub base_url: String,
+    pub token: Option<String>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Attempts per call, the first included (at least 1).
+    pub max_attempts: u32,
+    /// The first retry's wait; it doubles each time, at most [`MAX_RETRY_WAIT`].
+    pub retry_base: Duration,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &self.base_url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .finish()
+    }
+}
+
+impl ClientConfig {
+    pub fn new(base_url: impl Into<String>, token: Option<String>) -> Self {
+        ClientConfig {
+            base_url: base_url.into(),
+            token,
+            timeout: Duration::from_secs(30),
+            max_attempts: 4,
+            retry_base: Duration::from_millis(250),
+        }
+    }
+}
+
+/// The longest wait between two attempts, whatever `Retry-After` says.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error envelope.
+    #[error("{message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        field: Option<String>,
+        details: Option<serde_json::Value>,
+    },
+    /// No answer after every attempt.
+    #[error("cannot reach the buildstate server at {url} after {attempts} attempt(s): {cause}")]
+    Unreachable {
+        url: String,
+        attempts: u32,
+        cause: String,
+    },
+    /// An answer that is not what the API documents.
+    #[error("unexpected answer from {url} (HTTP {status}): {detail}")]
+    Protocol {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    /// The client could not be set up.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::Protocol { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The stable error code of an API error (`build_not_found`, `stage_already_completed`…).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Filters of [`Client::list_builds`]; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct BuildQuery {
+    pub platform: Option<String>,
+    pub image_type: Option<String>,
+    pub status: Option<String>,
+    pub state: Option<StateCode>,
+    pub key: Option<String>,
+    pub limit: Option<u32>,
+    pub offset: Option<u64>,
+}
+
+impl BuildQuery {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let optional = [
+            ("platform", self.platform.clone()),
+            ("image_type", self.image_type.clone()),
+            ("status", self.status.clone()),
+            ("state", self.state.map(|state| state.to_string())),
+            ("key", self.key.clone()),
+            ("limit", self.limit.map(|limit| limit.to_string())),
+            ("offset", self.offset.map(|offset| offset.to_string())),
+        ];
+        optional
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value?)))
+            .collect()
+    }
+}
+
+/// A buildstate API client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    config: ClientConfig,
+}
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+impl Client {
+    pub fn new(mut config: ClientConfig) -> Result<Self> {
+        let base = config.base_url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Config(format!(
+                "the API URL `{}` must start with http:// or https://",
+                config.base_url
+            )));
+        }
+        config.base_url = base;
+        config.max_attempts = config.max_attempts.max(1);
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("bldst/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| ClientError::Config(format!("cannot set up HTTP: {error}")))?;
+        Ok(Client { http, config })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.config.base_url
+    }
+
+    // ----- builds -------------------------------------------------------------------------
+
+    /// Starts a build, or resumes the unfinished one with the same key.
+    pub async fn start_build(&self, request: &StartBuild) -> Result<StartedBuild> {
+        self.send(Method::POST, "/builds", Some(request), &[], None)
+            .await
+    }
+
+    pub async fn get_build(&self, id: &BuildId) -> Result<Build> {
+        self.send::<(), _>(Method::GET, &format!("/builds/{id}"), None, &[], None)
+            .await
+    }
+
+    pub async fn list_builds(&self, query: &BuildQuery) -> Result<BuildPage> {
+        let pairs = query.pairs();
+        self.send::<(), _>(Method::GET, "/builds", None, &pairs, None)
+            .await
+    }
+
+    /// Reports a transition. `idempotency_key` defaults to a fresh random key; pass your own to
+    /// make a report safe to repeat across processes (e.g. a CI step that is re-run).
+    pub async fn report_transition(
+        &self,
+        id: &BuildId,
+        report: &ReportTransition,
+        idempotency_key: Option<&str>,
+    ) -> Result<TransitionResult> {
+        let generated;
+        let key = match idempotency_key {
+            Some(key) => key,
+            None => {
+                generated = new_idempotency_key();
+                &generated
+            }
+        };
+        self.send(
+            Method::POST,
+            &format!("/builds/{id}/transitions"),
+            Some(report),
+            &[],
+            Some(key),
+        )
+        .await
+    }
+
+    pub async fn history(&self, id: &BuildId, after: i64, limit: u32) -> Result<HistoryPage> {
+        let pairs = [("after", after.to_string()), ("limit", limit.to_string())];
+        self.send::<(), _>(
+            Method::GET,
+            &format!("/builds/{id}/history"),
+            None,
+            &pairs,
+            None,
+        )
+        .await
+    }
+
+    pub async fn gate(&self, id: &BuildId, stage: StateCode) -> Result<GateAnswer> {
+        let pairs = [("state", stage.to_string())];
+        self.send::<(), _>(
+            Method::GET,
+            &format!("/builds/{id}/gate"),
+            None,
+            &pairs,
+            None,
+        )
+        .await
+    }
+
+    pub async fn retry_build(&self, id: &BuildId, reason: &str) -> Result<TransitionResult> {
+        let body = OperatorReason {
+            reason: reason.to_owned(),
+        };
+        self.send(
+            Method::POST,
+            &format!("/builds/{id}/retry"),
+            Some(&body),
+            &[],
+            None,
+        )
+        .await
+    }
+
+    pub async fn reset_build(
+        &self,
+        id: &BuildId,
+        state: StateCode,
+        reason: &str,
+    ) -> Result<TransitionResult> {
+        let body = ResetBuild {
+            state,
+            reason: reason.to_owned(),
+        };
+        self.send(
+            Method::POST,
+            &format!("/builds/{id}/reset"),
+            Some(&body),
+            &[],
+            None,
+        )
+        .await
+    }
+
+    pub async fn cancel_build(&self, id: &BuildId, reason: &str) -> Result<TransitionResult> {
+        let body = OperatorReason {
+            reason: reason.to_owned(),
+        };
+        self.send(
+            Method::POST,
+            &format!("/builds/{id}/cancel"),
+            Some(&body),
+            &[],
+            None,
+        )
+        .await
+    }
+
+    // ----- accounts and health ------------------------------------------------------------
+
+    pub async fn create_user(&self, request: &CreateUser) -> Result<User> {
+        self.send(Method::POST, "/users", Some(request), &[], None)
+            .await
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        self.send::<(), _>(Method::GET, "/users", None, &[], None)
+            .await
+    }
+
+    pub async fn create_token(&self, request: &CreateToken) -> Result<CreatedToken> {
+        self.send(Method::POST, "/tokens", Some(request), &[], None)
+            .await
+    }
+
+    pub async fn list_tokens(&self, username: Option<&str>) -> Result<Vec<TokenInfo>> {
+        let pairs: Vec<(&str, String)> = username
+            .map(|name| vec![("username", name.to_owned())])
+            .unwrap_or_default();
+        self.send::<(), _>(Method::GET, "/tokens", None, &pairs, None)
+            .await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo> {
+        self.send::<(), _>(Method::DELETE, &format!("/tokens/{id}"), None, &[], None)
+            .await
+    }
+
+    pub async fn whoami(&self) -> Result<Whoami> {
+        self.send::<(), _>(Method::GET, "/auth/whoami", None, &[], None)
+            .await
+    }
+
+    pub async fn health(&self) -> Result<Health> {
+        self.send::<(), _>(Method::GET, "/health", None, &[], None)
+            .await
+    }
+
+    pub async fn status(&self) -> Result<StatusOverview> {
+        self.send::<(), _>(Method::GET, "/status", None, &[], None)
+            .await
+    }
+
+    // ----- transport ----------------------------------------------------------------------
+
+    async fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        query: &[(&str, String)],
+        idempotency_key: Option<&str>,
+    ) -> Result<T> {
+        let url = format!("{}{path}", self.config.base_url);
+        let mut attempt = 1;
+        loop {
+            let started = Instant::now();
+            let mut request: RequestBuilder = self.http.request(method.clone(), &url);
+            if !query.is_empty() {
+                request = request.query(query);
+            }
+            if let Some(token) = &self.config.token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(key) = idempotency_key {
+                request = request.header("Idempotency-Key", key);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let outcome = request.send().await;
+            let retry_after = match outcome {
+                Ok(response) => {
+                    let status = response.status();
+                    tracing::debug!(
+                        target: "bldst::http",
+                        "{method} {url} -> {} in {:?} (attempt {attempt})",
+                        status.as_u16(),
+                        started.elapsed()
+                    );
+                    if !is_retryable(status) || attempt >= self.config.max_attempts {
+                        return read_answer(&url, response).await;
+                    }
+                    retry_after_header(&response)
+                }
+                Err(error) => {
+                    tracing::debug!(
+                        target: "bldst::http",
+                        "{method} {url} -> no answer in {:?} (attempt {attempt}): {error}",
+                        started.elapsed()
+                    );
+                    // A request that timed out may have been applied: only idempotent methods
+                    // and requests with an idempotency key are sent again.
+                    let repeatable = method == Method::GET || idempotency_key.is_some();
+                    let safe = error.is_connect() || (repeatable && error.is_timeout());
+                    if !safe || attempt >= self.config.max_attempts {
+                        return Err(ClientError::Unreachable {
+                            url: self.config.base_url.clone(),
+                            attempts: attempt,
+                            cause: error_chain(&error),
+                        });
+                    }
+                    None
+                }
+            };
+            let backoff = self
+                .config
+                .retry_base
+                .saturating_mul(1 << (attempt - 1).min(16));
+            let wait = retry_after.unwrap_or(backoff).min(MAX_RETRY_WAIT);
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+}
+
+fn is_retryable(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+fn retry_after_header(response: &reqwest::Response) -> Option<Duration> {
+    let seconds: u64 = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+async fn read_answer<T: DeserializeOwned>(url: &str, response: reqwest::Response) -> Result<T> {
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|error| ClientError::Protocol {
+            url: url.to_owned(),
+            status: status.as_u16(),
+            detail: format!("the body could not be read: {error}"),
+        })?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(|error| ClientError::Protocol {
+            url: url.to_owned(),
+            status: status.as_u16(),
+            detail: format!("the body is not the documented JSON: {error}"),
+        });
+    }
+    match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(ErrorBody { error }) => Err(ClientError::Api {
+            status: status.as_u16(),
+            code: error.code,
+            message: error.message,
+            field: error.field,
+            details: error.details,
+        }),
+        Err(_) => Err(ClientError::Protocol {
+            url: url.to_owned(),
+            status: status.as_u16(),
+            detail: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+        }),
+    }
+}
+
+/// A fresh random idempotency key.
+pub fn new_idempotency_key() -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    format!(
+        "bldst-{}",
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 24)
+    )
+}
+
+/// The error and its causes, on one line.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
