@@ -344,6 +344,9 @@ impl Client {
         idempotency_key: Option<&str>,
     ) -> Result<T> {
         let url = format!("{}{path}", self.config.base_url);
+        // A request whose answer was lost may have been applied: only reads and requests with
+        // an idempotency key are sent again after a 502, a 504 or a timeout.
+        let repeatable = method == Method::GET || idempotency_key.is_some();
         let mut attempt = 1;
         loop {
             let started = Instant::now();
@@ -370,7 +373,7 @@ impl Client {
                         status.as_u16(),
                         started.elapsed()
                     );
-                    if !is_retryable(status) || attempt >= self.config.max_attempts {
+                    if !is_retryable(status, repeatable) || attempt >= self.config.max_attempts {
                         return read_answer(&url, response).await;
                     }
                     retry_after_header(&response)
@@ -381,9 +384,6 @@ impl Client {
                         "{method} {url} -> no answer in {:?} (attempt {attempt}): {error}",
                         started.elapsed()
                     );
-                    // A request that timed out may have been applied: only idempotent methods
-                    // and requests with an idempotency key are sent again.
-                    let repeatable = method == Method::GET || idempotency_key.is_some();
                     let safe = error.is_connect() || (repeatable && error.is_timeout());
                     if !safe || attempt >= self.config.max_attempts {
                         return Err(ClientError::Unreachable {
@@ -406,14 +406,13 @@ impl Client {
     }
 }
 
-fn is_retryable(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::TOO_MANY_REQUESTS
-            | StatusCode::BAD_GATEWAY
-            | StatusCode::SERVICE_UNAVAILABLE
-            | StatusCode::GATEWAY_TIMEOUT
-    )
+/// 429 and 503 mean the request was not handled; 502 and 504 leave it unknown.
+fn is_retryable(status: StatusCode, repeatable: bool) -> bool {
+    match status {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => true,
+        StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => repeatable,
+        _ => false,
+    }
 }
 
 fn retry_after_header(response: &reqwest::Response) -> Option<Duration> {

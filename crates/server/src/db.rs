@@ -373,17 +373,20 @@ impl Database {
     }
 
     /// Applies a report under the build's row lock and appends its history, or returns the
-    /// first answer again when its idempotency key was already applied.
+    /// first answer again when its idempotency key was already applied. The rules see the
+    /// clock as read under the lock.
     pub async fn record_transition(
         &self,
         id: &BuildId,
         request: &TransitionRequest,
         policy: &RetryPolicy,
         actor: &Actor,
-        now: DateTime<Utc>,
     ) -> StoreResult<TransitionResult> {
         let mut tx = self.writer.begin().await?;
         let build = self.build_in(&mut tx, id.as_str(), true).await?;
+        // Read the clock only once the row is ours: a report that waited for the lock must not
+        // judge a backoff that was set after it arrived.
+        let now = Utc::now();
         if let Some((key, request_hash)) = &request.idempotency {
             let earlier = sqlx::query(
                 "SELECT request_hash, response_body FROM idempotency_keys \
@@ -471,10 +474,10 @@ impl Database {
         action: OperatorAction,
         reason: &str,
         actor: &Actor,
-        now: DateTime<Utc>,
     ) -> StoreResult<TransitionResult> {
         let mut tx = self.writer.begin().await?;
         let build = self.build_in(&mut tx, id.as_str(), true).await?;
+        let now = Utc::now();
         let (progress, event) = apply_operator_action(&progress_of(&build), action)?;
         let recorded = insert_history(
             &mut tx,

@@ -210,7 +210,7 @@ pub async fn report_transition(
     };
     let result = state
         .db
-        .record_transition(&id, &request, &state.retry_policy, actor, Utc::now())
+        .record_transition(&id, &request, &state.retry_policy, actor)
         .await
         .map_err(for_build(&id))?;
     Ok(Json(result))
@@ -331,7 +331,7 @@ async fn operator_action(
     check_text("reason", Some(reason), MAX_MESSAGE_CHARS)?;
     let result = state
         .db
-        .apply_operator_action(&id, action, reason, actor, Utc::now())
+        .apply_operator_action(&id, action, reason, actor)
         .await
         .map_err(for_build(&id))?;
     Ok(Json(result))

@@ -1,0 +1,211 @@
+//! Test support shared by the integration suites: a real server on 127.0.0.1:0 over a fresh
+//! database per test — a temporary SQLite file, or a scratch PostgreSQL database created from
+//! `BUILDSTATE_TEST_POSTGRES_URL` and dropped afterwards.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use buildstate::client::{Client, ClientConfig};
+use buildstate_server::api::AppState;
+use buildstate_server::ServerConfig;
+use sqlx::Connection;
+use tokio::sync::oneshot;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The environment variable naming a PostgreSQL server the tests may create databases on.
+pub const POSTGRES_URL_VAR: &str = "BUILDSTATE_TEST_POSTGRES_URL";
+
+/// A running server and an admin token for it.
+pub struct TestApp {
+    pub backend: Backend,
+    pub base_url: String,
+    pub admin_token: String,
+    pub state: AppState,
+    pub database_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _sqlite_dir: Option<tempfile::TempDir>,
+    scratch_database: Option<(String, String)>,
+}
+
+impl TestApp {
+    /// Spawns a server on `backend`, or `None` for PostgreSQL when its URL is not set.
+    pub async fn spawn(backend: Backend) -> Option<TestApp> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Like [`TestApp::spawn`], letting the test adjust the server's configuration.
+    /// Backoff is zero unless the test sets it, so retries need no waiting.
+    pub async fn spawn_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> Option<TestApp> {
+        let mut sqlite_dir = None;
+        let mut scratch_database = None;
+        let database_url = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!("sqlite://{}", dir.path().join("buildstate.db").display());
+                sqlite_dir = Some(dir);
+                url
+            }
+            Backend::Postgres => {
+                let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
+                    eprintln!("skipped: set {POSTGRES_URL_VAR} to run the PostgreSQL variant");
+                    return None;
+                };
+                let (url, name) = create_scratch_database(&admin_url).await;
+                scratch_database = Some((admin_url, name));
+                url
+            }
+        };
+        let mut config = ServerConfig::for_database(&database_url);
+        config.secret_key = Some("test-secret-key".into());
+        config.backoff_base_secs = 0;
+        adjust(&mut config);
+        let state = config.app_state().await.expect("server state");
+        let admin_token = buildstate_server::bootstrap_admin(
+            &state,
+            &"admin".parse().expect("username"),
+            &"admin@example.com".parse().expect("email"),
+        )
+        .await
+        .expect("bootstrap admin");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let base_url = format!("http://{}", listener.local_addr().expect("address"));
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(buildstate_server::serve(listener, state.clone(), async {
+            let _ = stopped.await;
+        }));
+        Some(TestApp {
+            backend,
+            base_url,
+            admin_token,
+            state,
+            database_url,
+            shutdown: Some(shutdown),
+            server: Some(server),
+            _sqlite_dir: sqlite_dir,
+            scratch_database,
+        })
+    }
+
+    /// A client with the admin token.
+    pub fn client(&self) -> Client {
+        self.client_with(Some(self.admin_token.clone()))
+    }
+
+    /// A client with `token` (or none).
+    pub fn client_with(&self, token: Option<String>) -> Client {
+        let mut config = ClientConfig::new(&self.base_url, token);
+        config.timeout = Duration::from_secs(20);
+        config.retry_base = Duration::from_millis(20);
+        Client::new(config).expect("client")
+    }
+
+    /// A raw HTTP client for requests the typed client would never send.
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Stops the server and waits for it to drain.
+    pub async fn stop(mut self) {
+        self.stop_server().await;
+    }
+
+    async fn stop_server(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some((admin_url, name)) = self.scratch_database.take() {
+            // Drop runs outside async context: use a thread with its own runtime.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(drop_scratch_database(&admin_url, &name));
+            })
+            .join();
+        }
+    }
+}
+
+async fn create_scratch_database(admin_url: &str) -> (String, String) {
+    let name = format!("bst_test_{}", buildstate_server::secrets::random_id(12));
+    let mut connection = sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("connect to BUILDSTATE_TEST_POSTGRES_URL");
+    // The name is ours (letters and digits), never user input; identifiers cannot be bound.
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut connection)
+        .await
+        .expect("create scratch database");
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url, |(base, _)| base);
+    (format!("{base}/{name}"), name)
+}
+
+async fn drop_scratch_database(admin_url: &str, name: &str) {
+    if let Ok(mut connection) = sqlx::PgConnection::connect(admin_url).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut connection)
+            .await;
+    }
+}
+
+/// Runs `scenario` on `backend`, unless that backend is not configured.
+pub async fn on<F, Fut>(backend: Backend, scenario: F)
+where
+    F: FnOnce(TestApp) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if let Some(app) = TestApp::spawn(backend).await {
+        scenario(app).await;
+    }
+}
+
+/// Declares `mod NAME { sqlite(), postgres() }` tests for each `async fn NAME(app: TestApp)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),+ $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    $crate::support::on($crate::support::Backend::Sqlite, super::$scenario).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    $crate::support::on($crate::support::Backend::Postgres, super::$scenario).await;
+                }
+            }
+        )+
+    };
+}
