@@ -9,9 +9,46 @@ use serde::{Deserialize, Serialize};
 ///
 /// Once parsed, a `StateCode` is known good; anything else (7, 105, -5, "abc") is rejected with
 /// [`InvalidStateCode`], whose message names the valid range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "i64")]
+///
+/// In JSON it is a number; a string holding the number (`"10"`) is accepted too, because
+/// Concourse `params` and GitHub Action inputs are strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "i64")]
 pub struct StateCode(u8);
+
+impl<'de> Deserialize<'de> for StateCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CodeVisitor;
+
+        impl serde::de::Visitor<'_> for CodeVisitor {
+            type Value = StateCode;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a state code: 0 to 100 in steps of 5")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<StateCode, E> {
+                StateCode::new(value).map_err(E::custom)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<StateCode, E> {
+                let invalid = || E::custom(InvalidStateCode { value: value.to_string() });
+                let value = i64::try_from(value).map_err(|_| invalid())?;
+                StateCode::new(value).map_err(|_| invalid())
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<StateCode, E> {
+                Err(E::custom(InvalidStateCode { value: value.to_string() }))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StateCode, E> {
+                text.parse().map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_any(CodeVisitor)
+    }
+}
 
 #[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for StateCode {
@@ -200,8 +237,12 @@ mod tests {
         let code: StateCode = serde_json::from_str("45").expect("45 is a code");
         assert_eq!(code.value(), 45);
         assert_eq!(serde_json::to_string(&code).expect("serialize"), "45");
-        let error = serde_json::from_str::<StateCode>("7").expect_err("7 is not a code");
-        assert!(error.to_string().contains("steps of 5"), "{error}");
+        for bad in ["7", "105", "-5", "\"abc\"", "5.5", "true", "null"] {
+            let error = serde_json::from_str::<StateCode>(bad).expect_err(bad);
+            assert!(error.to_string().contains("steps of 5"), "{bad}: {error}");
+        }
+        let from_text: StateCode = serde_json::from_str("\"10\"").expect("a numeric string");
+        assert_eq!(from_text.value(), 10);
     }
 
     #[test]
