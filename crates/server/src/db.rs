@@ -303,7 +303,7 @@ impl Database {
              AND status NOT IN ('completed', 'cancelled')"
         ))
         .bind(key)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.reader)
         .await?;
         row.map(|row| self.build_from_row(&row)).transpose()
     }
@@ -659,7 +659,7 @@ impl Database {
             "SELECT id, username, email, role, created_at FROM users WHERE username = $1",
         )
         .bind(username.as_str())
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.reader)
         .await?
         .ok_or_else(|| StoreError::NotFound {
             what: "user",
@@ -711,39 +711,36 @@ impl Database {
         .bind(expires_at.map(|at| at.timestamp_millis()))
         .execute(&self.writer)
         .await?;
-        let token = self
-            .list_tokens(None)
-            .await?
-            .into_iter()
-            .find(|token| token.id == id)
-            .ok_or_else(|| anyhow::anyhow!("token `{id}` vanished after insert"))?;
+        let token = self.token_info(&id).await?;
         Ok(CreatedToken { token, secret })
     }
 
     /// Tokens, newest first, optionally of one user. Never their secrets.
     pub async fn list_tokens(&self, username: Option<&Username>) -> StoreResult<Vec<TokenInfo>> {
-        let rows = sqlx::query(
-            "SELECT t.id, u.username, t.description, t.scope, t.created_at, t.expires_at, \
-             t.last_used_at, t.revoked_at FROM api_tokens t JOIN users u ON u.id = t.user_id \
-             WHERE ($1 IS NULL OR u.username = $1) ORDER BY t.created_at DESC, t.id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE ($1 IS NULL OR u.username = $1) ORDER BY t.created_at DESC, t.id"
+        ))
         .bind(username.map(Username::as_str))
-        .fetch_all(&self.writer)
+        .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(TokenInfo {
-                    id: row.try_get("id")?,
-                    username: parsed(row, "username")?,
-                    description: row.try_get("description")?,
-                    scope: parsed(row, "scope")?,
-                    created_at: time(row, "created_at")?,
-                    expires_at: optional_time(row, "expires_at")?,
-                    last_used_at: optional_time(row, "last_used_at")?,
-                    revoked_at: optional_time(row, "revoked_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(token_from_row).collect()
+    }
+
+    /// One token by id, never its secret.
+    pub async fn token_info(&self, id: &str) -> StoreResult<TokenInfo> {
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "token",
+            id: id.to_owned(),
+        })?;
+        token_from_row(&row)
     }
 
     /// Revokes a token; revoking it twice is fine, an unknown id is not found.
@@ -753,14 +750,7 @@ impl Database {
             .bind(id)
             .execute(&self.writer)
             .await?;
-        self.list_tokens(None)
-            .await?
-            .into_iter()
-            .find(|token| token.id == id)
-            .ok_or_else(|| StoreError::NotFound {
-                what: "token",
-                id: id.to_owned(),
-            })
+        self.token_info(id).await
     }
 
     /// The live (unrevoked) token with this secret hash, with its user.
@@ -979,6 +969,22 @@ fn history_from_row(row: &AnyRow) -> StoreResult<HistoryEntry> {
         token_id: row.try_get("token_id")?,
         source: row.try_get("source")?,
         recorded_at: time(row, "recorded_at")?,
+    })
+}
+
+const TOKEN_COLUMNS: &str = "t.id, u.username, t.description, t.scope, t.created_at, \
+     t.expires_at, t.last_used_at, t.revoked_at";
+
+fn token_from_row(row: &AnyRow) -> StoreResult<TokenInfo> {
+    Ok(TokenInfo {
+        id: row.try_get("id")?,
+        username: parsed(row, "username")?,
+        description: row.try_get("description")?,
+        scope: parsed(row, "scope")?,
+        created_at: time(row, "created_at")?,
+        expires_at: optional_time(row, "expires_at")?,
+        last_used_at: optional_time(row, "last_used_at")?,
+        revoked_at: optional_time(row, "revoked_at")?,
     })
 }
 

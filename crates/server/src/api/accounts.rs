@@ -166,8 +166,8 @@ pub async fn revoke_token(
 ) -> Result<Json<TokenInfo>, ApiError> {
     let actor = auth.require(Scope::Read)?;
     if actor.scope != Scope::Admin {
-        let own = state.db.list_tokens(Some(&actor.username)).await?;
-        if !own.iter().any(|token| token.id == id) {
+        let token = state.db.token_info(&id).await?;
+        if token.username != actor.username {
             // Not "forbidden": whether someone else's token id exists is not ours to tell.
             return Err(ApiError::not_found("token", &id));
         }
