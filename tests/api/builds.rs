@@ -339,12 +339,26 @@ async fn a_retried_report_with_its_idempotency_key_changes_nothing(app: TestApp)
         "nothing written"
     );
 
+    // Once the key's answer has been forgotten (after the TTL), the key is free again.
+    let forgotten = app
+        .state
+        .db
+        .forget_idempotency_keys_before(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .expect("forget");
+    assert_eq!(forgotten, 1);
+    let reused = client
+        .report_transition(&id, &failure, Some("concourse-build-77"))
+        .await
+        .expect("a new report");
+    assert_eq!(reused.build.failures, 2, "applied as a new report");
+
     // Without a key, a retried completion of a past stage is still success without an entry.
     send(&client, &id, 0, ReportStatus::Completed).await;
     let repeat = send(&client, &id, 0, ReportStatus::Completed).await;
     assert!(!repeat.changed);
     assert!(repeat.recorded.is_empty());
-    assert_eq!(client.get_build(&id).await.expect("get").last_seq, 3);
+    assert_eq!(client.get_build(&id).await.expect("get").last_seq, 4);
 }
 
 async fn a_stale_expected_state_is_a_conflict(app: TestApp) {

@@ -777,6 +777,17 @@ impl Database {
         .transpose()
     }
 
+    /// Forgets the answers of idempotent reports recorded before `cutoff`; returns how many.
+    /// A client retries within minutes, so keeping a day of answers is plenty, and without
+    /// this the table would grow with every report.
+    pub async fn forget_idempotency_keys_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
+        let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(cutoff.timestamp_millis())
+            .execute(&self.writer)
+            .await?;
+        Ok(deleted.rows_affected())
+    }
+
     /// Records that a token was used.
     pub async fn touch_token(&self, token_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
         sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")

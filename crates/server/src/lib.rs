@@ -49,6 +49,13 @@ pub struct ServerConfig {
     /// Stage name overrides: `CODE=NAME` pairs separated by `;`.
     #[arg(long, env = "BUILDSTATE_STATE_NAMES")]
     pub state_names: Option<String>,
+    /// How long the first answer to a report with an `Idempotency-Key` is kept, in seconds.
+    #[arg(
+        long,
+        env = "BUILDSTATE_IDEMPOTENCY_TTL_SECS",
+        default_value_t = 86_400
+    )]
+    pub idempotency_ttl_secs: u64,
 }
 
 impl ServerConfig {
@@ -62,6 +69,7 @@ impl ServerConfig {
             backoff_base_secs: 30,
             backoff_cap_secs: 3600,
             state_names: None,
+            idempotency_ttl_secs: 86_400,
         }
     }
 
@@ -88,6 +96,7 @@ impl ServerConfig {
                 backoff_cap: Duration::from_secs(self.backoff_cap_secs),
             },
             default_max_retries: self.max_retries,
+            idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
         }))
     }
 }
@@ -100,12 +109,34 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let db = state.db.clone();
-    axum::serve(listener, api::router(state))
+    let housekeeping = tokio::spawn(forget_old_idempotency_keys(
+        db.clone(),
+        state.idempotency_ttl,
+    ));
+    let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown)
         .await
-        .context("the HTTP server failed")?;
+        .context("the HTTP server failed");
+    housekeeping.abort();
     db.close().await;
-    Ok(())
+    served
+}
+
+/// Every hour (and at start), drops idempotent answers older than `ttl`.
+async fn forget_old_idempotency_keys(db: Database, ttl: Duration) {
+    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every_hour.tick().await;
+        let cutoff = chrono::Duration::from_std(ttl)
+            .ok()
+            .and_then(|ttl| Utc::now().checked_sub_signed(ttl));
+        let Some(cutoff) = cutoff else { continue };
+        match db.forget_idempotency_keys_before(cutoff).await {
+            Ok(0) => {}
+            Ok(forgotten) => tracing::info!(forgotten, "forgot old idempotency keys"),
+            Err(error) => tracing::warn!(error = %error, "failed to forget old idempotency keys"),
+        }
+    }
 }
 
 /// `bldst server`: binds the configured address and serves until Ctrl-C or SIGTERM.

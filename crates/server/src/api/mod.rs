@@ -34,6 +34,8 @@ pub struct AppInner {
     pub hasher: TokenHasher,
     pub retry_policy: RetryPolicy,
     pub default_max_retries: u32,
+    /// How long answers to idempotent reports are kept.
+    pub idempotency_ttl: std::time::Duration,
 }
 
 impl AppState {
