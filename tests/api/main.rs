@@ -6,6 +6,7 @@ mod support;
 
 mod accounts;
 mod bad_input;
+mod binary;
 mod builds;
 mod client;
 mod concurrency;

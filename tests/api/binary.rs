@@ -1,0 +1,128 @@
+//! The real `bldst server` binary: the README's quick start, on its SQLite default.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Kills the child if the test fails half-way.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn bldst_server_creates_its_sqlite_file_serves_and_bootstraps_once() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let bldst = env!("CARGO_BIN_EXE_bldst");
+    let child = Command::new(bldst)
+        .args(["server", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env("SECRET_KEY", "binary-test-key")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bldst server starts");
+    let mut server = Running(child);
+    let stderr = server.0.stderr.take().expect("stderr");
+    // Keep draining the log after the address line, so the server never writes to a closed pipe.
+    let (found, address) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let address = line
+                .split("address=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next());
+            if let (Some(address), Some(sender)) = (address, found.take()) {
+                let _ = sender.send(address.to_owned());
+            }
+        }
+    });
+    let address = tokio::time::timeout(Duration::from_secs(30), address)
+        .await
+        .expect("the server starts within 30 s")
+        .expect("the server logs the address it listens on");
+    assert!(
+        dir.path().join("buildstate.db").exists(),
+        "the default SQLite file is created"
+    );
+
+    let ready = reqwest::get(format!("http://{address}/ready"))
+        .await
+        .expect("ready");
+    assert_eq!(ready.status(), 200);
+
+    let bootstrap = |dir: &std::path::Path| {
+        Command::new(bldst)
+            .args([
+                "server",
+                "bootstrap",
+                "--username",
+                "admin",
+                "--email",
+                "admin@example.com",
+            ])
+            .current_dir(dir)
+            .env_remove("DATABASE_URL")
+            .env("SECRET_KEY", "binary-test-key")
+            .output()
+            .expect("bootstrap runs")
+    };
+    let first = bootstrap(dir.path());
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let token = String::from_utf8(first.stdout).expect("utf-8");
+    let token = token.trim();
+    assert!(token.starts_with("bst_"), "only the token on stdout");
+    let whoami = reqwest::Client::new()
+        .get(format!("http://{address}/auth/whoami"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("whoami");
+    assert_eq!(
+        whoami.status(),
+        200,
+        "the printed token works against the running server"
+    );
+
+    let second = bootstrap(dir.path());
+    assert!(!second.status.success());
+    assert!(second.stdout.is_empty(), "nothing on stdout on failure");
+    let message = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        message.contains("an admin user already exists"),
+        "{message}"
+    );
+
+    #[cfg(unix)]
+    {
+        // SIGTERM: the server drains and exits cleanly.
+        let pid = server.0.id().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let mut waited = Duration::ZERO;
+        while server.0.try_wait().expect("wait").is_none() && waited < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += Duration::from_millis(50);
+        }
+        let status = server
+            .0
+            .try_wait()
+            .expect("wait")
+            .expect("exited after SIGTERM");
+        assert!(status.success(), "{status}");
+    }
+}
