@@ -1,0 +1,419 @@
+//! `bldst build ...`: start or resume a build, report stages, read builds and their history,
+//! gate a stage, and the operator actions (retry, reset, cancel). `build run` lives in
+//! [`super::run`].
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use buildstate_domain::wire::{ReportTransition, StartBuild, TransitionResult, MAX_MESSAGE_CHARS};
+use buildstate_domain::{
+    BuildId, BuildKey, BuildStatus, GateDecision, ImageType, Labels, Platform, ReportStatus,
+    StateCode,
+};
+use clap::{Args, Subcommand};
+
+use super::{config, exit, run as run_stage, CliError, Context};
+use crate::client::BuildQuery;
+
+/// The most history entries the server returns per page.
+const HISTORY_PAGE: u32 = 1000;
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(subcommand)]
+    command: BuildCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BuildCommand {
+    /// Start a build, or resume the unfinished build with the same --key.
+    #[command(after_help = "Examples:
+  bldst build create --platform aws --image-type rhel8 --description \"RHEL 8 base image\"
+  BUILD_ID=$(bldst build create --platform aws --image-type rhel8 --key aws/rhel8/$GIT_SHA \\
+      --label git_sha=$GIT_SHA --quiet)")]
+    Create(CreateArgs),
+    /// Report that a stage is in progress, completed or failed.
+    #[command(after_help = "Examples:
+  bldst build update \"$BUILD_ID\" --state 10 --status completed
+  bldst build update \"$BUILD_ID\" --state 55 --status failed --message-file ansible-error.log
+  bldst build update \"$BUILD_ID\" --state 20 --status in_progress --expected-state 20")]
+    Update(UpdateArgs),
+    /// Show one build.
+    #[command(after_help = "Examples:
+  bldst build get \"$BUILD_ID\"
+  bldst build get \"$BUILD_ID\" --output json")]
+    Get { id: BuildId },
+    /// List builds, newest first.
+    #[command(after_help = "Examples:
+  bldst build list
+  bldst build list --platform aws --status failed --limit 10
+  bldst build list --key aws/rhel8/$GIT_SHA --quiet")]
+    List(ListArgs),
+    /// Show a build's history, oldest first.
+    #[command(after_help = "Examples:
+  bldst build history \"$BUILD_ID\"
+  bldst build history \"$BUILD_ID\" --after 12 --limit 20 --output json")]
+    History {
+        id: BuildId,
+        /// Only entries after this sequence number.
+        #[arg(long, default_value_t = 0, value_name = "SEQ")]
+        after: i64,
+        /// At most this many entries (1 to 1000); all of them without it.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: Option<u32>,
+    },
+    /// Should this stage run? Answers run, skip, wait or stop, and exits 0, 10, 11 or 12.
+    #[command(
+        after_help = "Exit codes: 0 run, 10 skip (already completed), 11 wait (backing off after \
+a failure), 12 stop (blocked, cancelled or completed); 3, 5, 6 as for every command.
+
+Examples:
+  bldst build gate \"$BUILD_ID\" --state 15
+  bldst build gate \"$BUILD_ID\" --state 15; case $? in
+    0) ansible-playbook base.yml ;;
+    10) echo \"stage 15 already done\" ;;
+    11) echo \"backing off; try later\"; exit 1 ;;
+    *) echo \"stop\"; exit 1 ;;
+  esac"
+    )]
+    Gate {
+        id: BuildId,
+        /// The stage about to run.
+        #[arg(long, value_name = "N")]
+        state: StateCode,
+    },
+    /// Gate a stage, report it in progress, run a command, report how it went.
+    Run(run_stage::RunArgs),
+    /// Operator: clear the failures of a blocked or failed stage so it runs again.
+    #[command(after_help = "Examples:
+  bldst build retry \"$BUILD_ID\" --reason \"mirror was down; fixed\"")]
+    Retry(ReasonArgs),
+    /// Operator: move the build back to the current or an earlier stage.
+    #[command(after_help = "Examples:
+  bldst build reset \"$BUILD_ID\" --state 15 --reason \"base configuration changed\"")]
+    Reset {
+        id: BuildId,
+        /// The stage to move back to.
+        #[arg(long, value_name = "N")]
+        state: StateCode,
+        /// Why: it goes into the build's history.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Operator: give the build up.
+    #[command(after_help = "Examples:
+  bldst build cancel \"$BUILD_ID\" --reason \"superseded by a newer commit\"")]
+    Cancel(ReasonArgs),
+}
+
+#[derive(Debug, Args)]
+struct CreateArgs {
+    /// aws, azure, gcp, vsphere, …
+    #[arg(long)]
+    platform: Platform,
+    /// rhel8, ubuntu-22.04-web, …
+    #[arg(long)]
+    image_type: ImageType,
+    #[arg(long)]
+    description: Option<String>,
+    /// Your identity for the build, e.g. aws/rhel8/<git sha>: an unfinished build with this key
+    /// is resumed instead of starting a second one.
+    #[arg(long)]
+    key: Option<BuildKey>,
+    /// A label, `name=value`; repeat for more.
+    #[arg(long = "label", value_name = "NAME=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Failures a stage may have before the build is blocked [default: the server's].
+    #[arg(long, value_name = "N")]
+    max_retries: Option<u32>,
+    /// Print only the build id, for `BUILD_ID=$(...)`.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct UpdateArgs {
+    id: BuildId,
+    /// The stage reported on.
+    #[arg(long, value_name = "N")]
+    state: StateCode,
+    /// completed, failed or in_progress.
+    #[arg(long)]
+    status: ReportStatus,
+    /// What happened, for the history.
+    #[arg(long, conflicts_with = "message_file")]
+    message: Option<String>,
+    /// Read the message from a file (`-`: stdin); only its last 16384 characters are kept.
+    #[arg(long, value_name = "PATH")]
+    message_file: Option<PathBuf>,
+    /// Refuse the report (exit 4) unless the build is at this state.
+    #[arg(long, value_name = "N")]
+    expected_state: Option<StateCode>,
+    /// Where the report comes from [default: BUILDSTATE_SOURCE, or the CI run's URL].
+    #[arg(long)]
+    source: Option<String>,
+    /// Makes the report safe to repeat: a second report with the same key changes nothing.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    #[arg(long)]
+    platform: Option<Platform>,
+    #[arg(long)]
+    image_type: Option<ImageType>,
+    /// running, in_progress, failed, blocked, completed or cancelled.
+    #[arg(long)]
+    status: Option<BuildStatus>,
+    /// Only builds at this state code.
+    #[arg(long, value_name = "N")]
+    state: Option<StateCode>,
+    #[arg(long)]
+    key: Option<BuildKey>,
+    /// At most this many builds (1 to 500) [default: 50].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=500))]
+    limit: Option<u32>,
+    /// Skip this many builds first.
+    #[arg(long, value_name = "N")]
+    offset: Option<u64>,
+    /// Print only the build ids, one per line.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct ReasonArgs {
+    id: BuildId,
+    /// Why: it goes into the build's history.
+    #[arg(long)]
+    reason: String,
+}
+
+/// Runs `bldst build ...`.
+pub async fn run(args: BuildArgs, context: &Context<'_>) -> Result<u8, CliError> {
+    let printer = &context.printer;
+    match args.command {
+        BuildCommand::Run(args) => return run_stage::run(args, context).await,
+        BuildCommand::Create(args) => create(args, context).await?,
+        BuildCommand::Update(args) => update(args, context).await?,
+        BuildCommand::Get { id } => {
+            let build = context.client()?.get_build(&id).await?;
+            printer.build(&build)?;
+        }
+        BuildCommand::List(args) => list(args, context).await?,
+        BuildCommand::History { id, after, limit } => {
+            history(&id, after, limit, context).await?;
+        }
+        BuildCommand::Gate { id, state } => {
+            let answer = context.client()?.gate(&id, state).await?;
+            printer.gate(&answer)?;
+            return Ok(gate_exit_code(answer.decision));
+        }
+        BuildCommand::Retry(ReasonArgs { id, reason }) => {
+            let result = context.client()?.retry_build(&id, &reason).await?;
+            print_transition(&result, context)?;
+        }
+        BuildCommand::Reset { id, state, reason } => {
+            let result = context.client()?.reset_build(&id, state, &reason).await?;
+            print_transition(&result, context)?;
+        }
+        BuildCommand::Cancel(ReasonArgs { id, reason }) => {
+            let result = context.client()?.cancel_build(&id, &reason).await?;
+            print_transition(&result, context)?;
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// The exit code of `build gate` for each decision.
+pub fn gate_exit_code(decision: GateDecision) -> u8 {
+    match decision {
+        GateDecision::Run => exit::GATE_RUN,
+        GateDecision::Skip => exit::GATE_SKIP,
+        GateDecision::Wait => exit::GATE_WAIT,
+        GateDecision::Stop => exit::GATE_STOP,
+    }
+}
+
+async fn create(args: CreateArgs, context: &Context<'_>) -> Result<(), CliError> {
+    let labels: BTreeMap<String, String> = args.labels.into_iter().collect();
+    let labels = Labels::try_from(labels).map_err(|error| CliError::usage(error.to_string()))?;
+    let request = StartBuild {
+        platform: args.platform,
+        image_type: args.image_type,
+        description: args.description,
+        key: args.key,
+        labels,
+        max_retries: args.max_retries,
+    };
+    let started = context.client()?.start_build(&request).await?;
+    let build = &started.build;
+    let printer = &context.printer;
+    if printer.is_json() {
+        return printer.json(&started);
+    }
+    // The note goes to stderr, so `--quiet` output and the table stay pure data.
+    if started.resumed {
+        eprintln!(
+            "resumed unfinished build `{}` with key `{}`: stage {} ({})",
+            build.id,
+            build.key.as_ref().map_or("", BuildKey::as_str),
+            build.state,
+            build.status
+        );
+    } else {
+        eprintln!("started build `{}`", build.id);
+    }
+    if args.quiet {
+        printer.line(build.id.as_str())
+    } else {
+        printer.build(build)
+    }
+}
+
+async fn update(args: UpdateArgs, context: &Context<'_>) -> Result<(), CliError> {
+    let message = match (&args.message, &args.message_file) {
+        (Some(message), _) => Some(message.clone()),
+        (None, Some(path)) => Some(read_message_file(path)?),
+        (None, None) => None,
+    };
+    let report = ReportTransition {
+        state: args.state,
+        status: args.status,
+        message,
+        expected_state: args.expected_state,
+        source: config::report_source(args.source.as_deref(), context.env),
+    };
+    let result = context
+        .client()?
+        .report_transition(&args.id, &report, args.idempotency_key.as_deref())
+        .await?;
+    print_transition(&result, context)
+}
+
+/// Reads a report message from `path` (`-` is stdin), keeping the last
+/// [`MAX_MESSAGE_CHARS`] characters: the end of a log is where the error is.
+fn read_message_file(path: &std::path::Path) -> Result<String, CliError> {
+    let mut bytes = Vec::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|mut file| file.read_to_end(&mut bytes))
+    };
+    read.map_err(|error| {
+        CliError::usage(format!(
+            "cannot read the message file `{}`: {error}",
+            path.display()
+        ))
+    })?;
+    Ok(keep_tail(
+        &String::from_utf8_lossy(&bytes),
+        MAX_MESSAGE_CHARS,
+    ))
+}
+
+/// The last `max_chars` characters of `text`.
+pub fn keep_tail(text: &str, max_chars: usize) -> String {
+    let count = text.chars().count();
+    if count <= max_chars {
+        return text.to_owned();
+    }
+    text.chars().skip(count - max_chars).collect()
+}
+
+async fn list(args: ListArgs, context: &Context<'_>) -> Result<(), CliError> {
+    let query = BuildQuery {
+        platform: args.platform.map(String::from),
+        image_type: args.image_type.map(String::from),
+        status: args.status.map(|status| status.as_str().to_owned()),
+        state: args.state,
+        key: args.key.map(String::from),
+        limit: args.limit,
+        offset: args.offset,
+    };
+    let page = context.client()?.list_builds(&query).await?;
+    let printer = &context.printer;
+    if printer.is_json() {
+        printer.json(&page)
+    } else if args.quiet {
+        let ids: Vec<&str> = page.builds.iter().map(|build| build.id.as_str()).collect();
+        if ids.is_empty() {
+            Ok(())
+        } else {
+            printer.line(&ids.join("\n"))
+        }
+    } else {
+        printer.builds(&page.builds)?;
+        if let Some(offset) = page.next_offset {
+            eprintln!("more builds: add --offset {offset}");
+        }
+        Ok(())
+    }
+}
+
+async fn history(
+    id: &BuildId,
+    after: i64,
+    limit: Option<u32>,
+    context: &Context<'_>,
+) -> Result<(), CliError> {
+    let client = context.client()?;
+    let mut page = client
+        .history(id, after, limit.unwrap_or(HISTORY_PAGE))
+        .await?;
+    if limit.is_none() {
+        // Without --limit, read to the end.
+        while let Some(next) = page.next_after {
+            let more = client.history(id, next, HISTORY_PAGE).await?;
+            page.entries.extend(more.entries);
+            page.next_after = more.next_after;
+        }
+    }
+    let printer = &context.printer;
+    if printer.is_json() {
+        printer.json(&page)
+    } else {
+        printer.history(&page.entries)
+    }
+}
+
+/// Prints the answer to a report or an operator action: the server's sentence about it.
+fn print_transition(result: &TransitionResult, context: &Context<'_>) -> Result<(), CliError> {
+    let printer = &context.printer;
+    if printer.is_json() {
+        printer.json(result)
+    } else {
+        printer.line(&format!("build `{}`: {}", result.build.id, result.note))
+    }
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("`{text}` is not a label: write it as name=value")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_message_keeps_its_end() {
+        assert_eq!(keep_tail("abcdef", 3), "def");
+        assert_eq!(keep_tail("abc", 3), "abc");
+        assert_eq!(keep_tail("ééé", 2), "éé");
+    }
+
+    #[test]
+    fn labels_are_name_equals_value() {
+        assert_eq!(
+            parse_label("git_sha=0a1b=c"),
+            Ok(("git_sha".to_owned(), "0a1b=c".to_owned()))
+        );
+        assert!(parse_label("novalue").is_err());
+        assert!(parse_label("=x").is_err());
+    }
+}

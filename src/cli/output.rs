@@ -1,0 +1,344 @@
+//! How answers are shown: tables for people, JSON for scripts.
+//!
+//! JSON output is the wire types of `buildstate_domain::wire` serialized as they are, so its
+//! field names are the API's stable ones. Tables use colour only for status words, only when
+//! stdout is a terminal and `NO_COLOR` is unset. Nothing here writes to stdout on failure:
+//! errors go to stderr through the caller.
+
+use std::io::{IsTerminal as _, Write as _};
+
+use buildstate_domain::wire::{Build, GateAnswer, HistoryEntry, TokenInfo, User};
+use buildstate_domain::{BuildStatus, GateDecision, Phase};
+use chrono::{DateTime, SecondsFormat, Utc};
+use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
+use serde::Serialize;
+
+use super::{exit, CliError};
+
+/// `--output`: how answers are printed on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// The API's JSON, with its stable field names, for scripts.
+    Json,
+}
+
+/// Prints answers on stdout in the chosen format.
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    pub format: OutputFormat,
+    colour: bool,
+    terminal: bool,
+}
+
+impl Printer {
+    /// A printer for `format`; colour is used only when stdout is a terminal and `no_color`
+    /// (the `NO_COLOR` convention) is false.
+    pub fn new(format: OutputFormat, no_color: bool) -> Self {
+        let terminal = std::io::stdout().is_terminal();
+        Printer {
+            format,
+            colour: terminal && !no_color,
+            terminal,
+        }
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.format == OutputFormat::Json
+    }
+
+    /// Prints `value` as pretty JSON.
+    pub fn json<T: Serialize>(&self, value: &T) -> Result<(), CliError> {
+        let text = serde_json::to_string_pretty(value)
+            .map_err(|error| CliError::failure(format!("cannot encode the answer: {error}")))?;
+        write_stdout(&text)
+    }
+
+    /// Prints one line of text.
+    pub fn line(&self, text: &str) -> Result<(), CliError> {
+        write_stdout(text)
+    }
+
+    /// Prints a table made by [`Printer::table`].
+    pub fn print_table(&self, mut table: Table) -> Result<(), CliError> {
+        // Two spaces between columns and none before the first, so `awk` and people both
+        // find the columns where they expect them.
+        for column in table.column_iter_mut() {
+            column.set_padding((0, 2));
+        }
+        let text = table
+            .lines()
+            .map(|line| line.trim_end().to_owned())
+            .collect::<Vec<_>>()
+            .join("\n");
+        write_stdout(&text)
+    }
+
+    /// An empty table with `header`, in the house style: no borders, like `kubectl get`.
+    pub fn table(&self, header: &[&str]) -> Table {
+        let mut table = Table::new();
+        table.load_style(presets::NOTHING);
+        if self.colour {
+            table.enforce_styling();
+        } else {
+            table.force_no_tty();
+        }
+        if self.terminal {
+            table.set_content_arrangement(ContentArrangement::Dynamic);
+        }
+        if !header.is_empty() {
+            table.set_header(header.iter().copied());
+        }
+        table
+    }
+
+    /// A status word, coloured by how well things are going.
+    pub fn status_cell(&self, status: BuildStatus) -> Cell {
+        let colour = match status {
+            BuildStatus::Running | BuildStatus::InProgress => Color::Cyan,
+            BuildStatus::Completed => Color::Green,
+            BuildStatus::Failed => Color::Yellow,
+            BuildStatus::Blocked => Color::Red,
+            BuildStatus::Cancelled => Color::DarkGrey,
+        };
+        Cell::new(status.as_str()).fg(colour)
+    }
+
+    // ----- the shapes the commands print --------------------------------------------------
+
+    /// One build, as field/value rows.
+    pub fn build(&self, build: &Build) -> Result<(), CliError> {
+        if self.is_json() {
+            return self.json(build);
+        }
+        let mut table = self.table(&[]);
+        let text = |label: &str, value: String| vec![Cell::new(label), Cell::new(value)];
+        table.add_row(text("id", build.id.to_string()));
+        table.add_row(text("key", optional(build.key.as_ref())));
+        table.add_row(text("platform", build.platform.to_string()));
+        table.add_row(text("image type", build.image_type.to_string()));
+        table.add_row(text("description", optional(build.description.as_ref())));
+        table.add_row(text("labels", labels(build)));
+        table.add_row(text(
+            "state",
+            format!(
+                "{} {} ({} phase)",
+                build.state,
+                build.state_name,
+                phase_name(build.phase)
+            ),
+        ));
+        table.add_row(vec![Cell::new("status"), self.status_cell(build.status)]);
+        table.add_row(text(
+            "failures",
+            format!("{} of {} allowed", build.failures, build.max_retries),
+        ));
+        table.add_row(text(
+            "next attempt",
+            build
+                .next_attempt_at
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), time),
+        ));
+        table.add_row(text("last message", optional(build.last_message.as_ref())));
+        table.add_row(text("created", time(&build.created_at)));
+        table.add_row(text("updated", time(&build.updated_at)));
+        self.print_table(table)
+    }
+
+    /// Builds, one per row.
+    pub fn builds(&self, builds: &[Build]) -> Result<(), CliError> {
+        let mut table = self.table(&[
+            "ID",
+            "KEY",
+            "PLATFORM",
+            "IMAGE TYPE",
+            "STATE",
+            "STATUS",
+            "FAILURES",
+            "UPDATED",
+        ]);
+        for build in builds {
+            table.add_row(vec![
+                Cell::new(build.id.as_str()),
+                Cell::new(optional(build.key.as_ref())),
+                Cell::new(build.platform.as_str()),
+                Cell::new(build.image_type.as_str()),
+                Cell::new(format!("{} {}", build.state, build.state_name)),
+                self.status_cell(build.status),
+                Cell::new(format!("{}/{}", build.failures, build.max_retries)),
+                Cell::new(time(&build.updated_at)),
+            ]);
+        }
+        self.print_table(table)
+    }
+
+    /// History entries, oldest first.
+    pub fn history(&self, entries: &[HistoryEntry]) -> Result<(), CliError> {
+        let mut table = self.table(&[
+            "SEQ", "STATE", "EVENT", "ATTEMPT", "BY", "SOURCE", "WHEN", "MESSAGE",
+        ]);
+        for entry in entries {
+            table.add_row(vec![
+                Cell::new(entry.seq),
+                Cell::new(entry.state),
+                Cell::new(entry.kind.as_str()),
+                Cell::new(
+                    entry
+                        .attempt
+                        .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                ),
+                Cell::new(optional(entry.reported_by.as_ref())),
+                Cell::new(optional(entry.source.as_ref())),
+                Cell::new(time(&entry.recorded_at)),
+                Cell::new(first_line(entry.message.as_deref(), 72)),
+            ]);
+        }
+        self.print_table(table)
+    }
+
+    /// A gate answer: the decision word, then the reason.
+    pub fn gate(&self, answer: &GateAnswer) -> Result<(), CliError> {
+        if self.is_json() {
+            return self.json(answer);
+        }
+        let word = answer.decision.as_str();
+        let word = if self.colour {
+            let code = match answer.decision {
+                GateDecision::Run => "32",
+                GateDecision::Skip => "36",
+                GateDecision::Wait => "33",
+                GateDecision::Stop => "31",
+            };
+            format!("\x1b[{code}m{word}\x1b[0m")
+        } else {
+            word.to_owned()
+        };
+        self.line(&format!("{word}: {}", answer.reason))
+    }
+
+    /// Users, one per row.
+    pub fn users(&self, users: &[User]) -> Result<(), CliError> {
+        let mut table = self.table(&["ID", "USERNAME", "EMAIL", "ROLE", "CREATED"]);
+        for user in users {
+            table.add_row(vec![
+                user.id.clone(),
+                user.username.to_string(),
+                user.email.to_string(),
+                user.role.to_string(),
+                time(&user.created_at),
+            ]);
+        }
+        self.print_table(table)
+    }
+
+    /// Tokens, one per row, never their secrets.
+    pub fn tokens(&self, tokens: &[TokenInfo]) -> Result<(), CliError> {
+        let mut table = self.table(&[
+            "ID",
+            "USER",
+            "SCOPE",
+            "DESCRIPTION",
+            "CREATED",
+            "EXPIRES",
+            "LAST USED",
+            "REVOKED",
+        ]);
+        let when = |at: &Option<DateTime<Utc>>| at.as_ref().map_or_else(|| "-".to_owned(), time);
+        for token in tokens {
+            table.add_row(vec![
+                token.id.clone(),
+                token.username.to_string(),
+                token.scope.to_string(),
+                token.description.clone(),
+                time(&token.created_at),
+                when(&token.expires_at),
+                when(&token.last_used_at),
+                when(&token.revoked_at),
+            ]);
+        }
+        self.print_table(table)
+    }
+}
+
+/// A time as RFC 3339 in UTC, to the second.
+pub fn time(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Initial => "initial",
+        Phase::Infrastructure => "infrastructure",
+        Phase::Application => "application",
+        Phase::Validation => "validation",
+        Phase::Delivered => "delivered",
+    }
+}
+
+fn optional(value: Option<&impl ToString>) -> String {
+    value.map_or_else(|| "-".to_owned(), ToString::to_string)
+}
+
+fn labels(build: &Build) -> String {
+    if build.labels.is_empty() {
+        return "-".to_owned();
+    }
+    build
+        .labels
+        .as_map()
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The first line of `text`, cut to `max` characters with an ellipsis.
+fn first_line(text: Option<&str>, max: usize) -> String {
+    let Some(text) = text else {
+        return "-".to_owned();
+    };
+    let mut lines = text.trim().lines();
+    let line = lines.next().unwrap_or("");
+    let more = lines.next().is_some();
+    if line.chars().count() > max {
+        let cut: String = line.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    } else if more {
+        format!("{line} …")
+    } else {
+        line.to_owned()
+    }
+}
+
+/// Writes `text` and a newline on stdout. A closed pipe (`bldst build list | head`) is not an
+/// error: the reader has what it wanted.
+pub fn write_stdout(text: &str) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(error) => Err(CliError::new(
+            exit::FAILURE,
+            format!("cannot write to stdout: {error}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_or_multi_line_message_is_cut_to_its_first_line() {
+        assert_eq!(first_line(None, 10), "-");
+        assert_eq!(first_line(Some("short"), 10), "short");
+        assert_eq!(first_line(Some("one\ntwo"), 10), "one …");
+        assert_eq!(first_line(Some("abcdefghijkl"), 5), "abcd…");
+    }
+}

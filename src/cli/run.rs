@@ -1,0 +1,374 @@
+//! `bldst build run ID --state N -- COMMAND...`: makes one pipeline step resumable.
+//!
+//! It gates the stage (skip: exit 0; stop: exit 12; wait: wait out the backoff, or exit 11),
+//! reports `in_progress`, runs the command with its output streamed through, then reports
+//! `completed`, or `failed` with the tail of the command's stderr as the message, and exits with
+//! the command's code. Its own lines go to stderr, prefixed `bldst:`, so the command's stdout
+//! stays the command's.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use buildstate_domain::wire::{ReportTransition, MAX_MESSAGE_CHARS};
+use buildstate_domain::{BuildId, GateDecision, ReportStatus, StateCode};
+use clap::Args;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::build::keep_tail;
+use super::{config, exit, parse_duration, CliError, Context};
+use crate::client::Client;
+
+/// How much of the command's stderr is kept for the failure message.
+const STDERR_TAIL_BYTES: usize = 4096;
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: the command's own code when it ran (0 when the stage was \
+already completed and skipped); 11 when the backoff was not waited out; 12 when the build is \
+blocked, cancelled or completed; 3, 4, 5, 6 when the server said so before the command ran.
+
+The command sees BUILDSTATE_BUILD_ID and BUILDSTATE_STATE in its environment.
+
+Examples:
+  bldst build run \"$BUILD_ID\" --state 15 -- ansible-playbook -i inventory base.yml
+  bldst build run \"$BUILD_ID\" --state 70 --no-wait -- ./run-integration-tests.sh
+  bldst_cli build run \"$BUILD_ID\" --state 55 --max-wait 30m -- sh -c 'dnf -y install httpd'"
+)]
+pub struct RunArgs {
+    id: BuildId,
+    /// The stage this command performs.
+    #[arg(long, value_name = "N")]
+    state: StateCode,
+    /// If the stage is backing off after a failure, exit 11 at once instead of waiting.
+    #[arg(long)]
+    no_wait: bool,
+    /// The longest backoff to wait out before giving up with exit 11.
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
+    max_wait: Duration,
+    /// Where the reports come from [default: BUILDSTATE_SOURCE, or the CI run's URL].
+    #[arg(long)]
+    source: Option<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+/// Runs `bldst build run`; the `u8` is the exit code.
+pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
+    let client = context.client()?;
+    let stage = args.state;
+    let id = &args.id;
+    let program = args
+        .command
+        .first()
+        .map(|program| program.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Some(code) = gate_until_runnable(&client, &args).await? {
+        return Ok(code);
+    }
+    let source = config::report_source(args.source.as_deref(), context.env);
+    let report = |status, message: String| ReportTransition {
+        state: stage,
+        status,
+        message: Some(message),
+        expected_state: None,
+        source: source.clone(),
+    };
+    client
+        .report_transition(
+            id,
+            &report(ReportStatus::InProgress, format!("running `{program}`")),
+            None,
+        )
+        .await?;
+    eprintln!("bldst: stage {stage} of build `{id}`: running `{program}`");
+
+    let started = Instant::now();
+    let outcome = run_command(&args.command, id, stage).await;
+    let elapsed = started.elapsed().as_secs();
+    // `explain`: the command said nothing itself about why it ended (a spawn failure or a
+    // signal), so we say it.
+    let (code, status, message, explain) = match outcome {
+        Ok(Finished { status, .. }) if status.success() => (
+            exit::SUCCESS,
+            ReportStatus::Completed,
+            format!("`{program}` succeeded after {elapsed}s"),
+            false,
+        ),
+        Ok(Finished {
+            status,
+            stderr_tail,
+        }) => {
+            let how = describe_status(status);
+            let tail = String::from_utf8_lossy(&stderr_tail);
+            let tail = tail.trim();
+            let message = if tail.is_empty() {
+                format!("`{program}` {how} after {elapsed}s (no stderr output)")
+            } else {
+                format!("`{program}` {how} after {elapsed}s; the end of its stderr:\n{tail}")
+            };
+            let explain = status.code().is_none();
+            (exit_code_of(status), ReportStatus::Failed, message, explain)
+        }
+        Err(SpawnError { code, message }) => (code, ReportStatus::Failed, message, true),
+    };
+    let message = keep_tail(&message, MAX_MESSAGE_CHARS);
+    let reported = client
+        .report_transition(id, &report(status, message.clone()), None)
+        .await;
+    match (status, reported) {
+        (ReportStatus::Completed, Ok(result)) => {
+            eprintln!("bldst: {}", result.note);
+            Ok(code)
+        }
+        (ReportStatus::Completed, Err(error)) => {
+            let error = CliError::from(error);
+            Err(CliError::new(
+                error.code,
+                format!(
+                    "`{program}` succeeded but stage {stage} of build `{id}` could not be reported completed: {}; report it with `bldst build update {id} --state {stage} --status completed`",
+                    error.message
+                ),
+            ))
+        }
+        (_, Ok(result)) => {
+            if explain {
+                eprintln!("bldst: {}", message.lines().next().unwrap_or_default());
+            }
+            eprintln!("bldst: {}", result.note);
+            Ok(code)
+        }
+        (_, Err(error)) => {
+            eprintln!(
+                "error: `{program}` failed and the failure of stage {stage} of build `{id}` could not be recorded: {}",
+                CliError::from(error).message
+            );
+            Ok(code)
+        }
+    }
+}
+
+/// Asks the gate until the stage may run. `Some(code)` means: do not run, exit with `code`.
+async fn gate_until_runnable(client: &Client, args: &RunArgs) -> Result<Option<u8>, CliError> {
+    let (id, stage) = (&args.id, args.state);
+    let mut waited = Duration::ZERO;
+    loop {
+        let answer = client.gate(id, stage).await?;
+        match answer.decision {
+            GateDecision::Run => return Ok(None),
+            GateDecision::Skip => {
+                eprintln!(
+                    "bldst: skipping stage {stage} of build `{id}`: {}",
+                    answer.reason
+                );
+                return Ok(Some(exit::SUCCESS));
+            }
+            GateDecision::Stop => {
+                return Err(CliError::new(
+                    exit::GATE_STOP,
+                    format!(
+                        "not running stage {stage} of build `{id}`: {}{}",
+                        answer.reason,
+                        stop_hint(answer.build_status, id)
+                    ),
+                ));
+            }
+            GateDecision::Wait => {
+                let wait = Duration::from_secs(answer.wait_seconds.unwrap_or(1).max(1));
+                if args.no_wait {
+                    return Err(CliError::new(
+                        exit::GATE_WAIT,
+                        format!(
+                            "not running stage {stage} of build `{id}` yet: {}; re-run later, or without --no-wait to wait",
+                            answer.reason
+                        ),
+                    ));
+                }
+                if waited + wait > args.max_wait {
+                    return Err(CliError::new(
+                        exit::GATE_WAIT,
+                        format!(
+                            "not running stage {stage} of build `{id}`: {}, longer than --max-wait {}s; re-run later",
+                            answer.reason,
+                            args.max_wait.as_secs()
+                        ),
+                    ));
+                }
+                eprintln!(
+                    "bldst: stage {stage} of build `{id}` is backing off; waiting {}s",
+                    wait.as_secs()
+                );
+                tokio::time::sleep(wait).await;
+                waited += wait;
+            }
+        }
+    }
+}
+
+fn stop_hint(status: buildstate_domain::BuildStatus, id: &BuildId) -> String {
+    match status {
+        buildstate_domain::BuildStatus::Blocked => {
+            format!("; an operator can run `bldst build retry {id} --reason ...`")
+        }
+        _ => String::new(),
+    }
+}
+
+/// A command that ran to its end, with the last bytes of its stderr.
+struct Finished {
+    status: ExitStatus,
+    stderr_tail: Vec<u8>,
+}
+
+/// A command that could not be started: the shell's code for it and a sentence.
+struct SpawnError {
+    code: u8,
+    message: String,
+}
+
+/// Runs `command` with stdin and stdout inherited and stderr copied through as it comes.
+///
+/// A first Ctrl-C or SIGTERM is left to the command (a terminal sends it to the command too),
+/// so that its failure is reported when it exits; a second one kills it.
+async fn run_command(
+    command: &[OsString],
+    id: &BuildId,
+    stage: StateCode,
+) -> Result<Finished, SpawnError> {
+    let Some((program, arguments)) = command.split_first() else {
+        return Err(SpawnError {
+            code: exit::USAGE,
+            message: "no command to run".to_owned(),
+        });
+    };
+    let program_name = program.to_string_lossy();
+    let mut child = tokio::process::Command::new(program)
+        .args(arguments)
+        .env("BUILDSTATE_BUILD_ID", id.as_str())
+        .env("BUILDSTATE_STATE", stage.to_string())
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| SpawnError {
+            // The codes a shell uses: 127 for "not found", 126 for "cannot execute".
+            code: if error.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            },
+            message: format!("cannot start `{program_name}`: {error}"),
+        })?;
+    let stderr = child.stderr.take();
+    let copier = tokio::spawn(async move {
+        match stderr {
+            Some(stderr) => copy_keeping_tail(stderr).await,
+            None => Vec::new(),
+        }
+    });
+    let mut interrupts = 0;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            () = interrupted() => {
+                interrupts += 1;
+                if interrupts > 1 {
+                    let _ = child.start_kill();
+                }
+            }
+        }
+    };
+    let stderr_tail = copier.await.unwrap_or_default();
+    match status {
+        Ok(status) => Ok(Finished {
+            status,
+            stderr_tail,
+        }),
+        Err(error) => Err(SpawnError {
+            code: exit::FAILURE,
+            message: format!("lost track of `{program_name}`: {error}"),
+        }),
+    }
+}
+
+/// Copies `stderr` to ours as it comes and returns its last [`STDERR_TAIL_BYTES`] bytes.
+async fn copy_keeping_tail(mut stderr: tokio::process::ChildStderr) -> Vec<u8> {
+    let mut tail: VecDeque<u8> = VecDeque::with_capacity(STDERR_TAIL_BYTES * 2);
+    let mut ours = tokio::io::stderr();
+    let mut buffer = [0u8; 8192];
+    loop {
+        let read = match stderr.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        let chunk = &buffer[..read];
+        // Our stderr going away must not stop the command: keep reading.
+        let _ = ours.write_all(chunk).await;
+        let _ = ours.flush().await;
+        tail.extend(chunk);
+        let excess = tail.len().saturating_sub(STDERR_TAIL_BYTES);
+        tail.drain(..excess);
+    }
+    let mut tail: Vec<u8> = tail.into();
+    // Start at a line boundary when there is one, so the message does not open mid-line.
+    if tail.len() >= STDERR_TAIL_BYTES {
+        if let Some(newline) = tail.iter().position(|byte| *byte == b'\n') {
+            tail.drain(..=newline);
+        }
+    }
+    tail
+}
+
+/// Completes when the process receives SIGINT or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut interrupt), Ok(mut terminate)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The exit code a shell would give: the command's code, or 128 + the signal that killed it.
+fn exit_code_of(status: ExitStatus) -> u8 {
+    if let Some(code) = status.code() {
+        return u8::try_from(code & 0xff).unwrap_or(exit::FAILURE);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt as _;
+        if let Some(signal) = status.signal() {
+            return u8::try_from(128 + (signal & 0x7f)).unwrap_or(exit::FAILURE);
+        }
+    }
+    exit::FAILURE
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exited with code {code}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt as _;
+        if let Some(signal) = status.signal() {
+            return format!("was killed by signal {signal}");
+        }
+    }
+    "ended abnormally".to_owned()
+}
