@@ -1,0 +1,272 @@
+//! Bad input, table-driven: each case gets one clear `error:` line on stderr, nothing on
+//! stdout, and its documented exit code. The whole table is one snapshot.
+
+use std::fmt::Write as _;
+
+use crate::assert_cli_snapshot;
+use crate::helpers::Bldst;
+use crate::support::TestApp;
+
+/// Which `bldst` a case runs.
+#[derive(Clone, Copy)]
+enum Caller {
+    Admin,
+    NoToken,
+    UnknownToken,
+    /// An address where nothing listens.
+    NoServer,
+}
+
+async fn every_bad_input_gets_one_line_and_its_exit_code(app: TestApp) {
+    // Arrange: a build at stage 5, and an address nothing listens on
+    let admin = Bldst::admin(&app);
+    let id = admin.create_build(&[]).await;
+    admin.report(&id, 0, "completed").await;
+    let id = id.as_str();
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    };
+    let no_server = Bldst::admin(&app).env(
+        "BUILDSTATE_API_URL",
+        &format!("http://127.0.0.1:{closed_port}"),
+    );
+    let no_token = Bldst::with_token(&app, None);
+    let unknown_token = Bldst::with_token(&app, Some("bst_not_a_real_token"));
+    let cases: Vec<(&str, Caller, Vec<&str>, i32)> = vec![
+        (
+            "a missing flag",
+            Caller::Admin,
+            vec!["build", "update", id, "--status", "completed"],
+            2,
+        ),
+        (
+            "a state off the grid",
+            Caller::Admin,
+            vec![
+                "build",
+                "update",
+                id,
+                "--state",
+                "7",
+                "--status",
+                "completed",
+            ],
+            2,
+        ),
+        (
+            "a state that is not a number",
+            Caller::Admin,
+            vec!["build", "gate", id, "--state", "abc"],
+            2,
+        ),
+        (
+            "a state past 100",
+            Caller::Admin,
+            vec!["build", "gate", id, "--state", "105"],
+            2,
+        ),
+        (
+            "an unknown status",
+            Caller::Admin,
+            vec!["build", "update", id, "--state", "5", "--status", "done"],
+            2,
+        ),
+        (
+            "a misspelt flag",
+            Caller::Admin,
+            vec!["build", "update", id, "--stat", "5"],
+            2,
+        ),
+        (
+            "an unknown command",
+            Caller::Admin,
+            vec!["build", "gat", id],
+            2,
+        ),
+        (
+            "an uppercase platform",
+            Caller::Admin,
+            vec![
+                "build",
+                "create",
+                "--platform",
+                "AWS",
+                "--image-type",
+                "rhel8",
+            ],
+            2,
+        ),
+        (
+            "a label without a value",
+            Caller::Admin,
+            vec![
+                "build",
+                "create",
+                "--platform",
+                "aws",
+                "--image-type",
+                "rhel8",
+                "--label",
+                "git_sha",
+            ],
+            2,
+        ),
+        (
+            "a bad duration",
+            Caller::Admin,
+            vec![
+                "token",
+                "create",
+                "--username",
+                "admin",
+                "--description",
+                "x",
+                "--expires-in",
+                "1w",
+            ],
+            2,
+        ),
+        (
+            "message and message file",
+            Caller::Admin,
+            vec![
+                "build",
+                "update",
+                id,
+                "--state",
+                "5",
+                "--status",
+                "failed",
+                "--message",
+                "x",
+                "--message-file",
+                "y",
+            ],
+            2,
+        ),
+        (
+            "a message file that does not exist",
+            Caller::Admin,
+            vec![
+                "build",
+                "update",
+                id,
+                "--state",
+                "5",
+                "--status",
+                "failed",
+                "--message-file",
+                "/nonexistent/log",
+            ],
+            2,
+        ),
+        (
+            "a run without --",
+            Caller::Admin,
+            vec!["build", "run", id, "--state", "5", "true"],
+            2,
+        ),
+        (
+            "an empty token description",
+            Caller::Admin,
+            vec![
+                "token",
+                "create",
+                "--username",
+                "admin",
+                "--description",
+                " ",
+            ],
+            2,
+        ),
+        (
+            "an unknown build",
+            Caller::Admin,
+            vec!["build", "get", "b_00000000000000000000"],
+            3,
+        ),
+        (
+            "an unknown token",
+            Caller::Admin,
+            vec!["token", "revoke", "t_0000000000000000"],
+            3,
+        ),
+        (
+            "a token for an unknown user",
+            Caller::Admin,
+            vec![
+                "token",
+                "create",
+                "--username",
+                "nobody",
+                "--description",
+                "x",
+            ],
+            3,
+        ),
+        (
+            "a stage already completed",
+            Caller::Admin,
+            vec![
+                "build",
+                "update",
+                id,
+                "--state",
+                "0",
+                "--status",
+                "in_progress",
+            ],
+            4,
+        ),
+        (
+            "a retry of a running build",
+            Caller::Admin,
+            vec!["build", "retry", id, "--reason", "why not"],
+            4,
+        ),
+        ("no token", Caller::NoToken, vec!["build", "list"], 5),
+        (
+            "an unknown token",
+            Caller::UnknownToken,
+            vec!["build", "get", id],
+            5,
+        ),
+        (
+            "an unreachable server",
+            Caller::NoServer,
+            vec!["build", "list"],
+            6,
+        ),
+        (
+            "a URL that is not http",
+            Caller::Admin,
+            vec!["--api-url", "ftp://example.com", "build", "list"],
+            2,
+        ),
+    ];
+
+    // Act
+    let mut table = String::new();
+    for (name, caller, args, expected) in cases {
+        let bldst = match caller {
+            Caller::Admin => &admin,
+            Caller::NoToken => &no_token,
+            Caller::UnknownToken => &unknown_token,
+            Caller::NoServer => &no_server,
+        };
+        let outcome = bldst.run(&args).await;
+
+        // Assert
+        assert_eq!(outcome.code, expected, "{name}: {}", outcome.stderr);
+        outcome.expect_one_error_line();
+        let stderr = outcome
+            .stderr
+            .trim_end()
+            .replace(&closed_port.to_string(), "[port]");
+        writeln!(table, "{name} -> {expected}\n  {stderr}").expect("write");
+    }
+    assert_cli_snapshot!("bad_input_table", table);
+}
+
+crate::on_both_backends!(every_bad_input_gets_one_line_and_its_exit_code);

@@ -1,0 +1,258 @@
+//! `bldst build run`: a pipeline step made resumable in one line. The command's output streams
+//! through, its failure is reported with the end of its stderr, a completed stage is skipped
+//! and a blocked build or a backoff stops it, each with its documented exit code.
+
+use buildstate_domain::wire::{Build, HistoryPage};
+
+use crate::assert_cli_snapshot;
+use crate::helpers::Bldst;
+use crate::support::{Backend, TestApp};
+
+fn json<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    serde_json::from_str(text).unwrap_or_else(|error| panic!("JSON on stdout ({error}): {text}"))
+}
+
+async fn build_of(bldst: &Bldst, id: &str) -> Build {
+    json(
+        &bldst
+            .run(&["build", "get", id, "-o", "json"])
+            .await
+            .ok()
+            .stdout,
+    )
+}
+
+async fn a_command_that_succeeds_completes_its_stage(app: TestApp) {
+    // Arrange
+    let bldst = Bldst::admin(&app);
+    let id = bldst.create_build(&[]).await;
+
+    // Act
+    let ran = bldst
+        .run(&[
+            "build",
+            "run",
+            id.as_str(),
+            "--state",
+            "0",
+            "--",
+            "sh",
+            "-c",
+            "echo \"hello from $BUILDSTATE_BUILD_ID at $BUILDSTATE_STATE\"; echo progress >&2",
+        ])
+        .await
+        .ok();
+
+    // Assert
+    assert_cli_snapshot!("run_success_stdout", ran.stdout);
+    assert_cli_snapshot!("run_success_stderr", ran.stderr);
+    let build = build_of(&bldst, id.as_str()).await;
+    assert_eq!((build.state.value(), build.status.as_str()), (5, "running"));
+}
+
+async fn a_command_that_fails_twice_then_succeeds_resumes_at_the_failed_stage(app: TestApp) {
+    // Arrange: a step that breaks on its first two attempts, counted in a file
+    let bldst = Bldst::admin(&app);
+    let id = bldst.create_build(&[]).await;
+    bldst.report(&id, 0, "completed").await;
+    let flaky = "n=$(cat attempts 2>/dev/null || echo 0); n=$((n + 1)); echo $n > attempts; \
+                 if [ $n -le 2 ]; then echo \"attempt $n: mirror timed out\" >&2; exit 7; fi; \
+                 echo \"attempt $n: installed\"";
+    let work = tempfile::tempdir().expect("work directory");
+    let step = [
+        "build",
+        "run",
+        id.as_str(),
+        "--state",
+        "5",
+        "--",
+        "sh",
+        "-c",
+        flaky,
+    ];
+
+    // Act
+    let first = bldst.run_in(&step, None, Some(work.path())).await;
+    let second = bldst.run_in(&step, None, Some(work.path())).await;
+    let third = bldst.run_in(&step, None, Some(work.path())).await;
+
+    // Assert
+    assert_eq!([first.code, second.code, third.code], [7, 7, 0]);
+    assert_cli_snapshot!("run_failure_stderr", first.stderr);
+    assert_eq!(third.stdout, "attempt 3: installed\n");
+    let build = build_of(&bldst, id.as_str()).await;
+    assert_eq!(
+        (build.state.value(), build.status.as_str(), build.failures),
+        (10, "running", 0)
+    );
+    let history = bldst.run(&["build", "history", id.as_str()]).await.ok();
+    assert_cli_snapshot!("run_retried_history", history.stdout);
+    let page: HistoryPage = json(
+        &bldst
+            .run(&["build", "history", id.as_str(), "-o", "json"])
+            .await
+            .ok()
+            .stdout,
+    );
+    let failure = page
+        .entries
+        .iter()
+        .find(|entry| entry.kind.as_str() == "failed")
+        .and_then(|entry| entry.message.clone())
+        .expect("a failure message");
+    assert!(
+        failure.ends_with("attempt 1: mirror timed out"),
+        "{failure}"
+    );
+}
+
+async fn a_stage_already_completed_is_skipped_without_running_the_command(app: TestApp) {
+    // Arrange
+    let bldst = Bldst::admin(&app);
+    let id = bldst.create_build(&[]).await;
+    bldst.report(&id, 0, "completed").await;
+    let work = tempfile::tempdir().expect("work directory");
+
+    // Act
+    let skipped = bldst
+        .run_in(
+            &[
+                "build",
+                "run",
+                id.as_str(),
+                "--state",
+                "0",
+                "--",
+                "touch",
+                "ran",
+            ],
+            None,
+            Some(work.path()),
+        )
+        .await
+        .ok();
+
+    // Assert
+    assert!(!work.path().join("ran").exists(), "the command did not run");
+    assert_eq!(skipped.stdout, "");
+    assert_cli_snapshot!("run_skip_stderr", skipped.stderr);
+}
+
+async fn a_blocked_build_does_not_run_the_command(app: TestApp) {
+    // Arrange: one failure blocks this build
+    let bldst = Bldst::admin(&app);
+    let id = bldst.create_build(&["--max-retries", "0"]).await;
+    let failed = bldst
+        .run(&["build", "run", id.as_str(), "--state", "0", "--", "false"])
+        .await
+        .expect_code(1);
+    assert!(failed.stderr.contains("blocked"), "{}", failed.stderr);
+
+    // Act
+    let stopped = bldst
+        .run(&["build", "run", id.as_str(), "--state", "0", "--", "true"])
+        .await
+        .expect_code(12);
+
+    // Assert
+    stopped.expect_one_error_line();
+    assert_cli_snapshot!("run_stop_stderr", stopped.stderr);
+}
+
+async fn a_command_that_cannot_start_is_reported_failed_with_code_127(app: TestApp) {
+    // Arrange
+    let bldst = Bldst::admin(&app);
+    let id = bldst.create_build(&[]).await;
+
+    // Act
+    let missing = bldst
+        .run(&[
+            "build",
+            "run",
+            id.as_str(),
+            "--state",
+            "0",
+            "--",
+            "no-such-program-here",
+        ])
+        .await
+        .expect_code(127);
+
+    // Assert
+    assert!(
+        missing
+            .stderr
+            .contains("cannot start `no-such-program-here`"),
+        "{}",
+        missing.stderr
+    );
+    let build = build_of(&bldst, id.as_str()).await;
+    assert_eq!(build.status.as_str(), "failed");
+}
+
+crate::on_both_backends!(
+    a_command_that_succeeds_completes_its_stage,
+    a_command_that_fails_twice_then_succeeds_resumes_at_the_failed_stage,
+    a_stage_already_completed_is_skipped_without_running_the_command,
+    a_blocked_build_does_not_run_the_command,
+    a_command_that_cannot_start_is_reported_failed_with_code_127,
+);
+
+/// A server whose backoff after a first failure is `seconds`, with a build whose stage 0 just
+/// failed.
+async fn backing_off(seconds: u64) -> Option<(TestApp, Bldst, String)> {
+    let app =
+        TestApp::spawn_with(Backend::Sqlite, |config| config.backoff_base_secs = seconds).await?;
+    let bldst = Bldst::admin(&app);
+    let id = bldst.create_build(&[]).await;
+    bldst.report(&id, 0, "failed").await;
+    Some((app, bldst, id.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backoff_is_refused_with_exit_code_11_under_no_wait_or_a_short_max_wait() {
+    let Some((_app, bldst, id)) = backing_off(600).await else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("work directory");
+    for flags in [&["--no-wait"][..], &["--max-wait", "5s"][..]] {
+        let mut args = vec!["build", "run", id.as_str(), "--state", "0"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", "touch", "ran"]);
+        let refused = bldst
+            .run_in(&args, None, Some(work.path()))
+            .await
+            .expect_code(11);
+        refused.expect_one_error_line();
+        assert!(
+            !work.path().join("ran").exists(),
+            "{flags:?}: the command did not run"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_backoff_is_waited_out_before_the_command_runs() {
+    let Some((_app, bldst, id)) = backing_off(2).await else {
+        return;
+    };
+    let ran = bldst
+        .run(&[
+            "build",
+            "run",
+            id.as_str(),
+            "--state",
+            "0",
+            "--",
+            "echo",
+            "retried",
+        ])
+        .await
+        .ok();
+    assert_eq!(ran.stdout, "retried\n");
+    assert!(
+        ran.stderr.contains("backing off; waiting"),
+        "{}",
+        ran.stderr
+    );
+}
