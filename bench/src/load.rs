@@ -1,0 +1,300 @@
+//! The load: N clients, each with its own keep-alive connection and its own build, sending
+//! transition reports back to back for a warm-up and then a measured window.
+//!
+//! Every report of the cycle is one the rules accept and one that writes: per stage S of 0..95,
+//! `in_progress S`, `failed S` (a retry is allowed: backoff is zero, 100 failures allowed),
+//! `completed S` — each locks the build row, appends a history row and updates the build row.
+//! After stage 95 the build stands at 100 and an operator reset takes it back to 0 (one request
+//! in 61, the same kind of write, kept out of the latency figures), so a client never runs out
+//! of work and never touches another client's row.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+
+/// Latencies are recorded in microseconds, up to a minute, to 3 significant figures.
+const LATENCY_MAX_MICROS: u64 = 60_000_000;
+/// No request may take longer than this; one that does counts as an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Error descriptions kept per phase, for the report.
+const ERRORS_KEPT: usize = 5;
+
+/// When a phase's clients start, start measuring, and stop.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub measure_from: Instant,
+    pub end: Instant,
+}
+
+impl Window {
+    pub fn starting_now(warmup: Duration, duration: Duration) -> Self {
+        let measure_from = Instant::now() + warmup;
+        Window {
+            measure_from,
+            end: measure_from + duration,
+        }
+    }
+
+    pub fn measured(&self) -> Duration {
+        self.end.duration_since(self.measure_from)
+    }
+}
+
+/// What one phase measured.
+#[derive(Debug)]
+pub struct LoadOutcome {
+    /// Accepted transition reports that started and finished inside the measured window.
+    pub transitions: u64,
+    /// Their latencies, in microseconds.
+    pub latency_micros: Histogram<u64>,
+    /// Operator resets sent to start a new lap (any time during the phase).
+    pub resets: u64,
+    /// Non-2xx answers and transport failures (any time during the phase).
+    pub errors: u64,
+    pub first_errors: Vec<String>,
+}
+
+/// Where the clients send their reports.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub base_url: String,
+    pub token: String,
+}
+
+impl Target {
+    fn authorization(&self) -> anyhow::Result<HeaderValue> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.token))
+            .context("the admin token is not a valid header value")?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+/// Starts one build per client (allowing 100 failures a stage) and returns their ids.
+pub async fn create_builds(target: &Target, clients: u32) -> anyhow::Result<Vec<String>> {
+    let http = http_client()?;
+    let mut ids = Vec::with_capacity(clients as usize);
+    for client in 0..clients {
+        let response = http
+            .post(format!("{}/builds", target.base_url))
+            .header(AUTHORIZATION, target.authorization()?)
+            .json(&serde_json::json!({
+                "platform": "aws",
+                "image_type": "bench",
+                "description": format!("bldst-bench client {client}"),
+                "max_retries": 100,
+            }))
+            .send()
+            .await
+            .context("failed to start a build")?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.context("unreadable build")?;
+        anyhow::ensure!(
+            status.is_success(),
+            "starting a build failed: {status} {body}"
+        );
+        let id = body["build"]["id"]
+            .as_str()
+            .context("the started build has no id")?;
+        ids.push(id.to_owned());
+    }
+    Ok(ids)
+}
+
+/// Runs one client per build until `window.end`, at most `max_requests` each.
+pub async fn run_clients(
+    target: &Target,
+    build_ids: &[String],
+    window: Window,
+    max_requests: u64,
+) -> anyhow::Result<LoadOutcome> {
+    let mut clients = tokio::task::JoinSet::new();
+    for build_id in build_ids {
+        let client = Client::new(target, build_id)?;
+        clients.spawn(client.run(window, max_requests));
+    }
+    let mut total = LoadOutcome {
+        transitions: 0,
+        latency_micros: new_histogram()?,
+        resets: 0,
+        errors: 0,
+        first_errors: Vec::new(),
+    };
+    while let Some(outcome) = clients.join_next().await {
+        let outcome = outcome.context("a client task failed")??;
+        total.transitions += outcome.transitions;
+        total
+            .latency_micros
+            .add(&outcome.latency_micros)
+            .context("latency histograms do not merge")?;
+        total.resets += outcome.resets;
+        total.errors += outcome.errors;
+        for error in outcome.first_errors {
+            if total.first_errors.len() < ERRORS_KEPT {
+                total.first_errors.push(error);
+            }
+        }
+    }
+    Ok(total)
+}
+
+fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_MICROS, 3).context("histogram bounds")
+}
+
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .pool_max_idle_per_host(1)
+        .build()
+        .context("failed to build the HTTP client")
+}
+
+/// One request of the cycle, its body serialized once up front.
+#[derive(Debug, Clone)]
+struct Step {
+    url: String,
+    body: String,
+    is_transition: bool,
+}
+
+/// The requests of one lap: three reports per stage 0..95, then the reset to 0.
+fn lap(base_url: &str, build_id: &str) -> Vec<(String, String, bool)> {
+    let transitions = format!("{base_url}/builds/{build_id}/transitions");
+    let mut steps = Vec::with_capacity(61);
+    for stage in (0..=95).step_by(5) {
+        for status in ["in_progress", "failed", "completed"] {
+            let body = serde_json::json!({
+                "state": stage,
+                "status": status,
+                "message": "bldst-bench report",
+            });
+            steps.push((transitions.clone(), body.to_string(), true));
+        }
+    }
+    let reset = serde_json::json!({"state": 0, "reason": "bldst-bench: next lap"});
+    steps.push((
+        format!("{base_url}/builds/{build_id}/reset"),
+        reset.to_string(),
+        false,
+    ));
+    steps
+}
+
+/// One simulated CI pipeline: its own connection, its own build.
+#[derive(Debug)]
+struct Client {
+    http: reqwest::Client,
+    authorization: HeaderValue,
+    steps: Vec<Step>,
+}
+
+impl Client {
+    fn new(target: &Target, build_id: &str) -> anyhow::Result<Self> {
+        let steps = lap(&target.base_url, build_id)
+            .into_iter()
+            .map(|(url, body, is_transition)| Step {
+                url,
+                body,
+                is_transition,
+            })
+            .collect();
+        Ok(Client {
+            http: http_client()?,
+            authorization: target.authorization()?,
+            steps,
+        })
+    }
+
+    async fn run(self, window: Window, max_requests: u64) -> anyhow::Result<LoadOutcome> {
+        let mut outcome = LoadOutcome {
+            transitions: 0,
+            latency_micros: new_histogram()?,
+            resets: 0,
+            errors: 0,
+            first_errors: Vec::new(),
+        };
+        let reset_step = self.steps.len() - 1;
+        let mut next = 0;
+        for _ in 0..max_requests {
+            let started = Instant::now();
+            if started >= window.end {
+                break;
+            }
+            let step = &self.steps[next];
+            let answer = self.send(&step.url, step.body.clone()).await;
+            let finished = Instant::now();
+            match answer {
+                Ok(()) => {
+                    if !step.is_transition {
+                        outcome.resets += 1;
+                    } else if started >= window.measure_from && finished <= window.end {
+                        outcome.transitions += 1;
+                        let micros = finished.duration_since(started).as_micros();
+                        outcome
+                            .latency_micros
+                            .saturating_record(u64::try_from(micros).unwrap_or(u64::MAX));
+                    }
+                    next = (next + 1) % self.steps.len();
+                }
+                Err(error) => {
+                    outcome.errors += 1;
+                    if outcome.first_errors.len() < ERRORS_KEPT {
+                        outcome.first_errors.push(format!("{error:#}"));
+                    }
+                    // Whatever went wrong, a reset puts the build back where the cycle starts.
+                    next = reset_step;
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Sends one request and reads the whole answer (so the connection can be reused).
+    async fn send(&self, url: &str, body: String) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(url)
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {url} failed"))?;
+        let status = response.status();
+        let answer = response
+            .bytes()
+            .await
+            .with_context(|| format!("reading the answer to POST {url} failed"))?;
+        anyhow::ensure!(
+            status.is_success(),
+            "POST {url}: {status} {}",
+            String::from_utf8_lossy(&answer[..answer.len().min(300)])
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lap_reports_every_stage_three_times_then_resets() {
+        let steps = lap("http://127.0.0.1:1", "b_x");
+        assert_eq!(steps.len(), 61);
+        assert!(steps[..60]
+            .iter()
+            .all(|(url, _, t)| *t && url.ends_with("/transitions")));
+        assert_eq!(
+            steps[0].1,
+            r#"{"message":"bldst-bench report","state":0,"status":"in_progress"}"#
+        );
+        assert!(steps[59].1.contains(r#""state":95,"status":"completed""#));
+        let (url, body, is_transition) = &steps[60];
+        assert!(!is_transition && url.ends_with("/builds/b_x/reset"));
+        assert_eq!(body, r#"{"reason":"bldst-bench: next lap","state":0}"#);
+    }
+}

@@ -1,0 +1,87 @@
+//! The command line of `bldst-bench`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which store a server phase runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Load-tests a release `bldst server` with transition reports, beside pgbench's ceiling.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "bldst-bench", version)]
+pub struct Options {
+    /// The `bldst` binary to benchmark (build it with `cargo build --release`).
+    #[arg(long)]
+    pub bldst: PathBuf,
+    /// Stores to run the server on.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    pub backends: Vec<Backend>,
+    /// Concurrent clients, one build each; every count is a phase of its own.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    pub clients: Vec<u32>,
+    /// Seconds of load before measuring starts (not counted).
+    #[arg(long, default_value_t = 2)]
+    pub warmup_secs: u64,
+    /// Seconds measured in each phase.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+    /// A PostgreSQL on this machine, as a superuser that may create databases; the benchmark
+    /// creates scratch databases beside the one named and drops them afterwards.
+    #[arg(
+        long,
+        env = "BLDST_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    pub postgres_url: String,
+    /// Skip the pgbench ceiling.
+    #[arg(long)]
+    pub skip_pgbench: bool,
+    #[arg(long, default_value = "pgbench")]
+    pub pgbench: PathBuf,
+    #[arg(long, default_value = "psql")]
+    pub psql: PathBuf,
+    /// Where the Markdown table and the raw JSON are written.
+    #[arg(long, default_value = "bench/results")]
+    pub results_dir: PathBuf,
+    /// A safety bound: no client sends more requests than this in one phase.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub max_requests_per_client: u64,
+}
+
+impl Options {
+    pub fn warmup(&self) -> Duration {
+        Duration::from_secs(self.warmup_secs)
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(self.duration_secs)
+    }
+
+    /// Refuses settings that would not measure anything or would send load off this machine.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.duration_secs > 0, "--duration-secs must be at least 1");
+        anyhow::ensure!(
+            !self.clients.is_empty() && self.clients.iter().all(|&n| (1..=256).contains(&n)),
+            "--clients must list counts from 1 to 256"
+        );
+        anyhow::ensure!(!self.backends.is_empty(), "--backends lists no store");
+        if self.backends.contains(&Backend::Postgres) || !self.skip_pgbench {
+            crate::postgres::AdminUrl::parse(&self.postgres_url)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! What the kernel says about a process and the machine: resident memory (`VmRSS`, `VmHWM`)
+//! and CPU time, read from `/proc` so the numbers are the same ones `ps` and `top` show.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::oneshot;
+
+/// Clock ticks per second of `/proc/*/stat`: 100 on every Linux this runs on (`getconf
+/// CLK_TCK`); reading it properly needs libc, which this crate does without.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// A `kB` line of `/proc/<pid>/status`, such as `VmRSS` or `VmHWM`, in KiB.
+pub fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("failed to read /proc/{pid}/status"))?;
+    status_field_kib(&status, field)
+        .with_context(|| format!("/proc/{pid}/status has no `{field}` line"))
+}
+
+fn status_field_kib(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().strip_suffix("kB")?.trim().parse().ok()
+    })
+}
+
+/// Samples `VmRSS` of `pid` every `every` until the returned sender is used or dropped;
+/// the task answers the samples, in KiB.
+pub fn sample_rss(
+    pid: u32,
+    every: Duration,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Vec<u64>>) {
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let sampler = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        let mut ticks = tokio::time::interval(every);
+        // Bounded: an hour of samples at most, whatever happens to the sender.
+        for _ in 0..36_000 {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = ticks.tick() => {
+                    match status_kib(pid, "VmRSS") {
+                        Ok(kib) => samples.push(kib),
+                        Err(_) => break, // the process is gone
+                    }
+                }
+            }
+        }
+        samples
+    });
+    (stop, sampler)
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("failed to read /proc/{pid}/stat"))?;
+    let ticks = stat_cpu_ticks(&stat).context("unexpected /proc/PID/stat format")?;
+    Ok(ticks as f64 / TICKS_PER_SECOND)
+}
+
+/// utime + stime: fields 14 and 15, counted after the `)` that ends the command name (which
+/// may itself hold spaces).
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The machine's busy CPU time so far, in seconds summed over all cores.
+pub fn machine_busy_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("failed to read /proc/stat")?;
+    parse_machine_busy(&stat).context("unexpected /proc/stat format")
+}
+
+fn parse_machine_busy(stat: &str) -> Option<f64> {
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some(total.checked_sub(idle)? as f64 / TICKS_PER_SECOND)
+}
+
+/// CPU use between two moments, each as cores kept busy (1.0 = one core the whole time).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct CpuUse {
+    /// The whole machine, every process.
+    pub machine_cores: f64,
+    /// The `bldst server` process.
+    pub server_cores: Option<f64>,
+    /// This load generator.
+    pub load_generator_cores: Option<f64>,
+}
+
+/// A snapshot of the counters [`CpuUse`] is computed from.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSnapshot {
+    machine_busy: f64,
+    server: Option<f64>,
+    load_generator: Option<f64>,
+    at: std::time::Instant,
+}
+
+impl CpuSnapshot {
+    pub fn take(server_pid: Option<u32>) -> anyhow::Result<Self> {
+        Ok(CpuSnapshot {
+            machine_busy: machine_busy_seconds()?,
+            server: server_pid.map(process_cpu_seconds).transpose()?,
+            load_generator: Some(process_cpu_seconds(std::process::id())?),
+            at: std::time::Instant::now(),
+        })
+    }
+
+    /// CPU used from `self` to `later`.
+    pub fn until(&self, later: &CpuSnapshot) -> CpuUse {
+        let wall = later.at.duration_since(self.at).as_secs_f64().max(1e-9);
+        let per_wall = |from: Option<f64>, to: Option<f64>| Some((to? - from?) / wall);
+        CpuUse {
+            machine_cores: (later.machine_busy - self.machine_busy) / wall,
+            server_cores: per_wall(self.server, later.server),
+            load_generator_cores: per_wall(self.load_generator, later.load_generator),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_fields_are_read_in_kib() {
+        let status = "Name:\tbldst\nVmHWM:\t   41236 kB\nVmRSS:\t   39112 kB\nThreads:\t3\n";
+        assert_eq!(status_field_kib(status, "VmRSS"), Some(39112));
+        assert_eq!(status_field_kib(status, "VmHWM"), Some(41236));
+        assert_eq!(status_field_kib(status, "Threads"), None);
+        assert_eq!(status_field_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_are_counted_after_a_command_name_with_spaces() {
+        let stat = "4242 (tokio runtime) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3";
+        assert_eq!(stat_cpu_ticks(stat), Some(325));
+    }
+
+    #[test]
+    fn machine_busy_time_leaves_out_idle_and_iowait() {
+        let stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\n";
+        assert_eq!(parse_machine_busy(stat), Some(1.5));
+    }
+
+    #[test]
+    fn this_process_can_be_measured() -> anyhow::Result<()> {
+        assert!(status_kib(std::process::id(), "VmRSS")? > 0);
+        assert!(process_cpu_seconds(std::process::id())? >= 0.0);
+        Ok(())
+    }
+}

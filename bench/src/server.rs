@@ -1,0 +1,163 @@
+//! The server under test: a release `bldst server` child process on a free loopback port, with
+//! an admin token from `bldst server bootstrap`, stopped with SIGTERM like a service manager
+//! would.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::process::{Child, Command};
+
+/// The token-hashing key of benchmark servers (their databases are thrown away).
+const BENCH_SECRET_KEY: &str = "bldst-bench-secret-key";
+/// How long a server may take to answer `/ready` (it applies migrations first).
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to drain after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `bldst server`.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    pub pid: u32,
+    pub base_url: String,
+    pub admin_token: String,
+    log_path: PathBuf,
+}
+
+impl ServerProcess {
+    /// Bootstraps an admin on `database_url`, starts the server on it and waits for `/ready`.
+    /// Backoff is zero and builds may fail up to 100 times, so every report of the benchmark's
+    /// cycle is accepted. The server's output goes to `log_dir/NAME.log`.
+    pub async fn start(
+        bldst: &Path,
+        database_url: &str,
+        log_dir: &Path,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        let listen = free_loopback_address()?;
+        let command = |args: &[&str]| {
+            let mut command = Command::new(bldst);
+            command.args(args);
+            // Only this run's settings: a BUILDSTATE_* of the caller's shell must not leak in.
+            for (key, _) in std::env::vars_os() {
+                if key.to_string_lossy().starts_with("BUILDSTATE_") {
+                    command.env_remove(key);
+                }
+            }
+            command
+                .env("DATABASE_URL", database_url)
+                .env("SECRET_KEY", BENCH_SECRET_KEY)
+                .env("BUILDSTATE_LISTEN", &listen)
+                .env("BUILDSTATE_BACKOFF_BASE_SECS", "0")
+                .env("BUILDSTATE_MAX_RETRIES", "100")
+                .stdin(Stdio::null());
+            command
+        };
+
+        let bootstrap = command(&[
+            "server",
+            "bootstrap",
+            "--username",
+            "bench",
+            "--email",
+            "bench@example.com",
+        ])
+        .output()
+        .await
+        .with_context(|| format!("failed to run `{} server bootstrap`", bldst.display()))?;
+        anyhow::ensure!(
+            bootstrap.status.success(),
+            "`bldst server bootstrap` failed ({}): {}",
+            bootstrap.status,
+            String::from_utf8_lossy(&bootstrap.stderr).trim()
+        );
+        let admin_token = String::from_utf8(bootstrap.stdout)
+            .context("the bootstrap token is not UTF-8")?
+            .trim()
+            .to_owned();
+        anyhow::ensure!(
+            !admin_token.is_empty(),
+            "`bldst server bootstrap` printed no token"
+        );
+
+        let log_path = log_dir.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("failed to create {}", log_path.display()))?;
+        let child = command(&["server"])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("failed to start `{} server`", bldst.display()))?;
+        let pid = child.id().context("the server exited at once")?;
+        let mut server = ServerProcess {
+            child,
+            pid,
+            base_url: format!("http://{listen}"),
+            admin_token,
+            log_path,
+        };
+        server.wait_until_ready().await?;
+        Ok(server)
+    }
+
+    async fn wait_until_ready(&mut self) -> anyhow::Result<()> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        let url = format!("{}/ready", self.base_url);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!(
+                    "the server exited ({status}) before it was ready:\n{}",
+                    self.log_tail()
+                );
+            }
+            if let Ok(response) = http.get(&url).send().await {
+                if response.status().is_success() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!(
+            "the server was not ready after {READY_TIMEOUT:?}:\n{}",
+            self.log_tail()
+        )
+    }
+
+    /// The last lines of the server's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// SIGTERM, then SIGKILL if it has not drained within [`STOP_TIMEOUT`].
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        // tokio can only SIGKILL; `kill` sends the graceful signal without unsafe code.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .await;
+        match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
+            Ok(status) => {
+                status?;
+            }
+            Err(_) => {
+                eprintln!("warning: the server did not stop within {STOP_TIMEOUT:?}; killing it");
+                self.child.kill().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A loopback address with a port nobody listens on right now.
+fn free_loopback_address() -> anyhow::Result<String> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").context("failed to find a free port")?;
+    Ok(probe.local_addr()?.to_string())
+}
