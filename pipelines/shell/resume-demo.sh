@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# A resumed build, end to end, against a local buildstate server it starts and stops itself:
+# the first run of the pipeline fails at stage 15; after the "fix", the same pipeline is run
+# again, skips stages 0-10, retries 15 and goes on to publish.
+#
+#   bash pipelines/shell/resume-demo.sh            # uses `bldst` from PATH, else target/debug
+#   BLDST=/path/to/bldst bash pipelines/shell/resume-demo.sh
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+BLDST=${BLDST:-$(command -v bldst || echo "$repo/target/debug/bldst")}
+PORT=${PORT:-18765}
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+say() { printf '\n\033[1m## %s\033[0m\n' "$*"; }
+
+# A throw-away server: a fresh SQLite file, no backoff so the retry can happen at once.
+export DATABASE_URL="sqlite://$work/buildstate.db" SECRET_KEY=demo-only
+export BUILDSTATE_BACKOFF_BASE_SECS=0 BUILDSTATE_LISTEN="127.0.0.1:$PORT"
+BUILDSTATE_API_TOKEN=$("$BLDST" server bootstrap --username demo --email demo@example.com 2>/dev/null)
+"$BLDST" server >"$work/server.log" 2>&1 &
+server_pid=$!
+export BUILDSTATE_API_URL="http://127.0.0.1:$PORT" BUILDSTATE_API_TOKEN
+export BUILDSTATE_CONFIG="$work/config.json"
+for _ in $(seq 100); do
+    "$BLDST" build list >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+# The pipeline: every step wrapped in `bldst build run`. Stage 15 fails until the mirror
+# is "fixed" (a file appears), as a flaky package mirror would.
+pipeline() {
+    BUILD_ID=$("$BLDST" build create --platform aws --image-type rhel8 --key aws/rhel8/demo \
+        --description "resume demo" --quiet)
+    "$BLDST" build run "$BUILD_ID" --state 0 -- echo "pipeline triggered"
+    "$BLDST" build run "$BUILD_ID" --state 5 -- echo "kickstart: OS installed"
+    "$BLDST" build run "$BUILD_ID" --state 10 -- echo "green image: boots, SSH up"
+    "$BLDST" build run "$BUILD_ID" --state 15 -- sh -c '
+        if [ ! -e "$1/mirror-fixed" ]; then echo "dnf: mirror timed out" >&2; exit 1; fi
+        echo "base configuration applied"' sh "$work"
+    "$BLDST" build run "$BUILD_ID" --state 20 -- echo "cloud provider setup done"
+    "$BLDST" build run "$BUILD_ID" --state 100 -- echo "image published"
+}
+
+say "first run: fails at stage 15"
+# Not `if (pipeline)` or `pipeline || ...`: bash ignores `set -e` there, and the steps after
+# the failed one would run.
+set +e
+(set -e; pipeline)
+status=$?
+set -e
+echo "the pipeline exited with code $status"
+[ "$status" -ne 0 ] || { echo "unexpected: the first run succeeded" >&2; exit 1; }
+BUILD_ID=$("$BLDST" build list --key aws/rhel8/demo --quiet)
+"$BLDST" build get "$BUILD_ID"
+
+say "the mirror is fixed; the same pipeline runs again and resumes at stage 15"
+touch "$work/mirror-fixed"
+pipeline
+
+say "history of build $BUILD_ID"
+"$BLDST" build history "$BUILD_ID"
+"$BLDST" build gate "$BUILD_ID" --state 100 || echo "(gate exit code $?: 12 = stop, the build is completed)"
