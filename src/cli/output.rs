@@ -29,18 +29,15 @@ pub enum OutputFormat {
 pub struct Printer {
     pub format: OutputFormat,
     colour: bool,
-    terminal: bool,
 }
 
 impl Printer {
     /// A printer for `format`; colour is used only when stdout is a terminal and `no_color`
     /// (the `NO_COLOR` convention) is false.
     pub fn new(format: OutputFormat, no_color: bool) -> Self {
-        let terminal = std::io::stdout().is_terminal();
         Printer {
             format,
-            colour: terminal && !no_color,
-            terminal,
+            colour: std::io::stdout().is_terminal() && !no_color,
         }
     }
 
@@ -76,16 +73,15 @@ impl Printer {
     }
 
     /// An empty table with `header`, in the house style: no borders, like `kubectl get`.
+    ///
+    /// Rows are never wrapped to the terminal's width: an id or a time cut in two is worse
+    /// than a long line, and `grep` and `awk` see one row per line.
     pub fn table(&self, header: &[&str]) -> Table {
         let mut table = Table::new();
         table.load_style(presets::NOTHING);
-        if self.colour {
-            table.enforce_styling();
-        } else {
+        table.set_content_arrangement(ContentArrangement::Disabled);
+        if !self.colour {
             table.force_no_tty();
-        }
-        if self.terminal {
-            table.set_content_arrangement(ContentArrangement::Dynamic);
         }
         if !header.is_empty() {
             table.set_header(header.iter().copied());
@@ -102,7 +98,12 @@ impl Printer {
             BuildStatus::Blocked => Color::Red,
             BuildStatus::Cancelled => Color::DarkGrey,
         };
-        Cell::new(status.as_str()).fg(colour)
+        let cell = Cell::new(status.as_str());
+        if self.colour {
+            cell.fg(colour)
+        } else {
+            cell
+        }
     }
 
     // ----- the shapes the commands print --------------------------------------------------
