@@ -190,7 +190,78 @@ async fn a_command_that_cannot_start_is_reported_failed_with_code_127(app: TestA
     assert_eq!(build.status.as_str(), "failed");
 }
 
+async fn a_success_that_cannot_be_reported_says_so_and_fails(app: TestApp) {
+    // Arrange: a command that cancels its own build, so `completed` is refused
+    let bldst = Bldst::admin(&app);
+    let id = bldst.create_build(&[]).await;
+    let cancel = format!(
+        "{} build cancel {} --reason 'cancelled mid-stage'",
+        env!("CARGO_BIN_EXE_bldst"),
+        id
+    );
+
+    // Act
+    let refused = bldst
+        .run(&[
+            "build",
+            "run",
+            id.as_str(),
+            "--state",
+            "0",
+            "--",
+            "sh",
+            "-c",
+            &cancel,
+        ])
+        .await
+        .expect_code(4);
+
+    // Assert
+    let last = refused.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: `sh` succeeded but stage 0 of build")
+            && last.contains("could not be reported completed"),
+        "{}",
+        refused.stderr
+    );
+    let build = build_of(&bldst, id.as_str()).await;
+    assert_eq!(build.status.as_str(), "cancelled");
+}
+
+async fn a_command_killed_by_a_signal_exits_128_plus_the_signal(app: TestApp) {
+    // Arrange
+    let bldst = Bldst::admin(&app);
+    let id = bldst.create_build(&[]).await;
+
+    // Act
+    let killed = bldst
+        .run(&[
+            "build",
+            "run",
+            id.as_str(),
+            "--state",
+            "0",
+            "--",
+            "sh",
+            "-c",
+            "kill -9 $$",
+        ])
+        .await
+        .expect_code(137);
+
+    // Assert
+    assert!(
+        killed.stderr.contains("`sh` was killed by signal 9"),
+        "{}",
+        killed.stderr
+    );
+    let build = build_of(&bldst, id.as_str()).await;
+    assert_eq!((build.status.as_str(), build.failures), ("failed", 1));
+}
+
 crate::on_both_backends!(
+    a_command_killed_by_a_signal_exits_128_plus_the_signal,
+    a_success_that_cannot_be_reported_says_so_and_fails,
     a_command_that_succeeds_completes_its_stage,
     a_command_that_fails_twice_then_succeeds_resumes_at_the_failed_stage,
     a_stage_already_completed_is_skipped_without_running_the_command,
