@@ -438,6 +438,9 @@ fn init_logging(verbose: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        // By default a failed log write is reported with `eprintln!`, which panics when stderr
+        // is a closed pipe: a server whose log reader went away would crash on its next line.
+        .log_internal_errors(false)
         .try_init();
 }
 

@@ -471,7 +471,11 @@ async fn the_gate_exit_code_says_run_skip_wait_or_stop(backend: Backend) {
     // Act
     let skip = gate("0").await;
     let wait = gate("5").await;
-    let run = gate("10").await;
+    let after_failure = gate("10").await;
+    let fresh = bldst.create_build(&[]).await;
+    let run = bldst
+        .run(&["build", "gate", fresh.as_str(), "--state", "0"])
+        .await;
     let wait_json = bldst
         .run(&["build", "gate", id.as_str(), "--state", "5", "-o", "json"])
         .await;
@@ -482,11 +486,24 @@ async fn the_gate_exit_code_says_run_skip_wait_or_stop(backend: Backend) {
     let stop = gate("10").await;
 
     // Assert
-    let codes = [skip.code, wait.code, run.code, stop.code];
-    assert_eq!(codes, [10, 11, 0, 12]);
+    let codes = [
+        skip.code,
+        wait.code,
+        after_failure.code,
+        run.code,
+        stop.code,
+    ];
+    assert_eq!(codes, [10, 11, 12, 0, 12]);
     assert_cli_snapshot!(
         "gate_answers",
-        [skip.stdout, wait.stdout, run.stdout, stop.stdout].concat()
+        [
+            skip.stdout,
+            wait.stdout,
+            after_failure.stdout,
+            run.stdout,
+            stop.stdout
+        ]
+        .concat()
     );
     let answer: GateAnswer = json(&wait_json.stdout);
     assert_eq!(answer.decision.as_str(), "wait");

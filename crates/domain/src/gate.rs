@@ -18,7 +18,8 @@ pub enum GateDecision {
     Skip,
     /// S is the failed stage and its backoff has not elapsed.
     Wait,
-    /// The build is blocked, cancelled or completed: nothing should run.
+    /// The build is blocked, cancelled or completed, or S comes after a stage that failed:
+    /// S should not run now.
     Stop,
 }
 
@@ -73,6 +74,15 @@ pub fn gate(current: &Progress, stage: StateCode, now: DateTime<Utc>) -> Gate {
             GateDecision::Skip,
             format!(
                 "stage {stage} already completed; the build is at {}",
+                current.state
+            ),
+        );
+    }
+    if stage > current.state && current.status == BuildStatus::Failed {
+        return answer(
+            GateDecision::Stop,
+            format!(
+                "stage {} failed and must complete before stage {stage} runs",
                 current.state
             ),
         );
@@ -172,10 +182,16 @@ mod tests {
                 D::Wait,
             ),
             (
-                "a later stage of a backing-off build runs",
+                "a stage after a failed one stops until it completes",
                 backing_off,
                 35,
-                D::Run,
+                D::Stop,
+            ),
+            (
+                "a stage after a failed one stops even once the backoff elapsed",
+                elapsed,
+                35,
+                D::Stop,
             ),
             (
                 "the failed stage runs once the backoff elapsed",

@@ -114,6 +114,8 @@ pub enum Refusal {
         expected: StateCode,
         actual: StateCode,
     },
+    #[error("stage {failed} failed and has not completed since; run it again before stage {stage} (or an operator can reset or cancel the build)")]
+    FailedStageFirst { failed: StateCode, stage: StateCode },
     #[error("stage {state} is backing off after a failure; retry in {wait_seconds}s")]
     RetryTooSoon { state: StateCode, wait_seconds: u64 },
     #[error("the build is {status}; only a blocked or failed build can be retried")]
@@ -170,6 +172,14 @@ pub fn apply_report(
     if current.status == BuildStatus::Blocked {
         return Err(Refusal::BuildBlocked {
             state: current.state,
+        });
+    }
+    // A jump records the stages between as skipped: that is for stages a pipeline does not
+    // use, never a way past a stage that failed (its failure would read as "skipped").
+    if current.status == BuildStatus::Failed && stage > current.state {
+        return Err(Refusal::FailedStageFirst {
+            failed: current.state,
+            stage,
         });
     }
     if report.status != ReportStatus::Completed && stage == current.state {
@@ -515,7 +525,7 @@ mod tests {
             ),
             (
                 "a failure on a later stage skips the ones between and counts once",
-                at(25, Failed, 3),
+                at(25, Running, 0),
                 report(35, R::Failed),
                 Expect::Moves(
                     35,
@@ -523,6 +533,20 @@ mod tests {
                     1,
                     &[(25, K::Skipped), (30, K::Skipped), (35, K::Failed)],
                 ),
+            ),
+            (
+                "no report may jump past a failed stage",
+                at(25, Failed, 1),
+                report(35, R::Completed),
+                Expect::Refused(
+                    |r| matches!(r, Refusal::FailedStageFirst { failed, .. } if failed.value() == 25),
+                ),
+            ),
+            (
+                "no attempt may start past a failed stage",
+                at(25, Failed, 1),
+                report(30, R::InProgress),
+                Expect::Refused(|r| matches!(r, Refusal::FailedStageFirst { .. })),
             ),
             (
                 "failing an earlier stage is a conflict naming the next stage",

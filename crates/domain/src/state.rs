@@ -32,13 +32,19 @@ impl<'de> Deserialize<'de> for StateCode {
             }
 
             fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<StateCode, E> {
-                let invalid = || E::custom(InvalidStateCode { value: value.to_string() });
+                let invalid = || {
+                    E::custom(InvalidStateCode {
+                        value: value.to_string(),
+                    })
+                };
                 let value = i64::try_from(value).map_err(|_| invalid())?;
                 StateCode::new(value).map_err(|_| invalid())
             }
 
             fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<StateCode, E> {
-                Err(E::custom(InvalidStateCode { value: value.to_string() }))
+                Err(E::custom(InvalidStateCode {
+                    value: value.to_string(),
+                }))
             }
 
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StateCode, E> {

@@ -156,6 +156,10 @@ impl ApiError {
                 "stale_expected_state",
                 json!({ "expected_state": expected, "actual_state": actual }),
             ),
+            Refusal::FailedStageFirst { failed, stage } => (
+                "failed_stage_first",
+                json!({ "state": stage, "next_state": failed }),
+            ),
             Refusal::RetryTooSoon {
                 state,
                 wait_seconds,
