@@ -46,8 +46,8 @@ pub mod exit {
     /// `build gate`: wait, the stage is backing off after a failure. `build run`: the backoff
     /// was not waited out (`--no-wait`, or longer than `--max-wait`).
     pub const GATE_WAIT: u8 = 11;
-    /// `build gate`: stop, the build is blocked, cancelled or completed. `build run`: the
-    /// command was not run for that reason.
+    /// `build gate`: stop, the build is blocked, cancelled or completed, or the stage comes
+    /// after one that failed. `build run`: the command was not run for that reason.
     pub const GATE_STOP: u8 = 12;
 }
 
@@ -62,7 +62,8 @@ Exit codes:
    6  the server was unreachable after retries
   10  build gate: skip (the stage already completed)
   11  build gate: wait (the stage is backing off); build run: did not wait
-  12  build gate: stop (blocked, cancelled or completed); build run: did not run
+  12  build gate: stop (blocked, cancelled, completed, or after a failed stage);
+      build run: did not run
   build run exits with its command's own code whenever it ran the command.
 
 Configuration: flags, then BUILDSTATE_API_URL and BUILDSTATE_API_TOKEN, then the file saved by
