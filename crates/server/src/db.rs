@@ -466,9 +466,9 @@ impl Database {
                 .await?;
                 let last_seq = build.last_seq + recorded.len() as i64;
                 let last_message = request.message.as_deref().or(build.last_message.as_deref());
-                self.save_progress(&mut tx, id.as_str(), &progress, last_message, last_seq, now)
+                let updated = self
+                    .save_progress(&mut tx, id.as_str(), &progress, last_message, last_seq, now)
                     .await?;
-                let updated = self.build_in(&mut tx, id.as_str(), false).await?;
                 TransitionResult {
                     note: describe_transition(&events, &updated),
                     build: updated,
@@ -517,16 +517,16 @@ impl Database {
             now,
         )
         .await?;
-        self.save_progress(
-            &mut tx,
-            id.as_str(),
-            &progress,
-            build.last_message.as_deref(),
-            build.last_seq + 1,
-            now,
-        )
-        .await?;
-        let updated = self.build_in(&mut tx, id.as_str(), false).await?;
+        let updated = self
+            .save_progress(
+                &mut tx,
+                id.as_str(),
+                &progress,
+                build.last_message.as_deref(),
+                build.last_seq + 1,
+                now,
+            )
+            .await?;
         tx.commit().await?;
         Ok(TransitionResult {
             note: describe_transition(&[event], &updated),
@@ -544,11 +544,13 @@ impl Database {
         last_message: Option<&str>,
         last_seq: i64,
         now: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        sqlx::query(
+    ) -> StoreResult<Build> {
+        // RETURNING hands back the updated row in the same round trip (SQLite has it since 3.35).
+        let row = sqlx::query(&format!(
             "UPDATE builds SET state = $1, status = $2, failures = $3, next_attempt_at = $4, \
-             last_message = $5, last_seq = $6, updated_at = $7 WHERE id = $8",
-        )
+             last_message = $5, last_seq = $6, updated_at = $7 WHERE id = $8 \
+             RETURNING {BUILD_COLUMNS}"
+        ))
         .bind(i64::from(progress.state))
         .bind(progress.status.as_str())
         .bind(i64::from(progress.failures))
@@ -557,9 +559,9 @@ impl Database {
         .bind(last_seq)
         .bind(now.timestamp_millis())
         .bind(id)
-        .execute(&mut **tx)
+        .fetch_one(&mut **tx)
         .await?;
-        Ok(())
+        self.build_from_row(&row)
     }
 
     /// History entries with `seq > after`, oldest first, at most `limit`.
