@@ -89,7 +89,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
-    let document = openapi();
+    // Shared, not owned: axum clones the whole router for every connection it accepts, and an
+    // owned document (about half a megabyte) was deep-copied with it.
+    let document = Arc::new(openapi());
     Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
@@ -97,7 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/openapi.json",
             get(move || {
-                let document = document.clone();
+                let document = Arc::clone(&document);
                 async move { Json(document) }
             }),
         )
