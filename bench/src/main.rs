@@ -11,6 +11,7 @@ mod pgbench;
 mod postgres;
 mod procfs;
 mod report;
+mod run;
 mod server;
 
 use std::process::ExitCode;
@@ -31,7 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(report::run(options)) {
+    match runtime.block_on(run::run(options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -33,6 +33,9 @@ pub struct Options {
     /// Concurrent clients, one build each; every count is a phase of its own.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     pub clients: Vec<u32>,
+    /// Passes over every phase; the report shows the median (the machine is noisy).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
     /// Seconds of load before measuring starts (not counted).
     #[arg(long, default_value_t = 2)]
     pub warmup_secs: u64,
@@ -57,6 +60,15 @@ pub struct Options {
     /// Where the Markdown table and the raw JSON are written.
     #[arg(long, default_value = "bench/results")]
     pub results_dir: PathBuf,
+    /// Before each phase, wait until the rest of the machine keeps fewer than this many cores
+    /// busy (measured over a second): the machine is shared, and a compile beside the
+    /// benchmark halves its numbers.
+    #[arg(long, default_value_t = 0.15)]
+    pub quiet_below_cores: f64,
+    /// The longest wait for a quiet machine before a phase; it then runs anyway, and the
+    /// report shows how busy the machine was.
+    #[arg(long, default_value_t = 300)]
+    pub quiet_wait_secs: u64,
     /// A safety bound: no client sends more requests than this in one phase.
     #[arg(long, default_value_t = 5_000_000)]
     pub max_requests_per_client: u64,
@@ -79,6 +91,7 @@ impl Options {
             "--clients must list counts from 1 to 256"
         );
         anyhow::ensure!(!self.backends.is_empty(), "--backends lists no store");
+        anyhow::ensure!((1..=20).contains(&self.rounds), "--rounds must be 1 to 20");
         if self.backends.contains(&Backend::Postgres) || !self.skip_pgbench {
             crate::postgres::AdminUrl::parse(&self.postgres_url)?;
         }

@@ -112,6 +112,9 @@ pub async fn run(
         "log_{}_c{clients}",
         script.file_name.trim_end_matches(".sql")
     );
+    for stale in log_files(work_dir, &log_prefix)? {
+        std::fs::remove_file(stale)?;
+    }
     let seconds = warmup.as_secs() + duration.as_secs() + 1;
     let child = Command::new(pgbench)
         .current_dir(work_dir)
@@ -146,6 +149,23 @@ pub async fn run(
     );
 
     let mut records = Vec::new();
+    for path in log_files(work_dir, &log_prefix)? {
+        let log = std::fs::read_to_string(&path)?;
+        for line in log.lines() {
+            records.push(parse_log_line(line)?);
+        }
+        // The next round at this client count writes logs of the same prefix.
+        std::fs::remove_file(&path)?;
+    }
+    let mut outcome = summarize(&records, warmup, duration)?;
+    outcome.reported_tps = reported_tps(&stdout);
+    outcome.cpu = cpu;
+    Ok(outcome)
+}
+
+/// pgbench's logs of one run: `PREFIX.PID`, plus `PREFIX.PID.THREAD` for further threads.
+fn log_files(work_dir: &Path, log_prefix: &str) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(work_dir)? {
         let entry = entry?;
         if entry
@@ -153,16 +173,10 @@ pub async fn run(
             .to_string_lossy()
             .starts_with(&format!("{log_prefix}."))
         {
-            let log = std::fs::read_to_string(entry.path())?;
-            for line in log.lines() {
-                records.push(parse_log_line(line)?);
-            }
+            files.push(entry.path());
         }
     }
-    let mut outcome = summarize(&records, warmup, duration)?;
-    outcome.reported_tps = reported_tps(&stdout);
-    outcome.cpu = cpu;
-    Ok(outcome)
+    Ok(files)
 }
 
 /// One line of pgbench's per-transaction log.

@@ -89,6 +89,33 @@ fn parse_machine_busy(stat: &str) -> Option<f64> {
     Some(total.checked_sub(idle)? as f64 / TICKS_PER_SECOND)
 }
 
+/// Waits until the machine keeps fewer than `below_cores` cores busy over one second, for at
+/// most `patience`; answers the last second's figure (which is above `below_cores` only when
+/// patience ran out).
+pub async fn wait_for_quiet(below_cores: f64, patience: Duration) -> anyhow::Result<f64> {
+    let deadline = std::time::Instant::now() + patience;
+    let mut announced = false;
+    loop {
+        let from = machine_busy_seconds()?;
+        let started = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let busy = (machine_busy_seconds()? - from) / started.elapsed().as_secs_f64();
+        if busy < below_cores {
+            return Ok(busy);
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!(
+                "warning: the machine is still busy ({busy:.2} cores) after {patience:?}: measuring anyway"
+            );
+            return Ok(busy);
+        }
+        if !announced {
+            eprintln!("  waiting for the machine to be quiet ({busy:.2} cores busy)…");
+            announced = true;
+        }
+    }
+}
+
 /// CPU use between two moments, each as cores kept busy (1.0 = one core the whole time).
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct CpuUse {

@@ -1,25 +1,19 @@
-//! The benchmark run from start to end — server phases per store and client count, then the
-//! pgbench ceiling — and its report: a Markdown table on stdout and in `bench/results/`, with
-//! the raw figures beside it as JSON.
+//! What a run measured and its report: the median of the rounds per store and client count, its
+//! ratio to pgbench's ceiling, as a Markdown table on stdout and in `bench/results/`, with every
+//! round's raw figures beside it as JSON.
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::load::{self, Target, Window};
 use crate::options::{Backend, Options};
-use crate::pgbench::{self, Script};
-use crate::postgres::{AdminUrl, Psql, ScratchDatabase};
-use crate::procfs::{self, CpuSnapshot, CpuUse};
-use crate::server::ServerProcess;
+use crate::pgbench;
+use crate::procfs::CpuUse;
 
-const KIB_PER_MIB: f64 = 1024.0;
-/// How often the server's resident memory is sampled under load.
-const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+pub const KIB_PER_MIB: f64 = 1024.0;
 
 /// Latency percentiles, in milliseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -32,7 +26,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(micros: &Histogram<u64>) -> Self {
+    pub fn of(micros: &Histogram<u64>) -> Self {
         let ms = |value: u64| value as f64 / 1000.0;
         Latency {
             p50_ms: ms(micros.value_at_quantile(0.50)),
@@ -58,6 +52,8 @@ pub struct ServerPhase {
     pub resets: u64,
     /// The largest `VmRSS` sampled during the phase (warm-up included).
     pub peak_rss_mib: f64,
+    /// Cores busy in the second before the phase (other work on the machine).
+    pub background_cores: f64,
     pub cpu: CpuUse,
 }
 
@@ -82,6 +78,8 @@ pub struct CeilingPhase {
     pub latency: Latency,
     pub failed: u64,
     pub pgbench_reported_tps: Option<f64>,
+    /// Cores busy in the second before the phase (other work on the machine).
+    pub background_cores: f64,
     pub cpu: CpuUse,
 }
 
@@ -96,6 +94,47 @@ pub struct Machine {
     pub bldst_version: String,
 }
 
+/// One pass over every phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub backends: Vec<BackendRun>,
+    pub ceiling: Vec<CeilingPhase>,
+}
+
+/// One store and client count, summarized over the rounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub backend: Backend,
+    pub clients: u32,
+    /// The median round's throughput, and the extremes.
+    pub transitions_per_sec: f64,
+    pub transitions_per_sec_min: f64,
+    pub transitions_per_sec_max: f64,
+    /// Medians over the rounds.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Over every round.
+    pub errors: u64,
+    pub peak_rss_mib: f64,
+    /// Medians over the rounds of pgbench's throughput at the same client count (PostgreSQL).
+    pub ceiling_tps: Option<f64>,
+    pub ceiling_with_auth_tps: Option<f64>,
+    /// `transitions_per_sec` over the ceilings.
+    pub ratio: Option<f64>,
+    pub ratio_with_auth: Option<f64>,
+}
+
+/// One pgbench script and client count, summarized over the rounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct CeilingSummary {
+    pub script: &'static str,
+    pub clients: u32,
+    pub tps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub failed: u64,
+}
+
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
@@ -104,268 +143,133 @@ pub struct Results {
     pub machine: Machine,
     pub warmup_secs: u64,
     pub duration_secs: u64,
-    pub backends: Vec<BackendRun>,
-    pub ceiling: Vec<CeilingPhase>,
+    pub summary: Vec<Summary>,
+    pub ceiling_summary: Vec<CeilingSummary>,
+    pub rounds: Vec<Round>,
 }
 
-/// Runs every phase and writes the report.
-pub async fn run(options: Options) -> anyhow::Result<()> {
-    options.check()?;
-    let started_at = chrono::Utc::now();
-    let work_dir = tempfile::Builder::new()
-        .prefix("bldst-bench-")
-        .tempdir()
-        .context("failed to create a working directory")?;
-    let psql = Psql {
-        program: options.psql.clone(),
-    };
-    let admin = AdminUrl::parse(&options.postgres_url)?;
-    let machine = describe_machine(&options, &psql, &admin).await;
-
-    let mut backends = Vec::new();
-    for &backend in &options.backends {
-        eprintln!("== {} ==", backend.name());
-        backends.push(run_backend(&options, backend, work_dir.path(), &psql, &admin).await?);
-    }
-
-    let mut ceiling = Vec::new();
-    if !options.skip_pgbench {
-        eprintln!("== pgbench ceiling ==");
-        let max_clients = options.clients.iter().copied().max().unwrap_or(1);
-        let database = pgbench::prepare_database(&admin, &psql, work_dir.path(), max_clients)?;
+impl Results {
+    /// Summarizes `rounds`: medians per store (or script) and client count.
+    pub fn new(
+        started_at: String,
+        command: String,
+        machine: Machine,
+        options: &Options,
+        rounds: Vec<Round>,
+    ) -> Self {
+        let ceiling_phases = |script: &str, clients: u32| -> Vec<&CeilingPhase> {
+            rounds
+                .iter()
+                .flat_map(|round| &round.ceiling)
+                .filter(|phase| phase.script == script && phase.clients == clients)
+                .collect()
+        };
+        let mut ceiling_summary = Vec::new();
         for &clients in &options.clients {
-            for script in [pgbench::TRANSITION, pgbench::TRANSITION_WITH_AUTH] {
-                let phase = run_ceiling(
-                    &options,
-                    &psql,
-                    &admin,
-                    &database,
+            for script in [pgbench::TRANSITION.name, pgbench::TRANSITION_WITH_AUTH.name] {
+                let phases = ceiling_phases(script, clients);
+                if phases.is_empty() {
+                    continue;
+                }
+                ceiling_summary.push(CeilingSummary {
                     script,
                     clients,
-                    work_dir.path(),
-                )
-                .await?;
-                eprintln!(
-                    "  {:<16} {clients:>3} clients: {:>8.0} tps, p50 {:.2} ms, p99 {:.2} ms",
-                    phase.script, phase.tps, phase.latency.p50_ms, phase.latency.p99_ms
-                );
-                ceiling.push(phase);
+                    tps: median(phases.iter().map(|phase| phase.tps)),
+                    p50_ms: median(phases.iter().map(|phase| phase.latency.p50_ms)),
+                    p99_ms: median(phases.iter().map(|phase| phase.latency.p99_ms)),
+                    failed: phases.iter().map(|phase| phase.failed).sum(),
+                });
             }
         }
-    }
-
-    let results = Results {
-        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        machine,
-        warmup_secs: options.warmup_secs,
-        duration_secs: options.duration_secs,
-        backends,
-        ceiling,
-    };
-    let markdown = markdown(&results);
-    println!("{markdown}");
-    write_results(&options.results_dir, &results, &markdown)
-}
-
-async fn run_backend(
-    options: &Options,
-    backend: Backend,
-    work_dir: &Path,
-    psql: &Psql,
-    admin: &AdminUrl,
-) -> anyhow::Result<BackendRun> {
-    // Held until the server has stopped: dropping it drops the database.
-    let mut scratch = None;
-    let database_url = match backend {
-        Backend::Sqlite => format!("sqlite://{}", work_dir.join("bench.db").display()),
-        Backend::Postgres => {
-            let database = ScratchDatabase::create(
-                admin,
-                psql,
-                &format!("bldst_bench_{}_server", std::process::id()),
-            )?;
-            let url = database.url.clone();
-            scratch = Some(database);
-            url
-        }
-    };
-    let server =
-        ServerProcess::start(&options.bldst, &database_url, work_dir, backend.name()).await?;
-    let idle_rss_mib = procfs::status_kib(server.pid, "VmRSS")? as f64 / KIB_PER_MIB;
-    let target = Target {
-        base_url: server.base_url.clone(),
-        token: server.admin_token.clone(),
-    };
-    let mut phases = Vec::new();
-    for &clients in &options.clients {
-        if backend == Backend::Postgres {
-            // Each phase starts from a clean checkpoint, like each pgbench phase does.
-            psql.execute(admin.as_str(), "CHECKPOINT")?;
-        }
-        let phase = match run_server_phase(options, backend, &server, &target, clients).await {
-            Ok(phase) => phase,
-            Err(error) => {
-                let tail = server.log_tail();
-                let _ = server.stop().await;
-                return Err(error.context(format!("server log ends with:\n{tail}")));
-            }
+        let ceiling_tps = |script: &str, clients: u32| {
+            ceiling_summary
+                .iter()
+                .find(|summary| summary.script == script && summary.clients == clients)
+                .map(|summary| summary.tps)
         };
-        eprintln!(
-            "  {clients:>3} clients: {:>8.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors, peak RSS {:.1} MiB",
-            phase.transitions_per_sec,
-            phase.latency.p50_ms,
-            phase.latency.p99_ms,
-            phase.errors,
-            phase.peak_rss_mib
-        );
-        phases.push(phase);
-    }
-    let high_water_rss_mib = procfs::status_kib(server.pid, "VmHWM")? as f64 / KIB_PER_MIB;
-    server.stop().await?;
-    drop(scratch);
-    Ok(BackendRun {
-        backend,
-        idle_rss_mib,
-        high_water_rss_mib,
-        phases,
-    })
-}
 
-async fn run_server_phase(
-    options: &Options,
-    backend: Backend,
-    server: &ServerProcess,
-    target: &Target,
-    clients: u32,
-) -> anyhow::Result<ServerPhase> {
-    let build_ids = load::create_builds(target, clients).await?;
-    let (stop_sampling, sampler) = procfs::sample_rss(server.pid, RSS_SAMPLE_EVERY);
-    let window = Window::starting_now(options.warmup(), options.duration());
-    let measure_cpu = async {
-        tokio::time::sleep_until(window.measure_from.into()).await;
-        let from = CpuSnapshot::take(Some(server.pid))?;
-        tokio::time::sleep_until(window.end.into()).await;
-        Ok::<_, anyhow::Error>(from.until(&CpuSnapshot::take(Some(server.pid))?))
-    };
-    let (outcome, cpu) = tokio::join!(
-        load::run_clients(target, &build_ids, window, options.max_requests_per_client),
-        measure_cpu
-    );
-    let _ = stop_sampling.send(());
-    let rss_samples = sampler.await.context("the RSS sampler failed")?;
-    let (outcome, cpu) = (outcome?, cpu?);
-    let measured_secs = window.measured().as_secs_f64();
-    Ok(ServerPhase {
-        backend,
-        clients,
-        measured_secs,
-        transitions: outcome.transitions,
-        transitions_per_sec: outcome.transitions as f64 / measured_secs,
-        latency: Latency::of(&outcome.latency_micros),
-        errors: outcome.errors,
-        first_errors: outcome.first_errors,
-        resets: outcome.resets,
-        peak_rss_mib: rss_samples.iter().copied().max().unwrap_or(0) as f64 / KIB_PER_MIB,
-        cpu,
-    })
-}
-
-async fn run_ceiling(
-    options: &Options,
-    psql: &Psql,
-    admin: &AdminUrl,
-    database: &ScratchDatabase,
-    script: Script,
-    clients: u32,
-    work_dir: &Path,
-) -> anyhow::Result<CeilingPhase> {
-    psql.execute(admin.as_str(), "CHECKPOINT")?;
-    let outcome = pgbench::run(
-        &options.pgbench,
-        &database.url,
-        script,
-        clients,
-        options.warmup(),
-        options.duration(),
-        work_dir,
-    )
-    .await?;
-    Ok(CeilingPhase {
-        script: script.name,
-        clients,
-        transactions: outcome.transactions,
-        tps: outcome.transactions as f64 / options.duration().as_secs_f64(),
-        latency: Latency::of(&outcome.latency_micros),
-        failed: outcome.failed,
-        pgbench_reported_tps: outcome.reported_tps,
-        cpu: outcome.cpu,
-    })
-}
-
-async fn describe_machine(options: &Options, psql: &Psql, admin: &AdminUrl) -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_model = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name"))
-        .and_then(|rest| rest.split_once(':'))
-        .map(|(_, model)| model.trim().to_owned())
-        .unwrap_or_else(|| "unknown".to_owned());
-    let memory_kib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|meminfo| {
-            meminfo
-                .lines()
-                .find_map(|line| line.strip_prefix("MemTotal:"))
-                .and_then(|rest| {
-                    rest.trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                })
-        })
-        .unwrap_or(0.0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|release| release.trim().to_owned())
-        .unwrap_or_default();
-    let postgres_version = std::process::Command::new(&psql.program)
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-d",
-            admin.as_str(),
-            "-c",
-            "SHOW server_version",
-        ])
-        .output()
-        .ok()
-        .filter(|output| output.status.success())
-        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned());
-    let bldst_version = tokio::process::Command::new(&options.bldst)
-        .arg("--version")
-        .output()
-        .await
-        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-        .unwrap_or_default();
-    Machine {
-        cpu_model,
-        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        memory_gib: memory_kib / KIB_PER_MIB / KIB_PER_MIB,
-        kernel,
-        postgres_version,
-        bldst_version,
+        let mut summary = Vec::new();
+        for &backend in &options.backends {
+            for &clients in &options.clients {
+                let phases: Vec<&ServerPhase> = rounds
+                    .iter()
+                    .flat_map(|round| &round.backends)
+                    .filter(|run| run.backend == backend)
+                    .flat_map(|run| &run.phases)
+                    .filter(|phase| phase.clients == clients)
+                    .collect();
+                if phases.is_empty() {
+                    continue;
+                }
+                let throughput = || phases.iter().map(|phase| phase.transitions_per_sec);
+                let transitions_per_sec = median(throughput());
+                let (plain, with_auth) = match backend {
+                    Backend::Postgres => (
+                        ceiling_tps(pgbench::TRANSITION.name, clients),
+                        ceiling_tps(pgbench::TRANSITION_WITH_AUTH.name, clients),
+                    ),
+                    // pgbench measures PostgreSQL only.
+                    Backend::Sqlite => (None, None),
+                };
+                let ratio = |ceiling: Option<f64>| {
+                    ceiling
+                        .filter(|tps| *tps > 0.0)
+                        .map(|tps| transitions_per_sec / tps)
+                };
+                summary.push(Summary {
+                    backend,
+                    clients,
+                    transitions_per_sec,
+                    transitions_per_sec_min: throughput().fold(f64::INFINITY, f64::min),
+                    transitions_per_sec_max: throughput().fold(0.0, f64::max),
+                    p50_ms: median(phases.iter().map(|phase| phase.latency.p50_ms)),
+                    p99_ms: median(phases.iter().map(|phase| phase.latency.p99_ms)),
+                    errors: phases.iter().map(|phase| phase.errors).sum(),
+                    peak_rss_mib: phases
+                        .iter()
+                        .map(|phase| phase.peak_rss_mib)
+                        .fold(0.0, f64::max),
+                    ceiling_tps: plain,
+                    ceiling_with_auth_tps: with_auth,
+                    ratio: ratio(plain),
+                    ratio_with_auth: ratio(with_auth),
+                });
+            }
+        }
+        Results {
+            started_at,
+            command,
+            machine,
+            warmup_secs: options.warmup_secs,
+            duration_secs: options.duration_secs,
+            summary,
+            ceiling_summary,
+            rounds,
+        }
     }
 }
 
-/// The report: the headline table, then latency and CPU detail.
+/// The median (the mean of the middle two for an even count); 0 for none.
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// The report: the headline table (medians over the rounds), memory, every round's figures,
+/// pgbench's latencies and where the CPU went.
 pub fn markdown(results: &Results) -> String {
     let mut out = String::new();
     let machine = &results.machine;
+    let rounds = results.rounds.len();
     let _ = writeln!(
         out,
-        "Run {} — {} cores ({}), {:.0} GiB, Linux {}, PostgreSQL {}, {}; warm-up {} s, measured {} s per phase.\n",
+        "Run {} — {} cores ({}), {:.0} GiB, Linux {}, PostgreSQL {}, {}; {rounds} round(s) of a \
+         {} s warm-up and {} s measured per phase; medians over the rounds.\n",
         results.started_at,
         machine.cores,
         machine.cpu_model,
@@ -376,148 +280,198 @@ pub fn markdown(results: &Results) -> String {
         results.warmup_secs,
         results.duration_secs,
     );
-    let ceiling = |script: &str, clients: u32| {
-        results
-            .ceiling
-            .iter()
-            .find(|phase| phase.script == script && phase.clients == clients)
+    let or_dash = |value: Option<f64>, decimals: usize| {
+        value.map_or("—".to_owned(), |value| format!("{value:.decimals$}"))
     };
     let _ = writeln!(
         out,
-        "| backend | clients | req/s | p50 ms | p99 ms | errors | peak RSS MiB | pgbench tps | ratio | pgbench+auth tps | ratio (+auth) |"
+        "| backend | clients | req/s | (min–max) | p50 ms | p99 ms | errors | peak RSS MiB | pgbench tps | ratio | pgbench+auth tps | ratio (+auth) |"
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
-    for run in &results.backends {
-        for phase in &run.phases {
-            let (plain, with_auth) = match run.backend {
-                Backend::Postgres => (
-                    ceiling(pgbench::TRANSITION.name, phase.clients),
-                    ceiling(pgbench::TRANSITION_WITH_AUTH.name, phase.clients),
-                ),
-                Backend::Sqlite => (None, None),
-            };
-            let tps = |ceiling: Option<&CeilingPhase>| {
-                ceiling.map_or("—".to_owned(), |c| format!("{:.0}", c.tps))
-            };
-            let ratio = |ceiling: Option<&CeilingPhase>| {
-                ceiling.filter(|c| c.tps > 0.0).map_or("—".to_owned(), |c| {
-                    format!("{:.2}", phase.transitions_per_sec / c.tps)
-                })
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {} | {} | {} | {} |",
-                run.backend.name(),
-                phase.clients,
-                phase.transitions_per_sec,
-                phase.latency.p50_ms,
-                phase.latency.p99_ms,
-                phase.errors,
-                phase.peak_rss_mib,
-                tps(plain),
-                ratio(plain),
-                tps(with_auth),
-                ratio(with_auth),
-            );
-        }
-    }
-
-    let _ = writeln!(out, "\nServer memory (MiB): ");
-    for run in &results.backends {
+    for row in &results.summary {
         let _ = writeln!(
             out,
-            "- {}: idle {:.1}, peak sampled under load {:.1}, VmHWM over the server's life {:.1}",
-            run.backend.name(),
-            run.idle_rss_mib,
-            run.phases
+            "| {} | {} | {:.0} | {:.0}–{:.0} | {:.2} | {:.2} | {} | {:.1} | {} | {} | {} | {} |",
+            row.backend.name(),
+            row.clients,
+            row.transitions_per_sec,
+            row.transitions_per_sec_min,
+            row.transitions_per_sec_max,
+            row.p50_ms,
+            row.p99_ms,
+            row.errors,
+            row.peak_rss_mib,
+            or_dash(row.ceiling_tps, 0),
+            or_dash(row.ratio, 2),
+            or_dash(row.ceiling_with_auth_tps, 0),
+            or_dash(row.ratio_with_auth, 2),
+        );
+    }
+
+    let _ = writeln!(out, "\nServer memory, MiB (largest over the rounds):\n");
+    for &backend in [Backend::Sqlite, Backend::Postgres].iter() {
+        let runs: Vec<&BackendRun> = results
+            .rounds
+            .iter()
+            .flat_map(|round| &round.backends)
+            .filter(|run| run.backend == backend)
+            .collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let largest =
+            |value: fn(&BackendRun) -> f64| runs.iter().map(|run| value(run)).fold(0.0, f64::max);
+        let _ = writeln!(
+            out,
+            "- {}: idle {:.1}; sampled under load (VmRSS every 100 ms) {:.1}; VmHWM over the server's life {:.1}",
+            backend.name(),
+            largest(|run| run.idle_rss_mib),
+            largest(|run| run.phases.iter().map(|phase| phase.peak_rss_mib).fold(0.0, f64::max)),
+            largest(|run| run.high_water_rss_mib),
+        );
+    }
+
+    if rounds > 1 {
+        let _ = writeln!(
+            out,
+            "\nEvery round (req/s for the server, tps for pgbench):\n"
+        );
+        let header: String = (1..=rounds).map(|n| format!(" round {n} |")).collect();
+        let _ = writeln!(out, "| run | clients |{header}");
+        let _ = writeln!(out, "|---|---:|{}", "---:|".repeat(rounds));
+        for row in &results.summary {
+            let cells: String = results
+                .rounds
                 .iter()
-                .map(|phase| phase.peak_rss_mib)
-                .fold(0.0, f64::max),
-            run.high_water_rss_mib
-        );
-    }
-
-    if !results.ceiling.is_empty() {
-        let _ = writeln!(
-            out,
-            "\npgbench ceiling (same window, from its per-transaction log):\n"
-        );
-        let _ = writeln!(
-            out,
-            "| script | clients | tps | p50 ms | p99 ms | failed | pgbench's own tps (whole run) |"
-        );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
-        for phase in &results.ceiling {
+                .map(|round| {
+                    let value = round
+                        .backends
+                        .iter()
+                        .filter(|run| run.backend == row.backend)
+                        .flat_map(|run| &run.phases)
+                        .find(|phase| phase.clients == row.clients)
+                        .map(|phase| phase.transitions_per_sec);
+                    format!(" {} |", or_dash(value, 0))
+                })
+                .collect();
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} |",
-                phase.script,
-                phase.clients,
-                phase.tps,
-                phase.latency.p50_ms,
-                phase.latency.p99_ms,
-                phase.failed,
-                phase
-                    .pgbench_reported_tps
-                    .map_or("—".to_owned(), |tps| format!("{tps:.0}")),
+                "| server on {} | {} |{cells}",
+                row.backend.name(),
+                row.clients
+            );
+        }
+        for row in &results.ceiling_summary {
+            let cells: String = results
+                .rounds
+                .iter()
+                .map(|round| {
+                    let value = round
+                        .ceiling
+                        .iter()
+                        .find(|phase| phase.script == row.script && phase.clients == row.clients)
+                        .map(|phase| phase.tps);
+                    format!(" {} |", or_dash(value, 0))
+                })
+                .collect();
+            let _ = writeln!(out, "| pgbench {} | {} |{cells}", row.script, row.clients);
+        }
+    }
+
+    if !results.ceiling_summary.is_empty() {
+        let _ = writeln!(
+            out,
+            "\npgbench ceiling (same windows, from its per-transaction log; medians):\n"
+        );
+        let _ = writeln!(out, "| script | clients | tps | p50 ms | p99 ms | failed |");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+        for row in &results.ceiling_summary {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {} |",
+                row.script, row.clients, row.tps, row.p50_ms, row.p99_ms, row.failed
             );
         }
     }
 
     let _ = writeln!(
         out,
-        "\nCPU during the measured window, in cores kept busy (the machine has {}):\n",
+        "\nCPU during the measured windows, in cores kept busy (the machine has {}; means over the rounds):\n",
         machine.cores
     );
     let _ = writeln!(
         out,
-        "| run | clients | whole machine | bldst server | load generator | rest (PostgreSQL, OS) | server CPU µs per request |"
+        "| run | clients | busy before (other work) | whole machine | bldst server | load generator | rest (PostgreSQL, OS) | server CPU µs per request |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
-    let cores = |value: Option<f64>| value.map_or("—".to_owned(), |v| format!("{v:.2}"));
-    for run in &results.backends {
-        for phase in &run.phases {
-            let cpu = phase.cpu;
-            let rest = cpu.machine_cores
-                - cpu.server_cores.unwrap_or(0.0)
-                - cpu.load_generator_cores.unwrap_or(0.0);
-            let per_request = cpu
-                .server_cores
-                .filter(|_| phase.transitions_per_sec > 0.0)
-                .map_or("—".to_owned(), |server| {
-                    format!("{:.0}", server / phase.transitions_per_sec * 1e6)
-                });
-            let _ = writeln!(
-                out,
-                "| server on {} | {} | {:.2} | {} | {} | {:.2} | {} |",
-                run.backend.name(),
-                phase.clients,
-                cpu.machine_cores,
-                cores(cpu.server_cores),
-                cores(cpu.load_generator_cores),
-                rest,
-                per_request,
-            );
-        }
-    }
-    for phase in &results.ceiling {
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for row in &results.summary {
+        let phases: Vec<&ServerPhase> = results
+            .rounds
+            .iter()
+            .flat_map(|round| &round.backends)
+            .filter(|run| run.backend == row.backend)
+            .flat_map(|run| &run.phases)
+            .filter(|phase| phase.clients == row.clients)
+            .collect();
+        let mean = |value: &dyn Fn(&ServerPhase) -> f64| {
+            phases.iter().map(|phase| value(phase)).sum::<f64>() / phases.len().max(1) as f64
+        };
+        let machine_cores = mean(&|phase| phase.cpu.machine_cores);
+        let server_cores = mean(&|phase| phase.cpu.server_cores.unwrap_or(0.0));
+        let load_cores = mean(&|phase| phase.cpu.load_generator_cores.unwrap_or(0.0));
+        let requests = mean(&|phase| phase.transitions_per_sec);
+        // Process and machine counters are sampled apart: clamp the small negative noise.
+        let rest = (machine_cores - server_cores - load_cores).max(0.0);
         let _ = writeln!(
             out,
-            "| pgbench {} | {} | {:.2} | — | — | {:.2} | — |",
-            phase.script, phase.clients, phase.cpu.machine_cores, phase.cpu.machine_cores,
+            "| server on {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            row.backend.name(),
+            row.clients,
+            mean(&|phase| phase.background_cores),
+            machine_cores,
+            server_cores,
+            load_cores,
+            rest,
+            or_dash((requests > 0.0).then(|| server_cores / requests * 1e6), 0),
         );
     }
+    for row in &results.ceiling_summary {
+        let phases: Vec<&CeilingPhase> = results
+            .rounds
+            .iter()
+            .flat_map(|round| &round.ceiling)
+            .filter(|phase| phase.script == row.script && phase.clients == row.clients)
+            .collect();
+        let count = phases.len().max(1) as f64;
+        let background = phases
+            .iter()
+            .map(|phase| phase.background_cores)
+            .sum::<f64>()
+            / count;
+        let busy = phases
+            .iter()
+            .map(|phase| phase.cpu.machine_cores)
+            .sum::<f64>()
+            / count;
+        let _ = writeln!(
+            out,
+            "| pgbench {} | {} | {background:.2} | {busy:.2} | — | — | {busy:.2} | — |",
+            row.script, row.clients,
+        );
+    }
+
     let errors: Vec<&String> = results
-        .backends
+        .rounds
         .iter()
+        .flat_map(|round| &round.backends)
         .flat_map(|run| run.phases.iter().flat_map(|phase| &phase.first_errors))
         .collect();
     if !errors.is_empty() {
         let _ = writeln!(out, "\nFirst errors:\n");
-        for error in errors {
+        for error in errors.iter().take(10) {
             let _ = writeln!(out, "- {error}");
         }
     }
@@ -525,7 +479,7 @@ pub fn markdown(results: &Results) -> String {
 }
 
 /// Writes `<results_dir>/<UTC time>.md` and `.json`.
-fn write_results(results_dir: &Path, results: &Results, markdown: &str) -> anyhow::Result<()> {
+pub fn write_results(results_dir: &Path, results: &Results, markdown: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(results_dir)
         .with_context(|| format!("failed to create {}", results_dir.display()))?;
     let stem = results.started_at.replace(':', "");
@@ -542,4 +496,16 @@ fn write_results(results_dir: &Path, results: &Results, markdown: &str) -> anyho
         json_path.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_of_an_odd_or_even_count() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), 2.5);
+        assert_eq!(median(std::iter::empty()), 0.0);
+    }
 }

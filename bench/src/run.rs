@@ -1,0 +1,300 @@
+//! The benchmark from start to end: for each round, the server phases (every store, every
+//! client count), then the pgbench ceiling at the same client counts; then the report.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::load::{self, Target, Window};
+use crate::options::{Backend, Options};
+use crate::pgbench::{self, Script};
+use crate::postgres::{AdminUrl, Psql, ScratchDatabase};
+use crate::procfs::{self, CpuSnapshot};
+use crate::report::{
+    self, BackendRun, CeilingPhase, Latency, Machine, Results, Round, ServerPhase, KIB_PER_MIB,
+};
+use crate::server::ServerProcess;
+
+/// How often the server's resident memory is sampled under load.
+const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// Runs every round and writes the report.
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    options.check()?;
+    let started_at = chrono::Utc::now();
+    let work_dir = tempfile::Builder::new()
+        .prefix("bldst-bench-")
+        .tempdir()
+        .context("failed to create a working directory")?;
+    let psql = Psql {
+        program: options.psql.clone(),
+    };
+    let admin = AdminUrl::parse(&options.postgres_url)?;
+    let machine = describe_machine(&options, &psql, &admin).await;
+    // One database for every pgbench phase, like one server per store and round.
+    let ceiling_database = if options.skip_pgbench {
+        None
+    } else {
+        let max_clients = options.clients.iter().copied().max().unwrap_or(1);
+        Some(pgbench::prepare_database(
+            &admin,
+            &psql,
+            work_dir.path(),
+            max_clients,
+        )?)
+    };
+
+    let mut rounds = Vec::new();
+    for round in 1..=options.rounds {
+        let mut backends = Vec::new();
+        for &backend in &options.backends {
+            eprintln!("== round {round}/{}: {} ==", options.rounds, backend.name());
+            let run = run_backend(&options, backend, round, work_dir.path(), &psql, &admin).await?;
+            backends.push(run);
+        }
+        let mut ceiling = Vec::new();
+        if let Some(database) = &ceiling_database {
+            eprintln!("== round {round}/{}: pgbench ceiling ==", options.rounds);
+            for &clients in &options.clients {
+                for script in [pgbench::TRANSITION, pgbench::TRANSITION_WITH_AUTH] {
+                    let phase = run_ceiling(
+                        &options,
+                        &psql,
+                        &admin,
+                        database,
+                        script,
+                        clients,
+                        work_dir.path(),
+                    )
+                    .await?;
+                    eprintln!(
+                        "  {:<16} {clients:>3} clients: {:>8.0} tps, p50 {:.2} ms, p99 {:.2} ms",
+                        phase.script, phase.tps, phase.latency.p50_ms, phase.latency.p99_ms
+                    );
+                    ceiling.push(phase);
+                }
+            }
+        }
+        rounds.push(Round { backends, ceiling });
+    }
+    drop(ceiling_database);
+
+    let results = Results::new(
+        started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        std::env::args().collect::<Vec<_>>().join(" "),
+        machine,
+        &options,
+        rounds,
+    );
+    let markdown = report::markdown(&results);
+    println!("{markdown}");
+    report::write_results(&options.results_dir, &results, &markdown)
+}
+
+async fn run_backend(
+    options: &Options,
+    backend: Backend,
+    round: u32,
+    work_dir: &Path,
+    psql: &Psql,
+    admin: &AdminUrl,
+) -> anyhow::Result<BackendRun> {
+    // Held until the server has stopped: dropping it drops the database.
+    let mut scratch = None;
+    let database_url = match backend {
+        Backend::Sqlite => {
+            let file = work_dir.join(format!("bench-{round}.db"));
+            format!("sqlite://{}", file.display())
+        }
+        Backend::Postgres => {
+            let database = ScratchDatabase::create(
+                admin,
+                psql,
+                &format!("bldst_bench_{}_server", std::process::id()),
+            )?;
+            let url = database.url.clone();
+            scratch = Some(database);
+            url
+        }
+    };
+    let log_name = format!("{}-{round}", backend.name());
+    let server = ServerProcess::start(&options.bldst, &database_url, work_dir, &log_name).await?;
+    let idle_rss_mib = procfs::status_kib(server.pid, "VmRSS")? as f64 / KIB_PER_MIB;
+    let target = Target {
+        base_url: server.base_url.clone(),
+        token: server.admin_token.clone(),
+    };
+    let mut phases = Vec::new();
+    for &clients in &options.clients {
+        if backend == Backend::Postgres {
+            // Each phase starts from a clean checkpoint, like each pgbench phase does.
+            psql.execute(admin.as_str(), "CHECKPOINT")?;
+        }
+        let phase = match run_server_phase(options, backend, &server, &target, clients).await {
+            Ok(phase) => phase,
+            Err(error) => {
+                let tail = server.log_tail();
+                let _ = server.stop().await;
+                return Err(error.context(format!("server log ends with:\n{tail}")));
+            }
+        };
+        eprintln!(
+            "  {clients:>3} clients: {:>8.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors, peak RSS {:.1} MiB",
+            phase.transitions_per_sec,
+            phase.latency.p50_ms,
+            phase.latency.p99_ms,
+            phase.errors,
+            phase.peak_rss_mib
+        );
+        phases.push(phase);
+    }
+    let high_water_rss_mib = procfs::status_kib(server.pid, "VmHWM")? as f64 / KIB_PER_MIB;
+    server.stop().await?;
+    drop(scratch);
+    Ok(BackendRun {
+        backend,
+        idle_rss_mib,
+        high_water_rss_mib,
+        phases,
+    })
+}
+
+async fn run_server_phase(
+    options: &Options,
+    backend: Backend,
+    server: &ServerProcess,
+    target: &Target,
+    clients: u32,
+) -> anyhow::Result<ServerPhase> {
+    let build_ids = load::create_builds(target, clients).await?;
+    let background_cores = quiet(options).await?;
+    let (stop_sampling, sampler) = procfs::sample_rss(server.pid, RSS_SAMPLE_EVERY);
+    let window = Window::starting_now(options.warmup(), options.duration());
+    let measure_cpu = async {
+        tokio::time::sleep_until(window.measure_from.into()).await;
+        let from = CpuSnapshot::take(Some(server.pid))?;
+        tokio::time::sleep_until(window.end.into()).await;
+        Ok::<_, anyhow::Error>(from.until(&CpuSnapshot::take(Some(server.pid))?))
+    };
+    let (outcome, cpu) = tokio::join!(
+        load::run_clients(target, &build_ids, window, options.max_requests_per_client),
+        measure_cpu
+    );
+    let _ = stop_sampling.send(());
+    let rss_samples = sampler.await.context("the RSS sampler failed")?;
+    let (outcome, cpu) = (outcome?, cpu?);
+    let measured_secs = window.measured().as_secs_f64();
+    Ok(ServerPhase {
+        backend,
+        clients,
+        measured_secs,
+        transitions: outcome.transitions,
+        transitions_per_sec: outcome.transitions as f64 / measured_secs,
+        latency: Latency::of(&outcome.latency_micros),
+        errors: outcome.errors,
+        first_errors: outcome.first_errors,
+        resets: outcome.resets,
+        peak_rss_mib: rss_samples.iter().copied().max().unwrap_or(0) as f64 / KIB_PER_MIB,
+        background_cores,
+        cpu,
+    })
+}
+
+async fn run_ceiling(
+    options: &Options,
+    psql: &Psql,
+    admin: &AdminUrl,
+    database: &ScratchDatabase,
+    script: Script,
+    clients: u32,
+    work_dir: &Path,
+) -> anyhow::Result<CeilingPhase> {
+    psql.execute(admin.as_str(), "CHECKPOINT")?;
+    let background_cores = quiet(options).await?;
+    let outcome = pgbench::run(
+        &options.pgbench,
+        &database.url,
+        script,
+        clients,
+        options.warmup(),
+        options.duration(),
+        work_dir,
+    )
+    .await?;
+    Ok(CeilingPhase {
+        script: script.name,
+        clients,
+        transactions: outcome.transactions,
+        tps: outcome.transactions as f64 / options.duration().as_secs_f64(),
+        latency: Latency::of(&outcome.latency_micros),
+        failed: outcome.failed,
+        pgbench_reported_tps: outcome.reported_tps,
+        background_cores,
+        cpu: outcome.cpu,
+    })
+}
+
+async fn quiet(options: &Options) -> anyhow::Result<f64> {
+    procfs::wait_for_quiet(
+        options.quiet_below_cores,
+        Duration::from_secs(options.quiet_wait_secs),
+    )
+    .await
+}
+
+async fn describe_machine(options: &Options, psql: &Psql, admin: &AdminUrl) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(_, model)| model.trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let memory_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|meminfo| {
+            meminfo
+                .lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+        })
+        .unwrap_or(0.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|release| release.trim().to_owned())
+        .unwrap_or_default();
+    let postgres_version = std::process::Command::new(&psql.program)
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-d",
+            admin.as_str(),
+            "-c",
+            "SHOW server_version",
+        ])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned());
+    let bldst_version = tokio::process::Command::new(&options.bldst)
+        .arg("--version")
+        .output()
+        .await
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_default();
+    Machine {
+        cpu_model,
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        memory_gib: memory_kib / KIB_PER_MIB / KIB_PER_MIB,
+        kernel,
+        postgres_version,
+        bldst_version,
+    }
+}
