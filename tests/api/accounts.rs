@@ -223,3 +223,49 @@ async fn the_first_admin_can_be_bootstrapped_only_once(app: TestApp) {
     assert!(again.to_string().contains("already exists"), "{again}");
     assert_eq!(app.client().list_users().await.expect("users").len(), 1);
 }
+
+/// The token cache's documented price: a token revoked through another server process works
+/// on this one until its cache entry expires — and no longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_through_another_server_stops_working_after_the_cache_ttl() {
+    let Some(first) = TestApp::spawn(crate::support::Backend::Postgres).await else {
+        return;
+    };
+    let config = buildstate_server::ServerConfig {
+        secret_key: Some("test-secret-key".into()),
+        token_cache_millis: 300,
+        ..buildstate_server::ServerConfig::for_database(&first.database_url)
+    };
+    let second_state = config.app_state().await.expect("second server state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let second_url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(buildstate_server::serve(
+        listener,
+        second_state,
+        std::future::pending(),
+    ));
+
+    let secret = new_token(&first, "packer", Role::Member, Scope::Write).await;
+    let on_second = buildstate::client::Client::new(buildstate::client::ClientConfig::new(
+        &second_url,
+        Some(secret),
+    ))
+    .expect("client");
+    let me = on_second
+        .whoami()
+        .await
+        .expect("cached on the second server");
+    first
+        .client()
+        .revoke_token(&me.token_id)
+        .await
+        .expect("revoke on the first");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let refused = on_second
+        .whoami()
+        .await
+        .expect_err("expired from the cache");
+    assert_eq!(refused.code(), Some("invalid_token"));
+}

@@ -308,17 +308,15 @@ impl Database {
             kind: buildstate_domain::EventKind::Started,
             attempt: None,
         };
-        insert_history(
-            &mut tx,
-            &id,
+        let entries = history_entries(
             1,
             &[started],
             request.description.as_deref(),
             None,
             actor,
             now,
-        )
-        .await?;
+        );
+        insert_history(&mut tx, &id, &entries).await?;
         let build = self.build_in(&mut tx, &id, false).await?;
         tx.commit().await?;
         Ok((build, false))
@@ -452,22 +450,24 @@ impl Database {
                 recorded: Vec::new(),
             },
             Transition::Applied { progress, events } => {
-                let first_seq = build.last_seq + 1;
-                let recorded = insert_history(
-                    &mut tx,
-                    id.as_str(),
-                    first_seq,
+                let recorded = history_entries(
+                    build.last_seq + 1,
                     &events,
                     request.message.as_deref(),
                     request.source.as_deref(),
                     actor,
                     now,
-                )
-                .await?;
-                let last_seq = build.last_seq + recorded.len() as i64;
+                );
                 let last_message = request.message.as_deref().or(build.last_message.as_deref());
                 let updated = self
-                    .save_progress(&mut tx, id.as_str(), &progress, last_message, last_seq, now)
+                    .save_progress(
+                        &mut tx,
+                        id.as_str(),
+                        &progress,
+                        &recorded,
+                        last_message,
+                        now,
+                    )
                     .await?;
                 TransitionResult {
                     note: describe_transition(&events, &updated),
@@ -506,24 +506,15 @@ impl Database {
         let build = self.build_in(&mut tx, id.as_str(), true).await?;
         let now = Utc::now();
         let (progress, event) = apply_operator_action(&progress_of(&build), action)?;
-        let recorded = insert_history(
-            &mut tx,
-            id.as_str(),
-            build.last_seq + 1,
-            &[event],
-            Some(reason),
-            None,
-            actor,
-            now,
-        )
-        .await?;
+        let recorded =
+            history_entries(build.last_seq + 1, &[event], Some(reason), None, actor, now);
         let updated = self
             .save_progress(
                 &mut tx,
                 id.as_str(),
                 &progress,
+                &recorded,
                 build.last_message.as_deref(),
-                build.last_seq + 1,
                 now,
             )
             .await?;
@@ -536,31 +527,49 @@ impl Database {
         })
     }
 
+    /// Appends `recorded` to the build's history and saves its new progress, returning the
+    /// updated build. On PostgreSQL both go in one statement (an INSERT in a `WITH`), saving a
+    /// round trip while the row lock is held; SQLite cannot modify in a `WITH`, and its writes
+    /// are local calls anyway.
     async fn save_progress(
         &self,
         tx: &mut Transaction<'static, Any>,
         id: &str,
         progress: &Progress,
+        recorded: &[HistoryEntry],
         last_message: Option<&str>,
-        last_seq: i64,
         now: DateTime<Utc>,
     ) -> StoreResult<Build> {
+        let last_seq = recorded.last().map_or(0, |entry| entry.seq);
         // RETURNING hands back the updated row in the same round trip (SQLite has it since 3.35).
-        let row = sqlx::query(&format!(
+        let update = format!(
             "UPDATE builds SET state = $1, status = $2, failures = $3, next_attempt_at = $4, \
              last_message = $5, last_seq = $6, updated_at = $7 WHERE id = $8 \
              RETURNING {BUILD_COLUMNS}"
-        ))
-        .bind(i64::from(progress.state))
-        .bind(progress.status.as_str())
-        .bind(i64::from(progress.failures))
-        .bind(progress.next_attempt_at.map(|at| at.timestamp_millis()))
-        .bind(last_message)
-        .bind(last_seq)
-        .bind(now.timestamp_millis())
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await?;
+        );
+        let sql = match self.dialect {
+            Dialect::Postgres => format!(
+                "WITH appended AS (INSERT INTO build_history ({HISTORY_COLUMNS}) VALUES {}) {update}",
+                history_placeholders(9, recorded.len())
+            ),
+            Dialect::Sqlite => {
+                insert_history(tx, id, recorded).await?;
+                update
+            }
+        };
+        let mut query = sqlx::query(&sql)
+            .bind(i64::from(progress.state))
+            .bind(progress.status.as_str())
+            .bind(i64::from(progress.failures))
+            .bind(progress.next_attempt_at.map(|at| at.timestamp_millis()))
+            .bind(last_message)
+            .bind(last_seq)
+            .bind(now.timestamp_millis())
+            .bind(id);
+        if self.dialect == Dialect::Postgres {
+            query = bind_history(query, id, recorded);
+        }
+        let row = query.fetch_one(&mut **tx).await?;
         self.build_from_row(&row)
     }
 
@@ -847,60 +856,103 @@ fn progress_of(build: &Build) -> Progress {
     }
 }
 
-/// Appends `events` with consecutive sequence numbers from `first_seq`. The message goes on
-/// the last event (the one the report is about); skipped stages get a note of their own.
-#[allow(clippy::too_many_arguments)]
-async fn insert_history(
-    tx: &mut Transaction<'static, Any>,
-    build_id: &str,
+const HISTORY_COLUMNS: &str =
+    "build_id, seq, state, kind, message, attempt, reported_by, token_id, source, recorded_at";
+/// Parameters per history row, in the order of [`HISTORY_COLUMNS`].
+const HISTORY_PARAMS: usize = 10;
+
+/// The history rows `events` become, numbered from `first_seq`. The message goes on the last
+/// event (the one the report is about); skipped stages get a note of their own.
+fn history_entries(
     first_seq: i64,
     events: &[Event],
     message: Option<&str>,
     source: Option<&str>,
     actor: &Actor,
     now: DateTime<Utc>,
-) -> StoreResult<Vec<HistoryEntry>> {
-    let mut recorded = Vec::with_capacity(events.len());
-    for (offset, event) in events.iter().enumerate() {
-        let seq = first_seq + offset as i64;
-        let is_last = offset + 1 == events.len();
-        let message = match (event.kind, is_last) {
-            (buildstate_domain::EventKind::Skipped, _) => {
-                Some("not used by this pipeline: skipped by a later report".to_owned())
+) -> Vec<HistoryEntry> {
+    // Stored in milliseconds: answer with what a later read returns.
+    let recorded_at = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+    events
+        .iter()
+        .enumerate()
+        .map(|(offset, event)| {
+            let is_last = offset + 1 == events.len();
+            let message = match (event.kind, is_last) {
+                (buildstate_domain::EventKind::Skipped, _) => {
+                    Some("not used by this pipeline: skipped by a later report".to_owned())
+                }
+                (_, true) => message.map(str::to_owned),
+                (_, false) => None,
+            };
+            HistoryEntry {
+                seq: first_seq + offset as i64,
+                state: event.state,
+                kind: event.kind,
+                message,
+                attempt: event.attempt,
+                reported_by: Some(actor.username.to_string()),
+                token_id: Some(actor.token_id.clone()),
+                source: source.map(str::to_owned),
+                recorded_at,
             }
-            (_, true) => message.map(str::to_owned),
-            (_, false) => None,
-        };
-        sqlx::query(
-            "INSERT INTO build_history (build_id, seq, state, kind, message, attempt, \
-             reported_by, token_id, source, recorded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(build_id)
-        .bind(seq)
-        .bind(i64::from(event.state))
-        .bind(event.kind.as_str())
-        .bind(message.as_deref())
-        .bind(event.attempt.map(i64::from))
-        .bind(actor.username.as_str())
-        .bind(&actor.token_id)
-        .bind(source)
-        .bind(now.timestamp_millis())
+        })
+        .collect()
+}
+
+/// `($first, …, $first+9), (…)`: numbered placeholders for `rows` history rows.
+fn history_placeholders(first: usize, rows: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let start = first + row * HISTORY_PARAMS;
+            let params: Vec<String> = (start..start + HISTORY_PARAMS)
+                .map(|n| format!("${n}"))
+                .collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Binds `rows` in the order of [`history_placeholders`].
+fn bind_history<'q>(
+    mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    build_id: &'q str,
+    rows: &'q [HistoryEntry],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    for row in rows {
+        query = query
+            .bind(build_id)
+            .bind(row.seq)
+            .bind(i64::from(row.state))
+            .bind(row.kind.as_str())
+            .bind(row.message.as_deref())
+            .bind(row.attempt.map(i64::from))
+            .bind(row.reported_by.as_deref())
+            .bind(row.token_id.as_deref())
+            .bind(row.source.as_deref())
+            .bind(row.recorded_at.timestamp_millis());
+    }
+    query
+}
+
+/// Appends history rows in one statement.
+async fn insert_history(
+    tx: &mut Transaction<'static, Any>,
+    build_id: &str,
+    rows: &[HistoryEntry],
+) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO build_history ({HISTORY_COLUMNS}) VALUES {}",
+        history_placeholders(1, rows.len())
+    );
+    bind_history(sqlx::query(&sql), build_id, rows)
         .execute(&mut **tx)
         .await?;
-        recorded.push(HistoryEntry {
-            seq,
-            state: event.state,
-            kind: event.kind,
-            message,
-            attempt: event.attempt,
-            reported_by: Some(actor.username.to_string()),
-            token_id: Some(actor.token_id.clone()),
-            source: source.map(str::to_owned),
-            recorded_at: from_millis(now.timestamp_millis())?,
-        });
-    }
-    Ok(recorded)
+    Ok(())
 }
 
 /// One sentence on what a change did, for `TransitionResult::note`.

@@ -56,6 +56,11 @@ pub struct ServerConfig {
         default_value_t = 86_400
     )]
     pub idempotency_ttl_secs: u64,
+    /// How long, in milliseconds, a checked token is trusted without asking the database
+    /// again; a token revoked through another server process works here that much longer.
+    /// 0 checks every request.
+    #[arg(long, env = "BUILDSTATE_TOKEN_CACHE_MILLIS", default_value_t = 1000)]
+    pub token_cache_millis: u64,
 }
 
 impl ServerConfig {
@@ -70,6 +75,7 @@ impl ServerConfig {
             backoff_cap_secs: 3600,
             state_names: None,
             idempotency_ttl_secs: 86_400,
+            token_cache_millis: 1000,
         }
     }
 
@@ -97,6 +103,7 @@ impl ServerConfig {
             },
             default_max_retries: self.max_retries,
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
+            recent_tokens: api::RecentTokens::new(Duration::from_millis(self.token_cache_millis)),
         }))
     }
 }

@@ -173,6 +173,7 @@ pub async fn revoke_token(
         }
     }
     let token = state.db.revoke_token(&id, Utc::now()).await?;
+    state.recent_tokens.forget_all();
     tracing::info!(token_id = %token.id, by = %actor.username, "token revoked");
     Ok(Json(token))
 }

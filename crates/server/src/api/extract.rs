@@ -131,11 +131,15 @@ impl FromRequestParts<AppState> for Authenticated {
             .map(str::trim)
             .filter(|secret| !secret.is_empty())
             .ok_or_else(ApiError::missing_token)?;
-        let actor = state
-            .db
-            .actor_by_token_hash(&state.hasher.hash(secret))
-            .await?
-            .ok_or_else(ApiError::invalid_token)?;
+        let secret_hash = state.hasher.hash(secret);
+        let mut actor = match state.recent_tokens.get(&secret_hash) {
+            Some(actor) => actor,
+            None => state
+                .db
+                .actor_by_token_hash(&secret_hash)
+                .await?
+                .ok_or_else(ApiError::invalid_token)?,
+        };
         let now = Utc::now();
         if actor.expires_at.is_some_and(|expires_at| expires_at <= now) {
             return Err(ApiError::token_expired());
@@ -145,7 +149,9 @@ impl FromRequestParts<AppState> for Authenticated {
             .is_none_or(|used| now - used > LAST_USED_RESOLUTION);
         if stale {
             state.db.touch_token(&actor.token_id, now).await?;
+            actor.last_used_at = Some(now);
         }
+        state.recent_tokens.remember(secret_hash, &actor);
         Ok(Authenticated(actor))
     }
 }
