@@ -231,28 +231,12 @@ async fn a_token_revoked_through_another_server_stops_working_after_the_cache_tt
     let Some(first) = TestApp::spawn(crate::support::Backend::Postgres).await else {
         return;
     };
-    let config = buildstate_server::ServerConfig {
-        secret_key: Some("test-secret-key".into()),
-        token_cache_millis: 300,
-        ..buildstate_server::ServerConfig::for_database(&first.database_url)
-    };
-    let second_state = config.app_state().await.expect("second server state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let second_url = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(buildstate_server::serve(
-        listener,
-        second_state,
-        std::future::pending(),
-    ));
+    let second = first
+        .spawn_peer(|config| config.token_cache_millis = 300)
+        .await;
 
     let secret = new_token(&first, "packer", Role::Member, Scope::Write).await;
-    let on_second = buildstate::client::Client::new(buildstate::client::ClientConfig::new(
-        &second_url,
-        Some(secret),
-    ))
-    .expect("client");
+    let on_second = second.client_with(secret);
     let me = on_second
         .whoami()
         .await

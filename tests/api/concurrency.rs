@@ -213,27 +213,9 @@ async fn two_servers_on_one_postgres_serialize_reports_on_one_build() {
     let Some(first) = TestApp::spawn(Backend::Postgres).await else {
         return;
     };
-    let config = buildstate_server::ServerConfig {
-        secret_key: Some("test-secret-key".into()),
-        backoff_base_secs: 0,
-        ..buildstate_server::ServerConfig::for_database(&first.database_url)
-    };
-    let second_state = config.app_state().await.expect("second server state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let second_url = format!("http://{}", listener.local_addr().expect("address"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(buildstate_server::serve(listener, second_state, async {
-        let _ = stopped.await;
-    }));
-
+    let second = first.spawn_peer(|_| {}).await;
     let via_first = first.client();
-    let via_second = Client::new(buildstate::client::ClientConfig::new(
-        &second_url,
-        Some(first.admin_token.clone()),
-    ))
-    .expect("client");
+    let via_second = second.client_with(first.admin_token.clone());
     let id = start_with_retries(&via_first, 100).await;
     let sends = (0..CLIENTS).map(|i| {
         let client = if i % 2 == 0 {
@@ -256,6 +238,4 @@ async fn two_servers_on_one_postgres_serialize_reports_on_one_build() {
         (build.failures, build.last_seq),
         (CLIENTS as u32, CLIENTS as i64 + 1)
     );
-    let _ = stop.send(());
-    let _ = server.await;
 }

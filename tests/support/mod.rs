@@ -121,6 +121,28 @@ impl TestApp {
         format!("{}{path}", self.base_url)
     }
 
+    /// Another server on this app's database, with its own pools and caches: what a deployment
+    /// of several server processes sharing one PostgreSQL looks like. It stops when dropped.
+    pub async fn spawn_peer(&self, adjust: impl FnOnce(&mut ServerConfig)) -> Peer {
+        let mut config = ServerConfig::for_database(&self.database_url);
+        config.secret_key = Some("test-secret-key".into());
+        config.backoff_base_secs = 0;
+        adjust(&mut config);
+        let state = config.app_state().await.expect("peer server state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let base_url = format!("http://{}", listener.local_addr().expect("address"));
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        tokio::spawn(buildstate_server::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Peer {
+            base_url,
+            _shutdown: shutdown,
+        }
+    }
+
     /// Stops the server and waits for it to drain.
     pub async fn stop(mut self) {
         self.stop_server().await;
@@ -152,6 +174,20 @@ impl Drop for TestApp {
             })
             .join();
         }
+    }
+}
+
+/// A second server on a [`TestApp`]'s database.
+pub struct Peer {
+    pub base_url: String,
+    /// Dropping it stops the peer.
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl Peer {
+    /// A client of this peer with `token`.
+    pub fn client_with(&self, token: String) -> Client {
+        Client::new(ClientConfig::new(&self.base_url, Some(token))).expect("client")
     }
 }
 
