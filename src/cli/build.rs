@@ -66,7 +66,8 @@ enum BuildCommand {
     /// Should this stage run? Answers run, skip, wait or stop, and exits 0, 10, 11 or 12.
     #[command(
         after_help = "Exit codes: 0 run, 10 skip (already completed), 11 wait (backing off after \
-a failure), 12 stop (blocked, cancelled or completed); 3, 5, 6 as for every command.
+a failure), 12 stop (blocked, cancelled or completed, or after a failed stage); 3, 5, 6 as \
+for every command.
 
 Examples:
   bldst build gate \"$BUILD_ID\" --state 15

@@ -27,7 +27,8 @@ const STDERR_TAIL_BYTES: usize = 4096;
 #[command(
     after_help = "Exit codes: the command's own code when it ran (0 when the stage was \
 already completed and skipped); 11 when the backoff was not waited out; 12 when the build is \
-blocked, cancelled or completed; 3, 4, 5, 6 when the server said so before the command ran.
+blocked, cancelled or completed, or an earlier stage failed; 3, 4, 5, 6 when the server said \
+so before the command ran.
 
 The command sees BUILDSTATE_BUILD_ID and BUILDSTATE_STATE in its environment.
 
