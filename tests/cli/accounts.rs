@@ -5,12 +5,8 @@ use buildstate_domain::wire::{TokenInfo, User, Whoami};
 use serde_json::Value;
 
 use crate::assert_cli_snapshot;
-use crate::helpers::Bldst;
+use crate::helpers::{json, Bldst};
 use crate::support::TestApp;
-
-fn json<T: serde::de::DeserializeOwned>(text: &str) -> T {
-    serde_json::from_str(text).unwrap_or_else(|error| panic!("JSON on stdout ({error}): {text}"))
-}
 
 async fn an_admin_creates_a_user_whose_token_works_until_revoked(app: TestApp) {
     // Arrange

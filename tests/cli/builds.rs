@@ -5,12 +5,8 @@ use buildstate_domain::wire::{Build, GateAnswer, HistoryPage, StartedBuild};
 use serde_json::Value;
 
 use crate::assert_cli_snapshot;
-use crate::helpers::Bldst;
+use crate::helpers::{json, Bldst};
 use crate::support::{Backend, TestApp};
-
-fn json<T: serde::de::DeserializeOwned>(text: &str) -> T {
-    serde_json::from_str(text).unwrap_or_else(|error| panic!("JSON on stdout ({error}): {text}"))
-}
 
 async fn a_build_is_created_reported_and_read_back(app: TestApp) {
     // Arrange

@@ -9,6 +9,11 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::support::TestApp;
 
+/// Parses a command's stdout as JSON, showing the text when it is not.
+pub fn json<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    serde_json::from_str(text).unwrap_or_else(|error| panic!("JSON on stdout ({error}): {text}"))
+}
+
 /// What one run of `bldst` left behind.
 #[derive(Debug)]
 pub struct Outcome {

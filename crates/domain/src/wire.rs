@@ -50,6 +50,18 @@ pub struct Build {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Build {
+    /// The part of the build the transition and gating rules read.
+    pub fn progress(&self) -> crate::rules::Progress {
+        crate::rules::Progress {
+            state: self.state,
+            status: self.status,
+            failures: self.failures,
+            next_attempt_at: self.next_attempt_at,
+        }
+    }
+}
+
 /// `POST /builds`: start a build, or resume the unfinished one with the same `key`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

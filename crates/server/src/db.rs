@@ -438,7 +438,7 @@ impl Database {
             max_retries: build.max_retries,
             ..*policy
         };
-        let result = match apply_report(&progress_of(&build), &request.report, &policy, now)? {
+        let result = match apply_report(&build.progress(), &request.report, &policy, now)? {
             Transition::AlreadyDone { stage, current } => TransitionResult {
                 note: if build.status == BuildStatus::Completed {
                     format!("stage {stage} was already completed; the build is completed")
@@ -505,7 +505,7 @@ impl Database {
         let mut tx = self.writer.begin().await?;
         let build = self.build_in(&mut tx, id.as_str(), true).await?;
         let now = Utc::now();
-        let (progress, event) = apply_operator_action(&progress_of(&build), action)?;
+        let (progress, event) = apply_operator_action(&build.progress(), action)?;
         let recorded =
             history_entries(build.last_seq + 1, &[event], Some(reason), None, actor, now);
         let updated = self
@@ -844,15 +844,6 @@ fn build_not_found(id: &str) -> StoreError {
     StoreError::NotFound {
         what: "build",
         id: id.to_owned(),
-    }
-}
-
-fn progress_of(build: &Build) -> Progress {
-    Progress {
-        state: build.state,
-        status: build.status,
-        failures: build.failures,
-        next_attempt_at: build.next_attempt_at,
     }
 }
 

@@ -295,13 +295,7 @@ pub async fn gate_stage(
         })
         .and_then(|raw| state_param("state", raw))?;
     let build = state.db.get_build(&id).await?;
-    let progress = buildstate_domain::Progress {
-        state: build.state,
-        status: build.status,
-        failures: build.failures,
-        next_attempt_at: build.next_attempt_at,
-    };
-    let answer = gate(&progress, stage, Utc::now());
+    let answer = gate(&build.progress(), stage, Utc::now());
     Ok(Json(GateAnswer {
         build_id: build.id,
         state: stage,
