@@ -30,9 +30,19 @@ fn check_text(
         return invalid(format!("must be at most {max_len} characters"));
     }
     if let Some(bad) = text.chars().find(|c| !allowed(*c)) {
-        return invalid(format!("`{bad}` is not allowed ({rule})"));
+        return invalid(format!("`{}` is not allowed ({rule})", shown(bad)));
     }
     Ok(())
+}
+
+/// A rejected character as a message shows it: control characters escaped (`\0`, `\u{1b}`), so
+/// none reaches a terminal or a log raw.
+fn shown(c: char) -> String {
+    if c.is_control() {
+        c.escape_debug().to_string()
+    } else {
+        c.to_string()
+    }
 }
 
 macro_rules! text_field {
@@ -128,6 +138,14 @@ text_field!(
     }
 );
 text_field!(
+    /// A server-generated API token id (`t_` and 16 lowercase letters and digits).
+    TokenId,
+    "token id",
+    |field, text| {
+        check_text(field, text, 64, |c| c.is_ascii_alphanumeric() || c == '_' || c == '-', "token ids are URL-safe")
+    }
+);
+text_field!(
     /// An email address (checked only for shape: one `@` with text on both sides).
     Email,
     "email",
@@ -191,6 +209,13 @@ impl TryFrom<BTreeMap<String, String>> for Labels {
                     Self::MAX_VALUE_LEN
                 ));
             }
+            if let Some(bad) = value.chars().find(|c| !is_free_text_char(*c)) {
+                return invalid(format!(
+                    "the value of `{key}` holds the control character `{}`: only newline \
+                     and tab are allowed",
+                    shown(bad)
+                ));
+            }
         }
         Ok(Labels(labels))
     }
@@ -202,7 +227,17 @@ impl From<Labels> for BTreeMap<String, String> {
     }
 }
 
-/// Checks an optional free-text field (description, message, reason) for length.
+/// Whether `c` may appear in free text (descriptions, messages, reasons, sources, label
+/// values): anything but a control character, except that newline and tab are kept.
+///
+/// Decided here once for every front end and both databases: PostgreSQL cannot store NUL in
+/// text at all (SQLite can), and the other control characters are terminal escapes or
+/// invisible in a log, so neither belongs in a build's history.
+pub fn is_free_text_char(c: char) -> bool {
+    c == '\n' || c == '\t' || !c.is_control()
+}
+
+/// Checks a free-text field (description, message, reason, source) for length and characters.
 pub fn check_free_text(
     field: &'static str,
     text: &str,
@@ -214,7 +249,39 @@ pub fn check_free_text(
             reason: format!("must be at most {max_chars} characters"),
         });
     }
+    if let Some(bad) = text.chars().find(|c| !is_free_text_char(*c)) {
+        return Err(InvalidField {
+            field,
+            reason: format!(
+                "holds the control character `{}`: only newline and tab are allowed",
+                shown(bad)
+            ),
+        });
+    }
     Ok(())
+}
+
+/// `text` made acceptable to [`check_free_text`]: `\r\n` becomes `\n`, a lone `\r` a newline,
+/// and other control characters (terminal colour escapes, NUL) are dropped. For front ends
+/// that pass on text they did not write, such as the tail of a failed command's output.
+pub fn clean_free_text(text: &str) -> String {
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let mut cleaned = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            // An ANSI escape sequence (`ESC [ params letter`): drop it whole, not just its ESC.
+            chars.next();
+            for next in chars.by_ref() {
+                if next.is_ascii_alphabetic() || !is_free_text_char(next) {
+                    break;
+                }
+            }
+        } else if is_free_text_char(c) {
+            cleaned.push(c);
+        }
+    }
+    cleaned
 }
 
 #[cfg(test)]
@@ -274,5 +341,54 @@ mod tests {
         assert!(Labels::try_from(long_value).is_err());
         let fine = BTreeMap::from([("git_sha".to_owned(), "0a1b".to_owned())]);
         assert_eq!(Labels::try_from(fine.clone()).map(BTreeMap::from), Ok(fine));
+    }
+
+    #[test]
+    fn free_text_keeps_newline_and_tab_and_refuses_other_control_characters() {
+        let cases = [
+            ("plain text", true),
+            ("two\nlines\twith a tab", true),
+            ("unicode: ééé ✓", true),
+            ("a NUL \u{0} byte", false),
+            ("a bell \u{7}", false),
+            ("a carriage return \r", false),
+            ("colour \u{1b}[31mred", false),
+            ("a C1 control \u{85}", false),
+        ];
+        for (text, valid) in cases {
+            let checked = check_free_text("message", text, 100);
+            assert_eq!(checked.is_ok(), valid, "{text:?}: {checked:?}");
+            if let Err(error) = checked {
+                assert_eq!(error.field, "message");
+                assert!(
+                    !error.to_string().chars().any(|c| c.is_control()),
+                    "the message escapes the character: {error:?}"
+                );
+            }
+        }
+        assert_eq!(
+            check_free_text("description", "a\u{0}b", 100)
+                .expect_err("NUL")
+                .to_string(),
+            "invalid description: holds the control character `\\0`: only newline and tab are allowed"
+        );
+        assert!(
+            check_free_text("message", "xx", 1).is_err(),
+            "length still counts"
+        );
+        let nul_label = BTreeMap::from([("k".to_owned(), "v\u{0}".to_owned())]);
+        assert_eq!(
+            Labels::try_from(nul_label).expect_err("NUL").field,
+            "labels"
+        );
+        let nul_slug = "aws\u{0}".parse::<Platform>().expect_err("NUL");
+        assert!(nul_slug.to_string().contains("`\\0`"), "{nul_slug}");
+    }
+
+    #[test]
+    fn cleaned_text_passes_the_free_text_rule() {
+        let cleaned = clean_free_text("\u{1b}[1;31merror\u{1b}[0m: disk\r\nfull\u{0}\rdone\t!");
+        assert_eq!(cleaned, "error: disk\nfull\ndone\t!");
+        assert!(check_free_text("message", &cleaned, 100).is_ok());
     }
 }

@@ -11,7 +11,9 @@ pub mod state;
 pub mod status;
 pub mod wire;
 
-pub use fields::{BuildId, BuildKey, Email, ImageType, InvalidField, Labels, Platform, Username};
+pub use fields::{
+    BuildId, BuildKey, Email, ImageType, InvalidField, Labels, Platform, TokenId, Username,
+};
 pub use gate::{gate, Gate, GateDecision};
 pub use rules::{
     apply_operator_action, apply_report, Event, OperatorAction, Progress, Refusal, Report,

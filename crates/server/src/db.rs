@@ -21,8 +21,9 @@ use buildstate_domain::wire::{
     TokenInfo, TransitionResult, User,
 };
 use buildstate_domain::{
-    apply_operator_action, apply_report, BuildId, BuildStatus, Event, OperatorAction, Progress,
-    Refusal, Report, RetryPolicy, Role, Scope, StateCode, Transition, Username,
+    apply_operator_action, apply_report, BuildId, BuildKey, BuildStatus, Event, ImageType,
+    OperatorAction, Platform, Progress, Refusal, Report, RetryPolicy, Role, Scope, StateCode,
+    Transition, Username,
 };
 use chrono::{DateTime, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -104,11 +105,11 @@ pub struct Actor {
 /// Filters of `GET /builds`.
 #[derive(Debug, Clone, Default)]
 pub struct BuildFilter {
-    pub platform: Option<String>,
-    pub image_type: Option<String>,
+    pub platform: Option<Platform>,
+    pub image_type: Option<ImageType>,
     pub status: Option<BuildStatus>,
     pub state: Option<StateCode>,
-    pub key: Option<String>,
+    pub key: Option<BuildKey>,
 }
 
 /// A report to record, with what the rules need beside it.
@@ -375,11 +376,11 @@ impl Database {
              AND ($5 IS NULL OR build_key = $5) \
              ORDER BY created_at DESC, id DESC LIMIT $6 OFFSET $7"
         ))
-        .bind(filter.platform.as_deref())
-        .bind(filter.image_type.as_deref())
+        .bind(filter.platform.as_ref().map(Platform::as_str))
+        .bind(filter.image_type.as_ref().map(ImageType::as_str))
         .bind(filter.status.map(BuildStatus::as_str))
         .bind(filter.state.map(i64::from))
-        .bind(filter.key.as_deref())
+        .bind(filter.key.as_ref().map(BuildKey::as_str))
         .bind(i64::from(limit) + 1)
         .bind(i64::try_from(offset).unwrap_or(i64::MAX))
         .fetch_all(&self.reader)

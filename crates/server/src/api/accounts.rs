@@ -6,7 +6,7 @@ use axum::Json;
 use buildstate_domain::wire::{
     CreateToken, CreateUser, CreatedToken, ErrorBody, TokenInfo, User, Whoami,
 };
-use buildstate_domain::{fields::check_free_text, Scope, Username};
+use buildstate_domain::{fields::check_free_text, Scope, TokenId, Username};
 use chrono::{Duration, Utc};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -165,14 +165,18 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<Json<TokenInfo>, ApiError> {
     let actor = auth.require(Scope::Read)?;
+    // A malformed id cannot exist (and must never reach the database: a NUL byte would be
+    // refused there as an error of ours).
+    let id: TokenId = id.parse().map_err(|_| ApiError::not_found("token", &id))?;
+    let id = id.as_str();
     if actor.scope != Scope::Admin {
-        let token = state.db.token_info(&id).await?;
+        let token = state.db.token_info(id).await?;
         if token.username != actor.username {
             // Not "forbidden": whether someone else's token id exists is not ours to tell.
-            return Err(ApiError::not_found("token", &id));
+            return Err(ApiError::not_found("token", id));
         }
     }
-    let token = state.db.revoke_token(&id, Utc::now()).await?;
+    let token = state.db.revoke_token(id, Utc::now()).await?;
     state.recent_tokens.forget_all();
     tracing::info!(token_id = %token.id, by = %actor.username, "token revoked");
     Ok(Json(token))

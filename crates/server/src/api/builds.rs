@@ -47,6 +47,19 @@ fn state_param(field: &str, raw: &str) -> Result<StateCode, ApiError> {
         })
 }
 
+/// Parses an optional filter with the same rules as the field it filters on: a value no build
+/// can hold (a NUL byte, say) is a 422 naming the field, not a query the database refuses.
+fn filter_param<T>(raw: Option<&str>) -> Result<Option<T>, ApiError>
+where
+    T: std::str::FromStr<Err = buildstate_domain::InvalidField>,
+{
+    raw.map(|raw| {
+        raw.parse::<T>()
+            .map_err(|error| ApiError::invalid_field(error.field, error.to_string()))
+    })
+    .transpose()
+}
+
 fn check_text(field: &'static str, text: Option<&str>, max: usize) -> Result<(), ApiError> {
     match text {
         Some(text) => check_free_text(field, text, max)
@@ -137,11 +150,11 @@ pub async fn list_builds(
         return Err(ApiError::invalid_field("limit", "must be 1 to 500"));
     }
     let filter = BuildFilter {
-        platform: query.platform,
-        image_type: query.image_type,
+        platform: filter_param(query.platform.as_deref())?,
+        image_type: filter_param(query.image_type.as_deref())?,
         status,
         state: build_state,
-        key: query.key,
+        key: filter_param(query.key.as_deref())?,
     };
     let page = state
         .db

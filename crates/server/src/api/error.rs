@@ -82,7 +82,8 @@ impl ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "build_not_found",
-            format!("build `{id}` not found"),
+            // Escaped: the id is the client's text, and may hold a control character.
+            format!("build `{}` not found", id.escape_debug()),
         )
     }
 
@@ -90,7 +91,7 @@ impl ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("{what} `{id}` not found"),
+            format!("{what} `{}` not found", id.escape_debug()),
         )
     }
 
