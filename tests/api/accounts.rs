@@ -15,7 +15,23 @@ on_both_backends!(
     token_secrets_are_shown_once_and_never_listed,
     users_are_unique_and_members_cannot_hold_admin_tokens,
     the_first_admin_can_be_bootstrapped_only_once,
+    a_read_token_can_neither_create_nor_revoke_tokens,
+    a_write_token_manages_only_its_own_users_tokens_up_to_its_own_scope,
+    a_created_token_never_outlives_its_creator,
+    revoking_a_token_revokes_the_tokens_it_created_transitively,
+    the_last_live_admin_token_cannot_be_revoked_through_the_api,
+    an_out_of_band_token_is_a_root_that_outlives_other_revocations,
 );
+
+/// A `CreateToken` for `username`.
+fn token_request(username: &str, scope: Scope, expires_in_seconds: Option<u64>) -> CreateToken {
+    CreateToken {
+        username: username.parse().expect("username"),
+        description: format!("{scope} token for tests"),
+        scope,
+        expires_in_seconds,
+    }
+}
 
 async fn new_token(app: &TestApp, username: &str, role: Role, scope: Scope) -> String {
     let admin = app.client();
@@ -252,4 +268,265 @@ async fn a_token_revoked_through_another_server_stops_working_after_the_cache_tt
         .await
         .expect_err("expired from the cache");
     assert_eq!(refused.code(), Some("invalid_token"));
+}
+
+async fn a_read_token_can_neither_create_nor_revoke_tokens(app: TestApp) {
+    let reader = app.client_with(Some(new_token(&app, "ci", Role::Member, Scope::Read).await));
+    let me = reader.whoami().await.expect("whoami");
+    let create = reader
+        .create_token(&token_request("ci", Scope::Read, None))
+        .await
+        .expect_err("read cannot create");
+    assert_eq!(
+        (create.status(), create.code()),
+        (Some(403), Some("insufficient_scope"))
+    );
+    assert!(create.to_string().contains("`write`"), "{create}");
+    let revoke = reader
+        .revoke_token(&me.token_id)
+        .await
+        .expect_err("read cannot revoke, not even itself");
+    assert_eq!(
+        (revoke.status(), revoke.code()),
+        (Some(403), Some("insufficient_scope"))
+    );
+    let tokens = app.client().list_tokens(Some("ci")).await.expect("list");
+    assert_eq!(tokens.len(), 1, "nothing created");
+    assert!(tokens[0].revoked_at.is_none(), "nothing revoked");
+}
+
+async fn a_write_token_manages_only_its_own_users_tokens_up_to_its_own_scope(app: TestApp) {
+    let writer = app.client_with(Some(
+        new_token(&app, "ci", Role::Member, Scope::Write).await,
+    ));
+    new_token(&app, "other", Role::Member, Scope::Write).await;
+    let foreign = writer
+        .create_token(&token_request("other", Scope::Read, None))
+        .await
+        .expect_err("another user's token needs admin");
+    assert_eq!(
+        (foreign.status(), foreign.code()),
+        (Some(403), Some("insufficient_scope"))
+    );
+    assert!(foreign.to_string().contains("`admin`"), "{foreign}");
+    let others = app.client().list_tokens(Some("other")).await.expect("list");
+    let hidden = writer
+        .revoke_token(&others[0].id)
+        .await
+        .expect_err("another user's token");
+    assert_eq!(hidden.status(), Some(404), "not told it exists");
+
+    // The admin user's write token may not revoke that user's admin token.
+    let admin_writer = app.client_with(Some(
+        app.client()
+            .create_token(&token_request("admin", Scope::Write, None))
+            .await
+            .expect("write token for admin")
+            .secret,
+    ));
+    let admin_token = app.client().whoami().await.expect("whoami").token_id;
+    let wider = admin_writer
+        .revoke_token(&admin_token)
+        .await
+        .expect_err("a wider token");
+    assert_eq!(
+        (wider.status(), wider.code()),
+        (Some(403), Some("forbidden"))
+    );
+    assert!(
+        wider.to_string().contains("cannot revoke a `admin` token"),
+        "{wider}"
+    );
+    // Its own user's narrower or equal tokens it may.
+    let own = writer
+        .create_token(&token_request("ci", Scope::Read, None))
+        .await
+        .expect("own read token");
+    let revoked = writer
+        .revoke_token(&own.token.id)
+        .await
+        .expect("revoke own");
+    assert!(revoked.revoked_at.is_some());
+}
+
+async fn a_created_token_never_outlives_its_creator(app: TestApp) {
+    let hour = app
+        .client()
+        .create_token(&token_request("ci", Scope::Write, Some(3600)))
+        .await;
+    // The user does not exist yet: create it, then the hour-long token.
+    assert_eq!(hour.expect_err("no user yet").status(), Some(404));
+    new_token(&app, "ci", Role::Member, Scope::Read).await;
+    let hour = app
+        .client()
+        .create_token(&token_request("ci", Scope::Write, Some(3600)))
+        .await
+        .expect("an hour-long token");
+    let limit = hour.token.expires_at.expect("expires");
+    let short = app.client_with(Some(hour.secret));
+
+    let inherited = short
+        .create_token(&token_request("ci", Scope::Read, None))
+        .await
+        .expect("no expiry asked");
+    assert_eq!(
+        inherited.token.expires_at,
+        Some(limit),
+        "a token made by an expiring token gets its creator's expiry"
+    );
+    let shorter = short
+        .create_token(&token_request("ci", Scope::Read, Some(60)))
+        .await
+        .expect("a shorter one");
+    assert!(shorter.token.expires_at.expect("expires") < limit);
+    let longer = short
+        .create_token(&token_request("ci", Scope::Read, Some(7200)))
+        .await
+        .expect_err("outlives the creator");
+    assert_eq!(
+        (longer.status(), longer.code()),
+        (Some(422), Some("invalid_field"))
+    );
+    assert!(
+        longer.to_string().contains("cannot outlive its creator"),
+        "{longer}"
+    );
+}
+
+async fn revoking_a_token_revokes_the_tokens_it_created_transitively(app: TestApp) {
+    new_token(&app, "ci", Role::Member, Scope::Read).await;
+    let admin = app.client();
+    let admin_token = admin.whoami().await.expect("whoami").token_id;
+    let parent = admin
+        .create_token(&token_request("ci", Scope::Write, None))
+        .await
+        .expect("parent");
+    let child = app
+        .client_with(Some(parent.secret.clone()))
+        .create_token(&token_request("ci", Scope::Write, None))
+        .await
+        .expect("child");
+    let grandchild = app
+        .client_with(Some(child.secret.clone()))
+        .create_token(&token_request("ci", Scope::Read, None))
+        .await
+        .expect("grandchild");
+    let sibling = admin
+        .create_token(&token_request("ci", Scope::Write, None))
+        .await
+        .expect("sibling");
+    assert_eq!(
+        parent.token.created_by.as_deref(),
+        Some(admin_token.as_str())
+    );
+    assert_eq!(
+        child.token.created_by.as_deref(),
+        Some(parent.token.id.as_str())
+    );
+    assert_eq!(
+        grandchild.token.created_by.as_deref(),
+        Some(child.token.id.as_str())
+    );
+
+    admin
+        .revoke_token(&parent.token.id)
+        .await
+        .expect("revoke parent");
+
+    let listed = admin.list_tokens(Some("ci")).await.expect("list");
+    let revoked = |id: &str| {
+        listed
+            .iter()
+            .find(|token| token.id == id)
+            .expect("listed")
+            .revoked_at
+            .is_some()
+    };
+    assert!(revoked(&parent.token.id) && revoked(&child.token.id) && revoked(&grandchild.token.id));
+    assert!(!revoked(&sibling.token.id), "a sibling is not a descendant");
+    let refused = app
+        .client_with(Some(grandchild.secret))
+        .whoami()
+        .await
+        .expect_err("revoked with its ancestor");
+    assert_eq!(refused.code(), Some("invalid_token"));
+    assert!(app.client_with(Some(sibling.secret)).whoami().await.is_ok());
+    let bootstrap = admin.list_tokens(Some("admin")).await.expect("list");
+    assert_eq!(
+        bootstrap[0].created_by, None,
+        "the bootstrap token is a root"
+    );
+}
+
+async fn the_last_live_admin_token_cannot_be_revoked_through_the_api(app: TestApp) {
+    let admin = app.client();
+    let first = admin.whoami().await.expect("whoami").token_id;
+    let refused = admin
+        .revoke_token(&first)
+        .await
+        .expect_err("the last admin token");
+    assert_eq!(
+        (refused.status(), refused.code()),
+        (Some(409), Some("last_admin_token"))
+    );
+    let message = refused.to_string();
+    assert!(message.contains("bldst token create"), "{message}");
+    assert!(admin.whoami().await.is_ok(), "still live");
+
+    // A second admin token made by the first hangs off it: revoking the first still leaves
+    // none, so it is refused; the second itself may go.
+    let second = admin
+        .create_token(&token_request("admin", Scope::Admin, None))
+        .await
+        .expect("second admin token");
+    let refused = admin
+        .revoke_token(&first)
+        .await
+        .expect_err("its child would go too");
+    assert_eq!(refused.code(), Some("last_admin_token"));
+    let gone = admin
+        .revoke_token(&second.token.id)
+        .await
+        .expect("not the last");
+    assert!(gone.revoked_at.is_some());
+    assert!(admin.whoami().await.is_ok());
+}
+
+async fn an_out_of_band_token_is_a_root_that_outlives_other_revocations(app: TestApp) {
+    let admin = app.client();
+    let first = admin.whoami().await.expect("whoami").token_id;
+    let recovery = buildstate_server::create_token_out_of_band(
+        &app.state,
+        &"admin".parse().expect("username"),
+        Scope::Admin,
+        "recovery",
+        None,
+    )
+    .await
+    .expect("out of band");
+    assert_eq!(recovery.token.created_by, None);
+    let recovered = app.client_with(Some(recovery.secret));
+    let revoked = recovered
+        .revoke_token(&first)
+        .await
+        .expect("no longer the last");
+    assert!(revoked.revoked_at.is_some());
+    let refused = recovered
+        .revoke_token(&recovery.token.id)
+        .await
+        .expect_err("now the last");
+    assert_eq!(refused.code(), Some("last_admin_token"));
+    let member = buildstate_server::create_token_out_of_band(
+        &app.state,
+        &"nobody".parse().expect("username"),
+        Scope::Read,
+        "recovery",
+        None,
+    )
+    .await
+    .expect_err("unknown user");
+    assert!(
+        member.to_string().contains("`nobody` not found"),
+        "{member}"
+    );
 }

@@ -9,6 +9,7 @@ pub mod gate;
 pub mod rules;
 pub mod state;
 pub mod status;
+pub mod tokens;
 pub mod wire;
 
 pub use fields::{

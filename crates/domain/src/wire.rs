@@ -247,6 +247,11 @@ pub struct TokenInfo {
     pub expires_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The id of the token that created this one; absent for tokens made out of band
+    /// (`bldst server bootstrap`, `bldst server token create`). Revoking a token revokes the
+    /// tokens it created.
+    #[serde(default)]
+    pub created_by: Option<String>,
 }
 
 /// The answer to [`CreateToken`]: the only time the secret is shown.

@@ -41,6 +41,12 @@ pub enum StoreError {
     Refused(#[from] Refusal),
     #[error("{0}")]
     Conflict(String),
+    /// The token asking to create another was revoked while it asked.
+    #[error("the token creating this one was revoked")]
+    CreatorRevoked,
+    /// The revocation would leave no live admin token: nobody could manage the install.
+    #[error("token `{id}` is the last live admin token")]
+    LastAdminToken { id: String },
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -86,6 +92,15 @@ impl Dialect {
         match self {
             Dialect::Sqlite => "",
             Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// The suffix that keeps the selected rows from changing until the transaction ends, while
+    /// letting others read-lock them too. (SQLite needs neither: one writer at a time.)
+    fn for_share(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR SHARE",
         }
     }
 }
@@ -725,21 +740,41 @@ impl Database {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    /// Creates a token for `user`; the secret is returned once and stored only as a hash.
+    /// Creates a token for `user`, created by the token `created_by` (`None`: out of band); the
+    /// secret is returned once and stored only as a hash.
+    ///
+    /// The creator must still be live when the token is written: a creator revoked meanwhile
+    /// is [`StoreError::CreatorRevoked`], so no token outlives a revocation of its creator. On
+    /// PostgreSQL the creator's row is share-locked, which a concurrent revocation waits for.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create_token(
         &self,
         user: &User,
         description: &str,
         scope: Scope,
         expires_at: Option<DateTime<Utc>>,
+        created_by: Option<&str>,
         hasher: &crate::secrets::TokenHasher,
         now: DateTime<Utc>,
     ) -> StoreResult<CreatedToken> {
         let id = format!("t_{}", crate::secrets::random_id(16));
         let secret = crate::secrets::new_token_secret();
+        let mut tx = self.writer.begin().await?;
+        if let Some(creator) = created_by {
+            let live = sqlx::query(&format!(
+                "SELECT id FROM api_tokens WHERE id = $1 AND revoked_at IS NULL{}",
+                self.dialect.for_share()
+            ))
+            .bind(creator)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if live.is_none() {
+                return Err(StoreError::CreatorRevoked);
+            }
+        }
         sqlx::query(
             "INSERT INTO api_tokens (id, user_id, secret_hash, description, scope, created_at, \
-             expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             expires_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&id)
         .bind(&user.id)
@@ -748,8 +783,10 @@ impl Database {
         .bind(scope.as_str())
         .bind(now.timestamp_millis())
         .bind(expires_at.map(|at| at.timestamp_millis()))
-        .execute(&self.writer)
+        .bind(created_by)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         let token = self.token_info(&id).await?;
         Ok(CreatedToken { token, secret })
     }
@@ -782,13 +819,66 @@ impl Database {
         token_from_row(&row)
     }
 
-    /// Revokes a token; revoking it twice is fine, an unknown id is not found.
+    /// Revokes a token and every token it created, transitively; revoking twice is fine, an
+    /// unknown id is not found. Refused with [`StoreError::LastAdminToken`] when it would leave
+    /// no live admin token.
+    ///
+    /// On PostgreSQL the live admin tokens are locked first (in id order, so two revocations
+    /// cannot deadlock), so two revocations racing for the last two cannot both succeed. The
+    /// tree is revoked until a pass finds nothing more: a token created while the first pass
+    /// ran (its creator share-locked, see [`Database::create_token`]) is caught by the next.
     pub async fn revoke_token(&self, id: &str, now: DateTime<Utc>) -> StoreResult<TokenInfo> {
-        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now.timestamp_millis())
+        let mut tx = self.writer.begin().await?;
+        let exists = sqlx::query("SELECT id FROM api_tokens WHERE id = $1")
             .bind(id)
-            .execute(&self.writer)
+            .fetch_optional(&mut *tx)
             .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound {
+                what: "token",
+                id: id.to_owned(),
+            });
+        }
+        let live_admins = |lock: &'static str| {
+            format!(
+                "SELECT t.id FROM api_tokens t JOIN users u ON u.id = t.user_id \
+                 WHERE t.scope = 'admin' AND u.role = 'admin' AND t.revoked_at IS NULL \
+                 AND (t.expires_at IS NULL OR t.expires_at > $1) ORDER BY t.id{lock}"
+            )
+        };
+        let lock = match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE OF t",
+        };
+        let admins_before: Vec<String> = sqlx::query_scalar(&live_admins(lock))
+            .bind(now.timestamp_millis())
+            .fetch_all(&mut *tx)
+            .await?;
+        loop {
+            let revoked = sqlx::query(
+                "WITH RECURSIVE tree (id) AS ( \
+                     SELECT id FROM api_tokens WHERE id = $1 \
+                     UNION SELECT t.id FROM api_tokens t JOIN tree ON t.created_by = tree.id) \
+                 UPDATE api_tokens SET revoked_at = $2 \
+                 WHERE revoked_at IS NULL AND id IN (SELECT id FROM tree)",
+            )
+            .bind(id)
+            .bind(now.timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+            if revoked.rows_affected() == 0 {
+                break;
+            }
+        }
+        let admins_after: Vec<String> = sqlx::query_scalar(&live_admins(""))
+            .bind(now.timestamp_millis())
+            .fetch_all(&mut *tx)
+            .await?;
+        if admins_after.is_empty() && !admins_before.is_empty() {
+            // Dropping the transaction rolls the revocation back.
+            return Err(StoreError::LastAdminToken { id: id.to_owned() });
+        }
+        tx.commit().await?;
         self.token_info(id).await
     }
 
@@ -1057,7 +1147,7 @@ fn history_from_row(row: &AnyRow) -> StoreResult<HistoryEntry> {
 }
 
 const TOKEN_COLUMNS: &str = "t.id, u.username, t.description, t.scope, t.created_at, \
-     t.expires_at, t.last_used_at, t.revoked_at";
+     t.expires_at, t.last_used_at, t.revoked_at, t.created_by";
 
 fn token_from_row(row: &AnyRow) -> StoreResult<TokenInfo> {
     Ok(TokenInfo {
@@ -1069,6 +1159,7 @@ fn token_from_row(row: &AnyRow) -> StoreResult<TokenInfo> {
         expires_at: optional_time(row, "expires_at")?,
         last_used_at: optional_time(row, "last_used_at")?,
         revoked_at: optional_time(row, "revoked_at")?,
+        created_by: row.try_get("created_by")?,
     })
 }
 

@@ -3,11 +3,12 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use buildstate_domain::tokens::{self, Holder};
 use buildstate_domain::wire::{
     CreateToken, CreateUser, CreatedToken, ErrorBody, TokenInfo, User, Whoami,
 };
 use buildstate_domain::{fields::check_free_text, Scope, TokenId, Username};
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -50,28 +51,26 @@ pub async fn list_users(
 
 /// Create an API token; the secret is in this answer only.
 ///
-/// An admin token may create tokens for any user; other tokens only for their own user, with
-/// at most their own scope. No token carries more than its user's role allows.
+/// Needs a `write` token for the caller's own user, `admin` for another user. The new token's
+/// scope is at most the caller's (and its user's role allows), and it expires no later than
+/// the caller's token: without `expires_in_seconds` it gets the caller's expiry, if any. It
+/// records the caller's token as `created_by`, and is revoked with it.
 #[utoipa::path(post, path = "/tokens", tag = "accounts", request_body = CreateToken,
     responses((status = 201, body = CreatedToken), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
-    security(("bearer" = ["read"])))]
+    security(("bearer" = ["write"])))]
 pub async fn create_token(
     State(state): State<AppState>,
     auth: Authenticated,
     ApiJson(request): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    let actor = auth.require(Scope::Read)?;
-    if actor.scope != Scope::Admin {
-        if request.username != actor.username {
-            return Err(ApiError::insufficient_scope(Scope::Admin, actor.scope));
-        }
-        if !actor.scope.allows(request.scope) {
-            return Err(ApiError::forbidden(format!(
-                "a `{}` token cannot create a `{}` token",
-                actor.scope, request.scope
-            )));
-        }
-    }
+    let actor = &auth.0;
+    let creator = Holder {
+        username: &actor.username,
+        scope: actor.scope,
+        expires_at: actor.expires_at,
+    };
+    tokens::authorize_token_creation(&creator, &request.username, request.scope)
+        .map_err(ApiError::token_refused)?;
     if request.description.trim().is_empty() {
         return Err(ApiError::invalid_field(
             "description",
@@ -81,32 +80,16 @@ pub async fn create_token(
     check_free_text("description", &request.description, 512)
         .map_err(|error| ApiError::invalid_field("description", error.to_string()))?;
     let user = state.db.user_by_name(&request.username).await?;
-    if !user.role.max_scope().allows(request.scope) {
-        return Err(ApiError::invalid_field(
-            "scope",
-            format!(
-                "user `{}` has the `{}` role, which cannot hold `{}` tokens",
-                user.username, user.role, request.scope
-            ),
-        ));
-    }
     let now = Utc::now();
-    let expires_at = match request.expires_in_seconds {
-        Some(0) => {
-            return Err(ApiError::invalid_field(
-                "expires_in_seconds",
-                "must be positive",
-            ))
-        }
-        Some(seconds) => Some(
-            i64::try_from(seconds)
-                .ok()
-                .and_then(Duration::try_seconds)
-                .and_then(|lifetime| now.checked_add_signed(lifetime))
-                .ok_or_else(|| ApiError::invalid_field("expires_in_seconds", "is too large"))?,
-        ),
-        None => None,
-    };
+    let expires_at = tokens::grant_token(
+        &creator,
+        &user.username,
+        user.role,
+        request.scope,
+        request.expires_in_seconds,
+        now,
+    )
+    .map_err(ApiError::token_refused)?;
     let created = state
         .db
         .create_token(
@@ -114,11 +97,12 @@ pub async fn create_token(
             &request.description,
             request.scope,
             expires_at,
+            Some(&actor.token_id),
             &state.hasher,
             now,
         )
         .await?;
-    tracing::info!(token_id = %created.token.id, username = %user.username, scope = %request.scope, "token created");
+    tracing::info!(token_id = %created.token.id, username = %user.username, scope = %request.scope, created_by = %actor.token_id, "token created");
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -154,31 +138,44 @@ pub async fn list_tokens(
     Ok(Json(state.db.list_tokens(username.as_ref()).await?))
 }
 
-/// Revoke a token; it stops working at once.
+/// Revoke a token and every token it created; they stop working at once.
+///
+/// Needs a `write` token; a token that is not `admin` revokes only its own user's tokens of at
+/// most its own scope. Revoking the last live admin token is refused (409): the install would
+/// have nobody left to manage it.
 #[utoipa::path(delete, path = "/tokens/{id}", tag = "accounts",
     params(("id" = String, Path, description = "token id")),
     responses((status = 200, body = TokenInfo), (status = 404, body = ErrorBody)),
-    security(("bearer" = ["read"])))]
+    security(("bearer" = ["write"])))]
 pub async fn revoke_token(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<TokenInfo>, ApiError> {
-    let actor = auth.require(Scope::Read)?;
+    let actor = &auth.0;
+    let holder = Holder {
+        username: &actor.username,
+        scope: actor.scope,
+        expires_at: actor.expires_at,
+    };
+    if !actor.scope.allows(Scope::Write) {
+        return Err(ApiError::insufficient_scope(Scope::Write, actor.scope));
+    }
     // A malformed id cannot exist (and must never reach the database: a NUL byte would be
     // refused there as an error of ours).
     let id: TokenId = id.parse().map_err(|_| ApiError::not_found("token", &id))?;
     let id = id.as_str();
-    if actor.scope != Scope::Admin {
-        let token = state.db.token_info(id).await?;
-        if token.username != actor.username {
+    let target = state.db.token_info(id).await?;
+    tokens::authorize_revocation(&holder, &target.username, target.scope).map_err(|refusal| {
+        match refusal {
+            Some(refusal) => ApiError::token_refused(refusal),
             // Not "forbidden": whether someone else's token id exists is not ours to tell.
-            return Err(ApiError::not_found("token", id));
+            None => ApiError::not_found("token", id),
         }
-    }
+    })?;
     let token = state.db.revoke_token(id, Utc::now()).await?;
     state.recent_tokens.forget_all();
-    tracing::info!(token_id = %token.id, by = %actor.username, "token revoked");
+    tracing::info!(token_id = %token.id, by = %actor.username, "token revoked, with the tokens it created");
     Ok(Json(token))
 }
 

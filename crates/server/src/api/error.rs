@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use buildstate_domain::tokens::TokenRefusal;
 use buildstate_domain::wire::{ErrorBody, ErrorDetail};
 use buildstate_domain::{BuildId, Refusal, Scope};
 use serde_json::json;
@@ -136,6 +137,31 @@ impl ApiError {
         )
     }
 
+    /// A token rule refused a request to create or revoke a token: 403 for the scope rules,
+    /// 422 naming the field for the others.
+    pub fn token_refused(refusal: TokenRefusal) -> Self {
+        match (&refusal, refusal.field()) {
+            (TokenRefusal::InsufficientScope { needed, held }, _) => {
+                ApiError::insufficient_scope(*needed, *held)
+            }
+            (_, Some(field)) => ApiError::invalid_field(field, refusal.to_string()),
+            (_, None) => ApiError::forbidden(refusal.to_string()),
+        }
+    }
+
+    /// Revoking `id` would leave no live admin token: 409 saying what to do instead.
+    pub fn last_admin_token(id: &str) -> Self {
+        ApiError::conflict(
+            "last_admin_token",
+            format!(
+                "revoking token `{id}` would leave no live admin token (it is the last one, or \
+                 created the last ones), and nobody could manage users and tokens: create another \
+                 admin token first (`bldst token create --username NAME --scope admin`), then \
+                 revoke this one"
+            ),
+        )
+    }
+
     pub fn forbidden(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
@@ -206,6 +232,8 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { what: "build", id } => ApiError::build_not_found(&id),
             StoreError::NotFound { what, id } => ApiError::not_found(what, &id),
             StoreError::Conflict(message) => ApiError::conflict("conflict", message),
+            StoreError::CreatorRevoked => ApiError::invalid_token(),
+            StoreError::LastAdminToken { id } => ApiError::last_admin_token(&id),
             // Callers that know the build map refusals with `refused`; this is the fallback.
             StoreError::Refused(refusal) => ApiError::conflict("refused", refusal.to_string()),
             StoreError::Other(cause) => ApiError::internal(cause),
