@@ -45,14 +45,39 @@ fn shown(c: char) -> String {
     }
 }
 
+/// The OpenAPI schema of a text field: a string of at most `max_length` characters matching
+/// `pattern`, the same rule its `check` applies, so generated clients and fuzzers agree with the
+/// server.
+#[cfg(feature = "openapi")]
+fn text_schema(
+    pattern: &str,
+    max_length: usize,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max_length))
+        .pattern(Some(pattern))
+        .into()
+}
+
 macro_rules! text_field {
-    ($(#[$meta:meta])* $name:ident, $field:literal, $check:expr) => {
+    ($(#[$meta:meta])* $name:ident, $field:literal, $check:expr, pattern = $pattern:expr, max = $max:expr) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-        #[cfg_attr(feature = "openapi", schema(value_type = String))]
         pub struct $name(String);
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                text_schema($pattern, $max)
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
 
         impl $name {
             /// The validated text.
@@ -97,6 +122,11 @@ fn is_slug_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
 }
 
+/// What [`slug`] accepts.
+const SLUG_PATTERN: &str = "^[a-z0-9._-]{1,64}$";
+/// What a URL-safe id accepts.
+const ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
+
 fn slug(field: &'static str, text: &str) -> Result<(), InvalidField> {
     check_text(
         field,
@@ -109,15 +139,15 @@ fn slug(field: &'static str, text: &str) -> Result<(), InvalidField> {
 
 text_field!(
     /// A cloud or virtualisation platform: `aws`, `azure`, `gcp`, `vsphere`, …
-    Platform, "platform", slug
+    Platform, "platform", slug, pattern = SLUG_PATTERN, max = 64
 );
 text_field!(
     /// What is being built on the platform: `rhel8`, `ubuntu-22.04-web`, …
-    ImageType, "image_type", slug
+    ImageType, "image_type", slug, pattern = SLUG_PATTERN, max = 64
 );
 text_field!(
     /// A user's login name.
-    Username, "username", slug
+    Username, "username", slug, pattern = SLUG_PATTERN, max = 64
 );
 text_field!(
     /// A client-chosen build identity such as `aws/rhel8/<git sha>`: starting a build with a key
@@ -127,7 +157,9 @@ text_field!(
     |field, text| {
         check_text(field, text, 200, |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@' | '+'),
             "use letters, digits and `. _ - / : @ +`")
-    }
+    },
+    pattern = "^[A-Za-z0-9._/:@+-]{1,200}$",
+    max = 200
 );
 text_field!(
     /// A server-generated, URL-safe build id (`b_` and 20 lowercase letters and digits).
@@ -135,7 +167,9 @@ text_field!(
     "build id",
     |field, text| {
         check_text(field, text, 64, |c| c.is_ascii_alphanumeric() || c == '_' || c == '-', "build ids are URL-safe")
-    }
+    },
+    pattern = ID_PATTERN,
+    max = 64
 );
 text_field!(
     /// A server-generated API token id (`t_` and 16 lowercase letters and digits).
@@ -143,7 +177,9 @@ text_field!(
     "token id",
     |field, text| {
         check_text(field, text, 64, |c| c.is_ascii_alphanumeric() || c == '_' || c == '-', "token ids are URL-safe")
-    }
+    },
+    pattern = ID_PATTERN,
+    max = 64
 );
 text_field!(
     /// An email address (checked only for shape: one `@` with text on both sides).
@@ -155,7 +191,9 @@ text_field!(
             Some((user, domain)) if !user.is_empty() && !domain.is_empty() && !domain.contains('@') => Ok(()),
             _ => Err(InvalidField { field, reason: format!("`{text}` is not an email address") }),
         }
-    }
+    },
+    pattern = "^[^\\s@\\x00-\\x1f\\x7f-\\x9f]+@[^\\s@\\x00-\\x1f\\x7f-\\x9f]+$",
+    max = 254
 );
 
 /// Free-form string labels on a build (git sha, pipeline URL, packer version, …).
@@ -164,9 +202,32 @@ text_field!(
     try_from = "BTreeMap<String, String>",
     into = "BTreeMap<String, String>"
 )]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
 pub struct Labels(BTreeMap<String, String>);
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Labels {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "Free-form string labels: keys of letters, digits and `. _ - /`, values of free text",
+            ))
+            .max_properties(Some(Labels::MAX_COUNT))
+            .property_names(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[A-Za-z0-9._/-]{1,64}$")),
+            ))
+            .additional_properties(Some(AdditionalProperties::RefOr(
+                free_text_schema(Labels::MAX_VALUE_LEN, false, false).into(),
+            )))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Labels {}
 
 impl Labels {
     pub const MAX_COUNT: usize = 32;
@@ -235,6 +296,39 @@ impl From<Labels> for BTreeMap<String, String> {
 /// invisible in a log, so neither belongs in a build's history.
 pub fn is_free_text_char(c: char) -> bool {
     c == '\n' || c == '\t' || !c.is_control()
+}
+
+/// The characters [`is_free_text_char`] accepts, as a JSON Schema pattern.
+pub const FREE_TEXT_PATTERN: &str = "^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*$";
+/// [`FREE_TEXT_PATTERN`] with at least one character that is not whitespace: what a required
+/// text (an operator's reason, a token's description) must hold.
+pub const NON_BLANK_FREE_TEXT_PATTERN: &str = "^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*$";
+
+/// The OpenAPI schema of a free-text field of at most `max_chars` characters: what
+/// [`check_free_text`] accepts (and, with `non_blank`, not only whitespace).
+#[cfg(feature = "openapi")]
+pub fn free_text_schema(
+    max_chars: usize,
+    non_blank: bool,
+    nullable: bool,
+) -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let schema_type = if nullable {
+        SchemaType::from_iter([Type::String, Type::Null])
+    } else {
+        SchemaType::new(Type::String)
+    };
+    let pattern = if non_blank {
+        NON_BLANK_FREE_TEXT_PATTERN
+    } else {
+        FREE_TEXT_PATTERN
+    };
+    ObjectBuilder::new()
+        .schema_type(schema_type)
+        .min_length(non_blank.then_some(1))
+        .max_length(Some(max_chars))
+        .pattern(Some(pattern))
+        .into()
 }
 
 /// Checks a free-text field (description, message, reason, source) for length and characters.

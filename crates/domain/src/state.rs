@@ -41,10 +41,19 @@ impl<'de> Deserialize<'de> for StateCode {
                 StateCode::new(value).map_err(|_| invalid())
             }
 
+            /// `5.0` is the number 5 (JSON Schema counts it an integer too); `5.5` is no code.
             fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<StateCode, E> {
-                Err(E::custom(InvalidStateCode {
-                    value: value.to_string(),
-                }))
+                let invalid = || {
+                    E::custom(InvalidStateCode {
+                        value: value.to_string(),
+                    })
+                };
+                if value.fract() != 0.0 || !(0.0..=100.0).contains(&value) {
+                    return Err(invalid());
+                }
+                // In range and whole, so the cast is exact.
+                #[allow(clippy::cast_possible_truncation)]
+                StateCode::new(value as i64).map_err(|_| invalid())
             }
 
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StateCode, E> {
@@ -56,17 +65,33 @@ impl<'de> Deserialize<'de> for StateCode {
     }
 }
 
+/// What [`StateCode::from_str`] accepts: one of the codes, in plain digits, perhaps padded
+/// with spaces, tabs or newlines (a value read from a file or a CI variable).
+#[cfg(feature = "openapi")]
+const STATE_CODE_TEXT_PATTERN: &str =
+    "^[ \\t\\n\\r]*(0|5|10|15|20|25|30|35|40|45|50|55|60|65|70|75|80|85|90|95|100)[ \\t\\n\\r]*$";
+
 #[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for StateCode {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{ObjectBuilder, Type};
-        ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .minimum(Some(0))
-            .maximum(Some(100))
-            .multiple_of(Some(5))
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        // Responses always carry the number; requests may send it as text, for Concourse
+        // `params` and GitHub Action inputs, which are strings.
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .maximum(Some(100))
+                    .multiple_of(Some(5)),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(STATE_CODE_TEXT_PATTERN)),
+            )
             .description(Some(
-                "A state code: 0 (triggered) to 100 (published) in steps of 5",
+                "A state code: 0 (triggered) to 100 (published) in steps of 5; requests may send it as a string of digits",
             ))
             .into()
     }
@@ -200,7 +225,17 @@ impl FromStr for StateCode {
         let invalid = || InvalidStateCode {
             value: text.to_owned(),
         };
-        let number: i64 = text.trim().parse().map_err(|_| invalid())?;
+        // Plain digits only: no sign, no leading zero, no other padding than spaces, tabs and
+        // newlines (what the OpenAPI document's pattern says).
+        let digits = text.trim_matches([' ', '\t', '\n', '\r']);
+        let plain = digits == "0"
+            || (!digits.is_empty()
+                && !digits.starts_with('0')
+                && digits.bytes().all(|byte| byte.is_ascii_digit()));
+        if !plain {
+            return Err(invalid());
+        }
+        let number: i64 = digits.parse().map_err(|_| invalid())?;
         StateCode::new(number).map_err(|_| invalid())
     }
 }
@@ -226,7 +261,9 @@ mod tests {
 
     #[test]
     fn values_off_the_grid_are_rejected_with_the_valid_range() {
-        for bad in ["7", "105", "-5", "abc", "", "5.0", "101"] {
+        for bad in [
+            "7", "105", "-5", "abc", "", "5.0", "101", "+5", "05", "1e1", "\u{0}5",
+        ] {
             let error = bad.parse::<StateCode>().expect_err(bad);
             assert_eq!(error.value, bad);
             assert!(
@@ -249,6 +286,23 @@ mod tests {
         }
         let from_text: StateCode = serde_json::from_str("\"10\"").expect("a numeric string");
         assert_eq!(from_text.value(), 10);
+        let padded: StateCode = serde_json::from_str("\" 10\\n\"").expect("padding");
+        assert_eq!(padded.value(), 10);
+    }
+
+    #[test]
+    fn a_whole_json_number_written_with_a_fraction_is_that_code() {
+        for (json, code) in [("5.0", 5), ("1e1", 10), ("100.0", 100), ("0.0", 0)] {
+            let parsed: StateCode = serde_json::from_str(json).expect(json);
+            assert_eq!(parsed.value(), code, "{json}");
+        }
+        for bad in ["5.5", "7.0", "105.0", "-5.0", "1e300"] {
+            let error = serde_json::from_str::<StateCode>(bad).expect_err(bad);
+            assert!(
+                error.to_string().contains("is not a state code"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,10 @@ use chrono::{DateTime, Duration, Utc};
 use crate::fields::Username;
 use crate::status::{Role, Scope};
 
+/// The longest lifetime a token may be given, in seconds (100 years): leave the expiry out for
+/// a token that never expires.
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 3_155_760_000;
+
 /// The token making a request, as far as these rules care.
 #[derive(Debug, Clone, Copy)]
 pub struct Holder<'a> {
@@ -45,7 +49,7 @@ pub enum TokenRefusal {
     },
     #[error("must be positive")]
     ExpiryNotPositive,
-    #[error("is too large")]
+    #[error("must be at most {MAX_TOKEN_LIFETIME_SECS} seconds (100 years); leave it out for a token that never expires")]
     ExpiryTooLarge,
     /// A created token cannot outlive its creator.
     #[error("must be at most {max_seconds}: the token creating it expires at {creator_expires_at}, and a created token cannot outlive its creator")]
@@ -117,6 +121,9 @@ pub fn grant_token(
     }
     let asked = match expires_in_seconds {
         Some(0) => return Err(TokenRefusal::ExpiryNotPositive),
+        Some(seconds) if seconds > MAX_TOKEN_LIFETIME_SECS => {
+            return Err(TokenRefusal::ExpiryTooLarge)
+        }
         Some(seconds) => Some(
             i64::try_from(seconds)
                 .ok()

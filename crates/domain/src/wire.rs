@@ -20,6 +20,102 @@ use utoipa::ToSchema;
 pub const MAX_MESSAGE_CHARS: usize = 16 * 1024;
 /// Longest build description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;
+/// Longest report source (a CI run URL), in characters.
+pub const MAX_SOURCE_CHARS: usize = 2048;
+/// Longest token description, in characters.
+pub const MAX_TOKEN_DESCRIPTION_CHARS: usize = 512;
+/// The most failures a build may allow per stage (`max_retries`).
+pub const MAX_RETRIES_LIMIT: u32 = 100;
+
+/// The OpenAPI schemas of the free-text fields: the rules `check_free_text` applies.
+#[cfg(feature = "openapi")]
+mod schemas {
+    use utoipa::openapi::schema::Schema;
+
+    use crate::fields::free_text_schema;
+
+    pub fn build_description() -> Schema {
+        free_text_schema(super::MAX_DESCRIPTION_CHARS, false, true)
+    }
+
+    pub fn message() -> Schema {
+        free_text_schema(super::MAX_MESSAGE_CHARS, false, true)
+    }
+
+    pub fn source() -> Schema {
+        free_text_schema(super::MAX_SOURCE_CHARS, false, true)
+    }
+
+    pub fn reason() -> Schema {
+        free_text_schema(super::MAX_MESSAGE_CHARS, true, false)
+    }
+
+    pub fn token_description() -> Schema {
+        free_text_schema(super::MAX_TOKEN_DESCRIPTION_CHARS, true, false)
+    }
+}
+
+/// Optional whole numbers that accept `480.0` as well as `480`: JSON Schema counts both as
+/// integers, so a client (or a fuzzer) that writes the first must not be refused. `480.5`,
+/// negative numbers and numbers beyond the field's type are refused, saying which.
+mod whole_number {
+    use serde::de::{Deserializer, Error, Visitor};
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    pub fn option<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        struct Whole<T>(PhantomData<T>);
+
+        impl<'de, T: TryFrom<u64>> Visitor<'de> for Whole<T> {
+            type Value = Option<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number")
+            }
+
+            fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_u64<E: Error>(self, value: u64) -> Result<Self::Value, E> {
+                T::try_from(value)
+                    .map(Some)
+                    .map_err(|_| E::custom(format!("`{value}` is too large")))
+            }
+
+            fn visit_i64<E: Error>(self, value: i64) -> Result<Self::Value, E> {
+                let value = u64::try_from(value)
+                    .map_err(|_| E::custom(format!("`{value}` is negative")))?;
+                self.visit_u64(value)
+            }
+
+            fn visit_f64<E: Error>(self, value: f64) -> Result<Self::Value, E> {
+                if value.fract() != 0.0 || !value.is_finite() {
+                    return Err(E::custom(format!("`{value}` is not a whole number")));
+                }
+                if value < 0.0 {
+                    return Err(E::custom(format!("`{value}` is negative")));
+                }
+                if value >= u64::MAX as f64 {
+                    return Err(E::custom(format!("`{value}` is too large")));
+                }
+                // Whole, non-negative and below u64::MAX: the cast is exact.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                self.visit_u64(value as u64)
+            }
+        }
+
+        deserializer.deserialize_any(Whole(PhantomData))
+    }
+}
 
 /// A build as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,13 +166,16 @@ pub struct StartBuild {
     pub platform: Platform,
     pub image_type: ImageType,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::build_description))]
     pub description: Option<String>,
     #[serde(default)]
     pub key: Option<BuildKey>,
     #[serde(default)]
     pub labels: Labels,
     /// Failures a stage may have before the build is blocked (the server's default if absent).
-    #[serde(default)]
+    /// At most 100 (`MAX_RETRIES_LIMIT`).
+    #[serde(default, deserialize_with = "whole_number::option")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 100))]
     pub max_retries: Option<u32>,
 }
 
@@ -97,12 +196,14 @@ pub struct ReportTransition {
     pub state: StateCode,
     pub status: ReportStatus,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::message))]
     pub message: Option<String>,
     /// Compare-and-set: refuse the report unless the build is at this state.
     #[serde(default)]
     pub expected_state: Option<StateCode>,
     /// Where the report comes from: a CI run URL, a Concourse build, a GitHub run.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::source))]
     pub source: Option<String>,
 }
 
@@ -178,6 +279,7 @@ pub struct BuildPage {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OperatorReason {
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::reason))]
     pub reason: String,
 }
 
@@ -188,6 +290,7 @@ pub struct OperatorReason {
 pub struct ResetBuild {
     /// The current or an earlier stage.
     pub state: StateCode,
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::reason))]
     pub reason: String,
 }
 
@@ -223,11 +326,14 @@ pub struct User {
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub username: Username,
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::token_description))]
     pub description: String,
     #[serde(default = "default_scope")]
     pub scope: Scope,
-    /// Seconds until the token expires; it never does if absent.
-    #[serde(default)]
+    /// Seconds until the token expires, at most 100 years; if absent, it never does, or when
+    /// the token creating it expires, if that one does. Never later than that token.
+    #[serde(default, deserialize_with = "whole_number::option")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3_155_760_000_u64))]
     pub expires_in_seconds: Option<u64>,
 }
 
@@ -318,4 +424,37 @@ pub struct ErrorDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub details: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(expires: &str) -> Result<CreateToken, serde_json::Error> {
+        serde_json::from_str(&format!(
+            r#"{{"username":"ci","description":"d","expires_in_seconds":{expires}}}"#
+        ))
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_with_a_zero_fraction() {
+        for (json, seconds) in [("480", Some(480)), ("480.0", Some(480)), ("null", None)] {
+            let parsed = token(json).expect(json);
+            assert_eq!(parsed.expires_in_seconds, seconds, "{json}");
+        }
+        for (json, reason) in [
+            ("480.5", "is not a whole number"),
+            ("-1", "is negative"),
+            ("-1.0", "is negative"),
+            ("1e30", "is too large"),
+            ("\"480\"", "expected a whole number"),
+        ] {
+            let error = token(json).expect_err(json);
+            assert!(error.to_string().contains(reason), "{json}: {error}");
+        }
+        let too_many: Result<StartBuild, _> = serde_json::from_str(
+            r#"{"platform":"aws","image_type":"rhel8","max_retries":4294967296}"#,
+        );
+        assert!(too_many.is_err(), "beyond u32");
+    }
 }

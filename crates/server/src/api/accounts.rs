@@ -6,6 +6,7 @@ use axum::Json;
 use buildstate_domain::tokens::{self, Holder};
 use buildstate_domain::wire::{
     CreateToken, CreateUser, CreatedToken, ErrorBody, TokenInfo, User, Whoami,
+    MAX_TOKEN_DESCRIPTION_CHARS,
 };
 use buildstate_domain::{fields::check_free_text, Scope, TokenId, Username};
 use chrono::Utc;
@@ -56,7 +57,12 @@ pub async fn list_users(
 /// the caller's token: without `expires_in_seconds` it gets the caller's expiry, if any. It
 /// records the caller's token as `created_by`, and is revoked with it.
 #[utoipa::path(post, path = "/tokens", tag = "accounts", request_body = CreateToken,
-    responses((status = 201, body = CreatedToken), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses(
+        (status = 201, body = CreatedToken),
+        (status = 403, description = "the token may not create this token (scope, or another user's)", body = ErrorBody),
+        (status = 404, description = "no such user", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
     security(("bearer" = ["write"])))]
 pub async fn create_token(
     State(state): State<AppState>,
@@ -77,8 +83,12 @@ pub async fn create_token(
             "say what the token is for, e.g. \"concourse aws-rhel8 pipeline\"",
         ));
     }
-    check_free_text("description", &request.description, 512)
-        .map_err(|error| ApiError::invalid_field("description", error.to_string()))?;
+    check_free_text(
+        "description",
+        &request.description,
+        MAX_TOKEN_DESCRIPTION_CHARS,
+    )
+    .map_err(|error| ApiError::invalid_field("description", error.to_string()))?;
     let user = state.db.user_by_name(&request.username).await?;
     let now = Utc::now();
     let expires_at = tokens::grant_token(
@@ -108,8 +118,10 @@ pub async fn create_token(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TokenListQuery {
     /// Only this user's tokens (admin); other tokens always see only their own user's.
+    #[param(value_type = Option<Username>)]
     username: Option<String>,
 }
 
@@ -122,16 +134,18 @@ pub async fn list_tokens(
     ApiQuery(query): ApiQuery<TokenListQuery>,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     let actor = auth.require(Scope::Read)?;
-    let username: Option<Username> = if actor.scope == Scope::Admin {
-        query
-            .username
-            .map(|name| {
-                name.parse()
-                    .map_err(|error: buildstate_domain::InvalidField| {
-                        ApiError::invalid_field("username", error.to_string())
-                    })
-            })
-            .transpose()?
+    // Parsed even where it is then ignored, so a malformed name is always the same 422.
+    let asked: Option<Username> = query
+        .username
+        .map(|name| {
+            name.parse()
+                .map_err(|error: buildstate_domain::InvalidField| {
+                    ApiError::invalid_field("username", error.to_string())
+                })
+        })
+        .transpose()?;
+    let username = if actor.scope == Scope::Admin {
+        asked
     } else {
         Some(actor.username.clone())
     };
@@ -145,7 +159,12 @@ pub async fn list_tokens(
 /// have nobody left to manage it.
 #[utoipa::path(delete, path = "/tokens/{id}", tag = "accounts",
     params(("id" = String, Path, description = "token id")),
-    responses((status = 200, body = TokenInfo), (status = 404, body = ErrorBody)),
+    responses(
+        (status = 200, description = "revoked, with the tokens it created", body = TokenInfo),
+        (status = 403, description = "the token may not revoke this token", body = ErrorBody),
+        (status = 404, description = "no such token, or another user's", body = ErrorBody),
+        (status = 409, description = "`last_admin_token`: it would leave no live admin token", body = ErrorBody),
+    ),
     security(("bearer" = ["write"])))]
 pub async fn revoke_token(
     State(state): State<AppState>,

@@ -7,10 +7,11 @@ use axum::Json;
 use buildstate_domain::wire::{
     Build, BuildPage, ErrorBody, GateAnswer, HistoryPage, OperatorReason, ReportTransition,
     ResetBuild, StartBuild, StartedBuild, TransitionResult, MAX_DESCRIPTION_CHARS,
-    MAX_MESSAGE_CHARS,
+    MAX_MESSAGE_CHARS, MAX_RETRIES_LIMIT, MAX_SOURCE_CHARS,
 };
 use buildstate_domain::{
-    fields::check_free_text, gate, BuildId, BuildStatus, OperatorAction, Report, Scope, StateCode,
+    fields::check_free_text, gate, BuildId, BuildKey, BuildStatus, ImageType, OperatorAction,
+    Platform, Report, Scope, StateCode,
 };
 use chrono::Utc;
 use serde::Deserialize;
@@ -22,8 +23,6 @@ use super::extract::{ApiJson, ApiQuery, Authenticated};
 use super::AppState;
 use crate::db::{BuildFilter, StoreError, TransitionRequest};
 
-/// The most failures a build may allow per stage.
-const MAX_RETRIES_LIMIT: u32 = 100;
 /// The longest `Idempotency-Key` kept.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
@@ -73,6 +72,7 @@ fn check_text(field: &'static str, text: Option<&str>, max: usize) -> Result<(),
     responses(
         (status = 201, description = "a new build", body = StartedBuild),
         (status = 200, description = "the unfinished build with this key, resumed", body = StartedBuild),
+        (status = 409, description = "a build with this key was started at the same moment; try again", body = ErrorBody),
         (status = 422, description = "a field broke a rule", body = ErrorBody),
     ),
     security(("bearer" = ["write"])))]
@@ -106,21 +106,32 @@ pub async fn start_build(
     Ok((status, Json(StartedBuild { build, resumed })))
 }
 
-/// Filters and paging of `GET /builds`.
+/// Filters and paging of `GET /builds`. Each filter parses by the rules of the field it filters
+/// on (a 422 naming it otherwise), which is what the declared schemas say.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListBuildsQuery {
+    #[param(value_type = Option<Platform>)]
     platform: Option<String>,
+    #[param(value_type = Option<ImageType>)]
     image_type: Option<String>,
-    /// One of running, in_progress, failed, blocked, completed, cancelled.
+    #[param(value_type = Option<BuildStatus>)]
     status: Option<String>,
-    /// A state code.
+    #[param(value_type = Option<StateCode>)]
     state: Option<String>,
+    #[param(value_type = Option<BuildKey>)]
     key: Option<String>,
-    /// At most 500; 50 if absent.
+    /// Builds per page: 1 to 500; 50 if absent.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// Builds to skip (the previous page's `next_offset`).
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     offset: Option<u64>,
 }
+
+/// The largest `offset` (SQL takes a signed 64-bit number).
+const MAX_OFFSET: u64 = i64::MAX as u64;
 
 /// List builds, newest first.
 #[utoipa::path(get, path = "/builds", tag = "builds", params(ListBuildsQuery),
@@ -149,6 +160,13 @@ pub async fn list_builds(
     if limit == 0 || limit > 500 {
         return Err(ApiError::invalid_field("limit", "must be 1 to 500"));
     }
+    let offset = query.offset.unwrap_or(0);
+    if offset > MAX_OFFSET {
+        return Err(ApiError::invalid_field(
+            "offset",
+            format!("must be at most {MAX_OFFSET}"),
+        ));
+    }
     let filter = BuildFilter {
         platform: filter_param(query.platform.as_deref())?,
         image_type: filter_param(query.image_type.as_deref())?,
@@ -156,10 +174,7 @@ pub async fn list_builds(
         state: build_state,
         key: filter_param(query.key.as_deref())?,
     };
-    let page = state
-        .db
-        .list_builds(&filter, limit, query.offset.unwrap_or(0))
-        .await?;
+    let page = state.db.list_builds(&filter, limit, offset).await?;
     Ok(Json(page))
 }
 
@@ -186,7 +201,9 @@ pub async fn get_build(
     request_body = ReportTransition,
     params(
         ("id" = String, Path, description = "build id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "makes the report safe to retry"),
+        ("Idempotency-Key" = Option<String>, Header, max_length = 255, min_length = 1,
+            pattern = "^[\\x21-\\x7e]([\\x20-\\x7e]{0,253}[\\x21-\\x7e])?$",
+            description = "makes the report safe to retry: 1 to 255 visible ASCII characters"),
     ),
     responses(
         (status = 200, description = "applied, or already done (`changed: false`)", body = TransitionResult),
@@ -205,7 +222,7 @@ pub async fn report_transition(
     let actor = auth.require(Scope::Write)?;
     let id = build_id(&id)?;
     check_text("message", report.message.as_deref(), MAX_MESSAGE_CHARS)?;
-    check_text("source", report.source.as_deref(), 2048)?;
+    check_text("source", report.source.as_deref(), MAX_SOURCE_CHARS)?;
     let idempotency = idempotency_key(&headers)?.map(|key| {
         // The canonical re-serialisation, so whitespace or key order do not matter.
         let canonical = serde_json::to_vec(&report).unwrap_or_default();
@@ -233,11 +250,17 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let key = value
-        .to_str()
+    // Visible ASCII and inner spaces, as the OpenAPI document's pattern says (HTTP already
+    // strips the value's outer whitespace).
+    let key = std::str::from_utf8(value.as_bytes())
         .ok()
-        .map(str::trim)
-        .filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+        .filter(|key| {
+            !key.is_empty()
+                && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
+                && key.bytes().all(|byte| (0x20..=0x7e).contains(&byte))
+                && !key.starts_with(' ')
+                && !key.ends_with(' ')
+        })
         .ok_or_else(|| {
             ApiError::invalid_field(
                 "Idempotency-Key",
@@ -249,10 +272,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
-    /// Only entries with a larger sequence number (0 if absent).
+    /// Only entries with a larger sequence number (0 if absent; the previous page's
+    /// `next_after`).
+    #[param(minimum = -9_223_372_036_854_775_808_i64, maximum = 9_223_372_036_854_775_807_i64)]
     after: Option<i64>,
-    /// At most 1000; 100 if absent.
+    /// Entries per page: 1 to 1000; 100 if absent.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -282,8 +309,10 @@ pub async fn get_history(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct GateQuery {
-    /// The stage about to run.
+    /// The stage about to run (required: a 422 names it when absent).
+    #[param(value_type = StateCode, required = true)]
     state: Option<String>,
 }
 

@@ -5,6 +5,7 @@ pub mod builds;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod openapi;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use utoipa::{Modify, OpenApi};
 use crate::db::Database;
 use crate::secrets::TokenHasher;
 use error::ApiError;
+use openapi::StandardAnswers;
 
 /// The largest request body accepted; a report message is at most 16 KiB of text.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -110,7 +112,7 @@ impl std::ops::Deref for AppState {
         accounts::create_user, accounts::list_users, accounts::create_token,
         accounts::list_tokens, accounts::revoke_token, accounts::whoami,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &StandardAnswers),
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
@@ -128,10 +130,12 @@ impl Modify for BearerAuth {
 }
 
 /// The OpenAPI document, as served at `/openapi.json`.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+pub fn openapi() -> serde_json::Value {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    doc
+    let mut document = serde_json::to_value(doc).expect("the OpenAPI document is JSON");
+    openapi::add_links(&mut document);
+    document
 }
 
 /// Every route of the API.

@@ -1,0 +1,162 @@
+//! What the OpenAPI document says beyond each handler's own annotations: the answers every
+//! operation of a shape can give (they come from the shared extractors, not the handler), and
+//! the links that let a client — or a stateful fuzzer — walk from a created build or token to
+//! what can be done with it.
+
+use serde_json::{json, Value};
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::{OpenApi, Ref, RefOr};
+use utoipa::Modify;
+
+/// Adds the answers of the shared extractors to every operation they apply to:
+/// - a bearer token: 401 (no token, or an unknown, revoked or expired one), and 403 where the
+///   operation needs more than `read` scope;
+/// - a JSON body: 400 (not JSON), 413 (over the size limit), 415 (not `application/json`) and
+///   422 (a field broke a rule);
+/// - query parameters: 400 (an unknown parameter, or not of the parameter's type) and 422 (a
+///   value broke a rule);
+/// - a path id: 404 (no such resource; a malformed id cannot exist).
+///
+/// An answer a handler documents itself keeps its own description.
+#[derive(Debug)]
+pub struct StandardAnswers;
+
+impl Modify for StandardAnswers {
+    fn modify(&self, openapi: &mut OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_standard_answers(operation);
+            }
+        }
+    }
+}
+
+fn add_standard_answers(operation: &mut Operation) {
+    let mut answers: Vec<(&str, &str)> = Vec::new();
+    let scopes: Vec<String> = operation
+        .security
+        .iter()
+        .flatten()
+        .filter_map(|requirement| serde_json::to_value(requirement).ok())
+        .filter_map(|value| serde_json::from_value::<Vec<String>>(value["bearer"].clone()).ok())
+        .flatten()
+        .collect();
+    if operation.security.is_some() {
+        answers.push((
+            "401",
+            "no bearer token, or an unknown, revoked or expired one",
+        ));
+        if scopes.iter().any(|scope| scope != "read") {
+            answers.push(("403", "the token's scope is too narrow for this"));
+        }
+    }
+    if operation.request_body.is_some() {
+        answers.push(("400", "the body is not JSON"));
+        answers.push(("413", "the body is larger than the limit"));
+        answers.push(("415", "the body is not `application/json`"));
+        answers.push(("422", "a field broke a rule; `field` names it"));
+    }
+    let parameters = operation.parameters.iter().flatten();
+    let (mut query, mut path) = (false, false);
+    for parameter in parameters {
+        match parameter.parameter_in {
+            ParameterIn::Query => query = true,
+            ParameterIn::Path => path = true,
+            _ => {}
+        }
+    }
+    if query {
+        answers.push(("400", "an unknown query parameter, or one not of its type"));
+        answers.push(("422", "a parameter broke a rule; `field` names it"));
+    }
+    if path {
+        answers.push(("404", "no such resource"));
+    }
+    for (status, description) in answers {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| error_answer(description));
+    }
+}
+
+fn error_answer(description: &str) -> RefOr<utoipa::openapi::Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// Where a started build's id is in `POST /builds`'s answer.
+const STARTED_BUILD_ID: &str = "$response.body#/build/id";
+/// Where a created token's id is in `POST /tokens`'s answer.
+const CREATED_TOKEN_ID: &str = "$response.body#/token/id";
+
+/// Adds links from the answers that create something to the operations that use it: a started
+/// build to reading it, reporting on it, its history, its gate and the operator actions; a
+/// created token to revoking it.
+///
+/// Written into the JSON document rather than through utoipa's `Link`, which (as of 5.5)
+/// serializes its fields in snake case (`operation_id`), which no client reads.
+pub fn add_links(document: &mut Value) {
+    let build_links = [
+        ("GetBuild", "get_build"),
+        ("ReportTransition", "report_transition"),
+        ("GetHistory", "get_history"),
+        ("GateStage", "gate_stage"),
+        ("RetryBuild", "retry_build"),
+        ("ResetBuild", "reset_build"),
+        ("CancelBuild", "cancel_build"),
+    ];
+    link(
+        document,
+        "/builds",
+        &["200", "201"],
+        STARTED_BUILD_ID,
+        &build_links,
+    );
+    link(
+        document,
+        "/tokens",
+        &["201"],
+        CREATED_TOKEN_ID,
+        &[("RevokeToken", "revoke_token")],
+    );
+}
+
+fn link(document: &mut Value, path: &str, statuses: &[&str], id: &str, targets: &[(&str, &str)]) {
+    for status in statuses {
+        let Some(response) = document
+            .pointer_mut(&format!(
+                "/paths/{}/post/responses/{status}",
+                path.replace('/', "~1")
+            ))
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        let links: serde_json::Map<String, Value> = targets
+            .iter()
+            .map(|(name, operation_id)| {
+                let link = json!({ "operationId": operation_id, "parameters": { "id": id } });
+                ((*name).to_owned(), link)
+            })
+            .collect();
+        response.insert("links".to_owned(), Value::Object(links));
+    }
+}
