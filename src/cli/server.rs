@@ -1,6 +1,7 @@
-//! `bldst server`: runs the REST service, or bootstraps its first admin.
+//! `bldst server`: runs the REST service, bootstraps its first admin, or creates a token out
+//! of band (the way back in when every admin token is lost).
 
-use buildstate_domain::{Email, Username};
+use buildstate_domain::{Email, Scope, Username};
 use buildstate_server::ServerConfig;
 use clap::{Args, Subcommand};
 
@@ -10,7 +11,8 @@ use super::exit;
 #[command(after_help = "Examples:
   bldst server                                    # SQLite file ./buildstate.db, 127.0.0.1:8000
   DATABASE_URL=postgres://ci@db/buildstate bldst server --listen 0.0.0.0:8000
-  bldst server bootstrap --username admin --email admin@example.com")]
+  bldst server bootstrap --username admin --email admin@example.com
+  SECRET_KEY=... bldst server token create --username admin --scope admin   # locked out")]
 pub struct ServerArgs {
     #[command(flatten)]
     config: ServerConfig,
@@ -29,6 +31,40 @@ enum ServerCommand {
         #[arg(long)]
         email: Email,
     },
+    /// Create a token straight in the server's database, with no token: for when every admin
+    /// token is revoked, expired or lost.
+    #[command(subcommand)]
+    Token(ServerTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ServerTokenCommand {
+    /// Create a token for an existing user and print it (once) on stdout.
+    ///
+    /// Needs the server's DATABASE_URL and SECRET_KEY, not a token: whoever holds both owns the
+    /// install already. The token records no creator, so revoking another token never revokes
+    /// it. Works while the server runs.
+    #[command(after_help = "Examples:
+  SECRET_KEY=... bldst server token create --username admin --scope admin
+  DATABASE_URL=postgres://ci@db/buildstate SECRET_KEY=... \\
+      bldst server token create --username concourse --scope write --description \"pipelines\"")]
+    Create {
+        /// The user the token is for (an admin user for an `admin` token).
+        #[arg(long, visible_alias = "user")]
+        username: Username,
+        /// read, write or admin.
+        #[arg(long, default_value = "admin")]
+        scope: Scope,
+        /// What the token is for.
+        #[arg(
+            long,
+            default_value = "recovery token made by `bldst server token create`"
+        )]
+        description: String,
+        /// When it expires: a duration such as 1d or 12h; never if absent.
+        #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+    },
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
@@ -44,6 +80,36 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
                 "created admin user `{username}`; its admin token follows (shown only this once):"
             );
             println!("{secret}");
+            Ok(exit::SUCCESS)
+        }
+        Some(ServerCommand::Token(ServerTokenCommand::Create {
+            username,
+            scope,
+            description,
+            expires_in,
+        })) => {
+            // Without the server's key the token would hash to something the server never
+            // finds: refuse rather than print a token that cannot work.
+            if args.config.secret_key.as_deref().unwrap_or("").is_empty() {
+                anyhow::bail!(
+                    "SECRET_KEY is not set: set it (and DATABASE_URL) to the running server's values, \
+                     so that the new token hashes the way the server checks it"
+                );
+            }
+            let state = args.config.app_state().await?;
+            let created = buildstate_server::create_token_out_of_band(
+                &state,
+                &username,
+                scope,
+                &description,
+                expires_in,
+            )
+            .await?;
+            eprintln!(
+                "created {scope} token `{}` for `{username}`; the token follows (shown only this once):",
+                created.token.id
+            );
+            println!("{}", created.secret);
             Ok(exit::SUCCESS)
         }
     }

@@ -1,5 +1,6 @@
 //! Users, scoped tokens, expiry, revocation and `last_used_at`.
 
+use buildstate_domain::wire::ErrorCode;
 use buildstate_domain::wire::{CreateToken, CreateUser};
 use buildstate_domain::{Role, Scope};
 use reqwest::Method;
@@ -77,7 +78,7 @@ async fn tokens_are_scoped_read_write_admin(app: TestApp) {
         .expect_err("read cannot write");
     assert_eq!(
         (denied.status(), denied.code()),
-        (Some(403), Some("insufficient_scope"))
+        (Some(403), Some(&ErrorCode::InsufficientScope))
     );
     assert!(denied.to_string().contains("`write`"), "{denied}");
 
@@ -86,7 +87,7 @@ async fn tokens_are_scoped_read_write_admin(app: TestApp) {
         .cancel_build(&id, "no")
         .await
         .expect_err("write cannot cancel");
-    assert_eq!(not_admin.code(), Some("insufficient_scope"));
+    assert_eq!(not_admin.code(), Some(&ErrorCode::InsufficientScope));
     assert_eq!(
         writer.list_users().await.expect_err("admin only").status(),
         Some(403)
@@ -128,7 +129,7 @@ async fn a_revoked_token_stops_working_at_once(app: TestApp) {
     let refused = client.whoami().await.expect_err("revoked");
     assert_eq!(
         (refused.status(), refused.code()),
-        (Some(401), Some("invalid_token"))
+        (Some(401), Some(&ErrorCode::InvalidToken))
     );
     let unknown = app
         .client()
@@ -158,7 +159,7 @@ async fn an_expired_token_is_refused_with_a_hint(app: TestApp) {
         .expect_err("expired");
     assert_eq!(
         (error.status(), error.code()),
-        (Some(401), Some("token_expired"))
+        (Some(401), Some(&ErrorCode::TokenExpired))
     );
     assert!(error.to_string().contains("bldst token create"), "{error}");
 }
@@ -206,7 +207,7 @@ async fn users_are_unique_and_members_cannot_hold_admin_tokens(app: TestApp) {
         .expect_err("members hold no admin tokens");
     assert_eq!(
         (too_wide.status(), too_wide.code()),
-        (Some(422), Some("invalid_field"))
+        (Some(422), Some(&ErrorCode::InvalidField))
     );
     let nobody = admin
         .create_token(&CreateToken {
@@ -267,7 +268,7 @@ async fn a_token_revoked_through_another_server_stops_working_after_the_cache_tt
         .whoami()
         .await
         .expect_err("expired from the cache");
-    assert_eq!(refused.code(), Some("invalid_token"));
+    assert_eq!(refused.code(), Some(&ErrorCode::InvalidToken));
 }
 
 async fn a_read_token_can_neither_create_nor_revoke_tokens(app: TestApp) {
@@ -279,7 +280,7 @@ async fn a_read_token_can_neither_create_nor_revoke_tokens(app: TestApp) {
         .expect_err("read cannot create");
     assert_eq!(
         (create.status(), create.code()),
-        (Some(403), Some("insufficient_scope"))
+        (Some(403), Some(&ErrorCode::InsufficientScope))
     );
     assert!(create.to_string().contains("`write`"), "{create}");
     let revoke = reader
@@ -288,7 +289,7 @@ async fn a_read_token_can_neither_create_nor_revoke_tokens(app: TestApp) {
         .expect_err("read cannot revoke, not even itself");
     assert_eq!(
         (revoke.status(), revoke.code()),
-        (Some(403), Some("insufficient_scope"))
+        (Some(403), Some(&ErrorCode::InsufficientScope))
     );
     let tokens = app.client().list_tokens(Some("ci")).await.expect("list");
     assert_eq!(tokens.len(), 1, "nothing created");
@@ -306,7 +307,7 @@ async fn a_write_token_manages_only_its_own_users_tokens_up_to_its_own_scope(app
         .expect_err("another user's token needs admin");
     assert_eq!(
         (foreign.status(), foreign.code()),
-        (Some(403), Some("insufficient_scope"))
+        (Some(403), Some(&ErrorCode::InsufficientScope))
     );
     assert!(foreign.to_string().contains("`admin`"), "{foreign}");
     let others = app.client().list_tokens(Some("other")).await.expect("list");
@@ -331,7 +332,7 @@ async fn a_write_token_manages_only_its_own_users_tokens_up_to_its_own_scope(app
         .expect_err("a wider token");
     assert_eq!(
         (wider.status(), wider.code()),
-        (Some(403), Some("forbidden"))
+        (Some(403), Some(&ErrorCode::Forbidden))
     );
     assert!(
         wider.to_string().contains("cannot revoke a `admin` token"),
@@ -385,7 +386,7 @@ async fn a_created_token_never_outlives_its_creator(app: TestApp) {
         .expect_err("outlives the creator");
     assert_eq!(
         (longer.status(), longer.code()),
-        (Some(422), Some("invalid_field"))
+        (Some(422), Some(&ErrorCode::InvalidField))
     );
     assert!(
         longer.to_string().contains("cannot outlive its creator"),
@@ -449,7 +450,7 @@ async fn revoking_a_token_revokes_the_tokens_it_created_transitively(app: TestAp
         .whoami()
         .await
         .expect_err("revoked with its ancestor");
-    assert_eq!(refused.code(), Some("invalid_token"));
+    assert_eq!(refused.code(), Some(&ErrorCode::InvalidToken));
     assert!(app.client_with(Some(sibling.secret)).whoami().await.is_ok());
     let bootstrap = admin.list_tokens(Some("admin")).await.expect("list");
     assert_eq!(
@@ -467,7 +468,7 @@ async fn the_last_live_admin_token_cannot_be_revoked_through_the_api(app: TestAp
         .expect_err("the last admin token");
     assert_eq!(
         (refused.status(), refused.code()),
-        (Some(409), Some("last_admin_token"))
+        (Some(409), Some(&ErrorCode::LastAdminToken))
     );
     let message = refused.to_string();
     assert!(message.contains("bldst token create"), "{message}");
@@ -483,7 +484,7 @@ async fn the_last_live_admin_token_cannot_be_revoked_through_the_api(app: TestAp
         .revoke_token(&first)
         .await
         .expect_err("its child would go too");
-    assert_eq!(refused.code(), Some("last_admin_token"));
+    assert_eq!(refused.code(), Some(&ErrorCode::LastAdminToken));
     let gone = admin
         .revoke_token(&second.token.id)
         .await
@@ -515,7 +516,7 @@ async fn an_out_of_band_token_is_a_root_that_outlives_other_revocations(app: Tes
         .revoke_token(&recovery.token.id)
         .await
         .expect_err("now the last");
-    assert_eq!(refused.code(), Some("last_admin_token"));
+    assert_eq!(refused.code(), Some(&ErrorCode::LastAdminToken));
     let member = buildstate_server::create_token_out_of_band(
         &app.state,
         &"nobody".parse().expect("username"),

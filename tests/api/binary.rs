@@ -126,3 +126,62 @@ async fn bldst_server_creates_its_sqlite_file_serves_and_bootstraps_once() {
         assert!(status.success(), "{status}");
     }
 }
+
+/// `bldst server token create`: the way back in when every admin token is lost, through the
+/// real binary, on the server's database and key, while the server runs.
+async fn bldst_server_token_create_recovers_a_locked_out_install(app: crate::support::TestApp) {
+    let bldst = env!("CARGO_BIN_EXE_bldst");
+    let create = |secret_key: Option<&str>, username: &str| {
+        let mut command = Command::new(bldst);
+        command
+            .args([
+                "server", "token", "create", "--user", username, "--scope", "admin",
+            ])
+            .env("DATABASE_URL", &app.database_url)
+            .env("NO_COLOR", "1")
+            .env_remove("SECRET_KEY");
+        if let Some(key) = secret_key {
+            command.env("SECRET_KEY", key);
+        }
+        command.output().expect("bldst runs")
+    };
+
+    // Without the server's key: refused, nothing printed but the reason.
+    let keyless = create(None, "admin");
+    assert!(!keyless.status.success());
+    assert!(keyless.stdout.is_empty(), "nothing on stdout on failure");
+    let message = String::from_utf8_lossy(&keyless.stderr);
+    assert!(message.contains("SECRET_KEY is not set"), "{message}");
+
+    // An unknown user: refused, naming it.
+    let nobody = create(Some("test-secret-key"), "nobody");
+    assert!(!nobody.status.success());
+    assert!(nobody.stdout.is_empty());
+    let message = String::from_utf8_lossy(&nobody.stderr);
+    assert!(message.contains("`nobody` not found"), "{message}");
+
+    // With it: one admin token on stdout, which the running server accepts.
+    let created = create(Some("test-secret-key"), "admin");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let secret = String::from_utf8(created.stdout).expect("utf-8");
+    assert_eq!(secret.lines().count(), 1, "only the token on stdout");
+    let recovered = app.client_with(Some(secret.trim().to_owned()));
+    let me = recovered.whoami().await.expect("the new token works");
+    assert_eq!(
+        (me.username.as_str(), me.scope.as_str()),
+        ("admin", "admin")
+    );
+    // It hangs off nothing, so the bootstrap token may now go without locking anyone out.
+    let bootstrap = app.client().whoami().await.expect("whoami").token_id;
+    recovered
+        .revoke_token(&bootstrap)
+        .await
+        .expect("no longer the last admin token");
+    assert!(recovered.whoami().await.is_ok());
+}
+
+crate::on_both_backends!(bldst_server_token_create_recovers_a_locked_out_install);

@@ -241,19 +241,23 @@ async fn login_reads_the_token_from_stdin_with_token_dash_and_refuses_a_bad_one(
         "a refused token is not saved"
     );
 
-    // Act: the right one
+    // Act: the right one (not the bootstrap token: the last admin token cannot be revoked)
+    let token = create_token(
+        &Bldst::admin(&app),
+        &["--username", "admin", "--scope", "write"],
+    )
+    .await;
     let good = bldst
-        .run_with_stdin(
-            &["auth", "login", "--token", "-", "-o", "json"],
-            &app.admin_token,
-        )
+        .run_with_stdin(&["auth", "login", "--token", "-", "-o", "json"], &token)
         .await;
 
     // Assert: saved; logging out with --revoke revokes it on the server
     let whoami: Whoami = json(&good.ok().stdout);
     assert_eq!(whoami.username.as_str(), "admin");
     bldst.run(&["auth", "logout", "--revoke"]).await.ok();
-    let revoked = Bldst::admin(&app).run(&["build", "list"]).await;
+    let revoked = Bldst::with_token(&app, Some(&token))
+        .run(&["build", "list"])
+        .await;
     revoked.expect_code(5);
 }
 
@@ -263,4 +267,189 @@ crate::on_both_backends!(
     an_expired_token_is_refused_with_the_auth_exit_code,
     login_keeps_the_token_in_a_file_only_its_owner_can_read,
     login_reads_the_token_from_stdin_with_token_dash_and_refuses_a_bad_one,
+    token_powers_hold_through_the_cli,
+    revoking_through_the_cli_takes_the_tokens_it_created_and_spares_the_last_admin,
 );
+
+/// Who `bldst`'s token belongs to, as `auth status -o json` says.
+async fn whoami(bldst: &Bldst) -> Whoami {
+    let status: Value = json(
+        &bldst
+            .run(&["auth", "status", "-o", "json"])
+            .await
+            .ok()
+            .stdout,
+    );
+    serde_json::from_value(status["whoami"].clone()).expect("whoami")
+}
+
+/// `bldst token create` as `bldst`, printing only the secret.
+async fn create_token(bldst: &Bldst, args: &[&str]) -> String {
+    let mut all = vec!["token", "create", "--description", "made by a test"];
+    all.extend_from_slice(args);
+    bldst.run(&all).await.ok().stdout.trim().to_owned()
+}
+
+async fn token_powers_hold_through_the_cli(app: TestApp) {
+    // Arrange: a member with a read token and a one-hour write token
+    let admin = Bldst::admin(&app);
+    admin
+        .run(&[
+            "user",
+            "create",
+            "--username",
+            "ci",
+            "--email",
+            "ci@example.com",
+        ])
+        .await
+        .ok();
+    let read = create_token(&admin, &["--username", "ci", "--scope", "read"]).await;
+    let hour = create_token(
+        &admin,
+        &["--username", "ci", "--scope", "write", "--expires-in", "1h"],
+    )
+    .await;
+    let reader = Bldst::with_token(&app, Some(&read));
+    let writer = Bldst::with_token(&app, Some(&hour));
+
+    // Act
+    let by_reader = reader
+        .run(&[
+            "token",
+            "create",
+            "--username",
+            "ci",
+            "--description",
+            "x",
+            "--scope",
+            "read",
+        ])
+        .await;
+    let wider = writer
+        .run(&[
+            "token",
+            "create",
+            "--username",
+            "ci",
+            "--description",
+            "x",
+            "--scope",
+            "admin",
+        ])
+        .await;
+    let longer = writer
+        .run(&[
+            "token",
+            "create",
+            "--username",
+            "ci",
+            "--description",
+            "x",
+            "--scope",
+            "read",
+            "--expires-in",
+            "2h",
+        ])
+        .await;
+    let foreign = writer
+        .run(&[
+            "token",
+            "create",
+            "--username",
+            "admin",
+            "--description",
+            "x",
+            "--scope",
+            "read",
+        ])
+        .await;
+    let inherited = create_token(&writer, &["--username", "ci", "--scope", "read"]).await;
+
+    // Assert: 403s exit 5, the expiry past the creator's is a rejected value (exit 2)
+    let by_reader = by_reader.expect_code(5);
+    by_reader.expect_one_error_line();
+    assert!(by_reader.stderr.contains("`write`"), "{}", by_reader.stderr);
+    let wider = wider.expect_code(5);
+    assert!(
+        wider.stderr.contains("cannot create a `admin` token"),
+        "{}",
+        wider.stderr
+    );
+    let longer = longer.expect_code(2);
+    longer.expect_one_error_line();
+    assert!(
+        longer.stderr.contains("cannot outlive its creator"),
+        "{}",
+        longer.stderr
+    );
+    let foreign = foreign.expect_code(5);
+    assert!(foreign.stderr.contains("`admin`"), "{}", foreign.stderr);
+    let me = whoami(&Bldst::with_token(&app, Some(&inherited))).await;
+    let parent = whoami(&writer).await;
+    assert_eq!(
+        me.expires_at, parent.expires_at,
+        "the creator's expiry, inherited"
+    );
+    assert!(me.expires_at.is_some());
+}
+
+async fn revoking_through_the_cli_takes_the_tokens_it_created_and_spares_the_last_admin(
+    app: TestApp,
+) {
+    // Arrange: admin -> parent (write) -> child (read)
+    let admin = Bldst::admin(&app);
+    admin
+        .run(&[
+            "user",
+            "create",
+            "--username",
+            "ci",
+            "--email",
+            "ci@example.com",
+        ])
+        .await
+        .ok();
+    let parent = create_token(&admin, &["--username", "ci", "--scope", "write"]).await;
+    let parent_bldst = Bldst::with_token(&app, Some(&parent));
+    let child = create_token(&parent_bldst, &["--username", "ci", "--scope", "read"]).await;
+    let listed: Vec<TokenInfo> = json(
+        &admin
+            .run(&["token", "list", "--username", "ci", "-o", "json"])
+            .await
+            .ok()
+            .stdout,
+    );
+    let parent_info = listed
+        .iter()
+        .find(|token| token.scope.as_str() == "write")
+        .expect("parent");
+    let child_info = listed
+        .iter()
+        .find(|token| token.scope.as_str() == "read")
+        .expect("child");
+    assert_eq!(
+        child_info.created_by.as_deref(),
+        Some(parent_info.id.as_str())
+    );
+
+    // Act
+    admin.run(&["token", "revoke", &parent_info.id]).await.ok();
+    let child_used = Bldst::with_token(&app, Some(&child))
+        .run(&["build", "list"])
+        .await;
+    let admin_token = whoami(&admin).await;
+    let last = admin.run(&["token", "revoke", &admin_token.token_id]).await;
+
+    // Assert
+    child_used.expect_code(5);
+    let last = last.expect_code(4);
+    last.expect_one_error_line();
+    assert!(last.stderr.contains("last one"), "{}", last.stderr);
+    assert!(
+        last.stderr.contains("bldst token create"),
+        "{}",
+        last.stderr
+    );
+    admin.run(&["build", "list"]).await.ok();
+}

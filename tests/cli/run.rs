@@ -255,7 +255,39 @@ async fn a_command_killed_by_a_signal_exits_128_plus_the_signal(app: TestApp) {
     assert_eq!((build.status.as_str(), build.failures), ("failed", 1));
 }
 
+async fn a_failure_with_coloured_stderr_is_reported_with_the_colours_removed(app: TestApp) {
+    // Arrange: a tool that colours its errors and draws progress with carriage returns
+    let bldst = Bldst::admin(&app);
+    let id = bldst.create_build(&[]).await;
+
+    // Act
+    let ran = bldst
+        .run(&[
+            "build",
+            "run",
+            id.as_str(),
+            "--state",
+            "0",
+            "--",
+            "sh",
+            "-c",
+            r"printf '10%%\r100%%\n\033[31merror\033[0m: disk full\n' >&2; exit 3",
+        ])
+        .await;
+
+    // Assert: the failure is recorded (the server refuses control characters), as plain text
+    assert_eq!(ran.code, 3, "{}", ran.stderr);
+    let build = build_of(&bldst, id.as_str()).await;
+    assert_eq!((build.status.as_str(), build.failures), ("failed", 1));
+    let message = build.last_message.expect("a failure message");
+    assert!(
+        message.ends_with("10%\n100%\nerror: disk full"),
+        "{message:?}"
+    );
+}
+
 crate::on_both_backends!(
+    a_failure_with_coloured_stderr_is_reported_with_the_colours_removed,
     a_command_killed_by_a_signal_exits_128_plus_the_signal,
     a_success_that_cannot_be_reported_says_so_and_fails,
     a_command_that_succeeds_completes_its_stage,

@@ -3,10 +3,10 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use buildstate_domain::limits::MAX_TOKEN_DESCRIPTION_CHARS;
 use buildstate_domain::tokens::{self, Holder};
 use buildstate_domain::wire::{
     CreateToken, CreateUser, CreatedToken, ErrorBody, TokenInfo, User, Whoami,
-    MAX_TOKEN_DESCRIPTION_CHARS,
 };
 use buildstate_domain::{fields::check_free_text, Scope, TokenId, Username};
 use chrono::Utc;

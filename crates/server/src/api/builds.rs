@@ -4,14 +4,17 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use buildstate_domain::limits::{
+    BUILD_PAGE_DEFAULT, BUILD_PAGE_MAX, HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX,
+    MAX_DESCRIPTION_CHARS, MAX_IDEMPOTENCY_KEY_LEN, MAX_MESSAGE_CHARS, MAX_RETRIES_LIMIT,
+    MAX_SOURCE_CHARS,
+};
 use buildstate_domain::wire::{
-    Build, BuildPage, ErrorBody, GateAnswer, HistoryPage, OperatorReason, ReportTransition,
-    ResetBuild, StartBuild, StartedBuild, TransitionResult, MAX_DESCRIPTION_CHARS,
-    MAX_MESSAGE_CHARS, MAX_RETRIES_LIMIT, MAX_SOURCE_CHARS,
+    Build, BuildPage, BuildQuery, ErrorBody, GateAnswer, HistoryPage, HistoryQuery, OperatorReason,
+    ReportTransition, ResetBuild, StartBuild, StartedBuild, TransitionResult, MAX_OFFSET,
 };
 use buildstate_domain::{
-    fields::check_free_text, gate, BuildId, BuildKey, BuildStatus, ImageType, OperatorAction,
-    Platform, Report, Scope, StateCode,
+    fields::check_free_text, gate, BuildId, BuildStatus, OperatorAction, Report, Scope, StateCode,
 };
 use chrono::Utc;
 use serde::Deserialize;
@@ -22,9 +25,6 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, Authenticated};
 use super::AppState;
 use crate::db::{BuildFilter, StoreError, TransitionRequest};
-
-/// The longest `Idempotency-Key` kept.
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// Parses the `{id}` path segment; a malformed id cannot exist, so it is "not found".
 fn build_id(raw: &str) -> Result<BuildId, ApiError> {
@@ -106,41 +106,14 @@ pub async fn start_build(
     Ok((status, Json(StartedBuild { build, resumed })))
 }
 
-/// Filters and paging of `GET /builds`. Each filter parses by the rules of the field it filters
-/// on (a 422 naming it otherwise), which is what the declared schemas say.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListBuildsQuery {
-    #[param(value_type = Option<Platform>)]
-    platform: Option<String>,
-    #[param(value_type = Option<ImageType>)]
-    image_type: Option<String>,
-    #[param(value_type = Option<BuildStatus>)]
-    status: Option<String>,
-    #[param(value_type = Option<StateCode>)]
-    state: Option<String>,
-    #[param(value_type = Option<BuildKey>)]
-    key: Option<String>,
-    /// Builds per page: 1 to 500; 50 if absent.
-    #[param(minimum = 1, maximum = 500)]
-    limit: Option<u32>,
-    /// Builds to skip (the previous page's `next_offset`).
-    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
-    offset: Option<u64>,
-}
-
-/// The largest `offset` (SQL takes a signed 64-bit number).
-const MAX_OFFSET: u64 = i64::MAX as u64;
-
 /// List builds, newest first.
-#[utoipa::path(get, path = "/builds", tag = "builds", params(ListBuildsQuery),
+#[utoipa::path(get, path = "/builds", tag = "builds", params(BuildQuery),
     responses((status = 200, body = BuildPage), (status = 400, body = ErrorBody)),
     security(("bearer" = ["read"])))]
 pub async fn list_builds(
     State(state): State<AppState>,
     auth: Authenticated,
-    ApiQuery(query): ApiQuery<ListBuildsQuery>,
+    ApiQuery(query): ApiQuery<BuildQuery>,
 ) -> Result<Json<BuildPage>, ApiError> {
     auth.require(Scope::Read)?;
     let status = query
@@ -156,9 +129,12 @@ pub async fn list_builds(
         .as_deref()
         .map(|raw| state_param("state", raw))
         .transpose()?;
-    let limit = query.limit.unwrap_or(50);
-    if limit == 0 || limit > 500 {
-        return Err(ApiError::invalid_field("limit", "must be 1 to 500"));
+    let limit = query.limit.unwrap_or(BUILD_PAGE_DEFAULT);
+    if limit == 0 || limit > BUILD_PAGE_MAX {
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("must be 1 to {BUILD_PAGE_MAX}"),
+        ));
     }
     let offset = query.offset.unwrap_or(0);
     if offset > MAX_OFFSET {
@@ -270,19 +246,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct HistoryQuery {
-    /// Only entries with a larger sequence number (0 if absent; the previous page's
-    /// `next_after`).
-    #[param(minimum = -9_223_372_036_854_775_808_i64, maximum = 9_223_372_036_854_775_807_i64)]
-    after: Option<i64>,
-    /// Entries per page: 1 to 1000; 100 if absent.
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<u32>,
-}
-
 /// A build's history, oldest first, after a sequence number.
 #[utoipa::path(get, path = "/builds/{id}/history", tag = "builds",
     params(("id" = String, Path, description = "build id"), HistoryQuery),
@@ -296,9 +259,12 @@ pub async fn get_history(
 ) -> Result<Json<HistoryPage>, ApiError> {
     auth.require(Scope::Read)?;
     let id = build_id(&id)?;
-    let limit = query.limit.unwrap_or(100);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::invalid_field("limit", "must be 1 to 1000"));
+    let limit = query.limit.unwrap_or(HISTORY_PAGE_DEFAULT);
+    if limit == 0 || limit > HISTORY_PAGE_MAX {
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("must be 1 to {HISTORY_PAGE_MAX}"),
+        ));
     }
     let page = state
         .db
