@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 SCHEMATHESIS_VERSION=4.32.5
 venv=target/schemathesis-venv
-examples=${SCHEMATHESIS_MAX_EXAMPLES:-40}
+examples=${SCHEMATHESIS_MAX_EXAMPLES:-100}
 postgres_url=${BUILDSTATE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 backends=("$@")
 [[ ${#backends[@]} -gt 0 ]] || backends=(sqlite postgres)
