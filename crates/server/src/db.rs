@@ -878,6 +878,12 @@ fn history_entries(
                 (buildstate_domain::EventKind::Skipped, _) => {
                     Some("not used by this pipeline: skipped by a later report".to_owned())
                 }
+                // Only a jump completes stage 0 without it being the reported stage.
+                (buildstate_domain::EventKind::Completed, false)
+                    if event.state == StateCode::TRIGGERED =>
+                {
+                    Some("triggered when the build was created".to_owned())
+                }
                 (_, true) => message.map(str::to_owned),
                 (_, false) => None,
             };
