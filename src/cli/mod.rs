@@ -460,7 +460,8 @@ fn one_line_usage_error(rendered: &str, command: &str) -> String {
 /// Runs one parsed command with the environment `env`; `Ok` holds the exit code.
 pub async fn run(cli: Cli, env: EnvLookup<'_>) -> Result<u8, CliError> {
     let Cli { global, command } = cli;
-    let printer = Printer::new(global.output, env("NO_COLOR").is_some());
+    let printer = Printer::new(global.output, env("NO_COLOR").is_some())
+        .with_columns(env("COLUMNS").as_deref());
     match command {
         Command::Completions { shell } => {
             let mut command = self::command();
