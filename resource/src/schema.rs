@@ -281,7 +281,7 @@ mod tests {
         source["tokn"] = json!("x");
         let error = parse::<CheckRequest>(json!({ "source": source })).expect_err("refused");
         assert!(
-            error.contains("`source`") && error.contains("unknown field `tokn`"),
+            error.contains("`source.tokn`: unknown field `tokn`"),
             "{error}"
         );
     }
@@ -291,7 +291,7 @@ mod tests {
         let error = parse::<OutRequest>(json!({"source": source(), "params": {"stat": 5}}))
             .expect_err("refused");
         assert!(
-            error.contains("`params`") && error.contains("unknown field `stat`"),
+            error.contains("`params.stat`: unknown field `stat`"),
             "{error}"
         );
     }
