@@ -8,12 +8,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use buildstate_client::api::Client;
+use buildstate_client::api::{Client, ClientError};
 use buildstate_client::ci;
 use buildstate_client::env::EnvMap;
 use buildstate_client::message::{keep_tail, read_message};
 use buildstate_domain::limits::MAX_MESSAGE_CHARS;
-use buildstate_domain::wire::{Build, HistoryQuery, ReportTransition, StartBuild};
+use buildstate_domain::wire::{Build, ErrorCode, HistoryQuery, ReportTransition, StartBuild};
 use buildstate_domain::{BuildKey, Labels, ReportStatus};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -51,10 +51,31 @@ pub async fn put(
                     report.state, report.status
                 )
             });
-            let result = client
-                .report_transition(&id, &report, key.as_deref())
-                .await
-                .map_err(|error| describe(&error))?;
+            let result = match client.report_transition(&id, &report, key.as_deref()).await {
+                Ok(result) => result,
+                // A re-run puts `in_progress` on every stage before its task; on a stage that
+                // already completed there is nothing to record, and the implicit get's gate
+                // file tells the task to skip.
+                Err(ClientError::Api {
+                    code: ErrorCode::StageAlreadyCompleted,
+                    ..
+                }) if report.status == ReportStatus::InProgress => {
+                    log.line(format!(
+                        "build `{id}`: stage {} already completed; nothing recorded, its gate says skip",
+                        report.state
+                    ));
+                    let build = client
+                        .get_build(&id)
+                        .await
+                        .map_err(|error| describe(&error))?;
+                    let version = newest_version(client, &build).await?;
+                    return Ok(json!({
+                        "version": version,
+                        "metadata": metadata(&build, &source.api_url),
+                    }));
+                }
+                Err(error) => return Err(describe(&error)),
+            };
             log.line(format!("build `{id}`: {}", result.note));
             match result.recorded.last() {
                 Some(entry) => (result.build.clone(), Version::of(&id, entry)),

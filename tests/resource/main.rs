@@ -10,4 +10,6 @@ mod support;
 mod check;
 mod get;
 mod helpers;
+mod image;
+mod pipelines;
 mod put;

@@ -293,7 +293,58 @@ async fn debug_logs_steps_but_never_the_token(app: TestApp) {
     app.stop().await;
 }
 
+async fn a_rerun_putting_in_progress_on_a_completed_stage_records_nothing_and_skips(app: TestApp) {
+    let resource = Resource::new(&app);
+    let source = resource.source("p9", json!({}));
+    let dir = resource.dir();
+    let done = resource
+        .put(
+            dir.path(),
+            &json!({"source": source, "params": {"state": 5, "status": "completed"}}),
+        )
+        .await
+        .json();
+    let before = history_len(&app, &done["version"]).await;
+    let rerun = resource
+        .put(
+            dir.path(),
+            &json!({"source": source, "params": {"state": 5, "status": "in_progress"}}),
+        )
+        .await;
+    assert!(
+        rerun.stderr.contains("stage 5 already completed"),
+        "{}",
+        rerun.stderr
+    );
+    let rerun = rerun.json();
+    assert_eq!(
+        rerun["version"], done["version"],
+        "the newest transition, unchanged"
+    );
+    assert_eq!(history_len(&app, &done["version"]).await, before);
+    let get_dir = resource.dir();
+    resource
+        .get(
+            get_dir.path(),
+            &json!({"source": source, "version": rerun["version"]}),
+        )
+        .await
+        .json();
+    assert_eq!(read(get_dir.path(), "gate/5"), "skip\n");
+    // A failure on a completed stage is still refused.
+    let error = resource
+        .put(
+            dir.path(),
+            &json!({"source": source, "params": {"state": 5, "status": "failed"}}),
+        )
+        .await
+        .failure();
+    assert!(error.contains("already completed"), "{error}");
+    app.stop().await;
+}
+
 on_both_backends!(
+    a_rerun_putting_in_progress_on_a_completed_stage_records_nothing_and_skips,
     out_starts_resumes_and_reports_and_in_reads_it_back,
     a_repeated_put_in_one_concourse_build_records_one_transition,
     a_report_file_written_by_a_task_is_put,
