@@ -50,12 +50,14 @@ echo "{\"source\":$source_json,\"version\":$version}" >"$work/in.json"
 echo "{\"source\":$source_json,\"params\":{\"state\":15,\"status\":\"in_progress\"}}" >"$work/out.json"
 
 sep=$'\x1f'
+mkdir -p "$work/tmp"
+export TMPDIR="$work/tmp"   # the fresh step directories, removed with $work
 echo "client binary: $(stat -c %s "$CLIENT_BIN") bytes ($(file -b "$CLIENT_BIN" | cut -d, -f1-2))"
 python3 bench/resource_bench.py "$RUNS" \
     "check (bldst)${sep}$work/check.json${sep}$work/opt/resource/check" \
     "check (Python + requests)${sep}$work/check.json${sep}python3${sep}$repo/bench/python_check.py" \
-    "in (bldst)${sep}$work/in.json${sep}$work/opt/resource/in${sep}$work/in" \
-    "out (bldst)${sep}$work/out.json${sep}$work/opt/resource/out${sep}$work/out"
+    "in (bldst)${sep}$work/in.json${sep}$work/opt/resource/in${sep}{fresh}" \
+    "out (bldst)${sep}$work/out.json${sep}$work/opt/resource/out${sep}{fresh}"
 
 if command -v podman >/dev/null; then
     scripts/image-rootfs.sh "$CLIENT_BIN" /etc/ssl/certs/ca-certificates.crt "$work/image"

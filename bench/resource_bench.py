@@ -1,10 +1,11 @@
 """Times whole processes: each command is spawned RUNS times with an empty environment and its
 request on stdin; wall time from spawn to exit (perf_counter) and the child's peak RSS
-(wait4's ru_maxrss). Prints one Markdown table row per command. Used by bench/resource.sh."""
+(wait4's ru_maxrss). An argument `{fresh}` becomes a new empty directory per run. Prints one Markdown table row per command. Used by bench/resource.sh."""
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -12,8 +13,10 @@ def measure(label, argv, stdin_path, runs, env):
     walls, rss = [], []
     data = open(stdin_path, "rb").read()
     for _ in range(runs):
+        # Concourse gives every get and put a fresh directory; so does this ("{fresh}").
+        run_argv = [tempfile.mkdtemp() if arg == "{fresh}" else arg for arg in argv]
         started = time.perf_counter()
-        child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        child = subprocess.Popen(run_argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, env=env)
         child.stdin.write(data)
         child.stdin.close()
