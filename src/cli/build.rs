@@ -286,6 +286,9 @@ async fn update(args: UpdateArgs, context: &Context<'_>) -> Result<(), CliError>
         message,
         expected_state: args.expected_state,
         source: config::report_source(args.source.as_deref(), context.env),
+        run: None,
+        fence: None,
+        outputs: Default::default(),
     };
     let result = context
         .client()?

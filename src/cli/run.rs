@@ -76,6 +76,9 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
         message: Some(message),
         expected_state: None,
         source: source.clone(),
+        run: None,
+        fence: None,
+        outputs: Default::default(),
     };
     client
         .report_transition(

@@ -24,7 +24,10 @@ pub struct InvalidOutputs {
     pub reason: String,
 }
 
-/// The outputs of one completed stage: validated, at most [`Outputs::MAX_COUNT`] entries.
+/// What a completed stage produced, for the runs that resume the build: at most 32 entries;
+/// keys are environment-variable names (a letter or `_`, then letters, digits and `_`; at most
+/// 64 characters); values are 1 to 1024 bytes of single-line text (no control characters).
+/// Not for secrets: anyone who can read the build reads them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
     try_from = "BTreeMap<String, String>",
@@ -297,7 +300,8 @@ mod tests {
         let too_many: Vec<(String, String)> = (0..=Outputs::MAX_COUNT)
             .map(|i| (format!("k{i}"), "v".to_owned()))
             .collect();
-        let cases: Vec<(&str, Vec<(String, String)>, Option<&str>)> = vec![
+        type Case = (&'static str, Vec<(String, String)>, Option<&'static str>);
+        let cases: Vec<Case> = vec![
             (
                 "a plain pair",
                 vec![("ami_id".into(), "ami-0abc".into())],
