@@ -1,6 +1,12 @@
-//! `bldst` (also installed as `bldst_cli`): parses the command line and exits with the code
-//! `cli::run` chose. Everything else lives in the library.
+//! `bldst` (also installed as `bldst_cli`): chooses the front end by the name it was started
+//! under and exits with the code that front end chose. Everything else lives in the libraries.
+//!
+//! The Concourse resource's image installs this binary as `/opt/resource/check`, `in` and
+//! `out`; any other name is the command line.
 
 fn main() -> std::process::ExitCode {
-    buildstate::cli::main()
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    match buildstate::FrontEnd::for_program(&argv0) {
+        buildstate::FrontEnd::Cli => buildstate::cli::main(),
+    }
 }

@@ -3,21 +3,21 @@
 //! [`super::run`].
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::PathBuf;
 
-use buildstate_domain::wire::{ReportTransition, StartBuild, TransitionResult, MAX_MESSAGE_CHARS};
+use buildstate_client::failure::gate_exit_code;
+use buildstate_client::message::read_message_file;
+use buildstate_domain::limits::{BUILD_PAGE_MAX, HISTORY_PAGE_MAX};
+use buildstate_domain::wire::{BuildQuery, ReportTransition, StartBuild, TransitionResult};
 use buildstate_domain::{
-    BuildId, BuildKey, BuildStatus, GateDecision, ImageType, Labels, Platform, ReportStatus,
-    StateCode,
+    BuildId, BuildKey, BuildStatus, ImageType, Labels, Platform, ReportStatus, StateCode,
 };
 use clap::{Args, Subcommand};
 
 use super::{config, exit, run as run_stage, CliError, Context};
-use crate::client::BuildQuery;
 
-/// The most history entries the server returns per page.
-const HISTORY_PAGE: u32 = 1000;
+/// History entries asked for per page when reading a whole history.
+const HISTORY_PAGE: u32 = HISTORY_PAGE_MAX;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -60,7 +60,7 @@ enum BuildCommand {
         #[arg(long, default_value_t = 0, value_name = "SEQ")]
         after: i64,
         /// At most this many entries (1 to 1000); all of them without it.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(HISTORY_PAGE_MAX)))]
         limit: Option<u32>,
     },
     /// Should this stage run? Answers run, skip, wait or stop, and exits 0, 10, 11 or 12.
@@ -174,7 +174,7 @@ struct ListArgs {
     #[arg(long)]
     key: Option<BuildKey>,
     /// At most this many builds (1 to 500) [default: 50].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=500))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(BUILD_PAGE_MAX)))]
     limit: Option<u32>,
     /// Skip this many builds first.
     #[arg(long, value_name = "N")]
@@ -228,16 +228,6 @@ pub async fn run(args: BuildArgs, context: &Context<'_>) -> Result<u8, CliError>
     Ok(exit::SUCCESS)
 }
 
-/// The exit code of `build gate` for each decision.
-pub fn gate_exit_code(decision: GateDecision) -> u8 {
-    match decision {
-        GateDecision::Run => exit::GATE_RUN,
-        GateDecision::Skip => exit::GATE_SKIP,
-        GateDecision::Wait => exit::GATE_WAIT,
-        GateDecision::Stop => exit::GATE_STOP,
-    }
-}
-
 async fn create(args: CreateArgs, context: &Context<'_>) -> Result<(), CliError> {
     let labels: BTreeMap<String, String> = args.labels.into_iter().collect();
     let labels = Labels::try_from(labels).map_err(|error| CliError::usage(error.to_string()))?;
@@ -277,7 +267,9 @@ async fn create(args: CreateArgs, context: &Context<'_>) -> Result<(), CliError>
 async fn update(args: UpdateArgs, context: &Context<'_>) -> Result<(), CliError> {
     let message = match (&args.message, &args.message_file) {
         (Some(message), _) => Some(message.clone()),
-        (None, Some(path)) => Some(read_message_file(path)?),
+        (None, Some(path)) => {
+            Some(read_message_file(path, &mut std::io::stdin().lock()).map_err(CliError::usage)?)
+        }
         (None, None) => None,
     };
     let report = ReportTransition {
@@ -297,42 +289,12 @@ async fn update(args: UpdateArgs, context: &Context<'_>) -> Result<(), CliError>
     print_transition(&result, context)
 }
 
-/// Reads a report message from `path` (`-` is stdin), keeping the last
-/// [`MAX_MESSAGE_CHARS`] characters: the end of a log is where the error is.
-fn read_message_file(path: &std::path::Path) -> Result<String, CliError> {
-    let mut bytes = Vec::new();
-    let read = if path.as_os_str() == "-" {
-        std::io::stdin().read_to_end(&mut bytes)
-    } else {
-        std::fs::File::open(path).and_then(|mut file| file.read_to_end(&mut bytes))
-    };
-    read.map_err(|error| {
-        CliError::usage(format!(
-            "cannot read the message file `{}`: {error}",
-            path.display()
-        ))
-    })?;
-    Ok(keep_tail(
-        &String::from_utf8_lossy(&bytes),
-        MAX_MESSAGE_CHARS,
-    ))
-}
-
-/// The last `max_chars` characters of `text`.
-pub fn keep_tail(text: &str, max_chars: usize) -> String {
-    let count = text.chars().count();
-    if count <= max_chars {
-        return text.to_owned();
-    }
-    text.chars().skip(count - max_chars).collect()
-}
-
 async fn list(args: ListArgs, context: &Context<'_>) -> Result<(), CliError> {
     let query = BuildQuery {
         platform: args.platform.map(String::from),
         image_type: args.image_type.map(String::from),
         status: args.status.map(|status| status.as_str().to_owned()),
-        state: args.state,
+        state: args.state.map(|state| state.to_string()),
         key: args.key.map(String::from),
         limit: args.limit,
         offset: args.offset,
@@ -403,13 +365,6 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_long_message_keeps_its_end() {
-        assert_eq!(keep_tail("abcdef", 3), "def");
-        assert_eq!(keep_tail("abc", 3), "abc");
-        assert_eq!(keep_tail("ééé", 2), "éé");
-    }
 
     #[test]
     fn labels_are_name_equals_value() {

@@ -20,16 +20,8 @@ pub const API_TOKEN_VAR: &str = "BUILDSTATE_API_TOKEN";
 /// Overrides the config file's path.
 pub const CONFIG_PATH_VAR: &str = "BUILDSTATE_CONFIG";
 /// Says where reports come from when `--source` is not given.
-pub const SOURCE_VAR: &str = "BUILDSTATE_SOURCE";
-
-/// Reads an environment variable; empty values count as unset. Passed in, so that tests and
-/// callers decide what the environment is.
-pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-/// The process environment, with empty variables treated as unset.
-pub fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.is_empty())
-}
+pub use buildstate_client::ci::SOURCE_VAR;
+pub use buildstate_client::env::{process_env, EnvLookup};
 
 /// Where a setting came from, for `auth status` and `--verbose`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -273,36 +265,7 @@ fn same_url(left: &str, right: &str) -> bool {
 
 /// Where a report comes from: `--source`, else `BUILDSTATE_SOURCE`, else the URL of the CI run
 /// the CLI is running in (GitHub Actions, GitLab CI, Jenkins, Concourse), else nothing.
-pub fn report_source(flag: Option<&str>, env: EnvLookup<'_>) -> Option<String> {
-    if let Some(source) = flag.filter(|source| !source.is_empty()) {
-        return Some(source.to_owned());
-    }
-    if let Some(source) = env(SOURCE_VAR) {
-        return Some(source);
-    }
-    if let (Some(server), Some(repository), Some(run)) = (
-        env("GITHUB_SERVER_URL"),
-        env("GITHUB_REPOSITORY"),
-        env("GITHUB_RUN_ID"),
-    ) {
-        return Some(format!("{server}/{repository}/actions/runs/{run}"));
-    }
-    if let Some(url) = env("CI_JOB_URL").or_else(|| env("BUILD_URL")) {
-        return Some(url);
-    }
-    if let (Some(atc), Some(team), Some(pipeline), Some(job), Some(build)) = (
-        env("ATC_EXTERNAL_URL"),
-        env("BUILD_TEAM_NAME"),
-        env("BUILD_PIPELINE_NAME"),
-        env("BUILD_JOB_NAME"),
-        env("BUILD_NAME"),
-    ) {
-        return Some(format!(
-            "{atc}/teams/{team}/pipelines/{pipeline}/jobs/{job}/builds/{build}"
-        ));
-    }
-    None
-}
+pub use buildstate_client::ci::report_source;
 
 #[cfg(test)]
 mod tests {
@@ -405,28 +368,5 @@ mod tests {
         assert_eq!(loaded.token.as_deref(), Some("secret"));
         assert!(remove(&path).expect("removed"));
         assert_eq!(load(&path).expect("no error"), None);
-    }
-
-    #[test]
-    fn the_report_source_is_detected_from_the_ci_system() {
-        let github = env_of(&[
-            ("GITHUB_SERVER_URL", "https://github.com"),
-            ("GITHUB_REPOSITORY", "org/images"),
-            ("GITHUB_RUN_ID", "42"),
-        ]);
-        assert_eq!(
-            report_source(None, &github).as_deref(),
-            Some("https://github.com/org/images/actions/runs/42")
-        );
-        let jenkins = env_of(&[("BUILD_URL", "https://ci/job/x/7/")]);
-        assert_eq!(
-            report_source(None, &jenkins).as_deref(),
-            Some("https://ci/job/x/7/")
-        );
-        assert_eq!(
-            report_source(Some("laptop"), &jenkins).as_deref(),
-            Some("laptop")
-        );
-        assert_eq!(report_source(None, &env_of(&[])), None);
     }
 }

@@ -20,36 +20,13 @@ use std::time::Duration;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 use crate::client::{Client, ClientConfig, ClientError};
+use buildstate_client::failure;
 use config::{EnvLookup, Settings};
 use output::{OutputFormat, Printer};
 
-/// Exit codes, documented in `docs/cli.md` and `bldst --help`.
-pub mod exit {
-    pub const SUCCESS: u8 = 0;
-    /// Something failed that has no code of its own (including a server 5xx).
-    pub const FAILURE: u8 = 1;
-    /// The command line was wrong, or the server rejected a value (400/422).
-    pub const USAGE: u8 = 2;
-    /// The build, token or user does not exist (404).
-    pub const NOT_FOUND: u8 = 3;
-    /// The build refused the change: stage already completed, build blocked or finished, stale
-    /// expected state, backoff not elapsed (409).
-    pub const CONFLICT: u8 = 4;
-    /// No token, or an unknown, revoked, expired or too narrow one (401/403).
-    pub const AUTH: u8 = 5;
-    /// The server did not answer, after retries.
-    pub const UNREACHABLE: u8 = 6;
-    /// `build gate`: run the stage.
-    pub const GATE_RUN: u8 = 0;
-    /// `build gate`: skip the stage, it already completed.
-    pub const GATE_SKIP: u8 = 10;
-    /// `build gate`: wait, the stage is backing off after a failure. `build run`: the backoff
-    /// was not waited out (`--no-wait`, or longer than `--max-wait`).
-    pub const GATE_WAIT: u8 = 11;
-    /// `build gate`: stop, the build is blocked, cancelled or completed, or the stage comes
-    /// after one that failed. `build run`: the command was not run for that reason.
-    pub const GATE_STOP: u8 = 12;
-}
+/// Exit codes, documented in `docs/cli.md` and `bldst --help`; shared with the other front
+/// ends.
+pub use buildstate_client::failure::exit;
 
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
@@ -182,44 +159,19 @@ impl From<ClientError> for CliError {
     }
 }
 
-/// The exit code for a failed API call: the one place that maps client errors to codes.
-pub fn exit_code(error: &ClientError) -> u8 {
-    match error {
-        ClientError::Api { status, .. } => match status {
-            401 | 403 => exit::AUTH,
-            404 => exit::NOT_FOUND,
-            409 => exit::CONFLICT,
-            400 | 413 | 415 | 422 => exit::USAGE,
-            _ => exit::FAILURE,
-        },
-        ClientError::Unreachable { .. } => exit::UNREACHABLE,
-        ClientError::Protocol { .. } => exit::FAILURE,
-        ClientError::Config(_) => exit::USAGE,
-    }
-}
+/// The exit code for a failed API call (the one mapping, shared by the front ends).
+pub use buildstate_client::failure::exit_code;
+
+/// How the CLI's messages say to fix the URL or the token.
+const HINTS: failure::Hints<'static> = failure::Hints {
+    no_token: "run `bldst auth login`, or set BUILDSTATE_API_TOKEN",
+    bad_token: "log in again with `bldst auth login`, or set BUILDSTATE_API_TOKEN",
+    api_url: "--api-url or BUILDSTATE_API_URL",
+};
 
 /// The server's sentence, with a hint on what to do next where the server cannot know it.
 fn describe(error: &ClientError) -> String {
-    match error {
-        ClientError::Api { code, message, .. } => match code.as_str() {
-            "missing_token" => {
-                "no API token: run `bldst auth login`, or set BUILDSTATE_API_TOKEN".to_owned()
-            }
-            "invalid_token" => format!(
-                "{message}: log in again with `bldst auth login`, or set BUILDSTATE_API_TOKEN"
-            ),
-            _ => message.clone(),
-        },
-        ClientError::Unreachable { .. } => {
-            format!("{error}; is the server running? check --api-url or BUILDSTATE_API_URL")
-        }
-        ClientError::Protocol { .. } => {
-            format!("{error}; is this a buildstate server? check --api-url or BUILDSTATE_API_URL")
-        }
-        ClientError::Config(message) => {
-            format!("{message}; check --api-url or BUILDSTATE_API_URL")
-        }
-    }
+    failure::describe(error, &HINTS)
 }
 
 /// What every command gets: the resolved settings, the printer and the environment.
@@ -513,7 +465,7 @@ mod tests {
     fn every_client_error_has_one_exit_code() {
         let api = |status: u16| ClientError::Api {
             status,
-            code: "x".into(),
+            code: buildstate_domain::wire::ErrorCode::Other("x".into()),
             message: "m".into(),
             field: None,
             details: None,

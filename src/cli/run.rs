@@ -11,12 +11,14 @@ use std::ffi::OsString;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use buildstate_domain::wire::{ReportTransition, MAX_MESSAGE_CHARS};
-use buildstate_domain::{BuildId, GateDecision, ReportStatus, StateCode};
+use buildstate_client::gate_wait::{self, GateOutcome, NotWaited, WaitPolicy};
+use buildstate_client::message::keep_tail;
+use buildstate_domain::limits::MAX_MESSAGE_CHARS;
+use buildstate_domain::wire::ReportTransition;
+use buildstate_domain::{BuildId, ReportStatus, StateCode};
 use clap::Args;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::build::keep_tail;
 use super::{config, exit, parse_duration, CliError, Context};
 use crate::client::Client;
 
@@ -157,57 +159,48 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
 /// Asks the gate until the stage may run. `Some(code)` means: do not run, exit with `code`.
 async fn gate_until_runnable(client: &Client, args: &RunArgs) -> Result<Option<u8>, CliError> {
     let (id, stage) = (&args.id, args.state);
-    let mut waited = Duration::ZERO;
-    loop {
-        let answer = client.gate(id, stage).await?;
-        match answer.decision {
-            GateDecision::Run => return Ok(None),
-            GateDecision::Skip => {
-                eprintln!(
-                    "bldst: skipping stage {stage} of build `{id}`: {}",
-                    answer.reason
-                );
-                return Ok(Some(exit::SUCCESS));
-            }
-            GateDecision::Stop => {
-                return Err(CliError::new(
-                    exit::GATE_STOP,
-                    format!(
-                        "not running stage {stage} of build `{id}`: {}{}",
-                        answer.reason,
-                        stop_hint(answer.build_status, id)
-                    ),
-                ));
-            }
-            GateDecision::Wait => {
-                let wait = Duration::from_secs(answer.wait_seconds.unwrap_or(1).max(1));
-                if args.no_wait {
-                    return Err(CliError::new(
-                        exit::GATE_WAIT,
-                        format!(
-                            "not running stage {stage} of build `{id}` yet: {}; re-run later, or without --no-wait to wait",
-                            answer.reason
-                        ),
-                    ));
-                }
-                if waited + wait > args.max_wait {
-                    return Err(CliError::new(
-                        exit::GATE_WAIT,
-                        format!(
-                            "not running stage {stage} of build `{id}`: {}, longer than --max-wait {}s; re-run later",
-                            answer.reason,
-                            args.max_wait.as_secs()
-                        ),
-                    ));
-                }
-                eprintln!(
-                    "bldst: stage {stage} of build `{id}` is backing off; waiting {}s",
-                    wait.as_secs()
-                );
-                tokio::time::sleep(wait).await;
-                waited += wait;
-            }
+    let policy = WaitPolicy {
+        no_wait: args.no_wait,
+        max_wait: args.max_wait,
+    };
+    let mut on_wait = |_: &_, wait: Duration| {
+        eprintln!(
+            "bldst: stage {stage} of build `{id}` is backing off; waiting {}s",
+            wait.as_secs()
+        );
+    };
+    match gate_wait::gate_until_runnable(client, id, stage, policy, &mut on_wait).await? {
+        GateOutcome::Run(_) => Ok(None),
+        GateOutcome::Skip(answer) => {
+            eprintln!(
+                "bldst: skipping stage {stage} of build `{id}`: {}",
+                answer.reason
+            );
+            Ok(Some(exit::SUCCESS))
         }
+        GateOutcome::Stop(answer) => Err(CliError::new(
+            exit::GATE_STOP,
+            format!(
+                "not running stage {stage} of build `{id}`: {}{}",
+                answer.reason,
+                stop_hint(answer.build_status, id)
+            ),
+        )),
+        GateOutcome::NotWaited(answer, NotWaited::NoWait) => Err(CliError::new(
+            exit::GATE_WAIT,
+            format!(
+                "not running stage {stage} of build `{id}` yet: {}; re-run later, or without --no-wait to wait",
+                answer.reason
+            ),
+        )),
+        GateOutcome::NotWaited(answer, NotWaited::LongerThanMaxWait) => Err(CliError::new(
+            exit::GATE_WAIT,
+            format!(
+                "not running stage {stage} of build `{id}`: {}, longer than --max-wait {}s; re-run later",
+                answer.reason,
+                args.max_wait.as_secs()
+            ),
+        )),
     }
 }
 

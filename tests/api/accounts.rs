@@ -1,5 +1,6 @@
 //! Users, scoped tokens, expiry, revocation and `last_used_at`.
 
+use buildstate_domain::wire::ErrorCode;
 use buildstate_domain::wire::{CreateToken, CreateUser};
 use buildstate_domain::{Role, Scope};
 use reqwest::Method;
@@ -61,7 +62,7 @@ async fn tokens_are_scoped_read_write_admin(app: TestApp) {
         .expect_err("read cannot write");
     assert_eq!(
         (denied.status(), denied.code()),
-        (Some(403), Some("insufficient_scope"))
+        (Some(403), Some(&ErrorCode::InsufficientScope))
     );
     assert!(denied.to_string().contains("`write`"), "{denied}");
 
@@ -70,7 +71,7 @@ async fn tokens_are_scoped_read_write_admin(app: TestApp) {
         .cancel_build(&id, "no")
         .await
         .expect_err("write cannot cancel");
-    assert_eq!(not_admin.code(), Some("insufficient_scope"));
+    assert_eq!(not_admin.code(), Some(&ErrorCode::InsufficientScope));
     assert_eq!(
         writer.list_users().await.expect_err("admin only").status(),
         Some(403)
@@ -112,7 +113,7 @@ async fn a_revoked_token_stops_working_at_once(app: TestApp) {
     let refused = client.whoami().await.expect_err("revoked");
     assert_eq!(
         (refused.status(), refused.code()),
-        (Some(401), Some("invalid_token"))
+        (Some(401), Some(&ErrorCode::InvalidToken))
     );
     let unknown = app
         .client()
@@ -142,7 +143,7 @@ async fn an_expired_token_is_refused_with_a_hint(app: TestApp) {
         .expect_err("expired");
     assert_eq!(
         (error.status(), error.code()),
-        (Some(401), Some("token_expired"))
+        (Some(401), Some(&ErrorCode::TokenExpired))
     );
     assert!(error.to_string().contains("bldst token create"), "{error}");
 }
@@ -190,7 +191,7 @@ async fn users_are_unique_and_members_cannot_hold_admin_tokens(app: TestApp) {
         .expect_err("members hold no admin tokens");
     assert_eq!(
         (too_wide.status(), too_wide.code()),
-        (Some(422), Some("invalid_field"))
+        (Some(422), Some(&ErrorCode::InvalidField))
     );
     let nobody = admin
         .create_token(&CreateToken {
@@ -251,5 +252,5 @@ async fn a_token_revoked_through_another_server_stops_working_after_the_cache_tt
         .whoami()
         .await
         .expect_err("expired from the cache");
-    assert_eq!(refused.code(), Some("invalid_token"));
+    assert_eq!(refused.code(), Some(&ErrorCode::InvalidToken));
 }

@@ -2,6 +2,7 @@
 //! the operator actions.
 
 use buildstate::client::BuildQuery;
+use buildstate_domain::wire::ErrorCode;
 use buildstate_domain::wire::ReportTransition;
 use buildstate_domain::{BuildStatus, EventKind, GateDecision, ReportStatus};
 use futures::future::join_all;
@@ -235,7 +236,7 @@ async fn a_stage_that_fails_past_max_retries_blocks_until_an_operator_retries(ap
         .await
         .expect_err("blocked");
     assert_eq!(refused.status(), Some(409));
-    assert_eq!(refused.code(), Some("build_blocked"));
+    assert_eq!(refused.code(), Some(&ErrorCode::BuildBlocked));
     assert!(
         refused
             .to_string()
@@ -292,7 +293,7 @@ async fn the_gate_answers_run_skip_wait_and_stop(app: TestApp) {
         .report_transition(&id, &report(25, ReportStatus::InProgress), None)
         .await
         .expect_err("inside the backoff");
-    assert_eq!(too_soon.code(), Some("retry_too_soon"));
+    assert_eq!(too_soon.code(), Some(&ErrorCode::RetryTooSoon));
 
     client
         .cancel_build(&id, "superseded")
@@ -373,7 +374,7 @@ async fn a_stale_expected_state_is_a_conflict(app: TestApp) {
         .report_transition(&id, &stale, None)
         .await
         .expect_err("stale");
-    assert_eq!(error.code(), Some("stale_expected_state"));
+    assert_eq!(error.code(), Some(&ErrorCode::StaleExpectedState));
     let details = match &error {
         buildstate::client::ClientError::Api { details, .. } => details.clone().expect("details"),
         other => panic!("{other}"),
@@ -486,7 +487,7 @@ async fn builds_list_newest_first_with_filters_and_pages(app: TestApp) {
     );
     let at_zero = client
         .list_builds(&BuildQuery {
-            state: Some(code(0)),
+            state: Some(code(0).to_string()),
             ..Default::default()
         })
         .await
@@ -532,13 +533,13 @@ async fn reset_and_cancel_need_a_reason_and_are_recorded(app: TestApp) {
         .expect_err("blank reason");
     assert_eq!(
         (blank.status(), blank.code()),
-        (Some(422), Some("invalid_field"))
+        (Some(422), Some(&ErrorCode::InvalidField))
     );
     let forward = client
         .reset_build(&id, code(90), "skip ahead")
         .await
         .expect_err("forward");
-    assert_eq!(forward.code(), Some("reset_forward"));
+    assert_eq!(forward.code(), Some(&ErrorCode::ResetForward));
 
     let reset = client
         .reset_build(&id, code(40), "network role changed")
@@ -562,12 +563,12 @@ async fn reset_and_cancel_need_a_reason_and_are_recorded(app: TestApp) {
         .cancel_build(&id, "twice")
         .await
         .expect_err("already cancelled");
-    assert_eq!(again.code(), Some("build_finished"));
+    assert_eq!(again.code(), Some(&ErrorCode::BuildFinished));
     let report_after = client
         .report_transition(&id, &report(40, ReportStatus::Completed), None)
         .await
         .expect_err("cancelled");
-    assert_eq!(report_after.code(), Some("build_finished"));
+    assert_eq!(report_after.code(), Some(&ErrorCode::BuildFinished));
 
     let history = client.history(&id, 0, 100).await.expect("history");
     let operator: Vec<_> = history

@@ -6,6 +6,7 @@
 
 pub mod fields;
 pub mod gate;
+pub mod limits;
 pub mod outputs;
 pub mod rules;
 pub mod state;

@@ -39,11 +39,11 @@ pub struct Outputs(BTreeMap<String, String>);
 
 impl Outputs {
     /// Most outputs one report may carry.
-    pub const MAX_COUNT: usize = 32;
+    pub const MAX_COUNT: usize = crate::limits::MAX_OUTPUTS;
     /// Longest key, in characters (keys are ASCII).
-    pub const MAX_KEY_CHARS: usize = 64;
+    pub const MAX_KEY_CHARS: usize = crate::limits::MAX_OUTPUT_KEY_CHARS;
     /// Longest value, in bytes of UTF-8.
-    pub const MAX_VALUE_BYTES: usize = 1024;
+    pub const MAX_VALUE_BYTES: usize = crate::limits::MAX_OUTPUT_VALUE_BYTES;
 
     pub fn as_map(&self) -> &BTreeMap<String, String> {
         &self.0

@@ -18,10 +18,8 @@ use crate::status::{BuildStatus, EventKind, ReportStatus, Role, Scope};
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
-/// Longest report message, operator reason or description kept, in characters.
-pub const MAX_MESSAGE_CHARS: usize = 16 * 1024;
-/// Longest build description, in characters.
-pub const MAX_DESCRIPTION_CHARS: usize = 1024;
+// Kept here too: callers have long named them `wire::MAX_MESSAGE_CHARS`.
+pub use crate::limits::{MAX_DESCRIPTION_CHARS, MAX_MESSAGE_CHARS};
 
 /// A build as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -371,7 +369,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable machine-readable code, e.g. `invalid_field`, `build_not_found`,
     /// `stage_already_completed`.
-    pub code: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub code: ErrorCode,
     /// A sentence a person can act on.
     pub message: String,
     /// The request field that was wrong, as a path such as `state` or `labels.git sha`.
@@ -381,4 +380,225 @@ pub struct ErrorDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub details: Option<serde_json::Value>,
+}
+
+/// The stable `code` of an error answer: one list the server answers with and the clients
+/// match on, so a renamed or misspelled code is a compile error, not a silent mismatch.
+///
+/// On the wire it is the snake_case string. A code this version does not know (from a newer
+/// server) reads as [`ErrorCode::Other`] with its text, so an old client still shows the message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// A request field broke a rule (422, with `field`).
+    InvalidField,
+    /// The body is not JSON (400).
+    MalformedJson,
+    /// The body is not `application/json` (415).
+    UnsupportedMediaType,
+    /// The body is over the size limit (413).
+    BodyTooLarge,
+    /// The body could not be read (400).
+    UnreadableBody,
+    /// The query string is malformed or has an unknown parameter (400).
+    InvalidQuery,
+    /// No build with that id (404).
+    BuildNotFound,
+    /// No user or token with that id (404).
+    NotFound,
+    /// No endpoint at that path (404).
+    RouteNotFound,
+    /// No bearer token (401).
+    MissingToken,
+    /// The token is unknown or revoked (401).
+    InvalidToken,
+    /// The token has expired (401).
+    TokenExpired,
+    /// The token's scope is too narrow (403).
+    InsufficientScope,
+    /// The caller may not do this (403).
+    Forbidden,
+    /// The change conflicts with stored data, e.g. an existing user (409).
+    Conflict,
+    /// A rule refused the change, without a more precise code (409).
+    Refused,
+    /// The stage was already completed (409, `details.next_state`).
+    StageAlreadyCompleted,
+    /// The build is completed or cancelled (409).
+    BuildFinished,
+    /// The build needs an operator (409).
+    BuildBlocked,
+    /// `expected_state` did not match (409, `details.actual_state`).
+    StaleExpectedState,
+    /// An earlier stage failed and must be run first (409, `details.next_state`).
+    FailedStageFirst,
+    /// The stage is backing off (409, `details.wait_seconds`).
+    RetryTooSoon,
+    /// `retry` on a build that is neither failed nor blocked (409).
+    NothingToRetry,
+    /// `reset` to a later stage (409).
+    ResetForward,
+    /// Another run holds the stage (409, `details.holder`, `details.expires_at`,
+    /// `details.wait_seconds`).
+    StageLeased,
+    /// The report's or heartbeat's `fence` is no longer the stage's lease (409,
+    /// `details.holder` and `details.current_fence` when another run holds it now).
+    LeaseLost,
+    /// A heartbeat or release for a stage this run does not hold (409).
+    NotLeased,
+    /// The server failed (500); the cause is in its log.
+    InternalError,
+    /// The server cannot serve now, e.g. its database is down (503).
+    Unavailable,
+    /// A code this version does not know.
+    Other(String),
+}
+
+macro_rules! error_codes {
+    ($($variant:ident => $text:literal),+ $(,)?) => {
+        impl ErrorCode {
+            /// Every code this version knows, in declaration order.
+            pub const KNOWN: &'static [ErrorCode] = &[$(ErrorCode::$variant),+];
+
+            /// The wire spelling.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(ErrorCode::$variant => $text,)+
+                    ErrorCode::Other(text) => text,
+                }
+            }
+
+            /// The code spelled `text`; never fails ([`ErrorCode::Other`] for the unknown).
+            pub fn from_wire(text: &str) -> ErrorCode {
+                match text {
+                    $($text => ErrorCode::$variant,)+
+                    other => ErrorCode::Other(other.to_owned()),
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    InvalidField => "invalid_field",
+    MalformedJson => "malformed_json",
+    UnsupportedMediaType => "unsupported_media_type",
+    BodyTooLarge => "body_too_large",
+    UnreadableBody => "unreadable_body",
+    InvalidQuery => "invalid_query",
+    BuildNotFound => "build_not_found",
+    NotFound => "not_found",
+    RouteNotFound => "route_not_found",
+    MissingToken => "missing_token",
+    InvalidToken => "invalid_token",
+    TokenExpired => "token_expired",
+    InsufficientScope => "insufficient_scope",
+    Forbidden => "forbidden",
+    Conflict => "conflict",
+    Refused => "refused",
+    StageAlreadyCompleted => "stage_already_completed",
+    BuildFinished => "build_finished",
+    BuildBlocked => "build_blocked",
+    StaleExpectedState => "stale_expected_state",
+    FailedStageFirst => "failed_stage_first",
+    RetryTooSoon => "retry_too_soon",
+    NothingToRetry => "nothing_to_retry",
+    ResetForward => "reset_forward",
+    StageLeased => "stage_leased",
+    LeaseLost => "lease_lost",
+    NotLeased => "not_leased",
+    InternalError => "internal_error",
+    Unavailable => "unavailable",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(ErrorCode::from_wire(&text))
+    }
+}
+
+/// `GET /builds`: filters and paging, as the query string spells them. `None` matches
+/// everything. The server parses `status` and `state` itself so that a bad value is a 422
+/// naming the parameter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct BuildQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_type: Option<String>,
+    /// One of running, in_progress, failed, blocked, completed, cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// A state code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// At most 500; 50 if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+/// `GET /builds/{id}/history`: where to start and how many entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Only entries with a larger sequence number (0 if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+    /// At most 1000; 100 if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_code_reads_back_from_its_spelling() {
+        for code in ErrorCode::KNOWN {
+            let json = serde_json::to_string(code).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            let back: ErrorCode = serde_json::from_str(&json).expect("deserialize");
+            assert_eq!(&back, code);
+        }
+    }
+
+    #[test]
+    fn an_unknown_error_code_keeps_its_text() {
+        let code: ErrorCode = serde_json::from_str("\"lease_held\"").expect("deserialize");
+        assert_eq!(code, ErrorCode::Other("lease_held".to_owned()));
+        assert_eq!(code.to_string(), "lease_held");
+    }
+
+    #[test]
+    fn a_list_query_leaves_out_what_is_not_set() {
+        let query = BuildQuery {
+            status: Some("failed".to_owned()),
+            limit: Some(10),
+            ..BuildQuery::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&query).expect("serialize"),
+            serde_json::json!({"status": "failed", "limit": 10})
+        );
+    }
 }

@@ -5,10 +5,14 @@ use axum::extract::{Path, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use buildstate_domain::limits::{
+    BUILD_PAGE_DEFAULT, BUILD_PAGE_MAX, HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX,
+    MAX_DESCRIPTION_CHARS, MAX_IDEMPOTENCY_KEY_LEN, MAX_MESSAGE_CHARS, MAX_RETRIES_LIMIT,
+    MAX_RUN_CHARS,
+};
 use buildstate_domain::wire::{
-    Build, BuildPage, ErrorBody, GateAnswer, HistoryPage, LeaseRequest, OperatorReason,
-    ReportTransition, ResetBuild, StartBuild, StartedBuild, TransitionResult,
-    MAX_DESCRIPTION_CHARS, MAX_MESSAGE_CHARS,
+    Build, BuildPage, BuildQuery, ErrorBody, GateAnswer, HistoryPage, HistoryQuery, LeaseRequest,
+    OperatorReason, ReportTransition, ResetBuild, StartBuild, StartedBuild, TransitionResult,
 };
 use buildstate_domain::{
     fields::check_free_text, gate, BuildId, BuildStatus, InvalidOutputs, Lease, OperatorAction,
@@ -23,13 +27,6 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, Authenticated};
 use super::AppState;
 use crate::db::{BuildFilter, StoreError, TransitionRequest};
-
-/// The most failures a build may allow per stage.
-const MAX_RETRIES_LIMIT: u32 = 100;
-/// The longest `Idempotency-Key` kept.
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
-/// The longest run identity (`run`, or `source` standing in for it).
-const MAX_RUN_CHARS: usize = 2048;
 
 fn invalid_outputs(error: InvalidOutputs) -> ApiError {
     ApiError::invalid_field(error.field.clone(), error.to_string())
@@ -110,30 +107,14 @@ pub async fn start_build(
     Ok((status, Json(StartedBuild { build, resumed })))
 }
 
-/// Filters and paging of `GET /builds`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListBuildsQuery {
-    platform: Option<String>,
-    image_type: Option<String>,
-    /// One of running, in_progress, failed, blocked, completed, cancelled.
-    status: Option<String>,
-    /// A state code.
-    state: Option<String>,
-    key: Option<String>,
-    /// At most 500; 50 if absent.
-    limit: Option<u32>,
-    offset: Option<u64>,
-}
-
 /// List builds, newest first.
-#[utoipa::path(get, path = "/builds", tag = "builds", params(ListBuildsQuery),
+#[utoipa::path(get, path = "/builds", tag = "builds", params(BuildQuery),
     responses((status = 200, body = BuildPage), (status = 400, body = ErrorBody)),
     security(("bearer" = ["read"])))]
 pub async fn list_builds(
     State(state): State<AppState>,
     auth: Authenticated,
-    ApiQuery(query): ApiQuery<ListBuildsQuery>,
+    ApiQuery(query): ApiQuery<BuildQuery>,
 ) -> Result<Json<BuildPage>, ApiError> {
     auth.require(Scope::Read)?;
     let status = query
@@ -149,9 +130,12 @@ pub async fn list_builds(
         .as_deref()
         .map(|raw| state_param("state", raw))
         .transpose()?;
-    let limit = query.limit.unwrap_or(50);
-    if limit == 0 || limit > 500 {
-        return Err(ApiError::invalid_field("limit", "must be 1 to 500"));
+    let limit = query.limit.unwrap_or(BUILD_PAGE_DEFAULT);
+    if limit == 0 || limit > BUILD_PAGE_MAX {
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("must be 1 to {BUILD_PAGE_MAX}"),
+        ));
     }
     let filter = BuildFilter {
         platform: query.platform,
@@ -354,15 +338,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct HistoryQuery {
-    /// Only entries with a larger sequence number (0 if absent).
-    after: Option<i64>,
-    /// At most 1000; 100 if absent.
-    limit: Option<u32>,
-}
-
 /// A build's history, oldest first, after a sequence number.
 #[utoipa::path(get, path = "/builds/{id}/history", tag = "builds",
     params(("id" = String, Path, description = "build id"), HistoryQuery),
@@ -376,9 +351,12 @@ pub async fn get_history(
 ) -> Result<Json<HistoryPage>, ApiError> {
     auth.require(Scope::Read)?;
     let id = build_id(&id)?;
-    let limit = query.limit.unwrap_or(100);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::invalid_field("limit", "must be 1 to 1000"));
+    let limit = query.limit.unwrap_or(HISTORY_PAGE_DEFAULT);
+    if limit == 0 || limit > HISTORY_PAGE_MAX {
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("must be 1 to {HISTORY_PAGE_MAX}"),
+        ));
     }
     let page = state
         .db

@@ -4,7 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use buildstate_domain::wire::{ErrorBody, ErrorDetail};
+use buildstate_domain::wire::{ErrorBody, ErrorCode, ErrorDetail};
 use buildstate_domain::{BuildId, Refusal, Scope};
 use serde_json::json;
 
@@ -14,7 +14,7 @@ use crate::db::StoreError;
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     field: Option<String>,
     details: Option<serde_json::Value>,
@@ -22,7 +22,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -44,7 +44,11 @@ impl ApiError {
 
     /// A request field broke a rule: 422 naming the field.
     pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        let mut error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message);
+        let mut error = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidField,
+            message,
+        );
         error.field = Some(field.into());
         error
     }
@@ -53,7 +57,7 @@ impl ApiError {
     pub fn malformed_json(message: impl Into<String>) -> Self {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "malformed_json",
+            ErrorCode::MalformedJson,
             format!("the request body is not valid JSON: {}", message.into()),
         )
     }
@@ -61,7 +65,7 @@ impl ApiError {
     pub fn unsupported_media_type(found: &str) -> Self {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!("expected `Content-Type: application/json`, got `{found}`"),
         )
     }
@@ -69,19 +73,19 @@ impl ApiError {
     pub fn body_too_large(limit: usize) -> Self {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!("the request body is larger than the {limit}-byte limit"),
         )
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     pub fn build_not_found(id: &str) -> Self {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "build_not_found",
+            ErrorCode::BuildNotFound,
             format!("build `{id}` not found"),
         )
     }
@@ -89,7 +93,7 @@ impl ApiError {
     pub fn not_found(what: &str, id: &str) -> Self {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             format!("{what} `{id}` not found"),
         )
     }
@@ -97,7 +101,7 @@ impl ApiError {
     pub fn route_not_found(path: &str) -> Self {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "route_not_found",
+            ErrorCode::RouteNotFound,
             format!("no endpoint at `{path}`; the API is described at /openapi.json"),
         )
     }
@@ -105,7 +109,7 @@ impl ApiError {
     pub fn missing_token() -> Self {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "missing_token",
+            ErrorCode::MissingToken,
             "this endpoint needs a bearer token: send `Authorization: Bearer <token>` \
              (create one with `bldst token create`)",
         )
@@ -114,7 +118,7 @@ impl ApiError {
     pub fn invalid_token() -> Self {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "invalid_token",
+            ErrorCode::InvalidToken,
             "the bearer token is unknown or revoked",
         )
     }
@@ -122,7 +126,7 @@ impl ApiError {
     pub fn token_expired() -> Self {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "token_expired",
+            ErrorCode::TokenExpired,
             "the bearer token has expired: create a new one with `bldst token create`",
         )
     }
@@ -130,16 +134,16 @@ impl ApiError {
     pub fn insufficient_scope(needed: Scope, held: Scope) -> Self {
         ApiError::new(
             StatusCode::FORBIDDEN,
-            "insufficient_scope",
+            ErrorCode::InsufficientScope,
             format!("this needs a token with `{needed}` scope; the token used has `{held}`"),
         )
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+        ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::CONFLICT, code, message)
     }
 
@@ -147,29 +151,33 @@ impl ApiError {
     pub fn refused(build: &BuildId, refusal: &Refusal) -> Self {
         let (code, details) = match refusal {
             Refusal::StageAlreadyCompleted { stage, next } => (
-                "stage_already_completed",
+                ErrorCode::StageAlreadyCompleted,
                 json!({ "stage": stage, "next_state": next }),
             ),
-            Refusal::BuildFinished { status } => ("build_finished", json!({ "status": status })),
-            Refusal::BuildBlocked { state } => ("build_blocked", json!({ "state": state })),
+            Refusal::BuildFinished { status } => {
+                (ErrorCode::BuildFinished, json!({ "status": status }))
+            }
+            Refusal::BuildBlocked { state } => (ErrorCode::BuildBlocked, json!({ "state": state })),
             Refusal::StaleExpectedState { expected, actual } => (
-                "stale_expected_state",
+                ErrorCode::StaleExpectedState,
                 json!({ "expected_state": expected, "actual_state": actual }),
             ),
             Refusal::FailedStageFirst { failed, stage } => (
-                "failed_stage_first",
+                ErrorCode::FailedStageFirst,
                 json!({ "state": stage, "next_state": failed }),
             ),
             Refusal::RetryTooSoon {
                 state,
                 wait_seconds,
             } => (
-                "retry_too_soon",
+                ErrorCode::RetryTooSoon,
                 json!({ "state": state, "wait_seconds": wait_seconds }),
             ),
-            Refusal::NothingToRetry { status } => ("nothing_to_retry", json!({ "status": status })),
+            Refusal::NothingToRetry { status } => {
+                (ErrorCode::NothingToRetry, json!({ "status": status }))
+            }
             Refusal::ResetForward { target, current } => (
-                "reset_forward",
+                ErrorCode::ResetForward,
                 json!({ "state": target, "actual_state": current }),
             ),
             Refusal::StageLeased {
@@ -179,7 +187,7 @@ impl ApiError {
                 expires_at,
                 wait_seconds,
             } => (
-                "stage_leased",
+                ErrorCode::StageLeased,
                 json!({
                     "state": stage,
                     "holder": holder,
@@ -194,7 +202,7 @@ impl ApiError {
                 holder,
                 current_fence,
             } => (
-                "lease_lost",
+                ErrorCode::LeaseLost,
                 json!({
                     "state": stage,
                     "fence": fence,
@@ -209,7 +217,7 @@ impl ApiError {
                 state,
                 status,
             } => (
-                "not_leased",
+                ErrorCode::NotLeased,
                 json!({
                     "state": stage,
                     "run": run,
@@ -236,7 +244,7 @@ impl ApiError {
     pub fn internal(cause: anyhow::Error) -> Self {
         let mut error = ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            ErrorCode::InternalError,
             "the server failed to handle the request; the cause is in its log",
         );
         error.cause = Some(cause);
@@ -244,7 +252,11 @@ impl ApiError {
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            message,
+        )
     }
 }
 
@@ -253,9 +265,11 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound { what: "build", id } => ApiError::build_not_found(&id),
             StoreError::NotFound { what, id } => ApiError::not_found(what, &id),
-            StoreError::Conflict(message) => ApiError::conflict("conflict", message),
+            StoreError::Conflict(message) => ApiError::conflict(ErrorCode::Conflict, message),
             // Callers that know the build map refusals with `refused`; this is the fallback.
-            StoreError::Refused(refusal) => ApiError::conflict("refused", refusal.to_string()),
+            StoreError::Refused(refusal) => {
+                ApiError::conflict(ErrorCode::Refused, refusal.to_string())
+            }
             StoreError::Other(cause) => ApiError::internal(cause),
         }
     }
@@ -265,14 +279,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Some(cause) = &self.cause {
             tracing::error!(
-                code = self.code,
+                code = self.code.as_str(),
                 error = format!("{cause:#}"),
                 "request failed"
             );
         }
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code.to_owned(),
+                code: self.code,
                 message: self.message,
                 field: self.field,
                 details: self.details,

@@ -6,6 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use buildstate_domain::wire::ErrorCode;
 use buildstate_domain::Scope;
 use chrono::{Duration, Utc};
 use serde::de::DeserializeOwned;
@@ -35,7 +36,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::body_too_large(super::MAX_BODY_BYTES)
                 } else {
-                    ApiError::bad_request("unreadable_body", rejection.body_text())
+                    ApiError::bad_request(ErrorCode::UnreadableBody, rejection.body_text())
                 }
             })?;
         parse_json(&bytes).map(ApiJson)
@@ -87,7 +88,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(value)| ApiQuery(value))
-            .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
+            .map_err(|rejection| {
+                ApiError::bad_request(ErrorCode::InvalidQuery, rejection.body_text())
+            })
     }
 }
 

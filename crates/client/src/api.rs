@@ -1,5 +1,5 @@
-//! The typed REST client of the buildstate API, used by the CLI (and the Concourse resource
-//! and the GitHub Action).
+//! The typed REST client of the buildstate API, used by the CLI, the Concourse resource and the
+//! GitHub Action.
 //!
 //! Every call has a timeout. Connection failures, 429 (honouring `Retry-After`), 502, 503 and
 //! 504 are retried a bounded number of times with exponential backoff; other 4xx never are.
@@ -9,10 +9,11 @@
 
 use std::time::{Duration, Instant};
 
+pub use buildstate_domain::wire::BuildQuery;
 use buildstate_domain::wire::{
-    Build, BuildPage, CreateToken, CreateUser, CreatedToken, ErrorBody, GateAnswer, Health,
-    HistoryPage, OperatorReason, ReportTransition, ResetBuild, StartBuild, StartedBuild,
-    StatusOverview, TokenInfo, TransitionResult, User, Whoami,
+    Build, BuildPage, CreateToken, CreateUser, CreatedToken, ErrorBody, ErrorCode, GateAnswer,
+    Health, HistoryPage, HistoryQuery, OperatorReason, ReportTransition, ResetBuild, StartBuild,
+    StartedBuild, StatusOverview, TokenInfo, TransitionResult, User, Whoami,
 };
 use buildstate_domain::{BuildId, StateCode};
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -66,7 +67,7 @@ pub enum ClientError {
     #[error("{message}")]
     Api {
         status: u16,
-        code: String,
+        code: ErrorCode,
         message: String,
         field: Option<String>,
         details: Option<serde_json::Value>,
@@ -100,7 +101,7 @@ impl ClientError {
     }
 
     /// The stable error code of an API error (`build_not_found`, `stage_already_completed`…).
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<&ErrorCode> {
         match self {
             ClientError::Api { code, .. } => Some(code),
             _ => None,
@@ -108,34 +109,21 @@ impl ClientError {
     }
 }
 
-/// Filters of [`Client::list_builds`]; `None` matches everything.
-#[derive(Debug, Clone, Default)]
-pub struct BuildQuery {
-    pub platform: Option<String>,
-    pub image_type: Option<String>,
-    pub status: Option<String>,
-    pub state: Option<StateCode>,
-    pub key: Option<String>,
-    pub limit: Option<u32>,
-    pub offset: Option<u64>,
-}
-
-impl BuildQuery {
-    fn pairs(&self) -> Vec<(&'static str, String)> {
-        let optional = [
-            ("platform", self.platform.clone()),
-            ("image_type", self.image_type.clone()),
-            ("status", self.status.clone()),
-            ("state", self.state.map(|state| state.to_string())),
-            ("key", self.key.clone()),
-            ("limit", self.limit.map(|limit| limit.to_string())),
-            ("offset", self.offset.map(|offset| offset.to_string())),
-        ];
-        optional
-            .into_iter()
-            .filter_map(|(name, value)| Some((name, value?)))
-            .collect()
-    }
+/// The query string of `GET /builds`: the set parameters, in a fixed order.
+fn build_query_pairs(query: &BuildQuery) -> Vec<(&'static str, String)> {
+    let optional = [
+        ("platform", query.platform.clone()),
+        ("image_type", query.image_type.clone()),
+        ("status", query.status.clone()),
+        ("state", query.state.clone()),
+        ("key", query.key.clone()),
+        ("limit", query.limit.map(|limit| limit.to_string())),
+        ("offset", query.offset.map(|offset| offset.to_string())),
+    ];
+    optional
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+        .collect()
 }
 
 /// A buildstate API client. Cheap to clone.
@@ -185,7 +173,7 @@ impl Client {
     }
 
     pub async fn list_builds(&self, query: &BuildQuery) -> Result<BuildPage> {
-        let pairs = query.pairs();
+        let pairs = build_query_pairs(query);
         self.send::<(), _>(Method::GET, "/builds", None, &pairs, None)
             .await
     }
@@ -216,8 +204,16 @@ impl Client {
         .await
     }
 
-    pub async fn history(&self, id: &BuildId, after: i64, limit: u32) -> Result<HistoryPage> {
-        let pairs = [("after", after.to_string()), ("limit", limit.to_string())];
+    /// History entries after `after` (0: from the start), at most `limit` (the server's
+    /// default if `None`).
+    pub async fn history_page(&self, id: &BuildId, query: &HistoryQuery) -> Result<HistoryPage> {
+        let mut pairs = Vec::new();
+        if let Some(after) = query.after {
+            pairs.push(("after", after.to_string()));
+        }
+        if let Some(limit) = query.limit {
+            pairs.push(("limit", limit.to_string()));
+        }
         self.send::<(), _>(
             Method::GET,
             &format!("/builds/{id}/history"),
@@ -226,6 +222,15 @@ impl Client {
             None,
         )
         .await
+    }
+
+    /// History entries with `seq > after`, at most `limit`.
+    pub async fn history(&self, id: &BuildId, after: i64, limit: u32) -> Result<HistoryPage> {
+        let query = HistoryQuery {
+            after: Some(after),
+            limit: Some(limit),
+        };
+        self.history_page(id, &query).await
     }
 
     pub async fn gate(&self, id: &BuildId, stage: StateCode) -> Result<GateAnswer> {

@@ -1,0 +1,151 @@
+//! Failed API calls as the documented exit codes and as one sentence that says what to do,
+//! shared by every front end. The hints name the front end's own way of setting the URL and
+//! token (flags for the CLI, `source` keys for the resource, inputs for the action).
+
+use buildstate_domain::wire::ErrorCode;
+use buildstate_domain::GateDecision;
+
+use crate::api::ClientError;
+
+/// Exit codes, documented in `docs/cli.md` and `bldst --help`.
+pub mod exit {
+    pub const SUCCESS: u8 = 0;
+    /// Something failed that has no code of its own (including a server 5xx).
+    pub const FAILURE: u8 = 1;
+    /// The command line was wrong, or the server rejected a value (400/422).
+    pub const USAGE: u8 = 2;
+    /// The build, token or user does not exist (404).
+    pub const NOT_FOUND: u8 = 3;
+    /// The build refused the change: stage already completed, build blocked or finished, stale
+    /// expected state, backoff not elapsed (409).
+    pub const CONFLICT: u8 = 4;
+    /// No token, or an unknown, revoked, expired or too narrow one (401/403).
+    pub const AUTH: u8 = 5;
+    /// The server did not answer, after retries.
+    pub const UNREACHABLE: u8 = 6;
+    /// `build gate`: run the stage.
+    pub const GATE_RUN: u8 = 0;
+    /// `build gate`: skip the stage, it already completed.
+    pub const GATE_SKIP: u8 = 10;
+    /// `build gate`: wait, the stage is backing off after a failure. `build run`: the backoff
+    /// was not waited out (`--no-wait`, or longer than `--max-wait`).
+    pub const GATE_WAIT: u8 = 11;
+    /// `build gate`: stop, the build is blocked, cancelled or completed, or the stage comes
+    /// after one that failed. `build run`: the command was not run for that reason.
+    pub const GATE_STOP: u8 = 12;
+}
+
+/// The exit code for a failed API call: the one place that maps client errors to codes.
+pub fn exit_code(error: &ClientError) -> u8 {
+    match error {
+        ClientError::Api { status, .. } => match status {
+            401 | 403 => exit::AUTH,
+            404 => exit::NOT_FOUND,
+            409 => exit::CONFLICT,
+            400 | 413 | 415 | 422 => exit::USAGE,
+            _ => exit::FAILURE,
+        },
+        ClientError::Unreachable { .. } => exit::UNREACHABLE,
+        ClientError::Protocol { .. } => exit::FAILURE,
+        ClientError::Config(_) => exit::USAGE,
+    }
+}
+
+/// The exit code of a gate decision (`bldst build gate`).
+pub fn gate_exit_code(decision: GateDecision) -> u8 {
+    match decision {
+        GateDecision::Run => exit::GATE_RUN,
+        GateDecision::Skip => exit::GATE_SKIP,
+        GateDecision::Wait => exit::GATE_WAIT,
+        GateDecision::Stop => exit::GATE_STOP,
+    }
+}
+
+/// How a front end tells its user to fix the URL or the token.
+#[derive(Debug, Clone, Copy)]
+pub struct Hints<'a> {
+    /// How to supply a token, e.g. "run `bldst auth login`, or set BUILDSTATE_API_TOKEN".
+    pub no_token: &'a str,
+    /// How to replace a rejected token.
+    pub bad_token: &'a str,
+    /// Where the API URL is set, e.g. "--api-url or BUILDSTATE_API_URL".
+    pub api_url: &'a str,
+}
+
+/// The server's sentence, with a hint on what to do next where the server cannot know it.
+/// Never contains the token.
+pub fn describe(error: &ClientError, hints: &Hints<'_>) -> String {
+    match error {
+        ClientError::Api { code, message, .. } => match code {
+            ErrorCode::MissingToken => format!("no API token: {}", hints.no_token),
+            ErrorCode::InvalidToken => format!("{message}: {}", hints.bad_token),
+            _ => message.clone(),
+        },
+        ClientError::Unreachable { .. } => {
+            format!("{error}; is the server running? check {}", hints.api_url)
+        }
+        ClientError::Protocol { .. } => {
+            format!(
+                "{error}; is this a buildstate server? check {}",
+                hints.api_url
+            )
+        }
+        ClientError::Config(message) => format!("{message}; check {}", hints.api_url),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HINTS: Hints<'static> = Hints {
+        no_token: "set `token`",
+        bad_token: "replace `token`",
+        api_url: "`api_url`",
+    };
+
+    fn api(status: u16, code: ErrorCode) -> ClientError {
+        ClientError::Api {
+            status,
+            code,
+            message: "the server's sentence".to_owned(),
+            field: None,
+            details: None,
+        }
+    }
+
+    #[test]
+    fn statuses_map_to_the_documented_exit_codes() {
+        let cases = [
+            (401, exit::AUTH),
+            (403, exit::AUTH),
+            (404, exit::NOT_FOUND),
+            (409, exit::CONFLICT),
+            (422, exit::USAGE),
+            (500, exit::FAILURE),
+        ];
+        for (status, code) in cases {
+            assert_eq!(
+                exit_code(&api(status, ErrorCode::Conflict)),
+                code,
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_errors_say_how_to_fix_them_in_the_front_ends_words() {
+        assert_eq!(
+            describe(&api(401, ErrorCode::MissingToken), &HINTS),
+            "no API token: set `token`"
+        );
+        assert_eq!(
+            describe(&api(401, ErrorCode::InvalidToken), &HINTS),
+            "the server's sentence: replace `token`"
+        );
+        assert_eq!(
+            describe(&api(409, ErrorCode::RetryTooSoon), &HINTS),
+            "the server's sentence"
+        );
+    }
+}
