@@ -9,5 +9,6 @@ mod accounts;
 mod bad_input;
 mod builds;
 mod helpers;
+mod outputs;
 mod run;
 mod usage;
