@@ -22,7 +22,7 @@ use buildstate_domain::{BuildId, Outputs, ReportStatus, StateCode};
 use clap::Args;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{config, exit, parse_duration, CliError, Context};
+use super::{config, exit, parse_duration, values, CliError, Context};
 use crate::client::Client;
 
 /// How much of the command's stderr is kept for the failure message.
@@ -51,9 +51,10 @@ Examples:
   bldst build run \"$BUILD_ID\" --state 10 -- sh -c 'packer build . && echo ami_id=$(jq -r .builds[-1].artifact_id manifest.json | cut -d: -f2) >> \"$BLDST_OUTPUTS_FILE\"'"
 )]
 pub struct RunArgs {
+    /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
     id: BuildId,
     /// The stage this command performs.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = values::state_code(), hide_possible_values = true)]
     state: StateCode,
     /// If the stage is backing off after a failure, exit 11 at once instead of waiting.
     #[arg(long)]

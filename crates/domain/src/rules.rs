@@ -169,7 +169,7 @@ pub struct Event {
     pub state: StateCode,
     pub kind: EventKind,
     /// The attempt at `state` this event is about (1 for the first run); `None` for skipped
-    /// stages and operator actions.
+    /// stages, stage 0 completed by a jump, and operator actions.
     pub attempt: Option<u32>,
     /// The rules' own message for this entry (a lease takeover says whose lease expired);
     /// `None` leaves it to the caller.
@@ -376,12 +376,16 @@ pub fn apply_report(
         }
     }
 
-    events.extend(
-        current
-            .state
-            .up_to(stage)
-            .map(|skipped| Event::plain(skipped, EventKind::Skipped)),
-    );
+    // Stage 0 is "triggered": creating the build did it, so a pipeline whose first report is a
+    // later stage completed it rather than skipped it.
+    events.extend(current.state.up_to(stage).map(|passed| {
+        let kind = if passed == StateCode::TRIGGERED {
+            EventKind::Completed
+        } else {
+            EventKind::Skipped
+        };
+        Event::plain(passed, kind)
+    }));
     // Failures count per stage: a jump lands on a stage that has not failed yet.
     let failures_so_far = if stage == current.state {
         current.failures
@@ -708,13 +712,24 @@ mod tests {
             ),
             (
                 "a jump records the stages between as skipped",
+                at(5, Running, 0),
+                report(15, R::Completed),
+                Expect::Moves(
+                    20,
+                    Running,
+                    0,
+                    &[(5, K::Skipped), (10, K::Skipped), (15, K::Completed)],
+                ),
+            ),
+            (
+                "a jump from 0 records 0 as completed (triggered by the build's creation)",
                 at(0, Running, 0),
                 report(10, R::Completed),
                 Expect::Moves(
                     15,
                     Running,
                     0,
-                    &[(0, K::Skipped), (5, K::Skipped), (10, K::Completed)],
+                    &[(0, K::Completed), (5, K::Skipped), (10, K::Completed)],
                 ),
             ),
             (
