@@ -39,7 +39,7 @@ enum BuildCommand {
   bldst build update \"$BUILD_ID\" --state 10 --status completed
   bldst build update \"$BUILD_ID\" --state 55 --status failed --message-file ansible-error.log
   bldst build update \"$BUILD_ID\" --state 20 --status in_progress --expected-state 20
-  bldst build update \"$BUILD_ID\" --state 10 --status completed --set ami_id=ami-0abc --set ip=10.0.0.7
+  bldst build update \"$BUILD_ID\" --state 10 --status completed --set ami_id=ami-0abc
   bldst build update \"$BUILD_ID\" --state 10 --status completed --outputs-file packer-outputs.json
 
 Outputs (--set, --outputs-file) go with a `completed` report: at most 32, keys are
