@@ -104,6 +104,7 @@ async fn the_openapi_document_declares_query_parameters_errors_and_links_as_serv
         "offset",
         "after",
         "username",
+        "run",
     ];
     for (name, operation) in &operations {
         let responses = operation["responses"].as_object().expect("responses");

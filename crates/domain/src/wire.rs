@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::fields::{BuildId, BuildKey, Email, ImageType, Labels, Platform, Username};
 use crate::gate::GateDecision;
+use crate::outputs::{Outputs, StageOutput};
+use crate::rules::Lease;
 use crate::state::{Phase, StateCode};
 use crate::status::{BuildStatus, EventKind, ReportStatus, Role, Scope};
 
@@ -21,7 +23,7 @@ pub use crate::limits::{MAX_DESCRIPTION_CHARS, MAX_MESSAGE_CHARS};
 
 /// The OpenAPI schemas of the free-text fields: the rules `check_free_text` applies.
 #[cfg(feature = "openapi")]
-mod schemas {
+pub mod schemas {
     use utoipa::openapi::schema::Schema;
 
     use crate::fields::free_text_schema;
@@ -40,6 +42,10 @@ mod schemas {
 
     pub fn reason() -> Schema {
         free_text_schema(crate::limits::MAX_MESSAGE_CHARS, true, false)
+    }
+
+    pub fn run() -> Schema {
+        free_text_schema(crate::limits::MAX_RUN_CHARS, true, true)
     }
 
     pub fn token_description() -> Schema {
@@ -107,6 +113,54 @@ mod whole_number {
 
         deserializer.deserialize_any(Whole(PhantomData))
     }
+
+    /// [`option`] for signed numbers: `-130.0` is `-130`.
+    pub fn option_i64<'de, D>(deserializer: D) -> Result<Option<i64>, D::Error>
+    where
+        D: Deserializer<'de>,
+    {
+        struct Whole;
+
+        impl<'de> Visitor<'de> for Whole {
+            type Value = Option<i64>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number")
+            }
+
+            fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_i64<E: Error>(self, value: i64) -> Result<Self::Value, E> {
+                Ok(Some(value))
+            }
+
+            fn visit_u64<E: Error>(self, value: u64) -> Result<Self::Value, E> {
+                i64::try_from(value)
+                    .map(Some)
+                    .map_err(|_| E::custom(format!("`{value}` is too large")))
+            }
+
+            fn visit_f64<E: Error>(self, value: f64) -> Result<Self::Value, E> {
+                if value.fract() != 0.0 || !value.is_finite() {
+                    return Err(E::custom(format!("`{value}` is not a whole number")));
+                }
+                if value < i64::MIN as f64 || value >= i64::MAX as f64 {
+                    return Err(E::custom(format!("`{value}` is too large")));
+                }
+                // Whole and within i64: the cast is exact.
+                #[allow(clippy::cast_possible_truncation)]
+                Ok(Some(value as i64))
+            }
+        }
+
+        deserializer.deserialize_any(Whole)
+    }
 }
 
 /// A build as the API shows it.
@@ -136,6 +190,15 @@ pub struct Build {
     pub last_seq: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The outputs of the completed stages, merged: where two stages set a key, the later
+    /// stage's value wins; `stage` says which stage set it. A reset drops the outputs of the
+    /// stages it reopens.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, StageOutput>,
+    /// With `in_progress`: the run holding `state`, if an identified run claimed it. It may
+    /// have expired (compare `expires_at`); the next report from another run then takes over.
+    #[serde(default)]
+    pub lease: Option<Lease>,
 }
 
 impl Build {
@@ -146,6 +209,8 @@ impl Build {
             status: self.status,
             failures: self.failures,
             next_attempt_at: self.next_attempt_at,
+            lease: self.lease.clone(),
+            last_seq: self.last_seq,
         }
     }
 }
@@ -197,6 +262,78 @@ pub struct ReportTransition {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(schema_with = schemas::source))]
     pub source: Option<String>,
+    /// The reporting run's identity for leases; `source` stands in when absent. An
+    /// `in_progress` report from an identified run claims the stage for it; a report from
+    /// neither claims nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::run))]
+    pub run: Option<String>,
+    /// The fencing value of the lease this run holds (`lease.fence` from the answer to its
+    /// `in_progress`): refused with `lease_lost` once another run has taken the stage over.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number::option_i64"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            minimum = -9_223_372_036_854_775_808_i64,
+            maximum = 9_223_372_036_854_775_807_i64
+        )
+    )]
+    pub fence: Option<i64>,
+    /// With `completed` only: what the stage produced, for the runs that resume the build
+    /// (at most 32 entries; keys are environment-variable names of at most 64 characters;
+    /// values are 1 to 1024 bytes of single-line text). Not for secrets: anyone who can read
+    /// the build reads them.
+    #[serde(default, skip_serializing_if = "Outputs::is_empty")]
+    pub outputs: Outputs,
+}
+
+impl ReportTransition {
+    /// A bare report on `state`, to fill in with struct-update syntax.
+    pub fn new(state: StateCode, status: ReportStatus) -> Self {
+        ReportTransition {
+            state,
+            status,
+            message: None,
+            expected_state: None,
+            source: None,
+            run: None,
+            fence: None,
+            outputs: Outputs::default(),
+        }
+    }
+
+    /// The run identity leases use: `run`, else `source`.
+    pub fn run_identity(&self) -> Option<&str> {
+        self.run.as_deref().or(self.source.as_deref())
+    }
+}
+
+/// `POST /builds/{id}/heartbeat` and `/release`: the holder of a stage's lease extends it
+/// or gives it up. Name the run (`run`) or prove it with the lease's `fence`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// The stage the lease is on.
+    pub state: StateCode,
+    /// The run identity the lease was claimed with.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::run))]
+    pub run: Option<String>,
+    /// The lease's fencing value.
+    #[serde(default, deserialize_with = "whole_number::option_i64")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            minimum = -9_223_372_036_854_775_808_i64,
+            maximum = 9_223_372_036_854_775_807_i64
+        )
+    )]
+    pub fence: Option<i64>,
 }
 
 /// The answer to [`ReportTransition`].
@@ -230,6 +367,9 @@ pub struct HistoryEntry {
     pub token_id: Option<String>,
     pub source: Option<String>,
     pub recorded_at: DateTime<Utc>,
+    /// With `completed`: the outputs the stage completed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Outputs>,
 }
 
 /// `GET /builds/{id}/history`.
@@ -476,6 +616,14 @@ pub enum ErrorCode {
     ResetForward,
     /// Revoking the token would leave no live admin token (409).
     LastAdminToken,
+    /// Another run holds the stage (409, `details.holder`, `details.expires_at`,
+    /// `details.wait_seconds`).
+    StageLeased,
+    /// The report's or heartbeat's `fence` is no longer the stage's lease (409,
+    /// `details.holder` and `details.current_fence` when another run holds it now).
+    LeaseLost,
+    /// A heartbeat or release for a stage this run does not hold (409).
+    NotLeased,
     /// The server failed (500); the cause is in its log.
     InternalError,
     /// The server cannot serve now, e.g. its database is down (503).
@@ -535,6 +683,9 @@ error_codes! {
     NothingToRetry => "nothing_to_retry",
     ResetForward => "reset_forward",
     LastAdminToken => "last_admin_token",
+    StageLeased => "stage_leased",
+    LeaseLost => "lease_lost",
+    NotLeased => "not_leased",
     InternalError => "internal_error",
     Unavailable => "unavailable",
 }
@@ -646,6 +797,9 @@ mod tests {
             let error = token(json).expect_err(json);
             assert!(error.to_string().contains(reason), "{json}: {error}");
         }
+        let lease: LeaseRequest =
+            serde_json::from_str(r#"{"state":0,"fence":-130.0}"#).expect("a whole fence");
+        assert_eq!(lease.fence, Some(-130));
         let too_many: Result<StartBuild, _> = serde_json::from_str(
             r#"{"platform":"aws","image_type":"rhel8","max_retries":4294967296}"#,
         );

@@ -160,3 +160,38 @@ fn link(document: &mut Value, path: &str, statuses: &[&str], id: &str, targets: 
         response.insert("links".to_owned(), Value::Object(links));
     }
 }
+
+/// Adds the rules that tie one field to another, which utoipa's derives cannot say:
+/// - a report carries `outputs` only with `status: completed`;
+/// - a heartbeat or release names its run (`run`) or gives its lease's `fence`.
+pub fn add_cross_field_rules(document: &mut Value) {
+    let schemas = document.pointer_mut("/components/schemas");
+    let Some(schemas) = schemas.and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(report) = schemas
+        .get_mut("ReportTransition")
+        .and_then(Value::as_object_mut)
+    {
+        report.insert(
+            "if".to_owned(),
+            json!({ "properties": { "status": { "not": { "const": "completed" } } } }),
+        );
+        report.insert(
+            "then".to_owned(),
+            json!({ "properties": { "outputs": { "maxProperties": 0 } } }),
+        );
+    }
+    if let Some(lease) = schemas
+        .get_mut("LeaseRequest")
+        .and_then(Value::as_object_mut)
+    {
+        lease.insert(
+            "anyOf".to_owned(),
+            json!([
+                { "required": ["run"], "properties": { "run": { "type": "string" } } },
+                { "required": ["fence"], "properties": { "fence": { "type": "integer" } } },
+            ]),
+        );
+    }
+}
