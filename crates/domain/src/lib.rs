@@ -7,6 +7,7 @@
 pub mod fields;
 pub mod gate;
 pub mod limits;
+pub mod reports;
 pub mod rules;
 pub mod state;
 pub mod status;
