@@ -68,7 +68,7 @@ impl Database {
     pub async fn failure_report(&self, since: DateTime<Utc>) -> StoreResult<FailureReport> {
         // Failures per (build, stage) first, so "builds" and "retries" come out of one scan.
         let rows = sqlx::query(
-            "SELECT state, COUNT(*) AS builds, SUM(n) AS failures FROM \
+            "SELECT state, COUNT(*) AS builds, CAST(SUM(n) AS BIGINT) AS failures FROM \
              (SELECT build_id, state, COUNT(*) AS n FROM build_history \
               WHERE kind = 'failed' AND recorded_at >= $1 GROUP BY build_id, state) per_build \
              GROUP BY state",
