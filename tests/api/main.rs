@@ -12,4 +12,6 @@ mod client;
 mod concurrency;
 mod health;
 mod helpers;
+mod leases;
+mod outputs;
 mod reports;

@@ -7,7 +7,7 @@ use buildstate_domain::BuildId;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::{history_from_row, Database, StoreError, StoreResult};
+use super::{history_from_row, Database, StoreError, StoreResult, HISTORY_COLUMNS};
 
 /// A place in the stream of every build's history: the entries are ordered by the time they
 /// were recorded, then build id, then sequence number.
@@ -26,12 +26,11 @@ impl Database {
         after: &FeedPoint,
         limit: u32,
     ) -> StoreResult<Vec<(Build, HistoryEntry)>> {
-        let rows = sqlx::query(
-            "SELECT build_id, seq, state, kind, message, attempt, reported_by, token_id, source, \
-             recorded_at FROM build_history WHERE recorded_at > $1 \
+        let rows = sqlx::query(&format!(
+            "SELECT {HISTORY_COLUMNS} FROM build_history WHERE recorded_at > $1 \
              OR (recorded_at = $1 AND (build_id > $2 OR (build_id = $2 AND seq > $3))) \
-             ORDER BY recorded_at, build_id, seq LIMIT $4",
-        )
+             ORDER BY recorded_at, build_id, seq LIMIT $4"
+        ))
         .bind(after.recorded_at_ms)
         .bind(&after.build_id)
         .bind(after.seq)
@@ -70,11 +69,10 @@ impl Database {
         first: i64,
         last: i64,
     ) -> StoreResult<Vec<HistoryEntry>> {
-        let rows = sqlx::query(
-            "SELECT seq, state, kind, message, attempt, reported_by, token_id, source, \
-             recorded_at FROM build_history WHERE build_id = $1 AND seq >= $2 AND seq <= $3 \
-             ORDER BY seq",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {HISTORY_COLUMNS} FROM build_history \
+             WHERE build_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq"
+        ))
         .bind(id.as_str())
         .bind(first)
         .bind(last)
