@@ -109,7 +109,15 @@ async function follow(path, onEvent, signal) {
   }
 }
 
+let liveOn = false;
+
+// The live indicator, as it stands (pages redraw it).
+function liveDot() {
+  return h("span", { id: "live", class: liveOn ? "live on" : "live" }, liveOn ? "live" : "connecting");
+}
+
 function setLive(on) {
+  liveOn = on;
   const dot = document.getElementById("live");
   if (dot) {
     dot.className = on ? "live on" : "live";
@@ -119,6 +127,7 @@ function setLive(on) {
 
 function stopFollowing() {
   if (follower) follower.abort();
+  liveOn = false;
   follower = new AbortController();
   return follower.signal;
 }
@@ -219,9 +228,9 @@ async function listPage() {
       h("th", {}, "Stage"), h("th", {}, "Status"), h("th", { class: "wide" }, "Last message"), h("th", {}, "Updated"))),
     body));
   main.replaceChildren(
-    h("div", { class: "title" }, h("h1", {}, "Builds"), h("span", { id: "live", class: "live" }, "connecting")),
+    h("div", { class: "title" }, h("h1", {}, "Builds"), liveDot()),
     tiles, form, table,
-    page.builds.length ? null : h("p", { class: "muted" }, "No builds match."));
+    page.builds.length ? "" : h("p", { class: "muted" }, "No builds match."));
 
   const matches = (build) => (!filters.platform || build.platform === filters.platform)
     && (!filters.image_type || build.image_type === filters.image_type)
@@ -273,7 +282,7 @@ async function buildPage(id) {
   const draw = () => {
     header.replaceChildren(
       h("div", { class: "title" }, h("h1", {}, current.id), badge(current.status),
-        h("span", { id: "live", class: "live" }, "connecting")),
+        liveDot()),
       h("p", { class: "muted" }, `${current.platform} · ${current.image_type}`,
         current.key ? ` · key ${current.key}` : "", current.description ? ` · ${current.description}` : ""),
       h("p", {}, "At stage ", h("span", { class: "code" }, current.state), ` ${current.state_name}`,
