@@ -281,3 +281,49 @@ impl Log {
         let _ = stderr.flush();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Pairs<'a> = Vec<(&'a str, &'a str)>;
+
+    fn env(pairs: &[(&str, &str)]) -> EnvMap {
+        pairs.iter().copied().collect()
+    }
+
+    #[test]
+    fn the_run_identity_is_the_concourse_builds_page() {
+        let job = [
+            ("BUILD_TEAM_NAME", "main"),
+            ("BUILD_PIPELINE_NAME", "images"),
+            ("BUILD_JOB_NAME", "rhel8"),
+            ("BUILD_NAME", "7"),
+        ];
+        let cases: Vec<(&str, Pairs, Option<&str>)> = vec![
+            (
+                "build id and ATC",
+                [
+                    &job[..],
+                    &[("BUILD_ID", "1234"), ("ATC_EXTERNAL_URL", "https://ci/")],
+                ]
+                .concat(),
+                Some("https://ci/builds/1234"),
+            ),
+            (
+                "build id without ATC",
+                vec![("BUILD_ID", "1234")],
+                Some("concourse-build:1234"),
+            ),
+            (
+                "a job build without its id",
+                [&job[..], &[("ATC_EXTERNAL_URL", "https://ci")]].concat(),
+                Some("https://ci/teams/main/pipelines/images/jobs/rhel8/builds/7"),
+            ),
+            ("outside Concourse", Vec::new(), None),
+        ];
+        for (name, pairs, expected) in cases {
+            assert_eq!(concourse_run(&env(&pairs)).as_deref(), expected, "{name}");
+        }
+    }
+}
