@@ -14,4 +14,5 @@ mod health;
 mod helpers;
 mod leases;
 mod outputs;
+mod reports;
 mod text_rules;
