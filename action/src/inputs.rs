@@ -371,7 +371,7 @@ fn check_for_command(inputs: &Inputs) -> Result<(), InputError> {
             required(inputs.image_type.as_ref(), "image-type", command)?;
         }
         Command::Report => {
-            required(inputs.build.as_ref(), "build-id", command).map_err(|e| with_key_hint(e))?;
+            required(inputs.build.as_ref(), "build-id", command).map_err(with_key_hint)?;
             required(inputs.state, "state", command)?;
             let status = required(inputs.status, "status", command)?;
             if !inputs.outputs.is_empty() && status != ReportStatus::Completed {
@@ -382,11 +382,11 @@ fn check_for_command(inputs: &Inputs) -> Result<(), InputError> {
             }
         }
         Command::Gate => {
-            required(inputs.build.as_ref(), "build-id", command).map_err(|e| with_key_hint(e))?;
+            required(inputs.build.as_ref(), "build-id", command).map_err(with_key_hint)?;
             required(inputs.state, "state", command)?;
         }
         Command::Get => {
-            required(inputs.build.as_ref(), "build-id", command).map_err(|e| with_key_hint(e))?;
+            required(inputs.build.as_ref(), "build-id", command).map_err(with_key_hint)?;
         }
     }
     if inputs.commit_status && inputs.github_token.is_none() {
@@ -445,7 +445,8 @@ mod tests {
 
     #[test]
     fn bad_inputs_name_the_input_and_what_to_do() {
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case<'_>] = &[
             (&[], "command", "required: one of"),
             (
                 &[("command", "deploy")],
