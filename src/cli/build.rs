@@ -14,7 +14,7 @@ use buildstate_domain::{
 };
 use clap::{Args, Subcommand};
 
-use super::{config, exit, run as run_stage, CliError, Context};
+use super::{config, exit, run as run_stage, values, CliError, Context};
 
 /// History entries asked for per page when reading a whole history.
 const HISTORY_PAGE: u32 = HISTORY_PAGE_MAX;
@@ -43,7 +43,10 @@ enum BuildCommand {
     #[command(after_help = "Examples:
   bldst build get \"$BUILD_ID\"
   bldst build get \"$BUILD_ID\" --output json")]
-    Get { id: BuildId },
+    Get {
+        /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
+        id: BuildId,
+    },
     /// List builds, newest first.
     #[command(after_help = "Examples:
   bldst build list
@@ -55,6 +58,7 @@ enum BuildCommand {
   bldst build history \"$BUILD_ID\"
   bldst build history \"$BUILD_ID\" --after 12 --limit 20 --output json")]
     History {
+        /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
         id: BuildId,
         /// Only entries after this sequence number.
         #[arg(long, default_value_t = 0, value_name = "SEQ")]
@@ -79,9 +83,10 @@ Examples:
   esac"
     )]
     Gate {
+        /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
         id: BuildId,
         /// The stage about to run.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = values::state_code(), hide_possible_values = true)]
         state: StateCode,
     },
     /// Gate a stage, report it in progress, run a command, report how it went.
@@ -94,9 +99,10 @@ Examples:
     #[command(after_help = "Examples:
   bldst build reset \"$BUILD_ID\" --state 15 --reason \"base configuration changed\"")]
     Reset {
+        /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
         id: BuildId,
         /// The stage to move back to.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = values::state_code(), hide_possible_values = true)]
         state: StateCode,
         /// Why: it goes into the build's history.
         #[arg(long)]
@@ -116,6 +122,7 @@ struct CreateArgs {
     /// rhel8, ubuntu-22.04-web, …
     #[arg(long)]
     image_type: ImageType,
+    /// What is being built, for people, e.g. "RHEL 8 base image".
     #[arg(long)]
     description: Option<String>,
     /// Your identity for the build, e.g. aws/rhel8/<git sha>: an unfinished build with this key
@@ -126,21 +133,22 @@ struct CreateArgs {
     #[arg(long = "label", value_name = "NAME=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
     /// Failures a stage may have before the build is blocked [default: the server's].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_count::<u32>)]
     max_retries: Option<u32>,
-    /// Print only the build id, for `BUILD_ID=$(...)`.
+    /// Print only the build id, for `BUILD_ID=$(...)` (not with --output json).
     #[arg(long, short)]
     quiet: bool,
 }
 
 #[derive(Debug, Args)]
 struct UpdateArgs {
+    /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
     id: BuildId,
     /// The stage reported on.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = values::state_code(), hide_possible_values = true)]
     state: StateCode,
     /// completed, failed or in_progress.
-    #[arg(long)]
+    #[arg(long, value_parser = values::report_status(), hide_possible_values = true)]
     status: ReportStatus,
     /// What happened, for the history.
     #[arg(long, conflicts_with = "message_file")]
@@ -149,7 +157,7 @@ struct UpdateArgs {
     #[arg(long, value_name = "PATH")]
     message_file: Option<PathBuf>,
     /// Refuse the report (exit 4) unless the build is at this state.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = values::state_code(), hide_possible_values = true)]
     expected_state: Option<StateCode>,
     /// Where the report comes from [default: BUILDSTATE_SOURCE, or the CI run's URL].
     #[arg(long)]
@@ -161,31 +169,35 @@ struct UpdateArgs {
 
 #[derive(Debug, Args)]
 struct ListArgs {
+    /// Only builds for this platform (aws, azure, gcp, vsphere, …).
     #[arg(long)]
     platform: Option<Platform>,
+    /// Only builds of this image type (rhel8, ubuntu-22.04-web, …).
     #[arg(long)]
     image_type: Option<ImageType>,
     /// running, in_progress, failed, blocked, completed or cancelled.
-    #[arg(long)]
+    #[arg(long, value_parser = values::build_status(), hide_possible_values = true)]
     status: Option<BuildStatus>,
     /// Only builds at this state code.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = values::state_code(), hide_possible_values = true)]
     state: Option<StateCode>,
+    /// Only builds with this key, e.g. aws/rhel8/<git sha>.
     #[arg(long)]
     key: Option<BuildKey>,
     /// At most this many builds (1 to 500) [default: 50].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(BUILD_PAGE_MAX)))]
     limit: Option<u32>,
     /// Skip this many builds first.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_count::<u64>)]
     offset: Option<u64>,
-    /// Print only the build ids, one per line.
+    /// Print only the build ids, one per line (not with --output json).
     #[arg(long, short)]
     quiet: bool,
 }
 
 #[derive(Debug, Args)]
 struct ReasonArgs {
+    /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
     id: BuildId,
     /// Why: it goes into the build's history.
     #[arg(long)]
@@ -228,7 +240,26 @@ pub async fn run(args: BuildArgs, context: &Context<'_>) -> Result<u8, CliError>
     Ok(exit::SUCCESS)
 }
 
+/// A count (`--max-retries`, `--offset`): a whole number, 0 or more.
+fn parse_count<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not a count: use a whole number, 0 or more"))
+}
+
+/// `--quiet` prints bare ids and `--output json` whole objects: asking for both is refused
+/// before anything is sent, rather than one silently winning.
+fn quiet_or_json(quiet: bool, context: &Context<'_>, command: &str) -> Result<(), CliError> {
+    if quiet && context.printer.is_json() {
+        return Err(CliError::usage(format!(
+            "--quiet (ids only) and --output json (whole objects) cannot be combined: drop one; \
+             see `bldst build {command} --help`"
+        )));
+    }
+    Ok(())
+}
+
 async fn create(args: CreateArgs, context: &Context<'_>) -> Result<(), CliError> {
+    quiet_or_json(args.quiet, context, "create")?;
     let labels: BTreeMap<String, String> = args.labels.into_iter().collect();
     let labels = Labels::try_from(labels).map_err(|error| CliError::usage(error.to_string()))?;
     let request = StartBuild {
@@ -287,6 +318,7 @@ async fn update(args: UpdateArgs, context: &Context<'_>) -> Result<(), CliError>
 }
 
 async fn list(args: ListArgs, context: &Context<'_>) -> Result<(), CliError> {
+    quiet_or_json(args.quiet, context, "list")?;
     let query = BuildQuery {
         platform: args.platform.map(String::from),
         image_type: args.image_type.map(String::from),

@@ -19,7 +19,7 @@ use buildstate_domain::{BuildId, ReportStatus, StateCode};
 use clap::Args;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{config, exit, parse_duration, CliError, Context};
+use super::{config, exit, parse_duration, values, CliError, Context};
 use crate::client::Client;
 
 /// How much of the command's stderr is kept for the failure message.
@@ -40,9 +40,10 @@ Examples:
   bldst_cli build run \"$BUILD_ID\" --state 55 --max-wait 30m -- sh -c 'dnf -y install httpd'"
 )]
 pub struct RunArgs {
+    /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
     id: BuildId,
     /// The stage this command performs.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = values::state_code(), hide_possible_values = true)]
     state: StateCode,
     /// If the stage is backing off after a failure, exit 11 at once instead of waiting.
     #[arg(long)]

@@ -8,6 +8,7 @@ mod support;
 mod accounts;
 mod bad_input;
 mod builds;
+mod examples;
 mod helpers;
 mod run;
 mod usage;

@@ -7,6 +7,7 @@
 //! is applied at most once. Error answers are parsed back from the JSON envelope into
 //! [`ClientError::Api`], whose message is the server's sentence.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use buildstate_domain::wire::BuildQuery;
@@ -32,6 +33,38 @@ pub struct ClientConfig {
     pub max_attempts: u32,
     /// The first retry's wait; it doubles each time, at most [`MAX_RETRY_WAIT`].
     pub retry_base: Duration,
+    /// PEM certificates trusted beside the built-in and system roots (a private CA).
+    pub extra_root_pem: Option<Vec<u8>>,
+    /// Proxies to use; `None` follows the process's `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`.
+    pub proxies: Option<Proxies>,
+    /// Told one sentence before each retry, e.g. to log it; never sees the token.
+    pub on_retry: Option<RetryLog>,
+}
+
+/// Receives a sentence about each retry.
+pub type RetryLog = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Proxies as the standard variables name them, for callers that pass the environment in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Proxies {
+    /// `http_proxy`/`HTTP_PROXY`: for `http://` URLs.
+    pub http: Option<String>,
+    /// `https_proxy`/`HTTPS_PROXY`: for `https://` URLs.
+    pub https: Option<String>,
+    /// `no_proxy`/`NO_PROXY`: hosts reached directly.
+    pub no_proxy: Option<String>,
+}
+
+impl Proxies {
+    /// The proxies `env` names; the lower-case spelling wins, as in curl.
+    pub fn from_env(env: crate::env::EnvLookup<'_>) -> Proxies {
+        let either = |name: &str| env(name).or_else(|| env(&name.to_ascii_uppercase()));
+        Proxies {
+            http: either("http_proxy"),
+            https: either("https_proxy"),
+            no_proxy: either("no_proxy"),
+        }
+    }
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -41,6 +74,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
             .field("max_attempts", &self.max_attempts)
+            .field("extra_root_pem", &self.extra_root_pem.is_some())
+            .field("proxies", &self.proxies)
             .finish()
     }
 }
@@ -53,6 +88,9 @@ impl ClientConfig {
             timeout: Duration::from_secs(30),
             max_attempts: 4,
             retry_base: Duration::from_millis(250),
+            extra_root_pem: None,
+            proxies: None,
+            on_retry: None,
         }
     }
 }
@@ -146,10 +184,27 @@ impl Client {
         }
         config.base_url = base;
         config.max_attempts = config.max_attempts.max(1);
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("bldst/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("bldst/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &config.extra_root_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|error| {
+                ClientError::Config(format!("the CA certificates are not valid PEM: {error}"))
+            })?;
+            if certificates.is_empty() {
+                return Err(ClientError::Config(
+                    "the CA certificates hold no PEM certificate".to_owned(),
+                ));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        if let Some(proxies) = &config.proxies {
+            builder = with_proxies(builder.no_proxy(), proxies)?;
+        }
+        let http = builder
             .build()
             .map_err(|error| ClientError::Config(format!("cannot set up HTTP: {error}")))?;
         Ok(Client { http, config })
@@ -400,6 +455,16 @@ impl Client {
                     None
                 }
             };
+            if let Some(log) = &self.config.on_retry {
+                let why = match retry_after {
+                    Some(_) => "the server asked to retry later",
+                    None => "no usable answer",
+                };
+                log(&format!(
+                    "{method} {path}: {why} (attempt {attempt} of {}); retrying",
+                    self.config.max_attempts
+                ));
+            }
             let backoff = self
                 .config
                 .retry_base
@@ -409,6 +474,29 @@ impl Client {
             attempt += 1;
         }
     }
+}
+
+/// Routes `http://` and `https://` requests through the named proxies, except `no_proxy` hosts.
+fn with_proxies(
+    mut builder: reqwest::ClientBuilder,
+    proxies: &Proxies,
+) -> Result<reqwest::ClientBuilder> {
+    let no_proxy = proxies
+        .no_proxy
+        .as_deref()
+        .and_then(reqwest::NoProxy::from_string);
+    let invalid = |which: &str, error: reqwest::Error| {
+        ClientError::Config(format!("the {which} proxy URL is not valid: {error}"))
+    };
+    if let Some(url) = &proxies.http {
+        let proxy = reqwest::Proxy::http(url).map_err(|error| invalid("HTTP", error))?;
+        builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
+    }
+    if let Some(url) = &proxies.https {
+        let proxy = reqwest::Proxy::https(url).map_err(|error| invalid("HTTPS", error))?;
+        builder = builder.proxy(proxy.no_proxy(no_proxy));
+    }
+    Ok(builder)
 }
 
 /// 429 and 503 mean the request was not handled; 502 and 504 leave it unknown.

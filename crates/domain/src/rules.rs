@@ -81,7 +81,7 @@ pub struct Event {
     pub state: StateCode,
     pub kind: EventKind,
     /// The attempt at `state` this event is about (1 for the first run); `None` for skipped
-    /// stages and operator actions.
+    /// stages, stage 0 completed by a jump, and operator actions.
     pub attempt: Option<u32>,
 }
 
@@ -191,12 +191,18 @@ pub fn apply_report(
         }
     }
 
+    // Stage 0 is "triggered": creating the build did it, so a pipeline whose first report is a
+    // later stage completed it rather than skipped it.
     let mut events: Vec<Event> = current
         .state
         .up_to(stage)
-        .map(|skipped| Event {
-            state: skipped,
-            kind: EventKind::Skipped,
+        .map(|passed| Event {
+            state: passed,
+            kind: if passed == StateCode::TRIGGERED {
+                EventKind::Completed
+            } else {
+                EventKind::Skipped
+            },
             attempt: None,
         })
         .collect();
@@ -444,13 +450,24 @@ mod tests {
             ),
             (
                 "a jump records the stages between as skipped",
+                at(5, Running, 0),
+                report(15, R::Completed),
+                Expect::Moves(
+                    20,
+                    Running,
+                    0,
+                    &[(5, K::Skipped), (10, K::Skipped), (15, K::Completed)],
+                ),
+            ),
+            (
+                "a jump from 0 records 0 as completed (triggered by the build's creation)",
                 at(0, Running, 0),
                 report(10, R::Completed),
                 Expect::Moves(
                     15,
                     Running,
                     0,
-                    &[(0, K::Skipped), (5, K::Skipped), (10, K::Completed)],
+                    &[(0, K::Completed), (5, K::Skipped), (10, K::Completed)],
                 ),
             ),
             (

@@ -163,8 +163,13 @@ fn ping_if_idle(
 
 impl Database {
     /// Connects to `url` (`sqlite://PATH` — the file is created if missing — or
-    /// `postgres://…`) and applies the dialect's migrations.
-    pub async fn connect(url: &str, names: StateNames) -> anyhow::Result<Self> {
+    /// `postgres://…`) and applies the dialect's migrations. A PostgreSQL pool opens at most
+    /// `max_connections`; SQLite always has one writer and four readers.
+    pub async fn connect(
+        url: &str,
+        names: StateNames,
+        max_connections: u32,
+    ) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::from_url(url)?;
         let (reader, writer) = match dialect {
@@ -198,7 +203,7 @@ impl Database {
             }
             Dialect::Postgres => {
                 let pool = AnyPoolOptions::new()
-                    .max_connections(32)
+                    .max_connections(max_connections.max(1))
                     .acquire_timeout(Duration::from_secs(10))
                     .test_before_acquire(false)
                     .before_acquire(ping_if_idle)
@@ -872,6 +877,12 @@ fn history_entries(
             let message = match (event.kind, is_last) {
                 (buildstate_domain::EventKind::Skipped, _) => {
                     Some("not used by this pipeline: skipped by a later report".to_owned())
+                }
+                // Only a jump completes stage 0 without it being the reported stage.
+                (buildstate_domain::EventKind::Completed, false)
+                    if event.state == StateCode::TRIGGERED =>
+                {
+                    Some("triggered when the build was created".to_owned())
                 }
                 (_, true) => message.map(str::to_owned),
                 (_, false) => None,

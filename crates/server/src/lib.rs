@@ -61,7 +61,21 @@ pub struct ServerConfig {
     /// 0 checks every request.
     #[arg(long, env = "BUILDSTATE_TOKEN_CACHE_MILLIS", default_value_t = 1000)]
     pub token_cache_millis: u64,
+    /// The most PostgreSQL connections this process opens (its pool); each server process
+    /// holds up to this many of the database's `max_connections`. SQLite ignores it (one
+    /// writer, four readers).
+    #[arg(
+        long,
+        env = "BUILDSTATE_DATABASE_MAX_CONNECTIONS",
+        default_value_t = DEFAULT_DATABASE_MAX_CONNECTIONS,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub database_max_connections: u32,
 }
+
+/// The PostgreSQL pool size unless configured: enough for the 64-client benchmark to keep the
+/// database busy (BENCHMARKS.md), a third of PostgreSQL's default `max_connections`.
+pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 32;
 
 impl ServerConfig {
     /// The defaults, for a database URL (as tests and tools build it).
@@ -76,6 +90,7 @@ impl ServerConfig {
             state_names: None,
             idempotency_ttl_secs: 86_400,
             token_cache_millis: 1000,
+            database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
         }
     }
 
@@ -92,7 +107,8 @@ impl ServerConfig {
     /// Connects to the database (applying migrations) and assembles the handlers' state.
     pub async fn app_state(&self) -> anyhow::Result<AppState> {
         let names = StateNames::parse(self.state_names.as_deref().unwrap_or(""))?;
-        let db = Database::connect(&self.database_url, names).await?;
+        let db =
+            Database::connect(&self.database_url, names, self.database_max_connections).await?;
         Ok(AppState::new(AppInner {
             db,
             hasher: self.hasher(),
