@@ -173,10 +173,15 @@ pub fn parse_output_file(text: &str) -> BTreeMap<String, String> {
     outputs
 }
 
-/// The action's binary under its entrypoint name, in a directory of its own.
+/// The action's binary under its entrypoint name, in a directory of its own, or an image's
+/// entrypoint run among the image's files.
 pub struct Action {
     dir: tempfile::TempDir,
     program: PathBuf,
+    args: Vec<String>,
+    /// With an image: its root filesystem, where the step's files go (the runner mounts them
+    /// at /github/file_commands).
+    image_root: Option<PathBuf>,
     pub api_url: String,
     pub token: String,
 }
@@ -189,6 +194,28 @@ impl Action {
         Action {
             dir,
             program,
+            args: Vec::new(),
+            image_root: None,
+            api_url: api_url.to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    /// The image unpacked at `root`, started as `chroot ROOT ENTRYPOINT...`.
+    pub fn in_image(
+        chroot: &std::path::Path,
+        root: &std::path::Path,
+        entrypoint: &[String],
+        api_url: &str,
+        token: &str,
+    ) -> Self {
+        let mut args = vec![root.display().to_string()];
+        args.extend(entrypoint.iter().cloned());
+        Action {
+            dir: tempfile::tempdir().expect("temporary directory"),
+            program: chroot.to_path_buf(),
+            args,
+            image_root: Some(root.to_path_buf()),
             api_url: api_url.to_owned(),
             token: token.to_owned(),
         }
@@ -196,14 +223,27 @@ impl Action {
 
     /// Runs `step` of `workflow`.
     pub async fn run(&self, workflow: &Workflow, step: &Step) -> Outcome {
-        let files = tempfile::tempdir_in(self.dir.path()).expect("step directory");
+        let files = match &self.image_root {
+            Some(root) => {
+                let mounted = root.join("github/file_commands");
+                std::fs::create_dir_all(&mounted).expect("file_commands");
+                tempfile::tempdir_in(mounted).expect("step directory")
+            }
+            None => tempfile::tempdir_in(self.dir.path()).expect("step directory"),
+        };
         let output_path = files.path().join("set_output");
         let summary_path = files.path().join("step_summary");
         std::fs::write(&output_path, "").expect("output file");
         std::fs::write(&summary_path, "").expect("summary file");
+        // The paths the step sees: inside the image, relative to its root.
+        let seen = |path: &std::path::Path| match &self.image_root {
+            Some(root) => format!("/{}", path.strip_prefix(root).expect("inside").display()),
+            None => path.display().to_string(),
+        };
 
         let mut command = tokio::process::Command::new(&self.program);
         command
+            .args(&self.args)
             .env_clear()
             .current_dir(files.path())
             .stdin(Stdio::null())
@@ -239,20 +279,11 @@ impl Action {
                 "GITHUB_EVENT_PATH",
                 "/github/workflow/event.json".to_owned(),
             ),
-            ("GITHUB_OUTPUT", output_path.display().to_string()),
-            ("GITHUB_STEP_SUMMARY", summary_path.display().to_string()),
-            (
-                "GITHUB_ENV",
-                files.path().join("set_env").display().to_string(),
-            ),
-            (
-                "GITHUB_PATH",
-                files.path().join("add_path").display().to_string(),
-            ),
-            (
-                "GITHUB_STATE",
-                files.path().join("save_state").display().to_string(),
-            ),
+            ("GITHUB_OUTPUT", seen(&output_path)),
+            ("GITHUB_STEP_SUMMARY", seen(&summary_path)),
+            ("GITHUB_ENV", seen(&files.path().join("set_env"))),
+            ("GITHUB_PATH", seen(&files.path().join("add_path"))),
+            ("GITHUB_STATE", seen(&files.path().join("save_state"))),
             ("RUNNER_OS", "Linux".to_owned()),
             ("RUNNER_ARCH", "X64".to_owned()),
             ("RUNNER_NAME", "GitHub Actions 2".to_owned()),

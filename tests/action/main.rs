@@ -9,4 +9,5 @@ mod support;
 mod bad_input;
 mod commit_status;
 mod helpers;
+mod image;
 mod steps;
