@@ -19,8 +19,10 @@ async fn the_images_entrypoint_runs_the_action_as_a_runner_starts_it() {
         Ok(image) => image,
         Err(why) => return eprintln!("SKIPPED the action image test: {why}"),
     };
-    // GitHub's rules for a Docker action's image: an absolute, exec-form ENTRYPOINT (no shell
-    // in a FROM scratch image) that is the action, and no CMD that would become its arguments.
+    // GitHub's rules for a Docker action's image: no USER (the runner needs root to write the
+    // workspace it mounts), an absolute, exec-form ENTRYPOINT (no shell in a FROM scratch
+    // image) that is the action, and no CMD that would become its arguments.
+    assert_eq!(image.user, "");
     assert_eq!(image.entrypoint, ["/usr/local/bin/bldst-action"]);
     assert!(image.cmd.is_empty(), "{:?}", image.cmd);
     let app = TestApp::spawn(Backend::Sqlite).await.expect("server");

@@ -22,6 +22,8 @@ pub struct ImageRoot {
     pub entrypoint: Vec<String>,
     /// The image's CMD.
     pub cmd: Vec<String>,
+    /// The image's USER (empty: root, as GitHub requires of a Docker action's image).
+    pub user: String,
     /// The image's size in bytes, as podman reports it.
     pub size: String,
     _work: tempfile::TempDir,
@@ -122,6 +124,9 @@ pub fn build_client_image() -> Result<ImageRoot, String> {
     };
     let entrypoint = json_strings(&inspect("{{json .Config.Entrypoint}}"));
     let cmd = json_strings(&inspect("{{json .Config.Cmd}}"));
+    let user = String::from_utf8_lossy(&inspect("{{.Config.User}}"))
+        .trim()
+        .to_owned();
     let size = String::from_utf8_lossy(&inspect("{{.Size}}"))
         .trim()
         .to_owned();
@@ -147,6 +152,7 @@ pub fn build_client_image() -> Result<ImageRoot, String> {
         root,
         entrypoint,
         cmd,
+        user,
         size,
         _work: work,
     })
