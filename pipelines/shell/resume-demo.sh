@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A resumed build, end to end, against a local buildstate server it starts and stops itself:
 # the first run of the pipeline fails at stage 15; after the "fix", the same pipeline is run
-# again, skips stages 0-10, retries 15 and goes on to publish.
+# again, skips stages 0-10, retries 15 and goes on to publish. Stage 10 leaves the image id it
+# made as an output; the re-run's stage 15 gets it back from the server, not from a file the
+# pipeline kept.
 #
 #   bash pipelines/shell/resume-demo.sh            # `bldst` from PATH, else target/release, else target/debug
 #   BLDST=/path/to/bldst bash pipelines/shell/resume-demo.sh
@@ -76,10 +78,16 @@ pipeline() {
         --description "resume demo" --quiet)
     "$BLDST" build run "$BUILD_ID" --state 0 -- echo "pipeline triggered"
     "$BLDST" build run "$BUILD_ID" --state 5 -- echo "kickstart: OS installed"
-    "$BLDST" build run "$BUILD_ID" --state 10 -- echo "green image: boots, SSH up"
+    # The image id exists only in this run's memory: it reaches the re-run as an output.
+    "$BLDST" build run "$BUILD_ID" --state 10 -- sh -c '
+        ami="ami-0$(od -An -N6 -tx1 /dev/urandom | tr -d " \n")"
+        echo "green image: $ami boots, SSH up"
+        echo "ami_id=$ami" >> "$BLDST_OUTPUTS_FILE"'
     "$BLDST" build run "$BUILD_ID" --state 15 -- sh -c '
+        ami=$("$0" build outputs "$BUILDSTATE_BUILD_ID" ami_id)
+        echo "base configuration: starting an instance from $ami"
         if [ ! -e "$1/mirror-fixed" ]; then echo "dnf: mirror timed out" >&2; exit 1; fi
-        echo "base configuration applied"' sh "$work"
+        echo "base configuration applied on $ami"' "$BLDST" "$work"
     "$BLDST" build run "$BUILD_ID" --state 20 -- echo "cloud provider setup done"
     "$BLDST" build run "$BUILD_ID" --state 100 -- echo "image published"
 }
@@ -95,6 +103,9 @@ echo "the pipeline exited with code $status"
 [ "$status" -ne 0 ] || { echo "unexpected: the first run succeeded" >&2; exit 1; }
 BUILD_ID=$("$BLDST" build list --key aws/rhel8/demo --quiet)
 "$BLDST" build get "$BUILD_ID"
+
+say "the outputs the re-run will get"
+"$BLDST" build outputs "$BUILD_ID"
 
 say "the mirror is fixed; the same pipeline runs again and resumes at stage 15"
 touch "$work/mirror-fixed"

@@ -112,7 +112,8 @@ fn write_files(directory: &Path, build: &Build, version: &Version) -> Result<(),
     let mut gates = serde_json::Map::new();
     let (mut completed, mut pending) = (Vec::new(), Vec::new());
     for stage in StateCode::all() {
-        let decision = gate(&progress, stage, now).decision;
+        // The resource names no run: a stage another run holds reads `wait`.
+        let decision = gate(&progress, stage, None, now).decision;
         write(&format!("gate/{stage}"), &line(decision.as_str()))?;
         gates.insert(stage.to_string(), json!(decision.as_str()));
         // Completed (or skipped) stages come before the build's state; a completed build has

@@ -177,7 +177,7 @@ fn report_of(
         status,
         message,
         expected_state,
-        source: None,
+        ..ReportTransition::new(state, status)
     }))
 }
 

@@ -1,16 +1,17 @@
-//! `bldst build ...`: start or resume a build, report stages, read builds and their history,
-//! gate a stage, and the operator actions (retry, reset, cancel). `build run` lives in
+//! `bldst build ...`: start or resume a build, report stages (with outputs), read builds,
+//! their outputs and their history, gate a stage, and the operator actions (retry, reset, cancel). `build run` lives in
 //! [`super::run`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use buildstate_client::failure::gate_exit_code;
+use buildstate_client::lease::{env_lines, parse_assignment, read_outputs_file};
 use buildstate_client::message::read_message_file;
 use buildstate_domain::limits::{BUILD_PAGE_MAX, HISTORY_PAGE_MAX};
 use buildstate_domain::wire::{BuildQuery, ReportTransition, StartBuild, TransitionResult};
 use buildstate_domain::{
-    BuildId, BuildKey, BuildStatus, ImageType, Labels, Platform, ReportStatus, StateCode,
+    BuildId, BuildKey, BuildStatus, ImageType, Labels, Outputs, Platform, ReportStatus, StateCode,
 };
 use clap::{Args, Subcommand};
 
@@ -37,8 +38,36 @@ enum BuildCommand {
     #[command(after_help = "Examples:
   bldst build update \"$BUILD_ID\" --state 10 --status completed
   bldst build update \"$BUILD_ID\" --state 55 --status failed --message-file ansible-error.log
-  bldst build update \"$BUILD_ID\" --state 20 --status in_progress --expected-state 20")]
+  bldst build update \"$BUILD_ID\" --state 20 --status in_progress --expected-state 20
+  bldst build update \"$BUILD_ID\" --state 10 --status completed --set ami_id=ami-0abc
+  bldst build update \"$BUILD_ID\" --state 10 --status completed --outputs-file packer-outputs.json
+
+Outputs (--set, --outputs-file) go with a `completed` report: at most 32, keys are
+environment-variable names (letters, digits, `_`; at most 64 characters), values 1 to 1024 bytes
+of single-line text. Anyone who can read the build reads them: never put secrets in them.")]
     Update(UpdateArgs),
+    /// Show the outputs the build's completed stages left for the runs that resume it.
+    #[command(
+        after_help = "A later stage's value wins; the STAGE column says which stage set it.
+With KEY, prints just that value (exit 3 if no stage set it).
+
+Examples:
+  bldst build outputs \"$BUILD_ID\"
+  AMI_ID=$(bldst build outputs \"$BUILD_ID\" ami_id)
+  eval \"$(bldst build outputs \"$BUILD_ID\" --format env)\"
+  bldst build outputs \"$BUILD_ID\" --format env >> \"$GITHUB_ENV\"
+  bldst build outputs \"$BUILD_ID\" --output json"
+    )]
+    Outputs {
+        /// The build.
+        id: BuildId,
+        /// Print only this output's value.
+        key: Option<String>,
+        /// `env`: KEY=value lines for `eval` or `$GITHUB_ENV` (a value with characters a shell
+        /// would misread is single-quoted).
+        #[arg(long, value_enum)]
+        format: Option<OutputsFormat>,
+    },
     /// Show one build.
     #[command(after_help = "Examples:
   bldst build get \"$BUILD_ID\"
@@ -165,6 +194,28 @@ struct UpdateArgs {
     /// Makes the report safe to repeat: a second report with the same key changes nothing.
     #[arg(long, value_name = "KEY")]
     idempotency_key: Option<String>,
+    /// An output of the completed stage, `KEY=VALUE`; repeat for more.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_output)]
+    set: Vec<(String, String)>,
+    /// Outputs of the completed stage from a file: a JSON object of strings, or KEY=value
+    /// lines (`--set` wins over the file for the same key).
+    #[arg(long, value_name = "PATH")]
+    outputs_file: Option<PathBuf>,
+    /// This run's identity for leases [default: --source]: an `in_progress` from it claims the
+    /// stage; other runs' reports on the stage are refused (exit 4) while the lease lasts.
+    #[arg(long, env = "BUILDSTATE_RUN")]
+    run: Option<String>,
+    /// The fencing value of the lease this run holds (`lease.fence` of the claim's answer);
+    /// refused (exit 4) once another run has taken the stage over.
+    #[arg(long, value_name = "N")]
+    fence: Option<i64>,
+}
+
+/// How `build outputs` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputsFormat {
+    /// KEY=value lines.
+    Env,
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +269,9 @@ pub async fn run(args: BuildArgs, context: &Context<'_>) -> Result<u8, CliError>
         BuildCommand::List(args) => list(args, context).await?,
         BuildCommand::History { id, after, limit } => {
             history(&id, after, limit, context).await?;
+        }
+        BuildCommand::Outputs { id, key, format } => {
+            return outputs(&id, key.as_deref(), format, context).await;
         }
         BuildCommand::Gate { id, state } => {
             let answer = context.client()?.gate(&id, state).await?;
@@ -303,12 +357,23 @@ async fn update(args: UpdateArgs, context: &Context<'_>) -> Result<(), CliError>
         }
         (None, None) => None,
     };
+    let mut outputs: BTreeMap<String, String> = match &args.outputs_file {
+        Some(path) => read_outputs_file(path)
+            .map_err(|error| CliError::usage(error.to_string()))?
+            .into(),
+        None => BTreeMap::new(),
+    };
+    outputs.extend(args.set);
+    let outputs = Outputs::try_from(outputs).map_err(|error| CliError::usage(error.to_string()))?;
     let report = ReportTransition {
         state: args.state,
         status: args.status,
         message,
         expected_state: args.expected_state,
         source: config::report_source(args.source.as_deref(), context.env),
+        run: args.run,
+        fence: args.fence,
+        outputs,
     };
     let result = context
         .client()?
@@ -382,6 +447,60 @@ fn print_transition(result: &TransitionResult, context: &Context<'_>) -> Result<
     } else {
         printer.line(&format!("build `{}`: {}", result.build.id, result.note))
     }
+}
+
+async fn outputs(
+    id: &BuildId,
+    key: Option<&str>,
+    format: Option<OutputsFormat>,
+    context: &Context<'_>,
+) -> Result<u8, CliError> {
+    let outputs = context.client()?.outputs(id).await?;
+    let printer = &context.printer;
+    if let Some(key) = key {
+        let Some(output) = outputs.get(key) else {
+            let known: Vec<&str> = outputs.keys().map(String::as_str).collect();
+            return Err(CliError::new(
+                exit::NOT_FOUND,
+                format!(
+                    "build `{id}` has no output `{key}`{}",
+                    if known.is_empty() {
+                        " (no stage has set any)".to_owned()
+                    } else {
+                        format!(" (it has: {})", known.join(", "))
+                    }
+                ),
+            ));
+        };
+        if printer.is_json() {
+            printer.json(output)?;
+        } else if format == Some(OutputsFormat::Env) {
+            printer
+                .line(env_lines(&BTreeMap::from([(key.to_owned(), output.clone())])).trim_end())?;
+        } else {
+            printer.line(&output.value)?;
+        }
+        return Ok(exit::SUCCESS);
+    }
+    if printer.is_json() {
+        printer.json(&outputs)?;
+    } else if format == Some(OutputsFormat::Env) {
+        let lines = env_lines(&outputs);
+        if !lines.is_empty() {
+            printer.line(lines.trim_end())?;
+        }
+    } else {
+        printer.outputs(&outputs)?;
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn parse_output(text: &str) -> Result<(String, String), String> {
+    let (key, value) = parse_assignment(text)?;
+    buildstate_domain::outputs::check_output_key(&key).map_err(|error| error.to_string())?;
+    buildstate_domain::outputs::check_output_value(&key, &value)
+        .map_err(|error| error.to_string())?;
+    Ok((key, value))
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {

@@ -36,11 +36,13 @@ Exit codes:
    1  failure with no code of its own (server error, I/O)
    2  usage error: a missing or invalid flag or value
    3  not found: no such build, token or user
-   4  conflict: the build refused the change (e.g. stage already completed, build blocked)
+   4  conflict: the build refused the change (e.g. stage already completed, build blocked,
+      another run holds the stage)
    5  authentication: no token, or an invalid, expired or too narrow one
    6  the server was unreachable after retries
   10  build gate: skip (the stage already completed)
-  11  build gate: wait (the stage is backing off); build run: did not wait
+  11  build gate: wait (the stage is backing off, or another run holds it); build run: did
+      not wait
   12  build gate: stop (blocked, cancelled, completed, or after a failed stage);
       build run: did not run
   build run exits with its command's own code whenever it ran the command.

@@ -186,9 +186,56 @@ impl Printer {
                 .map_or_else(|| "-".to_owned(), time),
         ));
         table.add_row(text("last message", optional(build.last_message.as_ref())));
+        table.add_row(text(
+            "lease",
+            build.lease.as_ref().map_or_else(
+                || "-".to_owned(),
+                |lease| {
+                    format!(
+                        "stage {} held by `{}` until {} (fence {})",
+                        lease.stage,
+                        lease.holder,
+                        time(&lease.expires_at),
+                        lease.fence
+                    )
+                },
+            ),
+        ));
+        table.add_row(text(
+            "outputs",
+            if build.outputs.is_empty() {
+                "-".to_owned()
+            } else {
+                build
+                    .outputs
+                    .iter()
+                    .map(|(key, output)| format!("{key}={} (stage {})", output.value, output.stage))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            },
+        ));
         table.add_row(text("created", time(&build.created_at)));
         table.add_row(text("updated", time(&build.updated_at)));
         self.print_fitted(table, &[1])
+    }
+
+    /// A build's merged outputs: key, value and the stage that set it.
+    pub fn outputs(
+        &self,
+        outputs: &std::collections::BTreeMap<String, buildstate_domain::StageOutput>,
+    ) -> Result<(), CliError> {
+        if self.is_json() {
+            return self.json(outputs);
+        }
+        let mut table = self.table(&["KEY", "VALUE", "STAGE"]);
+        for (key, output) in outputs {
+            table.add_row(vec![
+                Cell::new(key),
+                Cell::new(&output.value),
+                Cell::new(output.stage),
+            ]);
+        }
+        self.print_table(table)
     }
 
     /// Builds, one per row.

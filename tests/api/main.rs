@@ -12,3 +12,5 @@ mod client;
 mod concurrency;
 mod health;
 mod helpers;
+mod leases;
+mod outputs;

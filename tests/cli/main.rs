@@ -10,5 +10,6 @@ mod bad_input;
 mod builds;
 mod examples;
 mod helpers;
+mod outputs;
 mod run;
 mod usage;

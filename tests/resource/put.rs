@@ -10,13 +10,7 @@ use crate::support::TestApp;
 
 /// A report of `status` on `state`.
 pub fn report(state: i64, status: ReportStatus) -> ReportTransition {
-    ReportTransition {
-        state: StateCode::new(state).expect("valid code"),
-        status,
-        message: None,
-        expected_state: None,
-        source: None,
-    }
+    ReportTransition::new(StateCode::new(state).expect("valid code"), status)
 }
 
 async fn history_len(app: &TestApp, version: &Value) -> usize {

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 pub use buildstate_domain::wire::BuildQuery;
 use buildstate_domain::wire::{
     Build, BuildPage, CreateToken, CreateUser, CreatedToken, ErrorBody, ErrorCode, GateAnswer,
-    Health, HistoryPage, HistoryQuery, OperatorReason, ReportTransition, ResetBuild, StartBuild,
-    StartedBuild, StatusOverview, TokenInfo, TransitionResult, User, Whoami,
+    Health, HistoryPage, HistoryQuery, LeaseRequest, OperatorReason, ReportTransition, ResetBuild,
+    StartBuild, StartedBuild, StatusOverview, TokenInfo, TransitionResult, User, Whoami,
 };
-use buildstate_domain::{BuildId, StateCode};
+use buildstate_domain::{BuildId, Lease, StageOutput, StateCode};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -289,7 +289,21 @@ impl Client {
     }
 
     pub async fn gate(&self, id: &BuildId, stage: StateCode) -> Result<GateAnswer> {
-        let pairs = [("state", stage.to_string())];
+        self.gate_for_run(id, stage, None).await
+    }
+
+    /// The gate for `stage`, asked by run `run` (the identity its reports send): the run that
+    /// holds the stage's lease gets `run`, every other run `wait` while the lease lasts.
+    pub async fn gate_for_run(
+        &self,
+        id: &BuildId,
+        stage: StateCode,
+        run: Option<&str>,
+    ) -> Result<GateAnswer> {
+        let mut pairs = vec![("state", stage.to_string())];
+        if let Some(run) = run {
+            pairs.push(("run", run.to_owned()));
+        }
         self.send::<(), _>(
             Method::GET,
             &format!("/builds/{id}/gate"),
@@ -298,6 +312,39 @@ impl Client {
             None,
         )
         .await
+    }
+
+    /// Extends the lease the run holds on `request.state` (a heartbeat). A lost answer is not
+    /// sent again: the next heartbeat is the retry.
+    pub async fn heartbeat(&self, id: &BuildId, request: &LeaseRequest) -> Result<Lease> {
+        self.send(
+            Method::POST,
+            &format!("/builds/{id}/heartbeat"),
+            Some(request),
+            &[],
+            None,
+        )
+        .await
+    }
+
+    /// Gives the lease on `request.state` up without reporting on the stage.
+    pub async fn release(&self, id: &BuildId, request: &LeaseRequest) -> Result<Build> {
+        self.send(
+            Method::POST,
+            &format!("/builds/{id}/release"),
+            Some(request),
+            &[],
+            None,
+        )
+        .await
+    }
+
+    /// The build's merged outputs: every key once, with the stage that set it.
+    pub async fn outputs(
+        &self,
+        id: &BuildId,
+    ) -> Result<std::collections::BTreeMap<String, StageOutput>> {
+        Ok(self.get_build(id).await?.outputs)
     }
 
     pub async fn retry_build(&self, id: &BuildId, reason: &str) -> Result<TransitionResult> {

@@ -61,6 +61,11 @@ pub struct ServerConfig {
     /// 0 checks every request.
     #[arg(long, env = "BUILDSTATE_TOKEN_CACHE_MILLIS", default_value_t = 1000)]
     pub token_cache_millis: u64,
+    /// How long an `in_progress` report or a heartbeat holds a stage for its run, in seconds
+    /// (fractions allowed). Clients heartbeat well within it; a run that stops heartbeating
+    /// loses the stage to the next run once it ends.
+    #[arg(long, env = "BUILDSTATE_LEASE_SECS", default_value_t = 60.0, value_parser = parse_lease_secs)]
+    pub lease_secs: f64,
     /// The most PostgreSQL connections this process opens (its pool); each server process
     /// holds up to this many of the database's `max_connections`. SQLite ignores it (one
     /// writer, four readers).
@@ -71,6 +76,15 @@ pub struct ServerConfig {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub database_max_connections: u32,
+}
+
+fn parse_lease_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Ok(secs),
+        _ => Err(format!(
+            "`{text}` is not a lease time: give seconds, more than 0 and at most 86400"
+        )),
+    }
 }
 
 /// The PostgreSQL pool size unless configured: enough for the 64-client benchmark to keep the
@@ -90,6 +104,7 @@ impl ServerConfig {
             state_names: None,
             idempotency_ttl_secs: 86_400,
             token_cache_millis: 1000,
+            lease_secs: buildstate_domain::DEFAULT_LEASE_DURATION.as_secs_f64(),
             database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
         }
     }
@@ -116,6 +131,8 @@ impl ServerConfig {
                 max_retries: self.max_retries,
                 backoff_base: Duration::from_secs(self.backoff_base_secs),
                 backoff_cap: Duration::from_secs(self.backoff_cap_secs),
+                lease_duration: Duration::try_from_secs_f64(self.lease_secs)
+                    .context("invalid lease time")?,
             },
             default_max_retries: self.max_retries,
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
