@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use buildstate_client::env::EnvMap;
 use buildstate_domain::limits::MAX_MESSAGE_CHARS;
-use buildstate_domain::{BuildId, BuildKey, ImageType, Labels, Platform, ReportStatus, StateCode};
+use buildstate_domain::{
+    BuildId, BuildKey, ImageType, Labels, Outputs, Platform, ReportStatus, StateCode,
+};
 
 /// Every input `action.yml` declares (a test checks the two agree).
 pub const DECLARED: &[&str] = &[
@@ -131,7 +133,7 @@ pub struct Inputs {
     pub message: Option<String>,
     pub message_file: Option<PathBuf>,
     pub expected_state: Option<StateCode>,
-    pub outputs: BTreeMap<String, String>,
+    pub outputs: Outputs,
     pub on_backoff: OnBackoff,
     pub max_wait: Duration,
     pub github_token: Option<String>,
@@ -350,7 +352,8 @@ pub fn parse(env: &EnvMap) -> Result<Inputs, InputError> {
         message,
         message_file: raw(env, "message-file").map(PathBuf::from),
         expected_state: parsed(env, "expected-state")?,
-        outputs: key_values(env, "outputs")?,
+        outputs: Outputs::try_from(key_values(env, "outputs")?)
+            .map_err(|invalid| error("outputs", invalid.to_string()))?,
         on_backoff,
         max_wait,
         github_token: raw(env, "github-token"),
@@ -510,6 +513,17 @@ mod tests {
             ),
             (
                 &[
+                    ("command", "report"),
+                    ("build-id", "b_1"),
+                    ("state", "5"),
+                    ("status", "completed"),
+                    ("outputs", "ami id=1"),
+                ],
+                "outputs",
+                "ami id",
+            ),
+            (
+                &[
                     ("command", "gate"),
                     ("build-id", "b_1"),
                     ("state", "5"),
@@ -592,8 +606,8 @@ mod tests {
         ]))
         .expect("valid");
         assert_eq!(
-            inputs.outputs,
-            BTreeMap::from([
+            inputs.outputs.as_map(),
+            &BTreeMap::from([
                 ("ami_id".to_owned(), "ami-123".to_owned()),
                 ("region".to_owned(), "eu-west-1=x".to_owned()),
             ])

@@ -196,12 +196,16 @@ impl Step<'_, '_> {
         let id = self.resolve(client, inputs).await?;
         self.log
             .group(&format!("buildstate: report stage {state} {status}"));
+        // The run identity that holds the stage's lease: this run attempt. An `in_progress`
+        // report claims the stage for it; its `completed` or `failed` report releases it.
+        let source = self.run.source(self.env);
         let report = ReportTransition {
-            state,
-            status,
             message,
             expected_state: inputs.expected_state,
-            source: self.run.source(self.env),
+            source: source.clone(),
+            run: source.clone(),
+            outputs: inputs.outputs.clone(),
+            ..ReportTransition::new(state, status)
         };
         let idempotency_key = self.run.idempotency_key(&id, state, status);
         if let Some(key) = &idempotency_key {
@@ -223,6 +227,28 @@ impl Step<'_, '_> {
             "build `{id}`: {} — now at stage {} ({}), {}",
             result.note, build.state, build.state_name, build.status
         ));
+        if let Some(lease) = build
+            .lease
+            .as_ref()
+            .filter(|lease| Some(&lease.holder) == source.as_ref())
+        {
+            self.log.line(&format!(
+                "this run holds stage {} until {} (fence {}); its `completed` or `failed` report releases it",
+                lease.stage, lease.expires_at.to_rfc3339(), lease.fence
+            ));
+        }
+        if !inputs.outputs.is_empty() {
+            self.log.line(&format!(
+                "recorded outputs: {}",
+                inputs
+                    .outputs
+                    .as_map()
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         let ladder = inputs.summary == Summary::Ladder
             || (inputs.summary == Summary::Auto
                 && (status == ReportStatus::Failed
@@ -251,22 +277,31 @@ impl Step<'_, '_> {
             no_wait: inputs.on_backoff == OnBackoff::Fail,
             max_wait: inputs.max_wait,
         };
+        // Asked as this run attempt: if it holds the stage's lease it may run; while another
+        // run holds it, the answer is `wait`, like a backoff.
+        let run_identity = self.run.source(self.env);
         let log = &mut *self.log;
-        let outcome =
-            gate_wait::gate_until_runnable(client, &id, stage, policy, &mut |answer, wait| {
+        let outcome = gate_wait::gate_until_runnable_for_run(
+            client,
+            &id,
+            stage,
+            run_identity.as_deref(),
+            policy,
+            &mut |answer, wait| {
                 log.line(&format!(
-                    "stage {stage} is backing off: {}; waiting {}s before asking again",
+                    "stage {stage} must wait: {}; asking again in {}s",
                     answer.reason,
                     wait.as_secs()
                 ));
-            })
-            .await
-            .map_err(|error| {
-                Failure::api(
-                    &format!("cannot ask the gate for stage {stage} of build `{id}`"),
-                    &error,
-                )
-            })?;
+            },
+        )
+        .await
+        .map_err(|error| {
+            Failure::api(
+                &format!("cannot ask the gate for stage {stage} of build `{id}`"),
+                &error,
+            )
+        })?;
         let answer = match &outcome {
             GateOutcome::Run(answer)
             | GateOutcome::Skip(answer)
@@ -352,7 +387,7 @@ impl Step<'_, '_> {
                 Err(Failure::new(
                     exit::GATE_WAIT,
                     format!(
-                        "{stage_words} of build `{id}` is backing off for {seconds}s more: {}; {fix}",
+                        "{stage_words} of build `{id}` cannot run for {seconds}s more: {}; {fix}",
                         answer.reason
                     ),
                 ))
@@ -571,9 +606,13 @@ fn done_in(history: &[HistoryEntry], stage: StateCode) -> Option<(&'static str, 
 }
 
 /// The build's stage outputs as a JSON object of `name: value`, for `fromJSON(...)`.
-fn stage_outputs(_build: &Build) -> String {
-    // Stage outputs arrive with the server's outputs support; until then there are none.
-    "{}".to_owned()
+fn stage_outputs(build: &Build) -> String {
+    let values: std::collections::BTreeMap<&str, &str> = build
+        .outputs
+        .iter()
+        .map(|(key, output)| (key.as_str(), output.value.as_str()))
+        .collect();
+    json(&values)
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {

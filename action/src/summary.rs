@@ -210,6 +210,8 @@ mod tests {
             last_seq: 1,
             created_at: at,
             updated_at: at,
+            outputs: Default::default(),
+            lease: None,
         }
     }
 
@@ -227,6 +229,7 @@ mod tests {
                 .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
                 .single()
                 .expect("time"),
+            outputs: None,
         }
     }
 

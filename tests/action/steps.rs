@@ -300,7 +300,7 @@ async fn a_gate_on_a_backing_off_stage_fails_when_told_not_to_wait_or_it_would_w
 
         // Assert: an error that says what to change, and outputs that say why.
         let message = outcome.failed();
-        assert!(message.contains("is backing off for"), "{message}");
+        assert!(message.contains("cannot run for"), "{message}");
         assert!(message.contains(fix), "{message}");
         assert_eq!(outcome.code, 11);
         assert_eq!(outcome.output("decision"), "wait");
@@ -337,7 +337,7 @@ async fn a_gate_waits_out_a_short_backoff_then_says_run() {
         outcome
             .log_lines()
             .iter()
-            .any(|line| line.contains("is backing off") && line.contains("waiting")),
+            .any(|line| line.contains("must wait") && line.contains("asking again in")),
         "{}",
         outcome.stdout
     );
@@ -424,3 +424,100 @@ async fn debug_lines_appear_only_when_the_runner_asks_for_them() {
         verbose.stdout
     );
 }
+
+async fn a_completed_stages_outputs_come_back_to_the_rerun_as_json(app: TestApp) {
+    // Arrange: attempt 1 completes stage 0 with an AMI id, then fails stage 5.
+    let action = Action::new(&app.base_url, &app.admin_token);
+    let first = Workflow::default();
+    let id = start(&action, &first).await;
+    let report = |state: &'static str, status: &'static str, outputs: &'static str| {
+        Step::new(
+            &format!("report_{state}_{status}"),
+            &[
+                ("build-id", id.as_str()),
+                ("command", "report"),
+                ("state", state),
+                ("status", status),
+                ("outputs", outputs),
+            ],
+        )
+    };
+    let completed = action
+        .run(
+            &first,
+            &report("0", "completed", "ami_id=ami-0abc123\nregion = eu-west-1\n"),
+        )
+        .await
+        .ok();
+    assert!(
+        completed
+            .stdout
+            .contains("recorded outputs: ami_id, region"),
+        "{}",
+        completed.stdout
+    );
+    action.run(&first, &report("5", "failed", "")).await.ok();
+
+    // Act: the re-run's gate on the failed stage.
+    let gate = action
+        .run(&first.rerun(), &gate_step(&id, "5", &[]))
+        .await
+        .ok();
+
+    // Assert: `fromJSON(steps.gate.outputs.outputs).ami_id` would read the first attempt's value.
+    assert_eq!(gate.output("decision"), "run");
+    assert_eq!(
+        json(gate.output("outputs")),
+        serde_json::json!({"ami_id": "ami-0abc123", "region": "eu-west-1"})
+    );
+}
+
+async fn an_in_progress_report_holds_the_stage_for_its_run_until_it_reports_again(app: TestApp) {
+    // Arrange: attempt 1 claims stage 0.
+    let action = Action::new(&app.base_url, &app.admin_token);
+    let first = Workflow::default();
+    let id = start(&action, &first).await;
+    let report = |status: &'static str| {
+        Step::new(
+            &format!("report_{status}"),
+            &[
+                ("build-id", id.as_str()),
+                ("command", "report"),
+                ("state", "0"),
+                ("status", status),
+            ],
+        )
+    };
+    let claimed = action.run(&first, &report("in_progress")).await.ok();
+    assert!(
+        claimed.stdout.contains("this run holds stage 0 until"),
+        "{}",
+        claimed.stdout
+    );
+
+    // Act + Assert: the holder may run; another run (a second attempt) must wait.
+    let holder = action.run(&first, &gate_step(&id, "0", &[])).await.ok();
+    assert_eq!(holder.output("decision"), "run");
+    let other = action
+        .run(
+            &first.rerun(),
+            &gate_step(&id, "0", &[("on-backoff", "fail")]),
+        )
+        .await;
+    let message = other.failed();
+    assert_eq!(other.output("decision"), "wait");
+    assert!(message.contains("cannot run for"), "{message}");
+
+    // The holder's completion releases it: the stage is done for everyone.
+    action.run(&first, &report("completed")).await.ok();
+    let after = action
+        .run(&first.rerun(), &gate_step(&id, "0", &[]))
+        .await
+        .ok();
+    assert_eq!(after.output("decision"), "skip");
+}
+
+crate::on_both_backends!(
+    a_completed_stages_outputs_come_back_to_the_rerun_as_json,
+    an_in_progress_report_holds_the_stage_for_its_run_until_it_reports_again,
+);
