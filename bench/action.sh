@@ -47,3 +47,8 @@ unset BUILDSTATE_API_URL BUILDSTATE_API_TOKEN
 ln -s "$CLIENT_BIN" "$work/bldst-action"
 echo "client binary: $(stat -c %s "$CLIENT_BIN") bytes"
 python3 bench/action_bench.py "$RUNS" "$work/bldst-action" "http://127.0.0.1:$port" "$token" "$id"
+echo "history entries of the build after the runs: $(
+    BUILDSTATE_API_URL="http://127.0.0.1:$port" BUILDSTATE_API_TOKEN="$token" \
+        "$CLIENT_BIN" -o json build history "$id" --limit 1000 |
+        python3 -c 'import json,sys; print(len(json.load(sys.stdin)["entries"]))'
+)"

@@ -14,12 +14,12 @@ import tempfile
 import time
 
 
-def runner_env(step_dir, inputs, attempt):
+def runner_env(step_dir, inputs, step):
     env = {
         "HOME": "/github/home", "CI": "true", "GITHUB_ACTIONS": "true",
         "GITHUB_SERVER_URL": "https://github.com", "GITHUB_API_URL": "https://api.github.com",
         "GITHUB_REPOSITORY": "org/images", "GITHUB_RUN_ID": "4242",
-        "GITHUB_RUN_ATTEMPT": str(attempt), "GITHUB_JOB": "build", "GITHUB_ACTION": "bench",
+        "GITHUB_RUN_ATTEMPT": "1", "GITHUB_JOB": "build", "GITHUB_ACTION": step,
         "GITHUB_SHA": "0" * 40,
         "GITHUB_OUTPUT": os.path.join(step_dir, "set_output"),
         "GITHUB_STEP_SUMMARY": os.path.join(step_dir, "step_summary"),
@@ -29,11 +29,11 @@ def runner_env(step_dir, inputs, attempt):
     return env
 
 
-def measure(label, program, inputs, runs, attempt_of):
+def measure(label, program, inputs, runs, step_of):
     walls, rss = [], []
     for run in range(runs):
         step_dir = tempfile.mkdtemp()
-        env = runner_env(step_dir, inputs, attempt_of(run))
+        env = runner_env(step_dir, inputs, step_of(run))
         started = time.perf_counter()
         child = subprocess.Popen([program], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, env=env)
@@ -55,15 +55,15 @@ def main():
     print("|---|---|---|---|---|")
     # A gate on a completed stage: the common case of a re-run (gate, build, history reads).
     measure("gate (skip: a completed stage)", program,
-            {**base, "command": "gate", "state": "5"}, runs, lambda run: 1)
+            {**base, "command": "gate", "state": "5"}, runs, lambda run: "gate")
     # A gate on the next stage: run.
     measure("gate (run: the next stage)", program,
-            {**base, "command": "gate", "state": "20"}, runs, lambda run: 1)
-    # A report that changes the build: `in_progress` on the stage, from a new attempt each run
-    # (a new idempotency key; the same run identity would only renew its lease).
+            {**base, "command": "gate", "state": "20"}, runs, lambda run: "gate")
+    # A report that is recorded each time: `in_progress` on the stage from the run attempt that
+    # holds its lease, as a different step each run (a new idempotency key, so not a replay).
     measure("report (in_progress, recorded)", program,
             {**base, "command": "report", "state": "20", "status": "in_progress"},
-            runs, lambda run: run + 2)
+            runs, lambda run: f"report_{run}")
 
 
 if __name__ == "__main__":
