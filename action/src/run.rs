@@ -578,14 +578,14 @@ impl Step<'_, '_> {
     }
 }
 
-/// The build's page for people: `dashboard-url` with `{id}` replaced, else the API's
-/// `/builds/ID`.
+/// The build's page for people: `dashboard-url` with `{id}` replaced, else the server's own
+/// dashboard (`/dashboard/#/builds/ID`).
 fn dashboard_url(env: &EnvMap, id: &BuildId) -> String {
     match inputs::raw(env, "dashboard-url") {
         Some(template) if template.contains("{id}") => template.replace("{id}", id.as_str()),
         Some(base) => format!("{}/{id}", base.trim_end_matches('/')),
         None => format!(
-            "{}/builds/{id}",
+            "{}/dashboard/#/builds/{id}",
             inputs::raw(env, "api-url")
                 .unwrap_or_default()
                 .trim_end_matches('/')

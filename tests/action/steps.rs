@@ -180,7 +180,7 @@ async fn a_rerun_resumes_the_build_and_skips_what_the_first_attempt_completed(ap
     );
     assert!(
         got.summary
-            .contains(&format!("[dashboard]({}/builds/{id})", app.base_url)),
+            .contains(&format!("[dashboard]({}/dashboard/#/builds/{id})", app.base_url)),
         "{}",
         got.summary
     );

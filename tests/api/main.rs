@@ -14,3 +14,4 @@ mod health;
 mod helpers;
 mod leases;
 mod outputs;
+mod reports;

@@ -4,15 +4,20 @@
 //! server cleanly; `bldst server` calls [`run`].
 
 pub mod api;
+pub mod dashboard;
 pub mod db;
+pub mod events;
+pub mod metrics;
 pub mod names;
 pub mod secrets;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use buildstate_domain::reports::StuckThresholds;
 use buildstate_domain::{Email, RetryPolicy, Role, Scope, Username};
 use chrono::Utc;
 use tokio::net::TcpListener;
@@ -76,6 +81,29 @@ pub struct ServerConfig {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub database_max_connections: u32,
+    /// Seconds without any report after which an unfinished build counts as stuck (reports,
+    /// metrics and the `stuck` alert).
+    #[arg(long, env = "BUILDSTATE_STUCK_AFTER_SECS", default_value_t = 3600)]
+    pub stuck_after_secs: u64,
+    /// Per-stage stuck thresholds: `CODE=SECONDS` pairs separated by `;` (e.g. `10=7200;55=600`).
+    #[arg(long, env = "BUILDSTATE_STUCK_AFTER_BY_CODE")]
+    pub stuck_after_by_code: Option<String>,
+    /// A JSON file listing webhooks: `[{"url": …, "secret": …, "alerts": ["blocked", "stuck",
+    /// "failed", "completed"]}]` (README: Alerts).
+    #[arg(long, env = "BUILDSTATE_WEBHOOKS_FILE")]
+    pub webhooks_file: Option<std::path::PathBuf>,
+    /// How often, in seconds, to look for builds that became stuck (for the `stuck` alert).
+    #[arg(long, env = "BUILDSTATE_STUCK_CHECK_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub stuck_check_secs: u64,
+    /// The wait, in milliseconds, before retrying a failed webhook delivery; it doubles with
+    /// each further failure (at most 5 minutes), for 6 attempts in all.
+    #[arg(
+        long,
+        env = "BUILDSTATE_WEBHOOK_RETRY_BASE_MILLIS",
+        default_value_t = 1000
+    )]
+    pub webhook_retry_base_millis: u64,
 }
 
 fn parse_lease_secs(text: &str) -> Result<f64, String> {
@@ -106,6 +134,11 @@ impl ServerConfig {
             token_cache_millis: 1000,
             lease_secs: buildstate_domain::DEFAULT_LEASE_DURATION.as_secs_f64(),
             database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
+            stuck_after_secs: 3600,
+            stuck_after_by_code: None,
+            webhooks_file: None,
+            stuck_check_secs: 60,
+            webhook_retry_base_millis: 1000,
         }
     }
 
@@ -122,9 +155,31 @@ impl ServerConfig {
     /// Connects to the database (applying migrations) and assembles the handlers' state.
     pub async fn app_state(&self) -> anyhow::Result<AppState> {
         let names = StateNames::parse(self.state_names.as_deref().unwrap_or(""))?;
+        let stuck_thresholds = StuckThresholds::parse(
+            Duration::from_secs(self.stuck_after_secs),
+            self.stuck_after_by_code.as_deref().unwrap_or(""),
+        )
+        .map_err(|error| anyhow::anyhow!("invalid BUILDSTATE_STUCK_AFTER_BY_CODE entry {error}"))?;
+        let hooks = match &self.webhooks_file {
+            Some(path) => webhooks::read_hooks(path)?,
+            None => Vec::new(),
+        };
+        let webhooks = webhooks::Webhooks::new(
+            hooks,
+            webhooks::RetryPlan {
+                attempts: 6,
+                base: Duration::from_millis(self.webhook_retry_base_millis),
+                cap: Duration::from_secs(300),
+            },
+        )?;
         let db =
             Database::connect(&self.database_url, names, self.database_max_connections).await?;
         Ok(AppState::new(AppInner {
+            events: events::EventHub::new(&db, &self.database_url),
+            metrics: std::sync::Arc::new(metrics::Metrics::new()),
+            stuck_thresholds,
+            webhooks,
+            stuck_check: Duration::from_secs(self.stuck_check_secs),
             db,
             hasher: self.hasher(),
             retry_policy: RetryPolicy {
@@ -153,11 +208,25 @@ pub async fn serve(
         db.clone(),
         state.idempotency_ttl,
     ));
+    let followers = [
+        state.events.follow().await,
+        (!state.webhooks.is_empty()).then(|| state.webhooks.follow(&state.events)),
+        (!state.webhooks.is_empty()).then(|| {
+            state.webhooks.watch_stuck(
+                db.clone(),
+                state.stuck_thresholds.clone(),
+                state.stuck_check,
+            )
+        }),
+    ];
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown)
         .await
         .context("the HTTP server failed");
     housekeeping.abort();
+    for follower in followers.into_iter().flatten() {
+        follower.abort();
+    }
     db.close().await;
     served
 }
