@@ -179,8 +179,10 @@ async fn a_rerun_resumes_the_build_and_skips_what_the_first_attempt_completed(ap
         got.summary
     );
     assert!(
-        got.summary
-            .contains(&format!("[dashboard]({}/dashboard/#/builds/{id})", app.base_url)),
+        got.summary.contains(&format!(
+            "[dashboard]({}/dashboard/#/builds/{id})",
+            app.base_url
+        )),
         "{}",
         got.summary
     );
