@@ -37,25 +37,6 @@ impl FrontEnd {
     }
 }
 
-/// Runs the Concourse resource's `command` on the process's stdin, stdout, stderr, arguments
-/// and environment.
-pub fn resource_main(command: buildstate_resource::Command) -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args_os()
-        .skip(1)
-        .map(|arg| arg.to_string_lossy().into_owned())
-        .collect();
-    let env = buildstate_client::env::EnvMap::from_process();
-    let code = buildstate_resource::run(
-        command,
-        &args,
-        &mut std::io::stdin().lock(),
-        &mut std::io::stdout().lock(),
-        &mut std::io::stderr().lock(),
-        &env,
-    );
-    std::process::ExitCode::from(code)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 fn main() -> std::process::ExitCode {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     match buildstate::FrontEnd::for_program(&argv0) {
-        buildstate::FrontEnd::Resource(command) => buildstate::resource_main(command),
+        buildstate::FrontEnd::Resource(command) => buildstate_resource::main(command),
         buildstate::FrontEnd::Cli => buildstate::cli::main(),
         buildstate::FrontEnd::Action => buildstate_action::main(),
     }
