@@ -18,6 +18,8 @@ pub enum FrontEnd {
     Resource(buildstate_resource::Command),
     /// `bldst`, `bldst_cli` or any other name.
     Cli,
+    /// `bldst-action`: the GitHub Action's entrypoint in the image.
+    Action,
 }
 
 impl FrontEnd {
@@ -25,30 +27,14 @@ impl FrontEnd {
     /// directory.
     pub fn for_program(argv0: &OsStr) -> FrontEnd {
         let name = Path::new(argv0).file_name().and_then(OsStr::to_str);
+        if name == Some(buildstate_action::PROGRAM_NAME) {
+            return FrontEnd::Action;
+        }
         match name.and_then(buildstate_resource::Command::from_program_name) {
             Some(command) => FrontEnd::Resource(command),
             None => FrontEnd::Cli,
         }
     }
-}
-
-/// Runs the Concourse resource's `command` on the process's stdin, stdout, stderr, arguments
-/// and environment.
-pub fn resource_main(command: buildstate_resource::Command) -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args_os()
-        .skip(1)
-        .map(|arg| arg.to_string_lossy().into_owned())
-        .collect();
-    let env = buildstate_client::env::EnvMap::from_process();
-    let code = buildstate_resource::run(
-        command,
-        &args,
-        &mut std::io::stdin().lock(),
-        &mut std::io::stdout().lock(),
-        &mut std::io::stderr().lock(),
-        &env,
-    );
-    std::process::ExitCode::from(code)
 }
 
 #[cfg(test)]
@@ -68,5 +54,8 @@ mod tests {
         assert_eq!(of("/usr/local/bin/bldst"), FrontEnd::Cli);
         assert_eq!(of("bldst_cli"), FrontEnd::Cli);
         assert_eq!(of("/opt/resource/checker"), FrontEnd::Cli);
+        assert_eq!(of("/usr/local/bin/bldst-action"), FrontEnd::Action);
+        assert_eq!(of("bldst-action"), FrontEnd::Action);
+        assert_eq!(of("bldst-action-old"), FrontEnd::Cli);
     }
 }

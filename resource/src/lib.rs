@@ -52,6 +52,25 @@ impl Command {
     }
 }
 
+/// Runs the resource's `command` on the process's stdin, stdout, stderr, arguments and
+/// environment: what `/opt/resource/{check,in,out}` do.
+pub fn main(command: Command) -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    let env = EnvMap::from_process();
+    let code = run(
+        command,
+        &args,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+        &env,
+    );
+    std::process::ExitCode::from(code)
+}
+
 /// Exit code of a failed command (the resource interface only distinguishes zero/non-zero).
 pub const FAILURE: u8 = 1;
 
