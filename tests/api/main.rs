@@ -12,3 +12,4 @@ mod client;
 mod concurrency;
 mod health;
 mod helpers;
+mod replicas;

@@ -3,6 +3,8 @@
 //! `BUILDSTATE_TEST_POSTGRES_URL` and dropped afterwards.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::future::Future;
 use std::time::Duration;
 

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod db;
 pub mod names;
+pub mod revocations;
 pub mod secrets;
 
 use std::future::Future;
@@ -57,8 +58,9 @@ pub struct ServerConfig {
     )]
     pub idempotency_ttl_secs: u64,
     /// How long, in milliseconds, a checked token is trusted without asking the database
-    /// again; a token revoked through another server process works here that much longer.
-    /// 0 checks every request.
+    /// again. Revocations reach every process at once (PostgreSQL NOTIFY); this bounds a
+    /// revoked token's life elsewhere only should that announcement be missed. 0 checks every
+    /// request.
     #[arg(long, env = "BUILDSTATE_TOKEN_CACHE_MILLIS", default_value_t = 1000)]
     pub token_cache_millis: u64,
 }
@@ -104,6 +106,7 @@ impl ServerConfig {
             default_max_retries: self.max_retries,
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
             recent_tokens: api::RecentTokens::new(Duration::from_millis(self.token_cache_millis)),
+            revocation_feed: revocations::RevocationFeed::for_database(&self.database_url),
         }))
     }
 }
@@ -116,6 +119,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let db = state.db.clone();
+    let revocations = match state.revocation_feed.clone() {
+        Some(feed) => Some(feed.follow(state.recent_tokens.clone()).await),
+        None => None,
+    };
     let housekeeping = tokio::spawn(forget_old_idempotency_keys(
         db.clone(),
         state.idempotency_ttl,
@@ -125,6 +132,9 @@ pub async fn serve(
         .await
         .context("the HTTP server failed");
     housekeeping.abort();
+    if let Some(revocations) = revocations {
+        revocations.abort();
+    }
     db.close().await;
     served
 }

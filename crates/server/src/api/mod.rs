@@ -38,14 +38,18 @@ pub struct AppInner {
     pub idempotency_ttl: std::time::Duration,
     /// Tokens seen in the last moment, so a busy pipeline does not look its token up per request.
     pub recent_tokens: RecentTokens,
+    /// On PostgreSQL: where revocations through other server processes are announced.
+    pub revocation_feed: Option<crate::revocations::RevocationFeed>,
 }
 
 /// A per-process cache of authenticated tokens, kept for a short time (a second by default).
 ///
 /// Every request needs its token checked; looking it up in the database each time costs a
-/// fifth of a report's database work. The price: a token revoked through another server
-/// process keeps working here until its entry expires. Revoking through this process forgets
-/// every entry at once. Expiry is checked on every request.
+/// fifth of a report's database work. Revoking through this process forgets every entry at
+/// once; on PostgreSQL a revocation through another process does too, as soon as its
+/// notification arrives ([`crate::revocations`]); the window bounds how long a token revoked
+/// elsewhere can work here should that notification be missed. Expiry is checked on every
+/// request.
 #[derive(Clone)]
 pub struct RecentTokens(Option<moka::sync::Cache<String, crate::db::Actor>>);
 
