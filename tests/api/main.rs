@@ -12,4 +12,5 @@ mod client;
 mod concurrency;
 mod health;
 mod helpers;
+mod limits;
 mod replicas;

@@ -76,6 +76,32 @@ impl ServerProcess {
         }
     }
 
+    /// Runs `bldst server bootstrap` on `database_url`; returns the first admin's token.
+    pub fn bootstrap(database_url: &str) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_bldst"))
+            .args([
+                "server",
+                "bootstrap",
+                "--username",
+                "admin",
+                "--email",
+                "admin@example.com",
+            ])
+            .env("DATABASE_URL", database_url)
+            .env("SECRET_KEY", "test-secret-key")
+            .output()
+            .expect("bldst server bootstrap runs");
+        assert!(
+            output.status.success(),
+            "bootstrap: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
+    }
+
     /// A client of this process with `token`.
     pub fn client_with(&self, token: &str) -> Client {
         let mut config = ClientConfig::new(&self.base_url, Some(token.to_owned()));

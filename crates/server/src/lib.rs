@@ -8,6 +8,7 @@ pub mod db;
 pub mod names;
 pub mod revocations;
 pub mod secrets;
+pub mod serving;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -63,6 +64,26 @@ pub struct ServerConfig {
     /// request.
     #[arg(long, env = "BUILDSTATE_TOKEN_CACHE_MILLIS", default_value_t = 1000)]
     pub token_cache_millis: u64,
+    /// The largest request body accepted, in bytes (a report's message is at most 16 KiB).
+    #[arg(long, env = "BUILDSTATE_MAX_BODY_BYTES", default_value_t = 65_536)]
+    pub max_body_bytes: usize,
+    /// Seconds a client may take to send a request's headers, from its first byte.
+    #[arg(
+        long,
+        env = "BUILDSTATE_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub header_read_timeout_secs: u64,
+    /// Seconds from a request's arrival to its answer (reading the body included); longer is
+    /// answered 503.
+    #[arg(long, env = "BUILDSTATE_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Connections open at once; further ones wait to be accepted.
+    #[arg(long, env = "BUILDSTATE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a kept-alive connection may sit without a request before it is closed.
+    #[arg(long, env = "BUILDSTATE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
 }
 
 impl ServerConfig {
@@ -78,6 +99,22 @@ impl ServerConfig {
             state_names: None,
             idempotency_ttl_secs: 86_400,
             token_cache_millis: 1000,
+            max_body_bytes: 65_536,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_connections: 1024,
+            idle_timeout_secs: 60,
+        }
+    }
+
+    /// The per-client limits these flags set.
+    pub fn limits(&self) -> serving::Limits {
+        serving::Limits {
+            max_body_bytes: self.max_body_bytes,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            max_connections: self.max_connections,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
         }
     }
 
@@ -107,6 +144,7 @@ impl ServerConfig {
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
             recent_tokens: api::RecentTokens::new(Duration::from_millis(self.token_cache_millis)),
             revocation_feed: revocations::RevocationFeed::for_database(&self.database_url),
+            limits: self.limits(),
         }))
     }
 }
@@ -127,16 +165,14 @@ pub async fn serve(
         db.clone(),
         state.idempotency_ttl,
     ));
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the HTTP server failed");
+    let limits = state.limits.clone();
+    serving::serve_connections(listener, api::router(state), limits, shutdown).await;
     housekeeping.abort();
     if let Some(revocations) = revocations {
         revocations.abort();
     }
     db.close().await;
-    served
+    Ok(())
 }
 
 /// Every hour (and at start), drops idempotent answers older than `ttl`.

@@ -8,11 +8,15 @@ pub mod health;
 
 use std::sync::Arc;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::routing::{delete, get, post};
+use axum::{BoxError, Extension};
 use axum::{Json, Router};
 use buildstate_domain::RetryPolicy;
+use tower::timeout::TimeoutLayer;
+use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -20,9 +24,6 @@ use utoipa::{Modify, OpenApi};
 use crate::db::Database;
 use crate::secrets::TokenHasher;
 use error::ApiError;
-
-/// The largest request body accepted; a report message is at most 16 KiB of text.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What every handler shares. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -40,7 +41,13 @@ pub struct AppInner {
     pub recent_tokens: RecentTokens,
     /// On PostgreSQL: where revocations through other server processes are announced.
     pub revocation_feed: Option<crate::revocations::RevocationFeed>,
+    /// What one client may take: body size, timeouts, connections.
+    pub limits: crate::serving::Limits,
 }
+
+/// The body size limit, as a request extension: [`extract::ApiJson`] names it when refusing.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
 
 /// A per-process cache of authenticated tokens, kept for a short time (a second by default).
 ///
@@ -138,8 +145,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// Every route of the API.
+/// Every route of the API, with the per-request limits of `state.limits`.
 pub fn router(state: AppState) -> Router {
+    let limits = state.limits.clone();
+    let timeout = limits.request_timeout;
     // Shared, not owned: axum clones the whole router for every connection it accepts, and an
     // owned document (about half a megabyte) was deep-copied with it.
     let document = Arc::new(openapi());
@@ -176,7 +185,15 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens/{id}", delete(accounts::revoke_token))
         .route("/auth/whoami", get(accounts::whoami))
         .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()) })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(Extension(BodyLimit(limits.max_body_bytes)))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |_: BoxError| async move {
+                    ApiError::request_timeout(timeout)
+                }))
+                .layer(TimeoutLayer::new(timeout)),
+        )
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
