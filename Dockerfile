@@ -1,22 +1,51 @@
-# The client image: `bldst` alone, built without the `server` feature, so neither axum nor sqlx
-# is in it. It is both the Concourse resource type image and the GitHub Action image; their
-# entrypoints (resource/, action/) are added by their own issues.
+# One Dockerfile, two images:
 #
-#   docker build -t buildstate/bldst .
-#   docker run --rm -e BUILDSTATE_API_URL -e BUILDSTATE_API_TOKEN buildstate/bldst build list
+#   docker build -t buildstate/bldst .                        # the client image (default, last stage)
+#   docker build -t buildstate/server --target server .       # the REST server
+#
+# The client image is the Concourse resource type `state-store` (/opt/resource/check, in, out)
+# and the GitHub Action's image: one static `bldst` without the server feature (so neither
+# axum nor sqlx), the CA bundle, and nothing else — `FROM scratch`, no shell. It has no `USER`
+# (GitHub runs Docker actions as root and needs to write the workspace it mounts) and an
+# exec-form, absolute ENTRYPOINT. The same binary is every front end: it picks one by the name
+# it is started under (check/in/out: the resource; anything else: the command line).
+#
+# The `rootfs` stage compiles and assembles the root filesystem with scripts/image-rootfs.sh;
+# the final stage only copies it. The image test (tests/resource/image.rs) runs the same script
+# on a locally built static binary and passes the result with `--build-context rootfs=DIR`,
+# which stands in for this stage, so it builds the real final stage without pulling anything.
 
-FROM rust:1.95-slim-bookworm AS build
+ARG RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
+
+FROM ${RUST_IMAGE} AS rootfs
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --no-default-features --bin bldst
+RUN scripts/build-static.sh > /tmp/binary \
+ && scripts/image-rootfs.sh "$(cat /tmp/binary)" /etc/ssl/certs/ca-certificates.crt /
 
-FROM debian:bookworm-slim
+FROM ${RUST_IMAGE} AS server-build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin bldst
+
+FROM docker.io/library/debian:bookworm-slim AS server
+# Debian's security updates move ca-certificates' version: pinning it would break the build.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
- && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/bldst /usr/local/bin/bldst
-# The framework guide's pipelines call it `bldst_cli`.
-RUN ln -s /usr/local/bin/bldst /usr/local/bin/bldst_cli
+ && rm -rf /var/lib/apt/lists/* \
+ && mkdir -p /var/lib/buildstate \
+ && chown 65534:65534 /var/lib/buildstate
+COPY --from=server-build /src/target/release/bldst /usr/local/bin/bldst
+# The default SQLite file lands here; mount a volume, or set DATABASE_URL to PostgreSQL.
+WORKDIR /var/lib/buildstate
 USER 65534:65534
+ENV BUILDSTATE_LISTEN=0.0.0.0:8000
+EXPOSE 8000
+ENTRYPOINT ["/usr/local/bin/bldst"]
+CMD ["server"]
+
+FROM scratch AS client
+COPY --from=rootfs /rootfs/ /
 ENTRYPOINT ["/usr/local/bin/bldst"]
 CMD ["--help"]

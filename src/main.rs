@@ -7,6 +7,7 @@
 fn main() -> std::process::ExitCode {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     match buildstate::FrontEnd::for_program(&argv0) {
+        buildstate::FrontEnd::Resource(command) => buildstate::resource_main(command),
         buildstate::FrontEnd::Cli => buildstate::cli::main(),
     }
 }

@@ -6,13 +6,20 @@
 //! `completed S` — each locks the build row, appends a history row and updates the build row.
 //! After stage 95 the build stands at 100 and an operator reset takes it back to 0 (one request
 //! in 61, the same kind of write, kept out of the latency figures), so a client never runs out
-//! of work and never touches another client's row.
+//! of work and never touches another client's row. The [`ReportKind`] decides what the reports
+//! carry besides: nothing, outputs on every completion, or the client's run identity (so every
+//! `in_progress` claims a lease and the other two release it).
+//!
+//! The heartbeat load ([`run_heartbeats`]) keeps many leased stages alive, each heartbeating at
+//! a fixed interval, spread evenly so the server sees a steady rate.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+
+use crate::options::ReportKind;
 
 /// Latencies are recorded in microseconds, up to a minute, to 3 significant figures.
 const LATENCY_MAX_MICROS: u64 = 60_000_000;
@@ -107,12 +114,13 @@ pub async fn create_builds(target: &Target, clients: u32) -> anyhow::Result<Vec<
 pub async fn run_clients(
     target: &Target,
     build_ids: &[String],
+    kind: ReportKind,
     window: Window,
     max_requests: u64,
 ) -> anyhow::Result<LoadOutcome> {
     let mut clients = tokio::task::JoinSet::new();
-    for build_id in build_ids {
-        let client = Client::new(target, build_id)?;
+    for (index, build_id) in build_ids.iter().enumerate() {
+        let client = Client::new(target, build_id, kind, index)?;
         clients.spawn(client.run(window, max_requests));
     }
     let mut total = LoadOutcome {
@@ -161,16 +169,35 @@ struct Step {
 }
 
 /// The requests of one lap: three reports per stage 0..95, then the reset to 0.
-fn lap(base_url: &str, build_id: &str) -> Vec<(String, String, bool)> {
+fn lap(
+    base_url: &str,
+    build_id: &str,
+    kind: ReportKind,
+    client: usize,
+) -> Vec<(String, String, bool)> {
     let transitions = format!("{base_url}/builds/{build_id}/transitions");
     let mut steps = Vec::with_capacity(61);
     for stage in (0..=95).step_by(5) {
         for status in ["in_progress", "failed", "completed"] {
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "state": stage,
                 "status": status,
                 "message": "bldst-bench report",
             });
+            match kind {
+                ReportKind::Plain => {}
+                ReportKind::Outputs if status == "completed" => {
+                    body["outputs"] = serde_json::json!({
+                        "ami_id": format!("ami-0bench{client:04}{stage:03}"),
+                        "instance_ip": "10.0.3.17",
+                        "snapshot_id": format!("snap-0bench{stage:03}"),
+                    });
+                }
+                ReportKind::Outputs => {}
+                ReportKind::Leased => {
+                    body["run"] = serde_json::json!(format!("bldst-bench/client-{client}"));
+                }
+            }
             steps.push((transitions.clone(), body.to_string(), true));
         }
     }
@@ -192,8 +219,13 @@ struct Client {
 }
 
 impl Client {
-    fn new(target: &Target, build_id: &str) -> anyhow::Result<Self> {
-        let steps = lap(&target.base_url, build_id)
+    fn new(
+        target: &Target,
+        build_id: &str,
+        kind: ReportKind,
+        index: usize,
+    ) -> anyhow::Result<Self> {
+        let steps = lap(&target.base_url, build_id, kind, index)
             .into_iter()
             .map(|(url, body, is_transition)| Step {
                 url,
@@ -277,13 +309,145 @@ impl Client {
     }
 }
 
+/// What the heartbeat phase measured.
+#[derive(Debug)]
+pub struct HeartbeatOutcome {
+    /// Heartbeats answered 200 that started and finished inside the measured window.
+    pub heartbeats: u64,
+    pub latency_micros: Histogram<u64>,
+    /// Non-2xx answers and transport failures (any time during the phase).
+    pub errors: u64,
+    pub first_errors: Vec<String>,
+}
+
+/// The run identity the heartbeat phase's stage `index` is claimed with.
+fn heartbeat_run(index: usize) -> String {
+    format!("bldst-bench/heartbeat-{index}")
+}
+
+/// Claims stage 0 of each build for a run of its own: the leases the heartbeats keep alive.
+pub async fn claim_stages(target: &Target, build_ids: &[String]) -> anyhow::Result<()> {
+    let http = http_client()?;
+    for (index, build_id) in build_ids.iter().enumerate() {
+        let response = http
+            .post(format!("{}/builds/{build_id}/transitions", target.base_url))
+            .header(AUTHORIZATION, target.authorization()?)
+            .json(&serde_json::json!({
+                "state": 0,
+                "status": "in_progress",
+                "run": heartbeat_run(index),
+            }))
+            .send()
+            .await
+            .context("failed to claim a stage")?;
+        let status = response.status();
+        anyhow::ensure!(
+            status.is_success(),
+            "claiming stage 0 of `{build_id}` failed: {status} {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Sends every build's holder one heartbeat per `every`, the builds spread evenly over the
+/// interval, from a few keep-alive connections, until `window.end`.
+pub async fn run_heartbeats(
+    target: &Target,
+    build_ids: &[String],
+    every: Duration,
+    window: Window,
+) -> anyhow::Result<HeartbeatOutcome> {
+    const CONNECTIONS: usize = 8;
+    let http: Vec<reqwest::Client> = (0..CONNECTIONS)
+        .map(|_| http_client())
+        .collect::<anyhow::Result<_>>()?;
+    let authorization = target.authorization()?;
+    let spacing = every / u32::try_from(build_ids.len().max(1)).unwrap_or(u32::MAX);
+    let mut ticks = tokio::time::interval(spacing.max(Duration::from_micros(100)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = tokio::task::JoinSet::new();
+    let mut next = 0usize;
+    loop {
+        ticks.tick().await;
+        if Instant::now() >= window.end {
+            break;
+        }
+        let index = next % build_ids.len().max(1);
+        next += 1;
+        let url = format!("{}/builds/{}/heartbeat", target.base_url, build_ids[index]);
+        let body = serde_json::json!({"state": 0, "run": heartbeat_run(index)}).to_string();
+        let http = http[index % CONNECTIONS].clone();
+        let authorization = authorization.clone();
+        sent.spawn(async move {
+            let started = Instant::now();
+            let answer = async {
+                let response = http
+                    .post(&url)
+                    .header(AUTHORIZATION, authorization)
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .with_context(|| format!("POST {url} failed"))?;
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                anyhow::ensure!(status.is_success(), "POST {url}: {status} {text}");
+                Ok(())
+            }
+            .await;
+            (started, Instant::now(), answer)
+        });
+    }
+    let mut outcome = HeartbeatOutcome {
+        heartbeats: 0,
+        latency_micros: new_histogram()?,
+        errors: 0,
+        first_errors: Vec::new(),
+    };
+    while let Some(joined) = sent.join_next().await {
+        let (started, finished, answer) = joined.context("a heartbeat task failed")?;
+        match answer {
+            Ok(()) if started >= window.measure_from && finished <= window.end => {
+                outcome.heartbeats += 1;
+                let micros = finished.duration_since(started).as_micros();
+                outcome
+                    .latency_micros
+                    .saturating_record(u64::try_from(micros).unwrap_or(u64::MAX));
+            }
+            Ok(()) => {}
+            Err(error) => {
+                outcome.errors += 1;
+                if outcome.first_errors.len() < ERRORS_KEPT {
+                    outcome.first_errors.push(format!("{error:#}"));
+                }
+            }
+        }
+    }
+    Ok(outcome)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn outputs_and_leased_laps_add_only_their_field() {
+        let outputs = lap("http://127.0.0.1:1", "b_x", ReportKind::Outputs, 7);
+        assert!(
+            !outputs[0].1.contains("outputs"),
+            "in_progress carries none"
+        );
+        assert!(outputs[2].1.contains(r#""ami_id":"ami-0bench0007000""#));
+        let leased = lap("http://127.0.0.1:1", "b_x", ReportKind::Leased, 7);
+        assert!(leased[..60]
+            .iter()
+            .all(|(_, body, _)| body.contains(r#""run":"bldst-bench/client-7""#)));
+    }
+
+    #[test]
     fn a_lap_reports_every_stage_three_times_then_resets() {
-        let steps = lap("http://127.0.0.1:1", "b_x");
+        let steps = lap("http://127.0.0.1:1", "b_x", ReportKind::Plain, 0);
         assert_eq!(steps.len(), 61);
         assert!(steps[..60]
             .iter()

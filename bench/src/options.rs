@@ -20,6 +20,29 @@ impl Backend {
     }
 }
 
+/// The shape of the reports a server phase sends, measured side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportKind {
+    /// Today's report: state, status, message.
+    Plain,
+    /// Completions carry three outputs (an image id, an address, a snapshot id).
+    Outputs,
+    /// Every report comes from an identified run: `in_progress` claims the stage's lease,
+    /// `failed`/`completed` are the holder's and release it.
+    Leased,
+}
+
+impl ReportKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReportKind::Plain => "plain",
+            ReportKind::Outputs => "outputs",
+            ReportKind::Leased => "leased",
+        }
+    }
+}
+
 /// Load-tests a release `bldst server` with transition reports, beside pgbench's ceiling.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "bldst-bench", version)]
@@ -69,6 +92,16 @@ pub struct Options {
     /// report shows how busy the machine was.
     #[arg(long, default_value_t = 300)]
     pub quiet_wait_secs: u64,
+    /// Report shapes, each a phase of its own at every client count (plain first, the others
+    /// compared with it).
+    #[arg(long, value_delimiter = ',', default_value = "plain,outputs,leased")]
+    pub kinds: Vec<ReportKind>,
+    /// Stages held by leases in the heartbeat phase, each heartbeating every
+    /// --heartbeat-every-secs (0 skips the phase).
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_stages: u32,
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_every_secs: u64,
     /// A safety bound: no client sends more requests than this in one phase.
     #[arg(long, default_value_t = 5_000_000)]
     pub max_requests_per_client: u64,
@@ -92,6 +125,15 @@ impl Options {
         );
         anyhow::ensure!(!self.backends.is_empty(), "--backends lists no store");
         anyhow::ensure!((1..=20).contains(&self.rounds), "--rounds must be 1 to 20");
+        anyhow::ensure!(!self.kinds.is_empty(), "--kinds lists no report shape");
+        anyhow::ensure!(
+            self.heartbeat_stages <= 100_000,
+            "--heartbeat-stages must be at most 100000"
+        );
+        anyhow::ensure!(
+            (1..=600).contains(&self.heartbeat_every_secs),
+            "--heartbeat-every-secs must be 1 to 600"
+        );
         if self.backends.contains(&Backend::Postgres) || !self.skip_pgbench {
             crate::postgres::AdminUrl::parse(&self.postgres_url)?;
         }

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::options::{Backend, Options};
+use crate::options::{Backend, Options, ReportKind};
 use crate::pgbench;
 use crate::procfs::CpuUse;
 
@@ -43,6 +43,7 @@ impl Latency {
 pub struct ServerPhase {
     pub backend: Backend,
     pub clients: u32,
+    pub kind: ReportKind,
     pub measured_secs: f64,
     pub transitions: u64,
     pub transitions_per_sec: f64,
@@ -66,6 +67,23 @@ pub struct BackendRun {
     /// `VmHWM`: the most the server was ever resident, read just before it was stopped.
     pub high_water_rss_mib: f64,
     pub phases: Vec<ServerPhase>,
+    pub heartbeat: Option<HeartbeatPhase>,
+}
+
+/// Many leased stages heartbeating at a fixed interval: what it costs the server.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeartbeatPhase {
+    pub backend: Backend,
+    pub stages: u32,
+    pub every_secs: u64,
+    pub measured_secs: f64,
+    pub heartbeats: u64,
+    pub heartbeats_per_sec: f64,
+    pub latency: Latency,
+    pub errors: u64,
+    pub first_errors: Vec<String>,
+    pub background_cores: f64,
+    pub cpu: CpuUse,
 }
 
 /// One pgbench script at one client count.
@@ -106,6 +124,9 @@ pub struct Round {
 pub struct Summary {
     pub backend: Backend,
     pub clients: u32,
+    pub kind: ReportKind,
+    /// This kind's throughput over the plain report's at the same store and client count.
+    pub vs_plain: Option<f64>,
     /// The median round's throughput, and the extremes.
     pub transitions_per_sec: f64,
     pub transitions_per_sec_min: f64,
@@ -191,50 +212,66 @@ impl Results {
         let mut summary = Vec::new();
         for &backend in &options.backends {
             for &clients in &options.clients {
-                let phases: Vec<&ServerPhase> = rounds
-                    .iter()
-                    .flat_map(|round| &round.backends)
-                    .filter(|run| run.backend == backend)
-                    .flat_map(|run| &run.phases)
-                    .filter(|phase| phase.clients == clients)
-                    .collect();
-                if phases.is_empty() {
-                    continue;
-                }
-                let throughput = || phases.iter().map(|phase| phase.transitions_per_sec);
-                let transitions_per_sec = median(throughput());
-                let (plain, with_auth) = match backend {
-                    Backend::Postgres => (
-                        ceiling_tps(pgbench::TRANSITION.name, clients),
-                        ceiling_tps(pgbench::TRANSITION_WITH_AUTH.name, clients),
-                    ),
-                    // pgbench measures PostgreSQL only.
-                    Backend::Sqlite => (None, None),
-                };
-                let ratio = |ceiling: Option<f64>| {
-                    ceiling
-                        .filter(|tps| *tps > 0.0)
-                        .map(|tps| transitions_per_sec / tps)
-                };
-                summary.push(Summary {
-                    backend,
-                    clients,
-                    transitions_per_sec,
-                    transitions_per_sec_min: throughput().fold(f64::INFINITY, f64::min),
-                    transitions_per_sec_max: throughput().fold(0.0, f64::max),
-                    p50_ms: median(phases.iter().map(|phase| phase.latency.p50_ms)),
-                    p99_ms: median(phases.iter().map(|phase| phase.latency.p99_ms)),
-                    errors: phases.iter().map(|phase| phase.errors).sum(),
-                    peak_rss_mib: phases
+                for &kind in &options.kinds {
+                    let phases: Vec<&ServerPhase> = rounds
                         .iter()
-                        .map(|phase| phase.peak_rss_mib)
-                        .fold(0.0, f64::max),
-                    ceiling_tps: plain,
-                    ceiling_with_auth_tps: with_auth,
-                    ratio: ratio(plain),
-                    ratio_with_auth: ratio(with_auth),
-                });
+                        .flat_map(|round| &round.backends)
+                        .filter(|run| run.backend == backend)
+                        .flat_map(|run| &run.phases)
+                        .filter(|phase| phase.clients == clients && phase.kind == kind)
+                        .collect();
+                    if phases.is_empty() {
+                        continue;
+                    }
+                    let throughput = || phases.iter().map(|phase| phase.transitions_per_sec);
+                    let transitions_per_sec = median(throughput());
+                    let (plain, with_auth) = match backend {
+                        Backend::Postgres => (
+                            ceiling_tps(pgbench::TRANSITION.name, clients),
+                            ceiling_tps(pgbench::TRANSITION_WITH_AUTH.name, clients),
+                        ),
+                        // pgbench measures PostgreSQL only.
+                        Backend::Sqlite => (None, None),
+                    };
+                    let ratio = |ceiling: Option<f64>| {
+                        ceiling
+                            .filter(|tps| *tps > 0.0)
+                            .map(|tps| transitions_per_sec / tps)
+                    };
+                    summary.push(Summary {
+                        backend,
+                        clients,
+                        kind,
+                        vs_plain: None,
+                        transitions_per_sec,
+                        transitions_per_sec_min: throughput().fold(f64::INFINITY, f64::min),
+                        transitions_per_sec_max: throughput().fold(0.0, f64::max),
+                        p50_ms: median(phases.iter().map(|phase| phase.latency.p50_ms)),
+                        p99_ms: median(phases.iter().map(|phase| phase.latency.p99_ms)),
+                        errors: phases.iter().map(|phase| phase.errors).sum(),
+                        peak_rss_mib: phases
+                            .iter()
+                            .map(|phase| phase.peak_rss_mib)
+                            .fold(0.0, f64::max),
+                        ceiling_tps: plain,
+                        ceiling_with_auth_tps: with_auth,
+                        ratio: ratio(plain),
+                        ratio_with_auth: ratio(with_auth),
+                    });
+                }
             }
+        }
+        let plain_rates: Vec<(Backend, u32, f64)> = summary
+            .iter()
+            .filter(|row| row.kind == ReportKind::Plain)
+            .map(|row| (row.backend, row.clients, row.transitions_per_sec))
+            .collect();
+        for row in &mut summary {
+            row.vs_plain = plain_rates
+                .iter()
+                .find(|(backend, clients, _)| *backend == row.backend && *clients == row.clients)
+                .filter(|(_, _, rate)| *rate > 0.0)
+                .map(|(_, _, rate)| row.transitions_per_sec / rate);
         }
         Results {
             started_at,
@@ -285,19 +322,21 @@ pub fn markdown(results: &Results) -> String {
     };
     let _ = writeln!(
         out,
-        "| backend | clients | req/s | (min–max) | p50 ms | p99 ms | errors | peak RSS MiB | pgbench tps | ratio | pgbench+auth tps | ratio (+auth) |"
+        "| backend | clients | report | req/s | vs plain | (min–max) | p50 ms | p99 ms | errors | peak RSS MiB | pgbench tps | ratio | pgbench+auth tps | ratio (+auth) |"
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for row in &results.summary {
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {:.0}–{:.0} | {:.2} | {:.2} | {} | {:.1} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {} | {:.0}–{:.0} | {:.2} | {:.2} | {} | {:.1} | {} | {} | {} | {} |",
             row.backend.name(),
             row.clients,
+            row.kind.name(),
             row.transitions_per_sec,
+            or_dash(row.vs_plain, 2),
             row.transitions_per_sec_min,
             row.transitions_per_sec_max,
             row.p50_ms,
@@ -352,15 +391,16 @@ pub fn markdown(results: &Results) -> String {
                         .iter()
                         .filter(|run| run.backend == row.backend)
                         .flat_map(|run| &run.phases)
-                        .find(|phase| phase.clients == row.clients)
+                        .find(|phase| phase.clients == row.clients && phase.kind == row.kind)
                         .map(|phase| phase.transitions_per_sec);
                     format!(" {} |", or_dash(value, 0))
                 })
                 .collect();
             let _ = writeln!(
                 out,
-                "| server on {} | {} |{cells}",
+                "| server on {}, {} | {} |{cells}",
                 row.backend.name(),
+                row.kind.name(),
                 row.clients
             );
         }
@@ -414,7 +454,7 @@ pub fn markdown(results: &Results) -> String {
             .flat_map(|round| &round.backends)
             .filter(|run| run.backend == row.backend)
             .flat_map(|run| &run.phases)
-            .filter(|phase| phase.clients == row.clients)
+            .filter(|phase| phase.clients == row.clients && phase.kind == row.kind)
             .collect();
         let mean = |value: &dyn Fn(&ServerPhase) -> f64| {
             phases.iter().map(|phase| value(phase)).sum::<f64>() / phases.len().max(1) as f64
@@ -427,8 +467,9 @@ pub fn markdown(results: &Results) -> String {
         let rest = (machine_cores - server_cores - load_cores).max(0.0);
         let _ = writeln!(
             out,
-            "| server on {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            "| server on {}, {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
             row.backend.name(),
+            row.kind.name(),
             row.clients,
             mean(&|phase| phase.background_cores),
             machine_cores,
@@ -463,11 +504,49 @@ pub fn markdown(results: &Results) -> String {
         );
     }
 
+    let heartbeats: Vec<&HeartbeatPhase> = results
+        .rounds
+        .iter()
+        .flat_map(|round| &round.backends)
+        .filter_map(|run| run.heartbeat.as_ref())
+        .collect();
+    if !heartbeats.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nHeartbeats: leased stages each heartbeating at a fixed interval, every round:\n"
+        );
+        let _ = writeln!(
+            out,
+            "| backend | stages | every s | heartbeats/s | p50 ms | p99 ms | errors | busy before | bldst server, % of one core |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for phase in &heartbeats {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.1} | {:.2} | {:.2} | {} | {:.2} | {} |",
+                phase.backend.name(),
+                phase.stages,
+                phase.every_secs,
+                phase.heartbeats_per_sec,
+                phase.latency.p50_ms,
+                phase.latency.p99_ms,
+                phase.errors,
+                phase.background_cores,
+                or_dash(phase.cpu.server_cores.map(|cores| cores * 100.0), 2),
+            );
+        }
+    }
+
     let errors: Vec<&String> = results
         .rounds
         .iter()
         .flat_map(|round| &round.backends)
-        .flat_map(|run| run.phases.iter().flat_map(|phase| &phase.first_errors))
+        .flat_map(|run| {
+            run.phases
+                .iter()
+                .flat_map(|phase| &phase.first_errors)
+                .chain(run.heartbeat.iter().flat_map(|phase| &phase.first_errors))
+        })
         .collect();
     if !errors.is_empty() {
         let _ = writeln!(out, "\nFirst errors:\n");

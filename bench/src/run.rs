@@ -7,12 +7,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::load::{self, Target, Window};
-use crate::options::{Backend, Options};
+use crate::options::{Backend, Options, ReportKind};
 use crate::pgbench::{self, Script};
 use crate::postgres::{AdminUrl, Psql, ScratchDatabase};
 use crate::procfs::{self, CpuSnapshot};
 use crate::report::{
-    self, BackendRun, CeilingPhase, Latency, Machine, Results, Round, ServerPhase, KIB_PER_MIB,
+    self, BackendRun, CeilingPhase, HeartbeatPhase, Latency, Machine, Results, Round, ServerPhase,
+    KIB_PER_MIB,
 };
 use crate::server::ServerProcess;
 
@@ -127,28 +128,59 @@ async fn run_backend(
     };
     let mut phases = Vec::new();
     for &clients in &options.clients {
-        if backend == Backend::Postgres {
-            // Each phase starts from a clean checkpoint, like each pgbench phase does.
-            psql.execute(admin.as_str(), "CHECKPOINT")?;
+        // The report shapes back to back at each client count, so they meet the same machine.
+        for &kind in &options.kinds {
+            if backend == Backend::Postgres {
+                // Each phase starts from a clean checkpoint, like each pgbench phase does.
+                psql.execute(admin.as_str(), "CHECKPOINT")?;
+            }
+            let phase =
+                match run_server_phase(options, backend, &server, &target, clients, kind).await {
+                    Ok(phase) => phase,
+                    Err(error) => {
+                        let tail = server.log_tail();
+                        let _ = server.stop().await;
+                        return Err(error.context(format!("server log ends with:\n{tail}")));
+                    }
+                };
+            eprintln!(
+                "  {clients:>3} clients, {:<7}: {:>8.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors, peak RSS {:.1} MiB",
+                kind.name(),
+                phase.transitions_per_sec,
+                phase.latency.p50_ms,
+                phase.latency.p99_ms,
+                phase.errors,
+                phase.peak_rss_mib
+            );
+            phases.push(phase);
         }
-        let phase = match run_server_phase(options, backend, &server, &target, clients).await {
-            Ok(phase) => phase,
+    }
+    let heartbeat = if options.heartbeat_stages > 0 {
+        match run_heartbeat_phase(options, backend, &server, &target).await {
+            Ok(phase) => {
+                eprintln!(
+                    "  heartbeats: {} stages every {} s: {:.1}/s, p99 {:.2} ms, {} errors, server {} % of one core",
+                    phase.stages,
+                    phase.every_secs,
+                    phase.heartbeats_per_sec,
+                    phase.latency.p99_ms,
+                    phase.errors,
+                    phase
+                        .cpu
+                        .server_cores
+                        .map_or("?".to_owned(), |cores| format!("{:.2}", cores * 100.0))
+                );
+                Some(phase)
+            }
             Err(error) => {
                 let tail = server.log_tail();
                 let _ = server.stop().await;
                 return Err(error.context(format!("server log ends with:\n{tail}")));
             }
-        };
-        eprintln!(
-            "  {clients:>3} clients: {:>8.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors, peak RSS {:.1} MiB",
-            phase.transitions_per_sec,
-            phase.latency.p50_ms,
-            phase.latency.p99_ms,
-            phase.errors,
-            phase.peak_rss_mib
-        );
-        phases.push(phase);
-    }
+        }
+    } else {
+        None
+    };
     let high_water_rss_mib = procfs::status_kib(server.pid, "VmHWM")? as f64 / KIB_PER_MIB;
     server.stop().await?;
     drop(scratch);
@@ -157,6 +189,47 @@ async fn run_backend(
         idle_rss_mib,
         high_water_rss_mib,
         phases,
+        heartbeat,
+    })
+}
+
+/// `--heartbeat-stages` builds, each with stage 0 leased to a run of its own, heartbeating every
+/// `--heartbeat-every-secs`; measures the server's CPU over the window.
+async fn run_heartbeat_phase(
+    options: &Options,
+    backend: Backend,
+    server: &ServerProcess,
+    target: &Target,
+) -> anyhow::Result<HeartbeatPhase> {
+    let build_ids = load::create_builds(target, options.heartbeat_stages).await?;
+    load::claim_stages(target, &build_ids).await?;
+    let every = Duration::from_secs(options.heartbeat_every_secs);
+    let background_cores = quiet(options).await?;
+    let window = Window::starting_now(options.warmup(), options.duration());
+    let measure_cpu = async {
+        tokio::time::sleep_until(window.measure_from.into()).await;
+        let from = CpuSnapshot::take(Some(server.pid))?;
+        tokio::time::sleep_until(window.end.into()).await;
+        Ok::<_, anyhow::Error>(from.until(&CpuSnapshot::take(Some(server.pid))?))
+    };
+    let (outcome, cpu) = tokio::join!(
+        load::run_heartbeats(target, &build_ids, every, window),
+        measure_cpu
+    );
+    let (outcome, cpu) = (outcome?, cpu?);
+    let measured_secs = window.measured().as_secs_f64();
+    Ok(HeartbeatPhase {
+        backend,
+        stages: options.heartbeat_stages,
+        every_secs: options.heartbeat_every_secs,
+        measured_secs,
+        heartbeats: outcome.heartbeats,
+        heartbeats_per_sec: outcome.heartbeats as f64 / measured_secs,
+        latency: Latency::of(&outcome.latency_micros),
+        errors: outcome.errors,
+        first_errors: outcome.first_errors,
+        background_cores,
+        cpu,
     })
 }
 
@@ -166,6 +239,7 @@ async fn run_server_phase(
     server: &ServerProcess,
     target: &Target,
     clients: u32,
+    kind: ReportKind,
 ) -> anyhow::Result<ServerPhase> {
     let build_ids = load::create_builds(target, clients).await?;
     let background_cores = quiet(options).await?;
@@ -178,7 +252,13 @@ async fn run_server_phase(
         Ok::<_, anyhow::Error>(from.until(&CpuSnapshot::take(Some(server.pid))?))
     };
     let (outcome, cpu) = tokio::join!(
-        load::run_clients(target, &build_ids, window, options.max_requests_per_client),
+        load::run_clients(
+            target,
+            &build_ids,
+            kind,
+            window,
+            options.max_requests_per_client
+        ),
         measure_cpu
     );
     let _ = stop_sampling.send(());
@@ -188,6 +268,7 @@ async fn run_server_phase(
     Ok(ServerPhase {
         backend,
         clients,
+        kind,
         measured_secs,
         transitions: outcome.transitions,
         transitions_per_sec: outcome.transitions as f64 / measured_secs,

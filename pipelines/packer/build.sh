@@ -5,10 +5,12 @@
 #
 # Why one Packer build per checkpoint: Packer starts every run from a fresh instance, so a stage
 # may only be skipped on a re-run if its work is already in the image the run starts from. Each
-# checkpoint therefore saves an AMI tagged with the build id and its stage, and the next one
-# starts from it. (Inside a long-lived host, wrap single tasks instead: see ../ansible/.)
+# checkpoint therefore saves an AMI and leaves its id as the stage's `ami_id` output; the next
+# checkpoint starts from the build's newest `ami_id`. A re-run gets that id back from buildstate
+# (`bldst build outputs`), not from a file this pipeline kept or a search of the account.
+# (Inside a long-lived host, wrap single tasks instead: see ../ansible/.)
 #
-# Needs: bldst (or bldst_cli), packer, the aws CLI; BUILDSTATE_API_URL and BUILDSTATE_API_TOKEN.
+# Needs: bldst (or bldst_cli), packer, jq; BUILDSTATE_API_URL and BUILDSTATE_API_TOKEN.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,22 +22,24 @@ BUILD_ID=$(bldst build create --platform aws --image-type rhel8 --key "aws/rhel8
     --label "git_sha=$GIT_SHA" --quiet)
 export BUILD_ID
 
-# The newest checkpoint AMI of this build, or the base AMI before the first checkpoint.
+# The newest checkpoint AMI of this build (the latest stage's `ami_id` output), or the base AMI
+# before the first checkpoint (`build outputs` exits 3 when no stage has set the key).
 last_checkpoint_ami() {
-    local ami
-    ami=$(aws ec2 describe-images --owners self \
-        --filters "Name=tag:buildstate_build,Values=$BUILD_ID" \
-        --query 'sort_by(Images, &CreationDate)[-1].ImageId' --output text)
-    if [ "$ami" = "None" ] || [ -z "$ami" ]; then echo "$BASE_AMI"; else echo "$ami"; fi
+    bldst build outputs "$BUILD_ID" ami_id 2>/dev/null || echo "$BASE_AMI"
 }
 
-# checkpoint STAGE PLAYBOOK: one Packer build that applies PLAYBOOK and saves an AMI.
-# `bldst build run` skips it if STAGE already completed, waits out a backoff after a failure,
-# stops (exit 12) if the build is blocked, and reports the outcome with Packer's stderr.
+# checkpoint STAGE PLAYBOOK: one Packer build that applies PLAYBOOK and saves an AMI, whose id
+# (from Packer's manifest, `region:ami-…`) it writes to $BLDST_OUTPUTS_FILE: `bldst build run`
+# reports it as the stage's `ami_id` output with the completion. `bldst build run` skips the
+# stage if it already completed, waits out a backoff after a failure or another run's lease on
+# the stage, heartbeats while Packer runs, stops (exit 12) if the build is blocked, and reports
+# a failure with Packer's stderr.
 checkpoint() {
-    bldst build run "$BUILD_ID" --state "$1" -- \
-        packer build -var "source_ami=$(last_checkpoint_ami)" -var "build_id=$BUILD_ID" \
-        -var "stage=$1" -var "playbook=$2" rhel8.pkr.hcl
+    bldst build run "$BUILD_ID" --state "$1" -- sh -c '
+        packer build -var "source_ami=$1" -var "build_id=$BUILD_ID" -var "stage=$2" \
+            -var "playbook=$3" -var "manifest=manifest-$2.json" rhel8.pkr.hcl &&
+        echo "ami_id=$(jq -r ".builds[-1].artifact_id" "manifest-$2.json" | cut -d: -f2)" \
+            >> "$BLDST_OUTPUTS_FILE"' sh "$(last_checkpoint_ami)" "$1" "$2"
 }
 
 packer init rhel8.pkr.hcl

@@ -37,6 +37,12 @@ variable "playbook" {
   type = string
 }
 
+variable "manifest" {
+  type        = string
+  default     = "manifest.json"
+  description = "Where Packer writes the AMI id it made (build.sh turns it into an `ami_id` output)"
+}
+
 variable "region" {
   type    = string
   default = "us-east-1"
@@ -60,5 +66,11 @@ build {
   provisioner "ansible" {
     playbook_file   = var.playbook
     extra_arguments = ["--extra-vars", "build_id=${var.build_id} stage=${var.stage}"]
+  }
+
+  # The AMI id for build.sh to report as the stage's `ami_id` output.
+  post-processor "manifest" {
+    output     = var.manifest
+    strip_path = true
   }
 }

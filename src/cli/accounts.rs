@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::config::{self, ConfigFile, Source};
 use super::output::time;
-use super::{exit, parse_duration, CliError, Context, GlobalArgs};
+use super::{exit, parse_duration, values, CliError, Context, GlobalArgs};
 
 #[derive(Debug, Args)]
 pub struct UserArgs {
@@ -30,10 +30,11 @@ enum UserCommand {
         /// Lowercase letters, digits, `.`, `_` and `-`.
         #[arg(long)]
         username: Username,
+        /// The user's email address, e.g. builder@example.com.
         #[arg(long)]
         email: Email,
         /// `member` (read and write tokens) or `admin` (also admin tokens).
-        #[arg(long, default_value = "member")]
+        #[arg(long, default_value = "member", value_parser = values::role(), hide_possible_values = true)]
         role: Role,
     },
     /// List users (needs an admin token).
@@ -59,13 +60,14 @@ enum TokenCommand {
   bldst token create --username builder --description \"Build pipeline token\"
   TOKEN=$(bldst token create --username builder --description \"concourse aws-rhel8\" --scope write --expires-in 90d)")]
     Create {
+        /// The user who will hold the token (yourself, unless your token is an admin token).
         #[arg(long)]
         username: Username,
         /// What the token is for, e.g. \"concourse aws-rhel8 pipeline\".
         #[arg(long)]
         description: String,
         /// `read`, `write` (start builds, report) or `admin` (users, tokens, operator actions).
-        #[arg(long, default_value = "write")]
+        #[arg(long, default_value = "write", value_parser = values::scope(), hide_possible_values = true)]
         scope: Scope,
         /// Lifetime such as 3600, 12h or 90d; the token never expires without it.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]

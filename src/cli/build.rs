@@ -1,20 +1,21 @@
-//! `bldst build ...`: start or resume a build, report stages, read builds and their history,
-//! gate a stage, and the operator actions (retry, reset, cancel). `build run` lives in
+//! `bldst build ...`: start or resume a build, report stages (with outputs), read builds,
+//! their outputs and their history, gate a stage, and the operator actions (retry, reset, cancel). `build run` lives in
 //! [`super::run`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use buildstate_client::failure::gate_exit_code;
+use buildstate_client::lease::{env_lines, parse_assignment, read_outputs_file};
 use buildstate_client::message::read_message_file;
 use buildstate_domain::limits::{BUILD_PAGE_MAX, HISTORY_PAGE_MAX};
 use buildstate_domain::wire::{BuildQuery, ReportTransition, StartBuild, TransitionResult};
 use buildstate_domain::{
-    BuildId, BuildKey, BuildStatus, ImageType, Labels, Platform, ReportStatus, StateCode,
+    BuildId, BuildKey, BuildStatus, ImageType, Labels, Outputs, Platform, ReportStatus, StateCode,
 };
 use clap::{Args, Subcommand};
 
-use super::{config, exit, run as run_stage, CliError, Context};
+use super::{config, exit, run as run_stage, values, CliError, Context};
 
 /// History entries asked for per page when reading a whole history.
 const HISTORY_PAGE: u32 = HISTORY_PAGE_MAX;
@@ -37,13 +38,44 @@ enum BuildCommand {
     #[command(after_help = "Examples:
   bldst build update \"$BUILD_ID\" --state 10 --status completed
   bldst build update \"$BUILD_ID\" --state 55 --status failed --message-file ansible-error.log
-  bldst build update \"$BUILD_ID\" --state 20 --status in_progress --expected-state 20")]
+  bldst build update \"$BUILD_ID\" --state 20 --status in_progress --expected-state 20
+  bldst build update \"$BUILD_ID\" --state 10 --status completed --set ami_id=ami-0abc
+  bldst build update \"$BUILD_ID\" --state 10 --status completed --outputs-file packer-outputs.json
+
+Outputs (--set, --outputs-file) go with a `completed` report: at most 32, keys are
+environment-variable names (letters, digits, `_`; at most 64 characters), values 1 to 1024 bytes
+of single-line text. Anyone who can read the build reads them: never put secrets in them.")]
     Update(UpdateArgs),
+    /// Show the outputs the build's completed stages left for the runs that resume it.
+    #[command(
+        after_help = "A later stage's value wins; the STAGE column says which stage set it.
+With KEY, prints just that value (exit 3 if no stage set it).
+
+Examples:
+  bldst build outputs \"$BUILD_ID\"
+  AMI_ID=$(bldst build outputs \"$BUILD_ID\" ami_id)
+  eval \"$(bldst build outputs \"$BUILD_ID\" --format env)\"
+  bldst build outputs \"$BUILD_ID\" --format env >> \"$GITHUB_ENV\"
+  bldst build outputs \"$BUILD_ID\" --output json"
+    )]
+    Outputs {
+        /// The build.
+        id: BuildId,
+        /// Print only this output's value.
+        key: Option<String>,
+        /// `env`: KEY=value lines for `eval` or `$GITHUB_ENV` (a value with characters a shell
+        /// would misread is single-quoted).
+        #[arg(long, value_enum)]
+        format: Option<OutputsFormat>,
+    },
     /// Show one build.
     #[command(after_help = "Examples:
   bldst build get \"$BUILD_ID\"
   bldst build get \"$BUILD_ID\" --output json")]
-    Get { id: BuildId },
+    Get {
+        /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
+        id: BuildId,
+    },
     /// List builds, newest first.
     #[command(after_help = "Examples:
   bldst build list
@@ -55,6 +87,7 @@ enum BuildCommand {
   bldst build history \"$BUILD_ID\"
   bldst build history \"$BUILD_ID\" --after 12 --limit 20 --output json")]
     History {
+        /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
         id: BuildId,
         /// Only entries after this sequence number.
         #[arg(long, default_value_t = 0, value_name = "SEQ")]
@@ -79,9 +112,10 @@ Examples:
   esac"
     )]
     Gate {
+        /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
         id: BuildId,
         /// The stage about to run.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = values::state_code(), hide_possible_values = true)]
         state: StateCode,
     },
     /// Gate a stage, report it in progress, run a command, report how it went.
@@ -94,9 +128,10 @@ Examples:
     #[command(after_help = "Examples:
   bldst build reset \"$BUILD_ID\" --state 15 --reason \"base configuration changed\"")]
     Reset {
+        /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
         id: BuildId,
         /// The stage to move back to.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = values::state_code(), hide_possible_values = true)]
         state: StateCode,
         /// Why: it goes into the build's history.
         #[arg(long)]
@@ -116,6 +151,7 @@ struct CreateArgs {
     /// rhel8, ubuntu-22.04-web, …
     #[arg(long)]
     image_type: ImageType,
+    /// What is being built, for people, e.g. "RHEL 8 base image".
     #[arg(long)]
     description: Option<String>,
     /// Your identity for the build, e.g. aws/rhel8/<git sha>: an unfinished build with this key
@@ -126,21 +162,22 @@ struct CreateArgs {
     #[arg(long = "label", value_name = "NAME=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
     /// Failures a stage may have before the build is blocked [default: the server's].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_count::<u32>)]
     max_retries: Option<u32>,
-    /// Print only the build id, for `BUILD_ID=$(...)`.
+    /// Print only the build id, for `BUILD_ID=$(...)` (not with --output json).
     #[arg(long, short)]
     quiet: bool,
 }
 
 #[derive(Debug, Args)]
 struct UpdateArgs {
+    /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
     id: BuildId,
     /// The stage reported on.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = values::state_code(), hide_possible_values = true)]
     state: StateCode,
     /// completed, failed or in_progress.
-    #[arg(long)]
+    #[arg(long, value_parser = values::report_status(), hide_possible_values = true)]
     status: ReportStatus,
     /// What happened, for the history.
     #[arg(long, conflicts_with = "message_file")]
@@ -149,7 +186,7 @@ struct UpdateArgs {
     #[arg(long, value_name = "PATH")]
     message_file: Option<PathBuf>,
     /// Refuse the report (exit 4) unless the build is at this state.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = values::state_code(), hide_possible_values = true)]
     expected_state: Option<StateCode>,
     /// Where the report comes from [default: BUILDSTATE_SOURCE, or the CI run's URL].
     #[arg(long)]
@@ -157,35 +194,61 @@ struct UpdateArgs {
     /// Makes the report safe to repeat: a second report with the same key changes nothing.
     #[arg(long, value_name = "KEY")]
     idempotency_key: Option<String>,
+    /// An output of the completed stage, `KEY=VALUE`; repeat for more.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_output)]
+    set: Vec<(String, String)>,
+    /// Outputs of the completed stage from a file: a JSON object of strings, or KEY=value
+    /// lines (`--set` wins over the file for the same key).
+    #[arg(long, value_name = "PATH")]
+    outputs_file: Option<PathBuf>,
+    /// This run's identity for leases [default: --source]: an `in_progress` from it claims the
+    /// stage; other runs' reports on the stage are refused (exit 4) while the lease lasts.
+    #[arg(long, env = "BUILDSTATE_RUN")]
+    run: Option<String>,
+    /// The fencing value of the lease this run holds (`lease.fence` of the claim's answer);
+    /// refused (exit 4) once another run has taken the stage over.
+    #[arg(long, value_name = "N")]
+    fence: Option<i64>,
+}
+
+/// How `build outputs` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputsFormat {
+    /// KEY=value lines.
+    Env,
 }
 
 #[derive(Debug, Args)]
 struct ListArgs {
+    /// Only builds for this platform (aws, azure, gcp, vsphere, …).
     #[arg(long)]
     platform: Option<Platform>,
+    /// Only builds of this image type (rhel8, ubuntu-22.04-web, …).
     #[arg(long)]
     image_type: Option<ImageType>,
     /// running, in_progress, failed, blocked, completed or cancelled.
-    #[arg(long)]
+    #[arg(long, value_parser = values::build_status(), hide_possible_values = true)]
     status: Option<BuildStatus>,
     /// Only builds at this state code.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = values::state_code(), hide_possible_values = true)]
     state: Option<StateCode>,
+    /// Only builds with this key, e.g. aws/rhel8/<git sha>.
     #[arg(long)]
     key: Option<BuildKey>,
     /// At most this many builds (1 to 500) [default: 50].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(BUILD_PAGE_MAX)))]
     limit: Option<u32>,
     /// Skip this many builds first.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_count::<u64>)]
     offset: Option<u64>,
-    /// Print only the build ids, one per line.
+    /// Print only the build ids, one per line (not with --output json).
     #[arg(long, short)]
     quiet: bool,
 }
 
 #[derive(Debug, Args)]
 struct ReasonArgs {
+    /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
     id: BuildId,
     /// Why: it goes into the build's history.
     #[arg(long)]
@@ -206,6 +269,9 @@ pub async fn run(args: BuildArgs, context: &Context<'_>) -> Result<u8, CliError>
         BuildCommand::List(args) => list(args, context).await?,
         BuildCommand::History { id, after, limit } => {
             history(&id, after, limit, context).await?;
+        }
+        BuildCommand::Outputs { id, key, format } => {
+            return outputs(&id, key.as_deref(), format, context).await;
         }
         BuildCommand::Gate { id, state } => {
             let answer = context.client()?.gate(&id, state).await?;
@@ -228,7 +294,26 @@ pub async fn run(args: BuildArgs, context: &Context<'_>) -> Result<u8, CliError>
     Ok(exit::SUCCESS)
 }
 
+/// A count (`--max-retries`, `--offset`): a whole number, 0 or more.
+fn parse_count<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not a count: use a whole number, 0 or more"))
+}
+
+/// `--quiet` prints bare ids and `--output json` whole objects: asking for both is refused
+/// before anything is sent, rather than one silently winning.
+fn quiet_or_json(quiet: bool, context: &Context<'_>, command: &str) -> Result<(), CliError> {
+    if quiet && context.printer.is_json() {
+        return Err(CliError::usage(format!(
+            "--quiet (ids only) and --output json (whole objects) cannot be combined: drop one; \
+             see `bldst build {command} --help`"
+        )));
+    }
+    Ok(())
+}
+
 async fn create(args: CreateArgs, context: &Context<'_>) -> Result<(), CliError> {
+    quiet_or_json(args.quiet, context, "create")?;
     let labels: BTreeMap<String, String> = args.labels.into_iter().collect();
     let labels = Labels::try_from(labels).map_err(|error| CliError::usage(error.to_string()))?;
     let request = StartBuild {
@@ -272,12 +357,23 @@ async fn update(args: UpdateArgs, context: &Context<'_>) -> Result<(), CliError>
         }
         (None, None) => None,
     };
+    let mut outputs: BTreeMap<String, String> = match &args.outputs_file {
+        Some(path) => read_outputs_file(path)
+            .map_err(|error| CliError::usage(error.to_string()))?
+            .into(),
+        None => BTreeMap::new(),
+    };
+    outputs.extend(args.set);
+    let outputs = Outputs::try_from(outputs).map_err(|error| CliError::usage(error.to_string()))?;
     let report = ReportTransition {
         state: args.state,
         status: args.status,
         message,
         expected_state: args.expected_state,
         source: config::report_source(args.source.as_deref(), context.env),
+        run: args.run,
+        fence: args.fence,
+        outputs,
     };
     let result = context
         .client()?
@@ -287,6 +383,7 @@ async fn update(args: UpdateArgs, context: &Context<'_>) -> Result<(), CliError>
 }
 
 async fn list(args: ListArgs, context: &Context<'_>) -> Result<(), CliError> {
+    quiet_or_json(args.quiet, context, "list")?;
     let query = BuildQuery {
         platform: args.platform.map(String::from),
         image_type: args.image_type.map(String::from),
@@ -350,6 +447,60 @@ fn print_transition(result: &TransitionResult, context: &Context<'_>) -> Result<
     } else {
         printer.line(&format!("build `{}`: {}", result.build.id, result.note))
     }
+}
+
+async fn outputs(
+    id: &BuildId,
+    key: Option<&str>,
+    format: Option<OutputsFormat>,
+    context: &Context<'_>,
+) -> Result<u8, CliError> {
+    let outputs = context.client()?.outputs(id).await?;
+    let printer = &context.printer;
+    if let Some(key) = key {
+        let Some(output) = outputs.get(key) else {
+            let known: Vec<&str> = outputs.keys().map(String::as_str).collect();
+            return Err(CliError::new(
+                exit::NOT_FOUND,
+                format!(
+                    "build `{id}` has no output `{key}`{}",
+                    if known.is_empty() {
+                        " (no stage has set any)".to_owned()
+                    } else {
+                        format!(" (it has: {})", known.join(", "))
+                    }
+                ),
+            ));
+        };
+        if printer.is_json() {
+            printer.json(output)?;
+        } else if format == Some(OutputsFormat::Env) {
+            printer
+                .line(env_lines(&BTreeMap::from([(key.to_owned(), output.clone())])).trim_end())?;
+        } else {
+            printer.line(&output.value)?;
+        }
+        return Ok(exit::SUCCESS);
+    }
+    if printer.is_json() {
+        printer.json(&outputs)?;
+    } else if format == Some(OutputsFormat::Env) {
+        let lines = env_lines(&outputs);
+        if !lines.is_empty() {
+            printer.line(lines.trim_end())?;
+        }
+    } else {
+        printer.outputs(&outputs)?;
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn parse_output(text: &str) -> Result<(String, String), String> {
+    let (key, value) = parse_assignment(text)?;
+    buildstate_domain::outputs::check_output_key(&key).map_err(|error| error.to_string())?;
+    buildstate_domain::outputs::check_output_value(&key, &value)
+        .map_err(|error| error.to_string())?;
+    Ok((key, value))
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {

@@ -12,15 +12,17 @@ pub mod output;
 mod run;
 #[cfg(feature = "server")]
 mod server;
+mod values;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory as _, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::client::{Client, ClientConfig, ClientError};
 use buildstate_client::failure;
+use buildstate_domain::wire::ErrorCode;
 use config::{EnvLookup, Settings};
 use output::{OutputFormat, Printer};
 
@@ -34,11 +36,13 @@ Exit codes:
    1  failure with no code of its own (server error, I/O)
    2  usage error: a missing or invalid flag or value
    3  not found: no such build, token or user
-   4  conflict: the build refused the change (e.g. stage already completed, build blocked)
+   4  conflict: the build refused the change (e.g. stage already completed, build blocked,
+      another run holds the stage)
    5  authentication: no token, or an invalid, expired or too narrow one
    6  the server was unreachable after retries
   10  build gate: skip (the stage already completed)
-  11  build gate: wait (the stage is backing off); build run: did not wait
+  11  build gate: wait (the stage is backing off, or another run holds it); build run: did
+      not wait
   12  build gate: stop (blocked, cancelled, completed, or after a failed stage);
       build run: did not run
   build run exits with its command's own code whenever it ran the command.
@@ -98,12 +102,28 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start, follow and steer builds; report and gate stages; run a stage's command.
+    #[command(after_help = "Examples:
+  BUILD_ID=$(bldst build create --platform aws --image-type rhel8 --key aws/rhel8/$GIT_SHA --quiet)
+  bldst build run \"$BUILD_ID\" --state 15 -- ansible-playbook base.yml
+  bldst build list --status failed
+  bldst build history \"$BUILD_ID\"")]
     Build(build::BuildArgs),
     /// Create and list users (admin).
+    #[command(after_help = "Examples:
+  bldst user create --username builder --email builder@example.com
+  bldst user list")]
     User(accounts::UserArgs),
     /// Create, list and revoke API tokens.
+    #[command(after_help = "Examples:
+  bldst token create --username builder --description \"concourse aws-rhel8\" --expires-in 90d
+  bldst token list
+  bldst token revoke t_0123456789abcdef")]
     Token(accounts::TokenArgs),
     /// Save, check and forget the server URL and token this CLI uses.
+    #[command(after_help = "Examples:
+  bldst auth login --api-url http://buildstate:8000 < token.txt
+  bldst auth status
+  bldst auth logout --revoke")]
     Auth(accounts::AuthArgs),
     /// Print a shell completion script.
     #[command(after_help = "Examples:
@@ -124,6 +144,8 @@ pub enum Command {
 pub struct CliError {
     pub code: u8,
     pub message: String,
+    /// The server's error code (`build_not_found`, …) when the failure is the server's answer.
+    pub api_code: Option<String>,
 }
 
 impl CliError {
@@ -131,7 +153,22 @@ impl CliError {
         CliError {
             code,
             message: message.into(),
+            api_code: None,
         }
+    }
+
+    /// The error as one JSON object, for `--output json`: `{"error": {"code", "message",
+    /// "exit_code"}}`, the API's envelope plus the exit code. `code` is the server's code when
+    /// the server refused, else the kind of the exit code (`usage`, `unreachable`, …).
+    pub fn to_json(&self) -> String {
+        let code = self
+            .api_code
+            .clone()
+            .unwrap_or_else(|| exit_kind(self.code).to_owned());
+        serde_json::json!({
+            "error": { "code": code, "message": self.message, "exit_code": self.code }
+        })
+        .to_string()
     }
 
     /// A bad value or combination of flags: exit code 2.
@@ -155,7 +192,29 @@ impl std::error::Error for CliError {}
 
 impl From<ClientError> for CliError {
     fn from(error: ClientError) -> Self {
-        CliError::new(exit_code(&error), describe(&error))
+        let api_code = match &error {
+            ClientError::Api { code, .. } => Some(code.as_str().to_owned()),
+            _ => None,
+        };
+        CliError {
+            api_code,
+            ..CliError::new(exit_code(&error), describe(&error))
+        }
+    }
+}
+
+/// The name of an exit code's kind, the `code` of a JSON error that is not the server's.
+pub fn exit_kind(code: u8) -> &'static str {
+    match code {
+        exit::USAGE => "usage",
+        exit::NOT_FOUND => "not_found",
+        exit::CONFLICT => "conflict",
+        exit::AUTH => "authentication",
+        exit::UNREACHABLE => "unreachable",
+        exit::GATE_SKIP => "skip",
+        exit::GATE_WAIT => "wait",
+        exit::GATE_STOP => "stop",
+        _ => "failure",
     }
 }
 
@@ -169,9 +228,38 @@ const HINTS: failure::Hints<'static> = failure::Hints {
     api_url: "--api-url or BUILDSTATE_API_URL",
 };
 
-/// The server's sentence, with a hint on what to do next where the server cannot know it.
+/// The server's sentence, with a hint on what to do next where the server cannot know it:
+/// which command lists what was not found, how to go on when a build takes no more reports.
 fn describe(error: &ClientError) -> String {
-    failure::describe(error, &HINTS)
+    let sentence = failure::describe(error, &HINTS);
+    let ClientError::Api { code, details, .. } = error else {
+        return sentence;
+    };
+    let finished_as = details
+        .as_ref()
+        .and_then(|details| details.get("status"))
+        .and_then(|status| status.as_str());
+    match (code, finished_as) {
+        (ErrorCode::BuildNotFound, _) => {
+            format!(
+                "{sentence}; `bldst build list` lists the builds (`--key KEY` finds one by key)"
+            )
+        }
+        (ErrorCode::BuildFinished, Some("cancelled")) => format!(
+            "{sentence}; to build again, start a new build for its key: \
+             `bldst build create --key KEY ...` (`bldst build get ID` shows the key)"
+        ),
+        (ErrorCode::BuildFinished, Some("completed")) => format!(
+            "{sentence}; to build again, start a new build: `bldst build create --key KEY ...`"
+        ),
+        (ErrorCode::NotFound, _) if sentence.starts_with("token") => {
+            format!("{sentence}; `bldst token list` lists the tokens")
+        }
+        (ErrorCode::NotFound, _) if sentence.starts_with("user") => {
+            format!("{sentence}; `bldst user list` lists the users")
+        }
+        _ => sentence,
+    }
 }
 
 /// What every command gets: the resolved settings, the printer and the environment.
@@ -219,13 +307,49 @@ impl Context<'_> {
     }
 }
 
+/// The command line as parsed, shown in help and completed. Clap's derive cannot say all of
+/// it, so the tree is adjusted here:
+/// - negative numbers are values (`--state -5` gets the same answer as `--state=-5`, not
+///   clap's "unexpected argument");
+/// - `bldst server` takes the server's flags after its subcommands too, and refuses the
+///   client's flags (they would do nothing there) with a sentence that says so.
+pub fn command() -> clap::Command {
+    let command = negative_numbers_are_values(Cli::command());
+    #[cfg(feature = "server")]
+    let command = {
+        let client_flags: Vec<clap::Arg> = command
+            .get_arguments()
+            .filter(|arg| arg.is_global_set())
+            .cloned()
+            .collect();
+        command.mut_subcommand("server", |server| {
+            server::server_flags_only(server, &client_flags)
+        })
+    };
+    command
+}
+
+fn negative_numbers_are_values(command: clap::Command) -> clap::Command {
+    command
+        .allow_negative_numbers(true)
+        .mut_subcommands(negative_numbers_are_values)
+}
+
+/// Parses `arguments` (the program name first) as [`command`] does.
+pub fn parse(arguments: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
+    let mut command = command();
+    let matches = command.try_get_matches_from_mut(arguments)?;
+    Cli::from_arg_matches(&matches).map_err(|error| error.format(&mut command))
+}
+
 /// Parses the process's arguments, runs the command and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let arguments: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let cli = match Cli::try_parse_from(&arguments) {
+    let cli = match parse(&arguments) {
         Ok(cli) => cli,
         Err(error) => return usage_exit(&error, &arguments),
     };
+    let json_errors = cli.global.output == OutputFormat::Json;
     init_logging(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -240,10 +364,34 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli, &config::process_env)) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("error: {}", error.message);
+            print_error(&error, json_errors);
             ExitCode::from(error.code)
         }
     }
+}
+
+/// Prints a failure on stderr: one `error: ` line, or with `--output json` one JSON object.
+fn print_error(error: &CliError, json: bool) {
+    if json {
+        eprintln!("{}", error.to_json());
+    } else {
+        eprintln!("error: {}", error.message);
+    }
+}
+
+/// Whether the raw arguments ask for JSON output (`-o json`, `--output=json`, `-ojson`), for
+/// errors found before the arguments could be parsed.
+fn asks_for_json(arguments: &[std::ffi::OsString]) -> bool {
+    let words: Vec<&str> = arguments
+        .iter()
+        .skip(1)
+        .map_while(|argument| argument.to_str())
+        .take_while(|word| *word != "--")
+        .collect();
+    words.iter().enumerate().any(|(index, word)| match *word {
+        "-o" | "--output" => words.get(index + 1) == Some(&"json"),
+        _ => matches!(*word, "-ojson" | "--output=json" | "-o=json"),
+    })
 }
 
 /// Prints a clap error: help and version as clap does, anything else as one line.
@@ -262,7 +410,7 @@ fn usage_exit(error: &clap::Error, arguments: &[std::ffi::OsString]) -> ExitCode
             if kind == ErrorKind::UnknownArgument && command.ends_with("build run") {
                 line.push_str(" (the command to run goes after `--`)");
             }
-            eprintln!("error: {line}");
+            print_error(&CliError::usage(line), asks_for_json(arguments));
             ExitCode::from(exit::USAGE)
         }
     }
@@ -271,7 +419,7 @@ fn usage_exit(error: &clap::Error, arguments: &[std::ffi::OsString]) -> ExitCode
 /// The subcommand words of `arguments`, e.g. `bldst build update`, found by walking the
 /// command tree; flags and values are left out.
 fn command_path(arguments: &[std::ffi::OsString]) -> String {
-    let mut command = Cli::command();
+    let mut command = command();
     let mut path = vec![command.get_name().to_owned()];
     for argument in arguments.iter().skip(1) {
         let Some(word) = argument.to_str() else {
@@ -314,10 +462,11 @@ fn one_line_usage_error(rendered: &str, command: &str) -> String {
 /// Runs one parsed command with the environment `env`; `Ok` holds the exit code.
 pub async fn run(cli: Cli, env: EnvLookup<'_>) -> Result<u8, CliError> {
     let Cli { global, command } = cli;
-    let printer = Printer::new(global.output, env("NO_COLOR").is_some());
+    let printer = Printer::new(global.output, env("NO_COLOR").is_some())
+        .with_columns(env("COLUMNS").as_deref());
     match command {
         Command::Completions { shell } => {
-            let mut command = Cli::command();
+            let mut command = self::command();
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut command, "bldst", &mut script);
             output::write_stdout(String::from_utf8_lossy(&script).trim_end())?;
@@ -427,7 +576,44 @@ mod tests {
 
     #[test]
     fn the_command_line_is_consistent() {
-        Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    /// Every help text a user can reach, as `(command path, what is missing)`.
+    fn missing_help(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        let path = format!("{path} {}", command.get_name()).trim().to_owned();
+        if command.get_about().is_none() && path != "bldst" {
+            missing.push(format!("{path}: no description"));
+        }
+        let examples = command
+            .get_after_help()
+            .is_some_and(|text| text.to_string().contains("Examples:"));
+        if !examples {
+            missing.push(format!("{path}: no example"));
+        }
+        for arg in command.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            let empty = arg
+                .get_help()
+                .is_none_or(|help| help.to_string().trim().is_empty());
+            if !arg.is_hide_set() && !builtin && empty {
+                missing.push(format!("{path}: `{}` has no help", arg.get_id()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            if sub.get_name() != "help" {
+                missing_help(sub, &path, missing);
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_has_a_description_an_example_and_help_for_each_argument() {
+        let mut command = command();
+        command.build();
+        let mut missing = Vec::new();
+        missing_help(&command, "", &mut missing);
+        assert!(missing.is_empty(), "{missing:#?}");
     }
 
     #[test]

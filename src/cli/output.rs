@@ -4,13 +4,18 @@
 //! field names are the API's stable ones. Tables use colour only for status words, only when
 //! stdout is a terminal and `NO_COLOR` is unset. Nothing here writes to stdout on failure:
 //! errors go to stderr through the caller.
+//!
+//! Tables fit the terminal: on a terminal (or whenever `COLUMNS` is set) the columns that can
+//! give way — messages, sources, keys, descriptions — are cut with `…` so every row stays one
+//! line; ids, codes and times are never cut. Piped without `COLUMNS`, rows are printed whole,
+//! one per line, for `grep` and `awk`.
 
 use std::io::{IsTerminal as _, Write as _};
 
 use buildstate_domain::wire::{Build, GateAnswer, HistoryEntry, TokenInfo, User};
 use buildstate_domain::{BuildStatus, GateDecision, Phase};
 use chrono::{DateTime, SecondsFormat, Utc};
-use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
+use comfy_table::{presets, Cell, Color, ColumnConstraint, ContentArrangement, Row, Table};
 use serde::Serialize;
 
 use super::{exit, CliError};
@@ -29,16 +34,30 @@ pub enum OutputFormat {
 pub struct Printer {
     pub format: OutputFormat,
     colour: bool,
+    /// The width tables must fit in; `None`: print rows whole.
+    width: Option<u16>,
 }
 
 impl Printer {
     /// A printer for `format`; colour is used only when stdout is a terminal and `no_color`
     /// (the `NO_COLOR` convention) is false.
     pub fn new(format: OutputFormat, no_color: bool) -> Self {
+        let terminal = std::io::stdout().is_terminal();
         Printer {
             format,
-            colour: std::io::stdout().is_terminal() && !no_color,
+            colour: terminal && !no_color,
+            // On a terminal, comfy-table asks the terminal for its width.
+            width: if terminal { Table::new().width() } else { None },
         }
+    }
+
+    /// Fits tables in `columns` (the `COLUMNS` variable: it wins over the terminal's width,
+    /// and applies when piped too), or prints rows whole with `None`.
+    pub fn with_columns(mut self, columns: Option<&str>) -> Self {
+        if let Some(columns) = columns.and_then(|text| text.trim().parse::<u16>().ok()) {
+            self.width = Some(columns);
+        }
+        self
     }
 
     pub fn is_json(&self) -> bool {
@@ -57,12 +76,33 @@ impl Printer {
         write_stdout(text)
     }
 
-    /// Prints a table made by [`Printer::table`].
-    pub fn print_table(&self, mut table: Table) -> Result<(), CliError> {
+    /// Prints a table made by [`Printer::table`], none of whose columns may be cut.
+    pub fn print_table(&self, table: Table) -> Result<(), CliError> {
+        self.print_fitted(table, &[])
+    }
+
+    /// Prints a table made by [`Printer::table`]; when it must fit a width, the columns
+    /// numbered in `can_shrink` give way (cut with `…`), the others keep their content's width,
+    /// and each row stays one line.
+    pub fn print_fitted(&self, mut table: Table, can_shrink: &[usize]) -> Result<(), CliError> {
         // Two spaces between columns and none before the first, so `awk` and people both
         // find the columns where they expect them.
         for column in table.column_iter_mut() {
             column.set_padding((0, 2));
+        }
+        if let Some(width) = self.width {
+            table
+                .set_content_arrangement(ContentArrangement::Dynamic)
+                .set_width(width)
+                .set_truncation_indicator("…");
+            for column in table.column_iter_mut() {
+                if !can_shrink.contains(&column.index) {
+                    column.set_constraint(ColumnConstraint::ContentWidth);
+                }
+            }
+            for row in table.row_iter_mut() {
+                row.max_height(1);
+            }
         }
         let text = table
             .lines()
@@ -74,8 +114,8 @@ impl Printer {
 
     /// An empty table with `header`, in the house style: no borders, like `kubectl get`.
     ///
-    /// Rows are never wrapped to the terminal's width: an id or a time cut in two is worse
-    /// than a long line, and `grep` and `awk` see one row per line.
+    /// Rows are never wrapped: an id or a time cut in two is worse than a long line, and
+    /// `grep` and `awk` see one row per line. [`Printer::print_fitted`] cuts them to fit.
     pub fn table(&self, header: &[&str]) -> Table {
         let mut table = Table::new();
         table.load_style(presets::NOTHING);
@@ -84,7 +124,10 @@ impl Printer {
             table.force_no_tty();
         }
         if !header.is_empty() {
-            table.set_header(header.iter().copied());
+            // When fitted, a header gives way like its column rather than wrapping.
+            let mut header = Row::from(header.iter().copied());
+            header.max_height(1);
+            table.set_header(header);
         }
         table
     }
@@ -143,8 +186,55 @@ impl Printer {
                 .map_or_else(|| "-".to_owned(), time),
         ));
         table.add_row(text("last message", optional(build.last_message.as_ref())));
+        table.add_row(text(
+            "lease",
+            build.lease.as_ref().map_or_else(
+                || "-".to_owned(),
+                |lease| {
+                    format!(
+                        "stage {} held by `{}` until {} (fence {})",
+                        lease.stage,
+                        lease.holder,
+                        time(&lease.expires_at),
+                        lease.fence
+                    )
+                },
+            ),
+        ));
+        table.add_row(text(
+            "outputs",
+            if build.outputs.is_empty() {
+                "-".to_owned()
+            } else {
+                build
+                    .outputs
+                    .iter()
+                    .map(|(key, output)| format!("{key}={} (stage {})", output.value, output.stage))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            },
+        ));
         table.add_row(text("created", time(&build.created_at)));
         table.add_row(text("updated", time(&build.updated_at)));
+        self.print_fitted(table, &[1])
+    }
+
+    /// A build's merged outputs: key, value and the stage that set it.
+    pub fn outputs(
+        &self,
+        outputs: &std::collections::BTreeMap<String, buildstate_domain::StageOutput>,
+    ) -> Result<(), CliError> {
+        if self.is_json() {
+            return self.json(outputs);
+        }
+        let mut table = self.table(&["KEY", "VALUE", "STAGE"]);
+        for (key, output) in outputs {
+            table.add_row(vec![
+                Cell::new(key),
+                Cell::new(&output.value),
+                Cell::new(output.stage),
+            ]);
+        }
         self.print_table(table)
     }
 
@@ -172,7 +262,9 @@ impl Printer {
                 Cell::new(time(&build.updated_at)),
             ]);
         }
-        self.print_table(table)
+        // Everything but the id, the status and the time gives way (short values lose only
+        // their header's end).
+        self.print_fitted(table, &[1, 2, 3, 4, 6])
     }
 
     /// History entries, oldest first.
@@ -196,7 +288,8 @@ impl Printer {
                 Cell::new(first_line(entry.message.as_deref(), 72)),
             ]);
         }
-        self.print_table(table)
+        // SOURCE and MESSAGE give way.
+        self.print_fitted(table, &[5, 7])
     }
 
     /// A gate answer: the decision word, then the reason.
@@ -231,7 +324,8 @@ impl Printer {
                 time(&user.created_at),
             ]);
         }
-        self.print_table(table)
+        // EMAIL gives way.
+        self.print_fitted(table, &[2])
     }
 
     /// Tokens, one per row, never their secrets.
@@ -259,7 +353,8 @@ impl Printer {
                 when(&token.revoked_at),
             ]);
         }
-        self.print_table(table)
+        // DESCRIPTION gives way.
+        self.print_fitted(table, &[3])
     }
 }
 

@@ -1,10 +1,12 @@
 //! `bldst build run ID --state N -- COMMAND...`: makes one pipeline step resumable.
 //!
-//! It gates the stage (skip: exit 0; stop: exit 12; wait: wait out the backoff, or exit 11),
-//! reports `in_progress`, runs the command with its output streamed through, then reports
-//! `completed`, or `failed` with the tail of the command's stderr as the message, and exits with
-//! the command's code. Its own lines go to stderr, prefixed `bldst:`, so the command's stdout
-//! stays the command's.
+//! It gates the stage (skip: exit 0; stop: exit 12; wait: wait out the backoff or another
+//! run's lease, or exit 11), reports `in_progress` as this run (claiming the stage's lease),
+//! runs the command with its output streamed through while heartbeating the lease, then
+//! reports `completed` with the outputs the command wrote to `$BLDST_OUTPUTS_FILE`, or `failed`
+//! with the tail of the command's stderr as the message — either releases the lease — and
+//! exits with the command's code. Its own lines go to stderr, prefixed `bldst:`, so the
+//! command's stdout stays the command's.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -12,14 +14,15 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use buildstate_client::gate_wait::{self, GateOutcome, NotWaited, WaitPolicy};
+use buildstate_client::lease::{read_outputs_file, Heartbeats};
 use buildstate_client::message::keep_tail;
 use buildstate_domain::limits::MAX_MESSAGE_CHARS;
 use buildstate_domain::wire::ReportTransition;
-use buildstate_domain::{BuildId, ReportStatus, StateCode};
+use buildstate_domain::{BuildId, Outputs, ReportStatus, StateCode};
 use clap::Args;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{config, exit, parse_duration, CliError, Context};
+use super::{config, exit, parse_duration, values, CliError, Context};
 use crate::client::Client;
 
 /// How much of the command's stderr is kept for the failure message.
@@ -29,20 +32,29 @@ const STDERR_TAIL_BYTES: usize = 4096;
 #[command(
     after_help = "Exit codes: the command's own code when it ran (0 when the stage was \
 already completed and skipped); 11 when the backoff was not waited out; 12 when the build is \
-blocked, cancelled or completed, or an earlier stage failed; 3, 4, 5, 6 when the server said \
-so before the command ran.
+blocked, cancelled or completed, or an earlier stage failed; 11 also when another run holds \
+the stage and its lease did not end within --max-wait; 3, 4, 5, 6 when the server said so \
+before the command ran.
 
-The command sees BUILDSTATE_BUILD_ID and BUILDSTATE_STATE in its environment.
+The command sees BUILDSTATE_BUILD_ID, BUILDSTATE_STATE and BLDST_OUTPUTS_FILE in its \
+environment. What it writes to $BLDST_OUTPUTS_FILE (a JSON object of strings, or KEY=value \
+lines) is reported as the stage's outputs with the completion; read earlier stages' outputs with \
+`bldst build outputs \"$BUILDSTATE_BUILD_ID\" KEY`. Outputs are not for secrets.
+
+While the command runs, the stage is leased to this run (--run, else the report source with a \
+random suffix) and heartbeats keep the lease; the completion or failure releases it.
 
 Examples:
   bldst build run \"$BUILD_ID\" --state 15 -- ansible-playbook -i inventory base.yml
   bldst build run \"$BUILD_ID\" --state 70 --no-wait -- ./run-integration-tests.sh
-  bldst_cli build run \"$BUILD_ID\" --state 55 --max-wait 30m -- sh -c 'dnf -y install httpd'"
+  bldst_cli build run \"$BUILD_ID\" --state 55 --max-wait 30m -- sh -c 'dnf -y install httpd'
+  bldst build run \"$BUILD_ID\" --state 10 -- sh -c 'packer build . && echo ami_id=$(jq -r .builds[-1].artifact_id manifest.json | cut -d: -f2) >> \"$BLDST_OUTPUTS_FILE\"'"
 )]
 pub struct RunArgs {
+    /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
     id: BuildId,
     /// The stage this command performs.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = values::state_code(), hide_possible_values = true)]
     state: StateCode,
     /// If the stage is backing off after a failure, exit 11 at once instead of waiting.
     #[arg(long)]
@@ -53,9 +65,31 @@ pub struct RunArgs {
     /// Where the reports come from [default: BUILDSTATE_SOURCE, or the CI run's URL].
     #[arg(long)]
     source: Option<String>,
+    /// This run's identity, which holds the stage's lease [default: the source, or `local`,
+    /// with a random suffix].
+    #[arg(long, env = "BUILDSTATE_RUN")]
+    run: Option<String>,
+    /// How often to heartbeat the lease while the command runs.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_interval, hide = true)]
+    heartbeat_every: Duration,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<OsString>,
+}
+
+/// A duration as `--max-wait` takes it, or milliseconds (`200ms`, for tests).
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match text.trim().strip_suffix("ms").map(str::parse::<u64>) {
+        Some(Ok(millis)) if millis > 0 => Ok(Duration::from_millis(millis)),
+        Some(_) => Err(format!("`{text}` is not a duration")),
+        None => parse_duration(text).and_then(|duration| {
+            if duration.is_zero() {
+                Err("the interval must be more than 0".to_owned())
+            } else {
+                Ok(duration)
+            }
+        }),
+    }
 }
 
 /// Runs `bldst build run`; the `u8` is the exit code.
@@ -68,32 +102,73 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
         .first()
         .map(|program| program.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if let Some(code) = gate_until_runnable(&client, &args).await? {
+    let source = config::report_source(args.source.as_deref(), context.env);
+    let run = args.run.clone().unwrap_or_else(|| {
+        let base = source.as_deref().unwrap_or("local");
+        let suffix = buildstate_client::api::new_idempotency_key();
+        format!("{base}#{}", &suffix[..suffix.len().min(8)])
+    });
+    if let Some(code) = gate_until_runnable(&client, &args, &run).await? {
         return Ok(code);
     }
-    let source = config::report_source(args.source.as_deref(), context.env);
-    let report = |status, message: String| ReportTransition {
+    let report = |status, message: String, fence: Option<i64>, outputs: Outputs| ReportTransition {
         state: stage,
         status,
         message: Some(message),
         expected_state: None,
         source: source.clone(),
+        run: Some(run.clone()),
+        fence,
+        outputs,
     };
-    client
+    let claimed = client
         .report_transition(
             id,
-            &report(ReportStatus::InProgress, format!("running `{program}`")),
+            &report(
+                ReportStatus::InProgress,
+                format!("running `{program}`"),
+                None,
+                Outputs::default(),
+            ),
             None,
         )
         .await?;
+    let lease = claimed.build.lease.clone();
+    let fence = lease.as_ref().map(|lease| lease.fence);
     eprintln!("bldst: stage {stage} of build `{id}`: running `{program}`");
 
+    let outputs_file =
+        std::env::temp_dir().join(format!("bldst-outputs-{id}-{stage}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&outputs_file);
+    let heartbeats = lease
+        .as_ref()
+        .map(|lease| Heartbeats::start(client.clone(), id.clone(), lease, args.heartbeat_every));
     let started = Instant::now();
-    let outcome = run_command(&args.command, id, stage).await;
+    let outcome = run_command(&args.command, id, stage, &outputs_file).await;
     let elapsed = started.elapsed().as_secs();
+    if let Some(lost) = heartbeats.and_then(Heartbeats::stop) {
+        eprintln!("bldst: the lease on stage {stage} was lost while the command ran: {lost}");
+    }
+    let outputs = read_outputs_file(&outputs_file);
+    let _ = std::fs::remove_file(&outputs_file);
+    // A command that succeeded but left unusable outputs has failed its stage: a resumed run
+    // would start without what it needs.
+    let (outputs, outputs_problem) = match outputs {
+        Ok(outputs) => (outputs, None),
+        Err(error) => (Outputs::default(), Some(error.to_string())),
+    };
     // `explain`: the command said nothing itself about why it ended (a spawn failure or a
     // signal), so we say it.
     let (code, status, message, explain) = match outcome {
+        Ok(Finished { status, .. }) if status.success() && outputs_problem.is_some() => (
+            exit::FAILURE,
+            ReportStatus::Failed,
+            format!(
+                "`{program}` succeeded after {elapsed}s but its outputs cannot be used: {}",
+                outputs_problem.unwrap_or_default()
+            ),
+            true,
+        ),
         Ok(Finished { status, .. }) if status.success() => (
             exit::SUCCESS,
             ReportStatus::Completed,
@@ -118,8 +193,13 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
         Err(SpawnError { code, message }) => (code, ReportStatus::Failed, message, true),
     };
     let message = keep_tail(&message, MAX_MESSAGE_CHARS);
+    let outputs = if status == ReportStatus::Completed {
+        outputs
+    } else {
+        Outputs::default()
+    };
     let reported = client
-        .report_transition(id, &report(status, message.clone()), None)
+        .report_transition(id, &report(status, message.clone(), fence, outputs), None)
         .await;
     match (status, reported) {
         (ReportStatus::Completed, Ok(result)) => {
@@ -154,19 +234,27 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
 }
 
 /// Asks the gate until the stage may run. `Some(code)` means: do not run, exit with `code`.
-async fn gate_until_runnable(client: &Client, args: &RunArgs) -> Result<Option<u8>, CliError> {
+async fn gate_until_runnable(
+    client: &Client,
+    args: &RunArgs,
+    run: &str,
+) -> Result<Option<u8>, CliError> {
     let (id, stage) = (&args.id, args.state);
     let policy = WaitPolicy {
         no_wait: args.no_wait,
         max_wait: args.max_wait,
     };
-    let mut on_wait = |_: &_, wait: Duration| {
-        eprintln!(
-            "bldst: stage {stage} of build `{id}` is backing off; waiting {}s",
-            wait.as_secs()
-        );
+    let mut on_wait = |answer: &buildstate_domain::wire::GateAnswer, wait: Duration| {
+        let wait = wait.as_secs();
+        if answer.build_status == buildstate_domain::BuildStatus::Failed {
+            eprintln!("bldst: stage {stage} of build `{id}` is backing off; waiting {wait}s");
+        } else {
+            eprintln!("bldst: build `{id}`: {}; waiting {wait}s", answer.reason);
+        }
     };
-    match gate_wait::gate_until_runnable(client, id, stage, policy, &mut on_wait).await? {
+    match gate_wait::gate_until_runnable_for_run(client, id, stage, Some(run), policy, &mut on_wait)
+        .await?
+    {
         GateOutcome::Run(_) => Ok(None),
         GateOutcome::Skip(answer) => {
             eprintln!(
@@ -230,6 +318,7 @@ async fn run_command(
     command: &[OsString],
     id: &BuildId,
     stage: StateCode,
+    outputs_file: &std::path::Path,
 ) -> Result<Finished, SpawnError> {
     let Some((program, arguments)) = command.split_first() else {
         return Err(SpawnError {
@@ -242,6 +331,7 @@ async fn run_command(
         .args(arguments)
         .env("BUILDSTATE_BUILD_ID", id.as_str())
         .env("BUILDSTATE_STATE", stage.to_string())
+        .env("BLDST_OUTPUTS_FILE", outputs_file)
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())

@@ -44,10 +44,23 @@ async fn a_build_resumes_at_the_failed_stage_and_runs_to_published(app: TestApp)
     assert_eq!(
         kinds,
         [
-            (code(0), EventKind::Skipped),
+            (code(0), EventKind::Completed),
             (code(5), EventKind::Skipped),
             (code(10), EventKind::Completed)
         ]
+    );
+    let notes: Vec<_> = jumped
+        .recorded
+        .iter()
+        .map(|e| e.message.as_deref())
+        .collect();
+    assert_eq!(
+        notes[..2],
+        [
+            Some("triggered when the build was created"),
+            Some("not used by this pipeline: skipped by a later report")
+        ],
+        "stage 0 was triggered by the build's creation, not skipped"
     );
 
     send(&client, &id, 15, ReportStatus::InProgress).await;
@@ -584,13 +597,15 @@ async fn reset_and_cancel_need_a_reason_and_are_recorded(app: TestApp) {
             (EventKind::Cancelled, "image retired".to_owned())
         ]
     );
-    let completed_before_reset = history
+    let completed_before_reset: Vec<_> = history
         .entries
         .iter()
         .filter(|e| e.kind == EventKind::Completed)
-        .count();
+        .map(|e| e.state)
+        .collect();
     assert_eq!(
-        completed_before_reset, 1,
-        "history is never rewritten by a reset"
+        completed_before_reset,
+        [code(0), code(60)],
+        "history is never rewritten by a reset (0 triggered, then the jump to 60)"
     );
 }

@@ -156,6 +156,7 @@ async fn assert_replay_matches(
         max_retries: 100,
         backoff_base: Duration::ZERO,
         backoff_cap: Duration::ZERO,
+        lease_duration: Duration::from_secs(60),
     };
     let mut progress = Progress::started();
     let mut expected_seq = 2;
@@ -170,11 +171,7 @@ async fn assert_replay_matches(
             EventKind::InProgress => ReportStatus::InProgress,
             other => panic!("unexpected {other}"),
         };
-        let report = Report {
-            state: last.state,
-            status,
-            expected_state: None,
-        };
+        let report = Report::new(last.state, status);
         let Ok(Transition::Applied {
             progress: next,
             events,

@@ -24,13 +24,7 @@ pub fn start_request(key: Option<&str>) -> StartBuild {
 }
 
 pub fn report(state: i64, status: ReportStatus) -> ReportTransition {
-    ReportTransition {
-        state: code(state),
-        status,
-        message: None,
-        expected_state: None,
-        source: None,
-    }
+    ReportTransition::new(code(state), status)
 }
 
 pub async fn start_build(client: &Client) -> BuildId {

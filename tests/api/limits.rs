@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use buildstate_domain::wire::{ReportTransition, StartBuild};
+use buildstate_domain::wire::StartBuild;
 use buildstate_domain::ReportStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{code, start_request};
+use crate::helpers::{report, start_request};
 use crate::support::process::ServerProcess;
 use crate::support::{Backend, TestApp};
 
@@ -210,13 +210,7 @@ async fn sigterm_under_load_loses_no_acknowledged_report() {
             tokio::spawn(async move {
                 let mut acknowledged = 0;
                 while acknowledged < 100 {
-                    let report = ReportTransition {
-                        state: code(0),
-                        status: ReportStatus::Failed,
-                        message: None,
-                        expected_state: None,
-                        source: None,
-                    };
+                    let report = report(0, ReportStatus::Failed);
                     let sent = http
                         .post(&url)
                         .bearer_auth(&token)

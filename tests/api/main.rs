@@ -12,5 +12,7 @@ mod client;
 mod concurrency;
 mod health;
 mod helpers;
+mod leases;
 mod limits;
+mod outputs;
 mod replicas;

@@ -23,6 +23,18 @@ async fn every_bad_input_gets_one_line_and_its_exit_code(app: TestApp) {
     let id = admin.create_build(&[]).await;
     admin.report(&id, 0, "completed").await;
     let id = id.as_str();
+    let cancelled = admin.create_build(&[]).await;
+    admin
+        .run(&[
+            "build",
+            "cancel",
+            cancelled.as_str(),
+            "--reason",
+            "superseded",
+        ])
+        .await
+        .ok();
+    let cancelled = cancelled.as_str();
     let closed_port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("address").port()
@@ -70,6 +82,42 @@ async fn every_bad_input_gets_one_line_and_its_exit_code(app: TestApp) {
             "an unknown status",
             Caller::Admin,
             vec!["build", "update", id, "--state", "5", "--status", "done"],
+            2,
+        ),
+        (
+            "a negative state after a space",
+            Caller::Admin,
+            vec!["build", "gate", id, "--state", "-5"],
+            2,
+        ),
+        (
+            "a negative retry count after a space",
+            Caller::Admin,
+            vec![
+                "build",
+                "create",
+                "--platform",
+                "aws",
+                "--image-type",
+                "rhel8",
+                "--max-retries",
+                "-1",
+            ],
+            2,
+        ),
+        (
+            "a client flag on a server command",
+            Caller::Admin,
+            vec![
+                "server",
+                "bootstrap",
+                "--api-url",
+                "http://127.0.0.1:1",
+                "--username",
+                "a",
+                "--email",
+                "a@example.com",
+            ],
             2,
         ),
         (
@@ -220,6 +268,20 @@ async fn every_bad_input_gets_one_line_and_its_exit_code(app: TestApp) {
             4,
         ),
         (
+            "a report on a cancelled build",
+            Caller::Admin,
+            vec![
+                "build",
+                "update",
+                cancelled,
+                "--state",
+                "0",
+                "--status",
+                "completed",
+            ],
+            4,
+        ),
+        (
             "a retry of a running build",
             Caller::Admin,
             vec!["build", "retry", id, "--reason", "why not"],
@@ -269,4 +331,129 @@ async fn every_bad_input_gets_one_line_and_its_exit_code(app: TestApp) {
     assert_cli_snapshot!("bad_input_table", table);
 }
 
-crate::on_both_backends!(every_bad_input_gets_one_line_and_its_exit_code);
+/// With `--output json` a failure is one JSON object on stderr (the API's envelope plus the
+/// exit code), nothing on stdout, and the same exit code as without it.
+async fn with_output_json_an_error_is_one_json_object_on_stderr(app: TestApp) {
+    let admin = Bldst::admin(&app);
+    let no_token = Bldst::with_token(&app, None);
+    let cases: Vec<(&str, &Bldst, Vec<&str>, i32)> = vec![
+        (
+            "a bad value",
+            &admin,
+            vec!["-o", "json", "build", "gate", "b_1", "--state", "7"],
+            2,
+        ),
+        (
+            "a missing flag, json asked for last",
+            &admin,
+            vec![
+                "build",
+                "update",
+                "b_1",
+                "--status",
+                "completed",
+                "--output=json",
+            ],
+            2,
+        ),
+        (
+            "--quiet with json",
+            &admin,
+            vec!["build", "list", "--quiet", "-o", "json"],
+            2,
+        ),
+        (
+            "an unknown build",
+            &admin,
+            vec!["build", "get", "b_00000000000000000000", "-o", "json"],
+            3,
+        ),
+        (
+            "no token",
+            &no_token,
+            vec!["build", "list", "-o", "json"],
+            5,
+        ),
+    ];
+    let mut table = String::new();
+    for (name, bldst, args, expected) in cases {
+        let outcome = bldst.run(&args).await;
+        assert_eq!(outcome.code, expected, "{name}: {}", outcome.stderr);
+        assert_eq!(outcome.stdout, "", "{name}: nothing on stdout");
+        assert_eq!(outcome.stderr.lines().count(), 1, "{name}: one line");
+        let error: serde_json::Value = serde_json::from_str(&outcome.stderr)
+            .unwrap_or_else(|e| panic!("{name}: JSON on stderr ({e}): {}", outcome.stderr));
+        assert_eq!(error["error"]["exit_code"], expected, "{name}");
+        assert!(error["error"]["message"].is_string(), "{name}");
+        writeln!(
+            table,
+            "{name} -> {expected}\n  {}",
+            outcome.stderr.trim_end()
+        )
+        .expect("write");
+    }
+    assert_cli_snapshot!("json_errors", table);
+}
+
+crate::on_both_backends!(
+    every_bad_input_gets_one_line_and_its_exit_code,
+    with_output_json_an_error_is_one_json_object_on_stderr,
+);
+
+/// `--state -5` is the value -5, not an unknown flag: the same answer as `--state=-5`.
+#[test]
+fn a_negative_number_gets_the_same_answer_with_a_space_as_with_an_equals_sign() {
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["build", "gate", "b_1"], "--state", "-5"),
+        (&["build", "list"], "--state", "-10"),
+        (
+            &["build", "update", "b_1", "--status", "completed"],
+            "--state",
+            "-5",
+        ),
+        (
+            &[
+                "build",
+                "create",
+                "--platform",
+                "aws",
+                "--image-type",
+                "rhel8",
+            ],
+            "--max-retries",
+            "-1",
+        ),
+        (&["build", "history", "b_1"], "--limit", "-3"),
+        (&["build", "list"], "--offset", "-1"),
+        (&["server"], "--max-retries", "-1"),
+    ];
+    for (command, flag, value) in cases {
+        let run = |extra: &[&str]| {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_bldst"))
+                .args(*command)
+                .args(extra)
+                .env("NO_COLOR", "1")
+                .env_remove("BUILDSTATE_API_TOKEN")
+                .output()
+                .expect("run bldst");
+            (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        };
+        let spaced = run(&[flag, value]);
+        let joined = run(&[&format!("{flag}={value}")]);
+        assert_eq!(spaced, joined, "{command:?} {flag} {value}");
+        assert_eq!(
+            spaced.0,
+            Some(2),
+            "{command:?} {flag} {value}: {}",
+            spaced.1
+        );
+        assert!(
+            spaced.1.contains(&format!("invalid value '{value}'")),
+            "{command:?} {flag} {value}: {}",
+            spaced.1
+        );
+    }
+}

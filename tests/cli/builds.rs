@@ -516,3 +516,72 @@ async fn the_gate_exit_code_says_run_skip_wait_or_stop_on_sqlite() {
 async fn the_gate_exit_code_says_run_skip_wait_or_stop_on_postgres() {
     the_gate_exit_code_says_run_skip_wait_or_stop(Backend::Postgres).await;
 }
+
+/// On a terminal of `COLUMNS` columns the tables fit it: every row one line, no line longer
+/// than the width, the long columns (message, source, key) cut with `…`. Piped without
+/// `COLUMNS`, rows are printed whole.
+async fn tables_fit_a_fixed_width_and_stay_whole_when_piped(app: TestApp) {
+    // Arrange: a build whose key, source and message are long
+    let admin = Bldst::admin(&app);
+    let id = admin
+        .create_build(&["--key", "aws/ubuntu-22.04-web/0123456789abcdef0123456789"])
+        .await;
+    let long_message = "the playbook failed while installing packages from a mirror that timed \
+                        out after several minutes of waiting";
+    admin
+        .run(&[
+            "build",
+            "update",
+            id.as_str(),
+            "--state",
+            "10",
+            "--status",
+            "failed",
+            "--source",
+            "https://ci.example.com/job/images/job/aws-ubuntu/1234/console",
+            "--message",
+            long_message,
+        ])
+        .await
+        .ok();
+    let narrow = admin.env("COLUMNS", "80");
+
+    for (name, args) in [
+        ("history", vec!["build", "history", id.as_str()]),
+        ("list", vec!["build", "list"]),
+        ("get", vec!["build", "get", id.as_str()]),
+    ] {
+        // Act
+        let fitted = narrow.run(&args).await.ok();
+        let whole = Bldst::admin(&app).run(&args).await.ok();
+
+        // Assert
+        for line in fitted.stdout.lines() {
+            assert!(
+                line.chars().count() <= 80,
+                "{name}: a line wider than 80:\n{}",
+                fitted.stdout
+            );
+        }
+        assert_eq!(
+            fitted.stdout.lines().count(),
+            whole.stdout.lines().count(),
+            "{name}: one line per row, as when piped"
+        );
+        assert!(fitted.stdout.contains('…'), "{name}: something was cut");
+        assert!(
+            whole.stdout.lines().any(|line| line.chars().count() > 80),
+            "{name}: piped rows are whole"
+        );
+        if name == "history" {
+            assert!(
+                whole.stdout.contains(&long_message[..60]),
+                "{}",
+                whole.stdout
+            );
+            assert_cli_snapshot!("history_in_80_columns", fitted.stdout);
+        }
+    }
+}
+
+crate::on_both_backends!(tables_fit_a_fixed_width_and_stay_whole_when_piped);

@@ -8,6 +8,8 @@ mod support;
 mod accounts;
 mod bad_input;
 mod builds;
+mod examples;
 mod helpers;
+mod outputs;
 mod run;
 mod usage;

@@ -9,9 +9,85 @@ use crate::support::TestApp;
 fn bldst(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_bldst"))
         .args(args)
+        // Help shows the values of the variables flags default to: none set here.
+        .env_clear()
         .env("NO_COLOR", "1")
+        // Help wraps at the terminal's width: fix it, so snapshots do not depend on the runner.
+        .env("COLUMNS", "100")
         .output()
         .expect("run bldst")
+}
+
+fn stdout(args: &[&str]) -> String {
+    let output = bldst(args);
+    assert!(output.status.success(), "{args:?}: {output:?}");
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+#[test]
+fn the_help_pages_a_newcomer_reads_first() {
+    for (name, args) in [
+        ("help_top", &["--help"][..]),
+        ("help_build", &["build", "--help"]),
+        ("help_build_update", &["build", "update", "--help"]),
+        ("help_server", &["server", "--help"]),
+        ("help_server_bootstrap", &["server", "bootstrap", "--help"]),
+    ] {
+        crate::assert_cli_snapshot!(name, stdout(args));
+    }
+}
+
+#[test]
+fn server_commands_list_the_servers_flags_and_client_commands_the_clients() {
+    for args in [
+        &["server", "--help"][..],
+        &["server", "bootstrap", "--help"],
+    ] {
+        let help = stdout(args);
+        assert!(help.contains("--database-url"), "{args:?}:\n{help}");
+        for client_flag in ["--api-url", "--token <", "--output"] {
+            assert!(!help.contains(client_flag), "{args:?} lists {client_flag}");
+        }
+    }
+    for args in [
+        &["build", "list", "--help"][..],
+        &["token", "create", "--help"],
+    ] {
+        let help = stdout(args);
+        assert!(help.contains("--api-url"), "{args:?}:\n{help}");
+        assert!(
+            !help.contains("--database-url"),
+            "{args:?} lists --database-url"
+        );
+    }
+}
+
+#[test]
+fn completions_offer_the_values_the_command_line_knows() {
+    let bash = stdout(&["completions", "bash"]);
+    let states: Vec<String> = (0..=100).step_by(5).map(|code| code.to_string()).collect();
+    for (flag, values) in [
+        ("--status", "in_progress completed failed".to_owned()),
+        (
+            "--status",
+            "running in_progress failed blocked completed cancelled".to_owned(),
+        ),
+        ("--scope", "read write admin".to_owned()),
+        ("--role", "member admin".to_owned()),
+        ("--state", states.join(" ")),
+        ("--output", "table json".to_owned()),
+    ] {
+        let offered = format!("{flag})\n                    COMPREPLY=($(compgen -W \"{values}\"");
+        assert!(
+            bash.contains(&offered),
+            "bash does not offer {flag}: {values}"
+        );
+    }
+    let fish = stdout(&["completions", "fish"]);
+    assert!(
+        fish.contains("-l state -d 'The stage reported on' -r -f -a \"0\\t'triggered'"),
+        "fish offers the stage codes with their names"
+    );
 }
 
 #[test]

@@ -1,6 +1,12 @@
 //! Test support shared by the integration suites: a real server on 127.0.0.1:0 over a fresh
 //! database per test — a temporary SQLite file, or a scratch PostgreSQL database created from
 //! `BUILDSTATE_TEST_POSTGRES_URL` and dropped afterwards.
+//!
+//! The PostgreSQL half takes a bounded share of the database's connections, so a full run
+//! stays green on a server with the default `max_connections` of 100 that others use too:
+//! each test server's pool holds at most [`TEST_POOL_SIZE`] connections, and at most
+//! [`POSTGRES_SERVERS_AT_ONCE`] tests hold a PostgreSQL server at a time, whatever the number
+//! of test threads. The measured peak is in BENCHMARKS.md (`scripts/pg-peak.sh`).
 #![allow(dead_code)]
 
 pub mod process;
@@ -12,7 +18,7 @@ use buildstate::client::{Client, ClientConfig};
 use buildstate_server::api::AppState;
 use buildstate_server::ServerConfig;
 use sqlx::Connection;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
 
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +29,19 @@ pub enum Backend {
 
 /// The environment variable naming a PostgreSQL server the tests may create databases on.
 pub const POSTGRES_URL_VAR: &str = "BUILDSTATE_TEST_POSTGRES_URL";
+
+/// The most connections one test server (and each of its peers) opens to PostgreSQL. The
+/// racing tests send 64 reports at once: they queue for these, as they would for any pool.
+pub const TEST_POOL_SIZE: u32 = 4;
+
+/// How many tests may hold a PostgreSQL test server at once. With a peer each and the
+/// connection that creates or drops the scratch database, that bounds the suite to
+/// 4 × (4 + 4 + 1) = 36 connections.
+pub const POSTGRES_SERVERS_AT_ONCE: usize = 4;
+
+/// The permits for [`POSTGRES_SERVERS_AT_ONCE`]; a tokio semaphore works across the test
+/// threads' separate runtimes.
+static POSTGRES_SERVERS: Semaphore = Semaphore::const_new(POSTGRES_SERVERS_AT_ONCE);
 
 /// A running server and an admin token for it.
 pub struct TestApp {
@@ -35,6 +54,8 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _sqlite_dir: Option<tempfile::TempDir>,
     scratch_database: Option<(String, String)>,
+    /// Held until the scratch database is dropped (PostgreSQL only).
+    _postgres_turn: Option<SemaphorePermit<'static>>,
 }
 
 impl TestApp {
@@ -51,6 +72,7 @@ impl TestApp {
     ) -> Option<TestApp> {
         let mut sqlite_dir = None;
         let mut scratch_database = None;
+        let mut postgres_turn = None;
         let database_url = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temporary directory");
@@ -63,14 +85,18 @@ impl TestApp {
                     eprintln!("skipped: set {POSTGRES_URL_VAR} to run the PostgreSQL variant");
                     return None;
                 };
+                postgres_turn = Some(
+                    POSTGRES_SERVERS
+                        .acquire()
+                        .await
+                        .expect("the semaphore is never closed"),
+                );
                 let (url, name) = create_scratch_database(&admin_url).await;
                 scratch_database = Some((admin_url, name));
                 url
             }
         };
-        let mut config = ServerConfig::for_database(&database_url);
-        config.secret_key = Some("test-secret-key".into());
-        config.backoff_base_secs = 0;
+        let mut config = test_config(&database_url);
         adjust(&mut config);
         let state = config.app_state().await.expect("server state");
         let admin_token = buildstate_server::bootstrap_admin(
@@ -98,6 +124,7 @@ impl TestApp {
             server: Some(server),
             _sqlite_dir: sqlite_dir,
             scratch_database,
+            _postgres_turn: postgres_turn,
         })
     }
 
@@ -126,9 +153,7 @@ impl TestApp {
     /// Another server on this app's database, with its own pools and caches: what a deployment
     /// of several server processes sharing one PostgreSQL looks like. It stops when dropped.
     pub async fn spawn_peer(&self, adjust: impl FnOnce(&mut ServerConfig)) -> Peer {
-        let mut config = ServerConfig::for_database(&self.database_url);
-        config.secret_key = Some("test-secret-key".into());
-        config.backoff_base_secs = 0;
+        let mut config = test_config(&self.database_url);
         adjust(&mut config);
         let state = config.app_state().await.expect("peer server state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -191,6 +216,15 @@ impl Peer {
     pub fn client_with(&self, token: String) -> Client {
         Client::new(ClientConfig::new(&self.base_url, Some(token))).expect("client")
     }
+}
+
+/// A test server's configuration: a fixed key, no backoff, the small pool.
+fn test_config(database_url: &str) -> ServerConfig {
+    let mut config = ServerConfig::for_database(database_url);
+    config.secret_key = Some("test-secret-key".into());
+    config.backoff_base_secs = 0;
+    config.database_max_connections = TEST_POOL_SIZE;
+    config
 }
 
 async fn create_scratch_database(admin_url: &str) -> (String, String) {

@@ -7,15 +7,16 @@
 //! is applied at most once. Error answers are parsed back from the JSON envelope into
 //! [`ClientError::Api`], whose message is the server's sentence.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use buildstate_domain::wire::BuildQuery;
 use buildstate_domain::wire::{
     Build, BuildPage, CreateToken, CreateUser, CreatedToken, ErrorBody, ErrorCode, GateAnswer,
-    Health, HistoryPage, HistoryQuery, OperatorReason, ReportTransition, ResetBuild, StartBuild,
-    StartedBuild, StatusOverview, TokenInfo, TransitionResult, User, Whoami,
+    Health, HistoryPage, HistoryQuery, LeaseRequest, OperatorReason, ReportTransition, ResetBuild,
+    StartBuild, StartedBuild, StatusOverview, TokenInfo, TransitionResult, User, Whoami,
 };
-use buildstate_domain::{BuildId, StateCode};
+use buildstate_domain::{BuildId, Lease, StageOutput, StateCode};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -32,6 +33,38 @@ pub struct ClientConfig {
     pub max_attempts: u32,
     /// The first retry's wait; it doubles each time, at most [`MAX_RETRY_WAIT`].
     pub retry_base: Duration,
+    /// PEM certificates trusted beside the built-in and system roots (a private CA).
+    pub extra_root_pem: Option<Vec<u8>>,
+    /// Proxies to use; `None` follows the process's `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`.
+    pub proxies: Option<Proxies>,
+    /// Told one sentence before each retry, e.g. to log it; never sees the token.
+    pub on_retry: Option<RetryLog>,
+}
+
+/// Receives a sentence about each retry.
+pub type RetryLog = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Proxies as the standard variables name them, for callers that pass the environment in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Proxies {
+    /// `http_proxy`/`HTTP_PROXY`: for `http://` URLs.
+    pub http: Option<String>,
+    /// `https_proxy`/`HTTPS_PROXY`: for `https://` URLs.
+    pub https: Option<String>,
+    /// `no_proxy`/`NO_PROXY`: hosts reached directly.
+    pub no_proxy: Option<String>,
+}
+
+impl Proxies {
+    /// The proxies `env` names; the lower-case spelling wins, as in curl.
+    pub fn from_env(env: crate::env::EnvLookup<'_>) -> Proxies {
+        let either = |name: &str| env(name).or_else(|| env(&name.to_ascii_uppercase()));
+        Proxies {
+            http: either("http_proxy"),
+            https: either("https_proxy"),
+            no_proxy: either("no_proxy"),
+        }
+    }
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -41,6 +74,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
             .field("max_attempts", &self.max_attempts)
+            .field("extra_root_pem", &self.extra_root_pem.is_some())
+            .field("proxies", &self.proxies)
             .finish()
     }
 }
@@ -53,6 +88,9 @@ impl ClientConfig {
             timeout: Duration::from_secs(30),
             max_attempts: 4,
             retry_base: Duration::from_millis(250),
+            extra_root_pem: None,
+            proxies: None,
+            on_retry: None,
         }
     }
 }
@@ -146,10 +184,27 @@ impl Client {
         }
         config.base_url = base;
         config.max_attempts = config.max_attempts.max(1);
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("bldst/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("bldst/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &config.extra_root_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|error| {
+                ClientError::Config(format!("the CA certificates are not valid PEM: {error}"))
+            })?;
+            if certificates.is_empty() {
+                return Err(ClientError::Config(
+                    "the CA certificates hold no PEM certificate".to_owned(),
+                ));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        if let Some(proxies) = &config.proxies {
+            builder = with_proxies(builder.no_proxy(), proxies)?;
+        }
+        let http = builder
             .build()
             .map_err(|error| ClientError::Config(format!("cannot set up HTTP: {error}")))?;
         Ok(Client { http, config })
@@ -234,7 +289,21 @@ impl Client {
     }
 
     pub async fn gate(&self, id: &BuildId, stage: StateCode) -> Result<GateAnswer> {
-        let pairs = [("state", stage.to_string())];
+        self.gate_for_run(id, stage, None).await
+    }
+
+    /// The gate for `stage`, asked by run `run` (the identity its reports send): the run that
+    /// holds the stage's lease gets `run`, every other run `wait` while the lease lasts.
+    pub async fn gate_for_run(
+        &self,
+        id: &BuildId,
+        stage: StateCode,
+        run: Option<&str>,
+    ) -> Result<GateAnswer> {
+        let mut pairs = vec![("state", stage.to_string())];
+        if let Some(run) = run {
+            pairs.push(("run", run.to_owned()));
+        }
         self.send::<(), _>(
             Method::GET,
             &format!("/builds/{id}/gate"),
@@ -243,6 +312,39 @@ impl Client {
             None,
         )
         .await
+    }
+
+    /// Extends the lease the run holds on `request.state` (a heartbeat). A lost answer is not
+    /// sent again: the next heartbeat is the retry.
+    pub async fn heartbeat(&self, id: &BuildId, request: &LeaseRequest) -> Result<Lease> {
+        self.send(
+            Method::POST,
+            &format!("/builds/{id}/heartbeat"),
+            Some(request),
+            &[],
+            None,
+        )
+        .await
+    }
+
+    /// Gives the lease on `request.state` up without reporting on the stage.
+    pub async fn release(&self, id: &BuildId, request: &LeaseRequest) -> Result<Build> {
+        self.send(
+            Method::POST,
+            &format!("/builds/{id}/release"),
+            Some(request),
+            &[],
+            None,
+        )
+        .await
+    }
+
+    /// The build's merged outputs: every key once, with the stage that set it.
+    pub async fn outputs(
+        &self,
+        id: &BuildId,
+    ) -> Result<std::collections::BTreeMap<String, StageOutput>> {
+        Ok(self.get_build(id).await?.outputs)
     }
 
     pub async fn retry_build(&self, id: &BuildId, reason: &str) -> Result<TransitionResult> {
@@ -400,6 +502,16 @@ impl Client {
                     None
                 }
             };
+            if let Some(log) = &self.config.on_retry {
+                let why = match retry_after {
+                    Some(_) => "the server asked to retry later",
+                    None => "no usable answer",
+                };
+                log(&format!(
+                    "{method} {path}: {why} (attempt {attempt} of {}); retrying",
+                    self.config.max_attempts
+                ));
+            }
             let backoff = self
                 .config
                 .retry_base
@@ -409,6 +521,29 @@ impl Client {
             attempt += 1;
         }
     }
+}
+
+/// Routes `http://` and `https://` requests through the named proxies, except `no_proxy` hosts.
+fn with_proxies(
+    mut builder: reqwest::ClientBuilder,
+    proxies: &Proxies,
+) -> Result<reqwest::ClientBuilder> {
+    let no_proxy = proxies
+        .no_proxy
+        .as_deref()
+        .and_then(reqwest::NoProxy::from_string);
+    let invalid = |which: &str, error: reqwest::Error| {
+        ClientError::Config(format!("the {which} proxy URL is not valid: {error}"))
+    };
+    if let Some(url) = &proxies.http {
+        let proxy = reqwest::Proxy::http(url).map_err(|error| invalid("HTTP", error))?;
+        builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
+    }
+    if let Some(url) = &proxies.https {
+        let proxy = reqwest::Proxy::https(url).map_err(|error| invalid("HTTPS", error))?;
+        builder = builder.proxy(proxy.no_proxy(no_proxy));
+    }
+    Ok(builder)
 }
 
 /// 429 and 503 mean the request was not handled; 502 and 504 leave it unknown.

@@ -27,8 +27,9 @@ pub mod exit {
     pub const GATE_RUN: u8 = 0;
     /// `build gate`: skip the stage, it already completed.
     pub const GATE_SKIP: u8 = 10;
-    /// `build gate`: wait, the stage is backing off after a failure. `build run`: the backoff
-    /// was not waited out (`--no-wait`, or longer than `--max-wait`).
+    /// `build gate`: wait, the stage is backing off after a failure or another run holds it.
+    /// `build run`: the backoff or the other run's lease was not waited out (`--no-wait`, or
+    /// longer than `--max-wait`).
     pub const GATE_WAIT: u8 = 11;
     /// `build gate`: stop, the build is blocked, cancelled or completed, or the stage comes
     /// after one that failed. `build run`: the command was not run for that reason.

@@ -1,5 +1,5 @@
 //! Gate-then-wait: ask the gate whether a stage may run and, while it is backing off after a
-//! failure, wait and ask again — within a limit. The front ends decide what to print and how
+//! failure or another run holds it, wait and ask again — within a limit. The front ends decide what to print and how
 //! to exit for each outcome.
 
 use std::time::Duration;
@@ -51,9 +51,22 @@ pub async fn gate_until_runnable(
     policy: WaitPolicy,
     on_wait: &mut dyn FnMut(&GateAnswer, Duration),
 ) -> Result<GateOutcome, ClientError> {
+    gate_until_runnable_for_run(client, id, stage, None, policy, on_wait).await
+}
+
+/// [`gate_until_runnable`] asked by run `run`: it also waits (within the policy) while another
+/// run holds the stage's lease, and runs at once if `run` holds it.
+pub async fn gate_until_runnable_for_run(
+    client: &Client,
+    id: &BuildId,
+    stage: StateCode,
+    run: Option<&str>,
+    policy: WaitPolicy,
+    on_wait: &mut dyn FnMut(&GateAnswer, Duration),
+) -> Result<GateOutcome, ClientError> {
     let mut waited = Duration::ZERO;
     loop {
-        let answer = client.gate(id, stage).await?;
+        let answer = client.gate_for_run(id, stage, run).await?;
         match answer.decision {
             GateDecision::Run => return Ok(GateOutcome::Run(answer)),
             GateDecision::Skip => return Ok(GateOutcome::Skip(answer)),

@@ -8,6 +8,7 @@
 //! - [`message`]: report messages read from files, keeping the tail of long logs.
 //! - [`failure`]: client errors as documented exit codes and sentences that say what to do.
 //! - [`gate_wait`]: ask the gate, waiting out a backoff, until a stage may run.
+//! - [`lease`]: heartbeats while a command holds a stage, and the outputs it leaves behind.
 //!
 //! Nothing here links the server (axum, sqlx); `.ci/run` checks that with `cargo tree`.
 
@@ -16,6 +17,7 @@ pub mod ci;
 pub mod env;
 pub mod failure;
 pub mod gate_wait;
+pub mod lease;
 pub mod message;
 
 pub use api::{Client, ClientConfig, ClientError};

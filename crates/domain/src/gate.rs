@@ -16,7 +16,8 @@ pub enum GateDecision {
     Run,
     /// S already completed (or was skipped).
     Skip,
-    /// S is the failed stage and its backoff has not elapsed.
+    /// S is the failed stage and its backoff has not elapsed, or another run holds the
+    /// stage being worked on.
     Wait,
     /// The build is blocked, cancelled or completed, or S comes after a stage that failed:
     /// S should not run now.
@@ -44,8 +45,10 @@ pub struct Gate {
     pub reason: String,
 }
 
-/// Decides whether `stage` should run on a build at `current`, as of `now`.
-pub fn gate(current: &Progress, stage: StateCode, now: DateTime<Utc>) -> Gate {
+/// Decides whether `stage` should run on a build at `current`, as of `now`, for the run `run`
+/// (its identity, as its reports send it; `None` if unknown): while another run holds the
+/// stage being worked on, that stage and every later one wait for the lease to end.
+pub fn gate(current: &Progress, stage: StateCode, run: Option<&str>, now: DateTime<Utc>) -> Gate {
     let answer = |decision, reason: String| Gate {
         decision,
         wait_seconds: None,
@@ -110,6 +113,23 @@ pub fn gate(current: &Progress, stage: StateCode, now: DateTime<Utc>) -> Gate {
             ),
         );
     }
+    if let Some(lease) = current
+        .lease
+        .as_ref()
+        .filter(|lease| current.status == BuildStatus::InProgress && lease.stage == current.state)
+        .filter(|lease| run != Some(lease.holder.as_str()))
+    {
+        if let Some(wait_seconds) = lease.seconds_left(now) {
+            return Gate {
+                decision: GateDecision::Wait,
+                wait_seconds: Some(wait_seconds),
+                reason: format!(
+                    "stage {} is held by run `{}` for {wait_seconds}s more (lease {})",
+                    lease.stage, lease.holder, lease.fence
+                ),
+            };
+        }
+    }
     if stage == current.state {
         answer(
             GateDecision::Run,
@@ -144,6 +164,20 @@ mod tests {
             status,
             failures: 1,
             next_attempt_at: None,
+            lease: None,
+            last_seq: 9,
+        }
+    }
+
+    fn held_by(run: &str, state: i64, seconds_left: i64) -> Progress {
+        Progress {
+            lease: Some(crate::rules::Lease {
+                stage: code(state),
+                holder: run.to_owned(),
+                fence: 9,
+                expires_at: now() + chrono::Duration::seconds(seconds_left),
+            }),
+            ..at(state, BuildStatus::InProgress)
         }
     }
 
@@ -159,6 +193,8 @@ mod tests {
             next_attempt_at: Some(now() - chrono::Duration::seconds(1)),
             ..at(30, Failed)
         };
+        let held = held_by("run-a", 30, 40);
+        let lapsed = held_by("run-a", 30, -1);
         let cases = [
             ("the current stage runs", at(30, Running), 30, D::Run),
             (
@@ -171,31 +207,31 @@ mod tests {
             ("an earlier stage is skipped", at(30, Running), 25, D::Skip),
             (
                 "an earlier stage of a failed build is skipped",
-                backing_off,
+                backing_off.clone(),
                 10,
                 D::Skip,
             ),
             (
                 "the failed stage waits out its backoff",
-                backing_off,
+                backing_off.clone(),
                 30,
                 D::Wait,
             ),
             (
                 "a stage after a failed one stops until it completes",
-                backing_off,
+                backing_off.clone(),
                 35,
                 D::Stop,
             ),
             (
                 "a stage after a failed one stops even once the backoff elapsed",
-                elapsed,
+                elapsed.clone(),
                 35,
                 D::Stop,
             ),
             (
                 "the failed stage runs once the backoff elapsed",
-                elapsed,
+                elapsed.clone(),
                 30,
                 D::Run,
             ),
@@ -208,16 +244,43 @@ mod tests {
             ),
             ("a cancelled build stops", at(30, Cancelled), 35, D::Stop),
             ("a completed build stops", at(100, Completed), 100, D::Stop),
+            ("a stage another run holds waits", held.clone(), 30, D::Wait),
+            (
+                "a stage past one another run holds waits",
+                held.clone(),
+                35,
+                D::Wait,
+            ),
+            (
+                "an earlier stage is still skipped while one is held",
+                held.clone(),
+                25,
+                D::Skip,
+            ),
+            (
+                "a stage whose lease expired runs",
+                lapsed.clone(),
+                30,
+                D::Run,
+            ),
         ];
         for (name, progress, stage, expected) in cases {
-            let answer = gate(&progress, code(stage), now());
+            let answer = gate(&progress, code(stage), Some("run-b"), now());
             assert_eq!(answer.decision, expected, "{name}: {}", answer.reason);
             assert_eq!(answer.wait_seconds.is_some(), expected == D::Wait, "{name}");
         }
         assert_eq!(
-            gate(&backing_off, code(30), now()).wait_seconds,
+            gate(&backing_off, code(30), None, now()).wait_seconds,
             Some(5),
             "rounded up"
+        );
+        let waiting = gate(&held, code(30), None, now());
+        assert_eq!(waiting.wait_seconds, Some(40), "an unknown run waits too");
+        assert!(waiting.reason.contains("`run-a`"), "{}", waiting.reason);
+        assert_eq!(
+            gate(&held, code(30), Some("run-a"), now()).decision,
+            D::Run,
+            "the holder itself runs"
         );
     }
 }

@@ -7,6 +7,7 @@
 pub mod fields;
 pub mod gate;
 pub mod limits;
+pub mod outputs;
 pub mod rules;
 pub mod state;
 pub mod status;
@@ -14,9 +15,10 @@ pub mod wire;
 
 pub use fields::{BuildId, BuildKey, Email, ImageType, InvalidField, Labels, Platform, Username};
 pub use gate::{gate, Gate, GateDecision};
+pub use outputs::{InvalidOutputs, Outputs, StageOutput, StageOutputs};
 pub use rules::{
-    apply_operator_action, apply_report, Event, OperatorAction, Progress, Refusal, Report,
-    RetryPolicy, Transition,
+    apply_operator_action, apply_report, release_lease, renew_lease, Event, Lease, OperatorAction,
+    Progress, Refusal, Report, RetryPolicy, Transition, DEFAULT_LEASE_DURATION,
 };
 pub use state::{InvalidStateCode, Phase, StateCode};
 pub use status::{BuildStatus, EventKind, ReportStatus, Role, Scope, UnknownVariant};

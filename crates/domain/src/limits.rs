@@ -19,3 +19,12 @@ pub const BUILD_PAGE_MAX: u32 = 500;
 pub const HISTORY_PAGE_DEFAULT: u32 = 100;
 /// `GET /builds/{id}/history`: the largest `limit`.
 pub const HISTORY_PAGE_MAX: u32 = 1000;
+
+/// Outputs one `completed` report may carry.
+pub const MAX_OUTPUTS: usize = 32;
+/// The longest output key, in characters (keys are environment-variable names).
+pub const MAX_OUTPUT_KEY_CHARS: usize = 64;
+/// The longest output value, in bytes of UTF-8.
+pub const MAX_OUTPUT_VALUE_BYTES: usize = 1024;
+/// The longest run identity (`run`, or `source` standing in for it) and report source.
+pub const MAX_RUN_CHARS: usize = 2048;

@@ -4,16 +4,28 @@
 //! the clock, and gets back the new progress plus the history [`Event`]s to append, or the
 //! [`Refusal`] that explains why nothing may change. The server runs these inside the
 //! transaction that holds the build's row lock; no front end re-implements them.
+//!
+//! Leases: an `in_progress` report from an identified run (its `run`, else its `source`)
+//! claims the stage for [`RetryPolicy::lease_duration`]; the same run's repeated `in_progress`
+//! or a heartbeat ([`renew_lease`]) extends it. While it is live, every other run's report on
+//! that stage (or past it) is refused with [`Refusal::StageLeased`]; once it has expired,
+//! another run may take the stage over, and the history records that it did. The lease's
+//! fencing value is the sequence number of the history entry that claimed it: a report that
+//! carries a fence which is not the current lease's is refused ([`Refusal::LeaseLost`]), so a
+//! run that lost its lease cannot write. A report from an unidentified run claims nothing:
+//! builds nobody leases behave exactly as before leases existed.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
+use crate::outputs::Outputs;
 use crate::state::StateCode;
 use crate::status::{BuildStatus, EventKind, ReportStatus};
 
 /// The part of a build the rules read and write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
     pub state: StateCode,
     pub status: BuildStatus,
@@ -21,18 +33,66 @@ pub struct Progress {
     pub failures: u32,
     /// When `status` is `failed`: the earliest time the stage may be attempted again.
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// With `in_progress`: the run that claimed `state`, if an identified run did.
+    pub lease: Option<Lease>,
+    /// The sequence number of the newest history entry (fences are sequence numbers).
+    pub last_seq: i64,
 }
 
 impl Progress {
-    /// A build that was just triggered: state 0, `running`.
+    /// A build that was just triggered: state 0, `running`, its `started` entry recorded.
     pub fn started() -> Self {
         Progress {
             state: StateCode::TRIGGERED,
             status: BuildStatus::Running,
             failures: 0,
             next_attempt_at: None,
+            lease: None,
+            last_seq: 1,
         }
     }
+
+    /// The lease on the stage being worked on, live or expired.
+    fn current_lease(&self) -> Option<&Lease> {
+        self.lease
+            .as_ref()
+            .filter(|lease| self.status == BuildStatus::InProgress && lease.stage == self.state)
+    }
+}
+
+/// One run's claim on the stage it is working on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Lease {
+    /// The stage held.
+    pub stage: StateCode,
+    /// The run that holds it: the claiming report's `run`, else its `source`.
+    pub holder: String,
+    /// The fencing value: the sequence number of the history entry that claimed the lease.
+    /// Reports and heartbeats that carry it prove they come from the holder.
+    pub fence: i64,
+    /// When the lease ends unless a heartbeat or `in_progress` report extends it.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Lease {
+    /// Seconds (rounded up) until the lease ends, or `None` once it has.
+    pub fn seconds_left(&self, now: DateTime<Utc>) -> Option<u64> {
+        seconds_until(self.expires_at, now)
+    }
+}
+
+/// Seconds (rounded up) from `now` until `at`, or `None` if `at` has passed.
+fn seconds_until(at: DateTime<Utc>, now: DateTime<Utc>) -> Option<u64> {
+    let millis = u64::try_from((at - now).num_milliseconds()).ok()?;
+    (millis > 0).then(|| millis.div_ceil(1000))
+}
+
+fn deadline(now: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(duration)
+        .ok()
+        .and_then(|duration| now.checked_add_signed(duration))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// How failures are retried: exponential backoff, then `blocked`.
@@ -44,7 +104,13 @@ pub struct RetryPolicy {
     pub backoff_base: Duration,
     /// The longest wait, however many failures.
     pub backoff_cap: Duration,
+    /// How long an `in_progress` claim, or a heartbeat, holds the stage for its run.
+    pub lease_duration: Duration,
 }
+
+/// The lease time when the server is not told otherwise: six heartbeats of the CLI's 10 s
+/// interval, so a run survives a few lost requests and a crashed one frees the stage soon.
+pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(60);
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -52,6 +118,7 @@ impl Default for RetryPolicy {
             max_retries: 3,
             backoff_base: Duration::from_secs(30),
             backoff_cap: Duration::from_secs(3600),
+            lease_duration: DEFAULT_LEASE_DURATION,
         }
     }
 }
@@ -67,22 +134,61 @@ impl RetryPolicy {
 }
 
 /// A client's report about one stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub state: StateCode,
     pub status: ReportStatus,
     /// Compare-and-set: the state the client believes the build is at.
     pub expected_state: Option<StateCode>,
+    /// The reporting run's identity (the request's `run`, else its `source`); `None` claims
+    /// no lease.
+    pub run: Option<String>,
+    /// The fencing value of the lease the run believes it holds.
+    pub fence: Option<i64>,
+    /// What a completed stage produced (empty otherwise).
+    pub outputs: Outputs,
+}
+
+impl Report {
+    /// A report from an unidentified run, with no expectation, fence or outputs.
+    pub fn new(state: StateCode, status: ReportStatus) -> Self {
+        Report {
+            state,
+            status,
+            expected_state: None,
+            run: None,
+            fence: None,
+            outputs: Outputs::default(),
+        }
+    }
 }
 
 /// One history entry the rules ask the store to append (message and reporter are the caller's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub state: StateCode,
     pub kind: EventKind,
     /// The attempt at `state` this event is about (1 for the first run); `None` for skipped
-    /// stages and operator actions.
+    /// stages, stage 0 completed by a jump, and operator actions.
     pub attempt: Option<u32>,
+    /// The rules' own message for this entry (a lease takeover says whose lease expired);
+    /// `None` leaves it to the caller.
+    pub note: Option<String>,
+    /// With `completed`: the outputs the stage completed with.
+    pub outputs: Option<Outputs>,
+}
+
+impl Event {
+    /// An entry with no attempt, note or outputs.
+    pub fn plain(state: StateCode, kind: EventKind) -> Self {
+        Event {
+            state,
+            kind,
+            attempt: None,
+            note: None,
+            outputs: None,
+        }
+    }
 }
 
 /// What an accepted report does.
@@ -125,6 +231,43 @@ pub enum Refusal {
         target: StateCode,
         current: StateCode,
     },
+    #[error("stage {stage} is held by run `{holder}` until {} ({wait_seconds}s left); wait for it, or report from that run", .expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]
+    StageLeased {
+        stage: StateCode,
+        holder: String,
+        fence: i64,
+        expires_at: DateTime<Utc>,
+        wait_seconds: u64,
+    },
+    #[error("lease {fence} on stage {stage} is no longer held: {}; this run must stop reporting on it", describe_holder(.holder.as_deref(), *.current_fence))]
+    LeaseLost {
+        stage: StateCode,
+        fence: i64,
+        holder: Option<String>,
+        current_fence: Option<i64>,
+    },
+    #[error("stage {stage} is not leased by {}: the build is {status} at {state}{}", describe_run(.run.as_deref()), match .holder { Some(holder) => format!(" and run `{holder}` holds it"), None => String::new() })]
+    NotLeased {
+        stage: StateCode,
+        run: Option<String>,
+        holder: Option<String>,
+        state: StateCode,
+        status: BuildStatus,
+    },
+}
+
+fn describe_holder(holder: Option<&str>, fence: Option<i64>) -> String {
+    match (holder, fence) {
+        (Some(holder), Some(fence)) => format!("run `{holder}` holds it now (lease {fence})"),
+        _ => "no run holds it now".to_owned(),
+    }
+}
+
+fn describe_run(run: Option<&str>) -> String {
+    match run {
+        Some(run) => format!("run `{run}`"),
+        None => "this run".to_owned(),
+    }
 }
 
 /// Applies a client's report to a build at `current`, as of `now`.
@@ -190,16 +333,59 @@ pub fn apply_report(
             });
         }
     }
+    // Leases: who may report on the stage being worked on (and on any stage past it).
+    let lease = current.current_lease();
+    let mut kept_lease: Option<&Lease> = None;
+    let mut events: Vec<Event> = Vec::new();
+    if let Some(fence) = report.fence {
+        match lease {
+            Some(lease) if lease.fence == fence => kept_lease = Some(lease),
+            _ => {
+                return Err(Refusal::LeaseLost {
+                    stage,
+                    fence,
+                    holder: lease.map(|lease| lease.holder.clone()),
+                    current_fence: lease.map(|lease| lease.fence),
+                })
+            }
+        }
+    } else if let Some(lease) = lease {
+        if report.run.as_deref() == Some(lease.holder.as_str()) {
+            kept_lease = Some(lease);
+        } else if let Some(wait_seconds) = lease.seconds_left(now) {
+            return Err(Refusal::StageLeased {
+                stage: lease.stage,
+                holder: lease.holder.clone(),
+                fence: lease.fence,
+                expires_at: lease.expires_at,
+                wait_seconds,
+            });
+        } else {
+            events.push(Event {
+                note: Some(format!(
+                    "the lease of run `{}` (lease {}) expired at {}; taken over by {}",
+                    lease.holder,
+                    lease.fence,
+                    lease
+                        .expires_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    describe_run(report.run.as_deref()),
+                )),
+                ..Event::plain(lease.stage, EventKind::TakenOver)
+            });
+        }
+    }
 
-    let mut events: Vec<Event> = current
-        .state
-        .up_to(stage)
-        .map(|skipped| Event {
-            state: skipped,
-            kind: EventKind::Skipped,
-            attempt: None,
-        })
-        .collect();
+    // Stage 0 is "triggered": creating the build did it, so a pipeline whose first report is a
+    // later stage completed it rather than skipped it.
+    events.extend(current.state.up_to(stage).map(|passed| {
+        let kind = if passed == StateCode::TRIGGERED {
+            EventKind::Completed
+        } else {
+            EventKind::Skipped
+        };
+        Event::plain(passed, kind)
+    }));
     // Failures count per stage: a jump lands on a stage that has not failed yet.
     let failures_so_far = if stage == current.state {
         current.failures
@@ -207,68 +393,162 @@ pub fn apply_report(
         0
     };
     let attempt = Some(failures_so_far + 1);
+    // The entry this report is about comes last: its sequence number is the new last_seq,
+    // and the fence of a lease it claims.
+    let last_seq = current.last_seq + events.len() as i64 + 1;
+    let finished_with = |state, status, failures, next_attempt_at| Progress {
+        state,
+        status,
+        failures,
+        next_attempt_at,
+        lease: None,
+        last_seq,
+    };
     let progress = match report.status {
         ReportStatus::Completed => {
             events.push(Event {
-                state: stage,
-                kind: EventKind::Completed,
                 attempt,
+                outputs: (!report.outputs.is_empty()).then(|| report.outputs.clone()),
+                ..Event::plain(stage, EventKind::Completed)
             });
             match stage.next() {
-                Some(next) => Progress {
-                    state: next,
-                    status: BuildStatus::Running,
-                    failures: 0,
-                    next_attempt_at: None,
-                },
-                None => Progress {
-                    state: stage,
-                    status: BuildStatus::Completed,
-                    failures: 0,
-                    next_attempt_at: None,
-                },
+                Some(next) => finished_with(next, BuildStatus::Running, 0, None),
+                None => finished_with(stage, BuildStatus::Completed, 0, None),
             }
         }
         ReportStatus::InProgress => {
             events.push(Event {
-                state: stage,
-                kind: EventKind::InProgress,
                 attempt,
+                ..Event::plain(stage, EventKind::InProgress)
             });
+            // The holder keeps its lease (and fence) on the same stage; anyone identified
+            // who reaches a stage afresh claims it.
+            let lease = match kept_lease {
+                Some(lease) if lease.stage == stage => Some(Lease {
+                    expires_at: deadline(now, policy.lease_duration),
+                    ..lease.clone()
+                }),
+                kept => kept
+                    .map(|lease| lease.holder.clone())
+                    .or_else(|| report.run.clone())
+                    .map(|holder| Lease {
+                        stage,
+                        holder,
+                        fence: last_seq,
+                        expires_at: deadline(now, policy.lease_duration),
+                    }),
+            };
             Progress {
-                state: stage,
-                status: BuildStatus::InProgress,
-                failures: failures_so_far,
-                next_attempt_at: None,
+                lease,
+                ..finished_with(stage, BuildStatus::InProgress, failures_so_far, None)
             }
         }
         ReportStatus::Failed => {
             events.push(Event {
-                state: stage,
-                kind: EventKind::Failed,
                 attempt,
+                ..Event::plain(stage, EventKind::Failed)
             });
             let failures = failures_so_far + 1;
             if failures > policy.max_retries {
-                Progress {
-                    state: stage,
-                    status: BuildStatus::Blocked,
-                    failures,
-                    next_attempt_at: None,
-                }
+                finished_with(stage, BuildStatus::Blocked, failures, None)
             } else {
                 let wait = chrono::Duration::from_std(policy.backoff(failures))
                     .unwrap_or(chrono::Duration::MAX);
-                Progress {
-                    state: stage,
-                    status: BuildStatus::Failed,
+                finished_with(
+                    stage,
+                    BuildStatus::Failed,
                     failures,
-                    next_attempt_at: now.checked_add_signed(wait),
-                }
+                    now.checked_add_signed(wait),
+                )
             }
         }
     };
     Ok(Transition::Applied { progress, events })
+}
+
+/// Finds the lease on `stage` that `run` (or the holder of lease `fence`) holds, live or
+/// expired-but-not-taken-over: the check behind heartbeats and releases.
+fn held_lease<'p>(
+    current: &'p Progress,
+    stage: StateCode,
+    run: Option<&str>,
+    fence: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<&'p Lease, Refusal> {
+    let lease = current.current_lease().filter(|lease| lease.stage == stage);
+    let not_leased = |holder: Option<String>| Refusal::NotLeased {
+        stage,
+        run: run.map(str::to_owned),
+        holder,
+        state: current.state,
+        status: current.status,
+    };
+    let Some(lease) = lease else {
+        return match fence {
+            Some(fence) => Err(Refusal::LeaseLost {
+                stage,
+                fence,
+                holder: None,
+                current_fence: None,
+            }),
+            None => Err(not_leased(None)),
+        };
+    };
+    if let Some(fence) = fence {
+        return if lease.fence == fence {
+            Ok(lease)
+        } else {
+            Err(Refusal::LeaseLost {
+                stage,
+                fence,
+                holder: Some(lease.holder.clone()),
+                current_fence: Some(lease.fence),
+            })
+        };
+    }
+    if run == Some(lease.holder.as_str()) {
+        return Ok(lease);
+    }
+    match lease.seconds_left(now) {
+        Some(wait_seconds) => Err(Refusal::StageLeased {
+            stage,
+            holder: lease.holder.clone(),
+            fence: lease.fence,
+            expires_at: lease.expires_at,
+            wait_seconds,
+        }),
+        None => Err(not_leased(Some(lease.holder.clone()))),
+    }
+}
+
+/// A heartbeat: the holder of the lease on `stage` (named by `run` or proved by `fence`)
+/// extends it to `now + lease_duration`. A lease that expired but was not taken over is
+/// still the holder's to renew. Appends no history.
+pub fn renew_lease(
+    current: &Progress,
+    stage: StateCode,
+    run: Option<&str>,
+    fence: Option<i64>,
+    policy: &RetryPolicy,
+    now: DateTime<Utc>,
+) -> Result<Lease, Refusal> {
+    let lease = held_lease(current, stage, run, fence, now)?;
+    Ok(Lease {
+        expires_at: deadline(now, policy.lease_duration),
+        ..lease.clone()
+    })
+}
+
+/// The holder gives the stage up without reporting on it (its command was interrupted):
+/// the build stays `in_progress`, and any run may claim the stage at once.
+pub fn release_lease(
+    current: &Progress,
+    stage: StateCode,
+    run: Option<&str>,
+    fence: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<Lease, Refusal> {
+    held_lease(current, stage, run, fence, now).cloned()
 }
 
 /// Seconds (rounded up) until a failed build's backoff ends, or `None` if it has.
@@ -297,21 +577,20 @@ pub fn apply_operator_action(
     current: &Progress,
     action: OperatorAction,
 ) -> Result<(Progress, Event), Refusal> {
+    let last_seq = current.last_seq + 1;
     let running_at = |state| Progress {
         state,
         status: BuildStatus::Running,
         failures: 0,
         next_attempt_at: None,
+        lease: None,
+        last_seq,
     };
     match action {
         OperatorAction::Retry => match current.status {
             BuildStatus::Blocked | BuildStatus::Failed => Ok((
                 running_at(current.state),
-                Event {
-                    state: current.state,
-                    kind: EventKind::Retried,
-                    attempt: None,
-                },
+                Event::plain(current.state, EventKind::Retried),
             )),
             status => Err(Refusal::NothingToRetry { status }),
         },
@@ -327,14 +606,7 @@ pub fn apply_operator_action(
                     current: current.state,
                 });
             }
-            Ok((
-                running_at(to),
-                Event {
-                    state: to,
-                    kind: EventKind::Reset,
-                    attempt: None,
-                },
-            ))
+            Ok((running_at(to), Event::plain(to, EventKind::Reset)))
         }
         OperatorAction::Cancel => {
             if current.status.is_finished() {
@@ -346,13 +618,11 @@ pub fn apply_operator_action(
                 Progress {
                     status: BuildStatus::Cancelled,
                     next_attempt_at: None,
-                    ..*current
+                    lease: None,
+                    last_seq,
+                    ..current.clone()
                 },
-                Event {
-                    state: current.state,
-                    kind: EventKind::Cancelled,
-                    attempt: None,
-                },
+                Event::plain(current.state, EventKind::Cancelled),
             ))
         }
     }
@@ -377,6 +647,8 @@ mod tests {
             status,
             failures,
             next_attempt_at: None,
+            lease: None,
+            last_seq: 7,
         }
     }
 
@@ -385,22 +657,18 @@ mod tests {
             max_retries: 3,
             backoff_base: Duration::from_secs(10),
             backoff_cap: Duration::from_secs(60),
+            lease_duration: Duration::from_secs(60),
         }
     }
 
     fn report(state: i64, status: ReportStatus) -> Report {
-        Report {
-            state: code(state),
-            status,
-            expected_state: None,
-        }
+        Report::new(code(state), status)
     }
 
     fn event(state: i64, kind: EventKind, attempt: Option<u32>) -> Event {
         Event {
-            state: code(state),
-            kind,
             attempt,
+            ..Event::plain(code(state), kind)
         }
     }
 
@@ -444,13 +712,24 @@ mod tests {
             ),
             (
                 "a jump records the stages between as skipped",
+                at(5, Running, 0),
+                report(15, R::Completed),
+                Expect::Moves(
+                    20,
+                    Running,
+                    0,
+                    &[(5, K::Skipped), (10, K::Skipped), (15, K::Completed)],
+                ),
+            ),
+            (
+                "a jump from 0 records 0 as completed (triggered by the build's creation)",
                 at(0, Running, 0),
                 report(10, R::Completed),
                 Expect::Moves(
                     15,
                     Running,
                     0,
-                    &[(0, K::Skipped), (5, K::Skipped), (10, K::Completed)],
+                    &[(0, K::Completed), (5, K::Skipped), (10, K::Completed)],
                 ),
             ),
             (
@@ -701,7 +980,7 @@ mod tests {
         );
         let fresh = Report {
             expected_state: Some(code(20)),
-            ..stale
+            ..stale.clone()
         };
         assert!(apply_report(&current, &fresh, &policy(), now()).is_ok());
         // A retried completion is success even with the stale expectation it was sent with.
@@ -734,7 +1013,13 @@ mod tests {
             .expect("retry blocked");
         assert_eq!(
             retried,
-            (at(25, Running, 0), event(25, EventKind::Retried, None))
+            (
+                Progress {
+                    last_seq: 8,
+                    ..at(25, Running, 0)
+                },
+                event(25, EventKind::Retried, None)
+            )
         );
         assert!(apply_operator_action(&at(25, Failed, 1), OperatorAction::Retry).is_ok());
         assert_eq!(
@@ -747,7 +1032,13 @@ mod tests {
                 .expect("reset back");
         assert_eq!(
             reset,
-            (at(40, Running, 0), event(40, EventKind::Reset, None))
+            (
+                Progress {
+                    last_seq: 8,
+                    ..at(40, Running, 0)
+                },
+                event(40, EventKind::Reset, None)
+            )
         );
         assert!(apply_operator_action(
             &at(100, Completed, 0),
@@ -779,6 +1070,315 @@ mod tests {
                 apply_operator_action(&at(100, finished, 0), OperatorAction::Cancel),
                 Err(Refusal::BuildFinished { status: finished })
             );
+        }
+    }
+
+    fn held(holder: &str, fence: i64, seconds_left: i64) -> Progress {
+        Progress {
+            lease: Some(Lease {
+                stage: code(30),
+                holder: holder.to_owned(),
+                fence,
+                expires_at: now() + chrono::Duration::seconds(seconds_left),
+            }),
+            ..at(30, InProgress, 0)
+        }
+    }
+
+    fn from(run: Option<&str>, fence: Option<i64>, state: i64, status: ReportStatus) -> Report {
+        Report {
+            run: run.map(str::to_owned),
+            fence,
+            ..report(state, status)
+        }
+    }
+
+    /// What a lease case expects: the lease afterwards `(holder, fence, seconds left)` and the
+    /// events' kinds, or the refusal.
+    #[derive(Debug)]
+    enum LeaseExpect {
+        Holds(Option<(&'static str, i64, i64)>, &'static [EventKind]),
+        Unchanged,
+        Refused(fn(&Refusal) -> bool),
+    }
+
+    #[test]
+    fn every_lease_rule() {
+        use EventKind as K;
+        use LeaseExpect::{Holds, Refused, Unchanged};
+        use ReportStatus as R;
+        let cases: Vec<(&str, Progress, Report, LeaseExpect)> = vec![
+            (
+                "an identified in_progress claims the stage; the fence is its entry's seq",
+                at(30, Running, 0),
+                from(Some("a"), None, 30, R::InProgress),
+                Holds(Some(("a", 8, 60)), &[K::InProgress]),
+            ),
+            (
+                "an unidentified in_progress claims nothing (builds without leases work as before)",
+                at(30, Running, 0),
+                from(None, None, 30, R::InProgress),
+                Holds(None, &[K::InProgress]),
+            ),
+            (
+                "a claim on a later stage gets the fence after the skipped entries",
+                at(20, Running, 0),
+                from(Some("a"), None, 30, R::InProgress),
+                Holds(
+                    Some(("a", 10, 60)),
+                    &[K::Skipped, K::Skipped, K::InProgress],
+                ),
+            ),
+            (
+                "the holder's repeated in_progress extends the lease and keeps the fence",
+                held("a", 5, 10),
+                from(Some("a"), None, 30, R::InProgress),
+                Holds(Some(("a", 5, 60)), &[K::InProgress]),
+            ),
+            (
+                "the holder may renew even after the lease lapsed, if nobody took over",
+                held("a", 5, -30),
+                from(Some("a"), None, 30, R::InProgress),
+                Holds(Some(("a", 5, 60)), &[K::InProgress]),
+            ),
+            (
+                "the holder's completion releases the lease",
+                held("a", 5, 10),
+                from(Some("a"), None, 30, R::Completed),
+                Holds(None, &[K::Completed]),
+            ),
+            (
+                "the holder's failure releases the lease",
+                held("a", 5, 10),
+                from(Some("a"), None, 30, R::Failed),
+                Holds(None, &[K::Failed]),
+            ),
+            (
+                "the current fence proves the holder, whatever the run says",
+                held("a", 5, 10),
+                from(None, Some(5), 30, R::Completed),
+                Holds(None, &[K::Completed]),
+            ),
+            (
+                "another run's in_progress on a held stage names the holder and the wait",
+                held("a", 5, 10),
+                from(Some("b"), None, 30, R::InProgress),
+                Refused(
+                    |r| matches!(r, Refusal::StageLeased { holder, fence: 5, wait_seconds: 10, .. } if holder == "a"),
+                ),
+            ),
+            (
+                "another run's completion on a held stage is refused",
+                held("a", 5, 10),
+                from(Some("b"), None, 30, R::Completed),
+                Refused(|r| matches!(r, Refusal::StageLeased { .. })),
+            ),
+            (
+                "another run's failure on a held stage is refused",
+                held("a", 5, 10),
+                from(Some("b"), None, 30, R::Failed),
+                Refused(|r| matches!(r, Refusal::StageLeased { .. })),
+            ),
+            (
+                "an unidentified report on a held stage is refused",
+                held("a", 5, 10),
+                from(None, None, 30, R::Completed),
+                Refused(|r| matches!(r, Refusal::StageLeased { .. })),
+            ),
+            (
+                "no run may jump past a held stage",
+                held("a", 5, 10),
+                from(Some("b"), None, 40, R::Completed),
+                Refused(|r| matches!(r, Refusal::StageLeased { stage, .. } if stage.value() == 30)),
+            ),
+            (
+                "an expired lease is taken over, and the history says so",
+                held("a", 5, -1),
+                from(Some("b"), None, 30, R::InProgress),
+                Holds(Some(("b", 9, 60)), &[K::TakenOver, K::InProgress]),
+            ),
+            (
+                "another run may complete a stage whose lease expired",
+                held("a", 5, -1),
+                from(Some("b"), None, 30, R::Completed),
+                Holds(None, &[K::TakenOver, K::Completed]),
+            ),
+            (
+                "a fence from a lease that was taken over is refused naming the new holder",
+                held("b", 9, 50),
+                from(Some("a"), Some(5), 30, R::Completed),
+                Refused(
+                    |r| matches!(r, Refusal::LeaseLost { fence: 5, holder: Some(h), current_fence: Some(9), .. } if h == "b"),
+                ),
+            ),
+            (
+                "a fence when no lease is held is refused",
+                at(30, Running, 0),
+                from(Some("a"), Some(5), 30, R::InProgress),
+                Refused(|r| matches!(r, Refusal::LeaseLost { holder: None, .. })),
+            ),
+            (
+                "a retried completion is success even with a fence that is gone",
+                at(35, Running, 0),
+                from(Some("a"), Some(5), 30, R::Completed),
+                Unchanged,
+            ),
+        ];
+        for (name, current, report, expect) in cases {
+            match (expect, apply_report(&current, &report, &policy(), now())) {
+                (Holds(lease, kinds), Ok(Transition::Applied { progress, events })) => {
+                    let got = progress.lease.as_ref().map(|l| {
+                        (
+                            l.holder.as_str(),
+                            l.fence,
+                            (l.expires_at - now()).num_seconds(),
+                        )
+                    });
+                    assert_eq!(got, lease, "{name}");
+                    let got: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+                    assert_eq!(got, kinds, "{name}");
+                    assert_eq!(
+                        progress.last_seq,
+                        current.last_seq + events.len() as i64,
+                        "{name}: last_seq follows the entries"
+                    );
+                }
+                (Unchanged, Ok(Transition::AlreadyDone { .. })) => {}
+                (Refused(check), Err(refusal)) => assert!(check(&refusal), "{name}: {refusal:?}"),
+                (expect, outcome) => panic!("{name}: expected {expect:?}, got {outcome:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_takeover_entry_names_the_old_holder_and_the_new_run() {
+        let Ok(Transition::Applied { events, .. }) = apply_report(
+            &held("a", 5, -1),
+            &from(Some("b"), None, 30, ReportStatus::InProgress),
+            &policy(),
+            now(),
+        ) else {
+            panic!("applied");
+        };
+        let note = events[0].note.as_deref().expect("a takeover note");
+        assert!(
+            note.contains("run `a` (lease 5) expired") && note.contains("run `b`"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_holder_and_when_the_lease_ends() {
+        let refusal = apply_report(
+            &held("ci/run/7", 5, 10),
+            &from(Some("ci/run/8"), None, 30, ReportStatus::InProgress),
+            &policy(),
+            now(),
+        )
+        .expect_err("held");
+        assert_eq!(
+            refusal.to_string(),
+            "stage 30 is held by run `ci/run/7` until 2027-01-15T08:00:10Z (10s left); wait for it, or report from that run"
+        );
+        let lost = apply_report(
+            &held("ci/run/8", 9, 50),
+            &from(Some("ci/run/7"), Some(5), 30, ReportStatus::Completed),
+            &policy(),
+            now(),
+        )
+        .expect_err("fenced");
+        assert_eq!(
+            lost.to_string(),
+            "lease 5 on stage 30 is no longer held: run `ci/run/8` holds it now (lease 9); this run must stop reporting on it"
+        );
+    }
+
+    #[test]
+    fn a_completion_carries_its_outputs_on_its_entry_only() {
+        let outputs = Outputs::try_from(std::collections::BTreeMap::from([(
+            "ami_id".to_owned(),
+            "ami-0abc".to_owned(),
+        )]))
+        .expect("valid");
+        let Ok(Transition::Applied { events, .. }) = apply_report(
+            &at(0, Running, 0),
+            &Report {
+                outputs: outputs.clone(),
+                ..report(10, ReportStatus::Completed)
+            },
+            &policy(),
+            now(),
+        ) else {
+            panic!("applied");
+        };
+        let carried: Vec<(i64, bool)> = events
+            .iter()
+            .map(|e| (i64::from(e.state), e.outputs.is_some()))
+            .collect();
+        assert_eq!(carried, [(0, false), (5, false), (10, true)]);
+        assert_eq!(events[2].outputs.as_ref(), Some(&outputs));
+    }
+
+    #[test]
+    fn heartbeats_extend_only_the_holders_lease() {
+        let policy = policy();
+        let renewed = |current: &Progress, run: Option<&str>, fence: Option<i64>| {
+            renew_lease(current, code(30), run, fence, &policy, now())
+        };
+        let by_run = renewed(&held("a", 5, 10), Some("a"), None).expect("holder by name");
+        assert_eq!(
+            (by_run.fence, by_run.expires_at),
+            (5, now() + chrono::Duration::seconds(60))
+        );
+        assert!(
+            renewed(&held("a", 5, 10), None, Some(5)).is_ok(),
+            "holder by fence"
+        );
+        assert!(
+            renewed(&held("a", 5, -5), Some("a"), None).is_ok(),
+            "a lapsed lease nobody took over is still the holder's"
+        );
+        assert!(matches!(
+            renewed(&held("a", 5, 10), Some("b"), None),
+            Err(Refusal::StageLeased { holder, .. }) if holder == "a"
+        ));
+        assert!(matches!(
+            renewed(&held("a", 5, -5), Some("b"), None),
+            Err(Refusal::NotLeased {
+                holder: Some(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            renewed(&held("b", 9, 10), Some("a"), Some(5)),
+            Err(Refusal::LeaseLost {
+                current_fence: Some(9),
+                ..
+            })
+        ));
+        assert!(matches!(
+            renewed(&at(30, Running, 0), Some("a"), None),
+            Err(Refusal::NotLeased { holder: None, .. })
+        ));
+        assert!(
+            matches!(
+                renew_lease(&held("a", 5, 10), code(35), Some("a"), None, &policy, now()),
+                Err(Refusal::NotLeased { .. })
+            ),
+            "a heartbeat names the stage held"
+        );
+        assert!(release_lease(&held("a", 5, 10), code(30), Some("a"), None, now()).is_ok());
+        assert!(release_lease(&held("a", 5, 10), code(30), Some("b"), None, now()).is_err());
+    }
+
+    #[test]
+    fn operator_actions_end_any_lease() {
+        for action in [
+            OperatorAction::Reset { to: code(30) },
+            OperatorAction::Cancel,
+        ] {
+            let (progress, _) = apply_operator_action(&held("a", 5, 10), action).expect("applies");
+            assert_eq!(progress.lease, None, "{action:?}");
         }
     }
 }

@@ -109,6 +109,8 @@ wire_enum! {
         Reset => "reset",
         /// An operator gave the build up.
         Cancelled => "cancelled",
+        /// A run's lease on this stage expired and another run took the stage over.
+        TakenOver => "taken_over",
     }
 }
 

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::fields::{BuildId, BuildKey, Email, ImageType, Labels, Platform, Username};
 use crate::gate::GateDecision;
+use crate::outputs::{Outputs, StageOutput};
+use crate::rules::Lease;
 use crate::state::{Phase, StateCode};
 use crate::status::{BuildStatus, EventKind, ReportStatus, Role, Scope};
 
@@ -46,6 +48,15 @@ pub struct Build {
     pub last_seq: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The outputs of the completed stages, merged: where two stages set a key, the later
+    /// stage's value wins; `stage` says which stage set it. A reset drops the outputs of the
+    /// stages it reopens.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, StageOutput>,
+    /// With `in_progress`: the run holding `state`, if an identified run claimed it. It may
+    /// have expired (compare `expires_at`); the next report from another run then takes over.
+    #[serde(default)]
+    pub lease: Option<Lease>,
 }
 
 impl Build {
@@ -56,6 +67,8 @@ impl Build {
             status: self.status,
             failures: self.failures,
             next_attempt_at: self.next_attempt_at,
+            lease: self.lease.clone(),
+            last_seq: self.last_seq,
         }
     }
 }
@@ -102,6 +115,58 @@ pub struct ReportTransition {
     /// Where the report comes from: a CI run URL, a Concourse build, a GitHub run.
     #[serde(default)]
     pub source: Option<String>,
+    /// The reporting run's identity for leases; `source` stands in when absent. An
+    /// `in_progress` report from an identified run claims the stage for it; a report from
+    /// neither claims nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// The fencing value of the lease this run holds (`lease.fence` from the answer to its
+    /// `in_progress`): refused with `lease_lost` once another run has taken the stage over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<i64>,
+    /// With `completed` only: what the stage produced, for the runs that resume the build
+    /// (at most 32 entries; keys are environment-variable names of at most 64 characters;
+    /// values are 1 to 1024 bytes of single-line text). Not for secrets: anyone who can read
+    /// the build reads them.
+    #[serde(default, skip_serializing_if = "Outputs::is_empty")]
+    pub outputs: Outputs,
+}
+
+impl ReportTransition {
+    /// A bare report on `state`, to fill in with struct-update syntax.
+    pub fn new(state: StateCode, status: ReportStatus) -> Self {
+        ReportTransition {
+            state,
+            status,
+            message: None,
+            expected_state: None,
+            source: None,
+            run: None,
+            fence: None,
+            outputs: Outputs::default(),
+        }
+    }
+
+    /// The run identity leases use: `run`, else `source`.
+    pub fn run_identity(&self) -> Option<&str> {
+        self.run.as_deref().or(self.source.as_deref())
+    }
+}
+
+/// `POST /builds/{id}/heartbeat` and `/release`: the holder of a stage's lease extends it
+/// or gives it up. Name the run (`run`) or prove it with the lease's `fence`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// The stage the lease is on.
+    pub state: StateCode,
+    /// The run identity the lease was claimed with.
+    #[serde(default)]
+    pub run: Option<String>,
+    /// The lease's fencing value.
+    #[serde(default)]
+    pub fence: Option<i64>,
 }
 
 /// The answer to [`ReportTransition`].
@@ -135,6 +200,9 @@ pub struct HistoryEntry {
     pub token_id: Option<String>,
     pub source: Option<String>,
     pub recorded_at: DateTime<Utc>,
+    /// With `completed`: the outputs the stage completed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Outputs>,
 }
 
 /// `GET /builds/{id}/history`.
@@ -369,6 +437,14 @@ pub enum ErrorCode {
     NothingToRetry,
     /// `reset` to a later stage (409).
     ResetForward,
+    /// Another run holds the stage (409, `details.holder`, `details.expires_at`,
+    /// `details.wait_seconds`).
+    StageLeased,
+    /// The report's or heartbeat's `fence` is no longer the stage's lease (409,
+    /// `details.holder` and `details.current_fence` when another run holds it now).
+    LeaseLost,
+    /// A heartbeat or release for a stage this run does not hold (409).
+    NotLeased,
     /// The server failed (500); the cause is in its log.
     InternalError,
     /// The server cannot serve now, e.g. its database is down (503).
@@ -427,6 +503,9 @@ error_codes! {
     RetryTooSoon => "retry_too_soon",
     NothingToRetry => "nothing_to_retry",
     ResetForward => "reset_forward",
+    StageLeased => "stage_leased",
+    LeaseLost => "lease_lost",
+    NotLeased => "not_leased",
     InternalError => "internal_error",
     Unavailable => "unavailable",
 }

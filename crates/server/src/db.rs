@@ -21,8 +21,9 @@ use buildstate_domain::wire::{
     TokenInfo, TransitionResult, User,
 };
 use buildstate_domain::{
-    apply_operator_action, apply_report, BuildId, BuildStatus, Event, OperatorAction, Progress,
-    Refusal, Report, RetryPolicy, Role, Scope, StateCode, Transition, Username,
+    apply_operator_action, apply_report, BuildId, BuildStatus, Event, Lease, OperatorAction,
+    Outputs, Progress, Refusal, Report, RetryPolicy, Role, Scope, StageOutputs, StateCode,
+    Transition, Username,
 };
 use chrono::{DateTime, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -163,8 +164,13 @@ fn ping_if_idle(
 
 impl Database {
     /// Connects to `url` (`sqlite://PATH` — the file is created if missing — or
-    /// `postgres://…`) and applies the dialect's migrations.
-    pub async fn connect(url: &str, names: StateNames) -> anyhow::Result<Self> {
+    /// `postgres://…`) and applies the dialect's migrations. A PostgreSQL pool opens at most
+    /// `max_connections`; SQLite always has one writer and four readers.
+    pub async fn connect(
+        url: &str,
+        names: StateNames,
+        max_connections: u32,
+    ) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::from_url(url)?;
         let (reader, writer) = match dialect {
@@ -198,7 +204,7 @@ impl Database {
             }
             Dialect::Postgres => {
                 let pool = AnyPoolOptions::new()
-                    .max_connections(32)
+                    .max_connections(max_connections.max(1))
                     .acquire_timeout(Duration::from_secs(10))
                     .test_before_acquire(false)
                     .before_acquire(ping_if_idle)
@@ -303,11 +309,7 @@ impl Database {
             }
             Err(error) => return Err(error.into()),
         }
-        let started = Event {
-            state: StateCode::TRIGGERED,
-            kind: buildstate_domain::EventKind::Started,
-            attempt: None,
-        };
+        let started = Event::plain(StateCode::TRIGGERED, buildstate_domain::EventKind::Started);
         let entries = history_entries(
             1,
             &[started],
@@ -349,6 +351,16 @@ impl Database {
         id: &str,
         lock: bool,
     ) -> StoreResult<Build> {
+        Ok(self.build_and_outputs_in(tx, id, lock).await?.0)
+    }
+
+    /// The build and the per-stage outputs its merged view is made of.
+    async fn build_and_outputs_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &str,
+        lock: bool,
+    ) -> StoreResult<(Build, StageOutputs)> {
         let lock = if lock { self.dialect.for_update() } else { "" };
         let row = sqlx::query(&format!(
             "SELECT {BUILD_COLUMNS} FROM builds WHERE id = $1{lock}"
@@ -357,7 +369,7 @@ impl Database {
         .fetch_optional(&mut **tx)
         .await?
         .ok_or_else(|| build_not_found(id))?;
-        self.build_from_row(&row)
+        Ok((self.build_from_row(&row)?, stage_outputs_from_row(&row)?))
     }
 
     /// Builds matching `filter`, newest first.
@@ -408,7 +420,9 @@ impl Database {
         actor: &Actor,
     ) -> StoreResult<TransitionResult> {
         let mut tx = self.writer.begin().await?;
-        let build = self.build_in(&mut tx, id.as_str(), true).await?;
+        let (build, mut stage_outputs) = self
+            .build_and_outputs_in(&mut tx, id.as_str(), true)
+            .await?;
         // Read the clock only once the row is ours: a report that waited for the lock must not
         // judge a backoff that was set after it arrived.
         let now = Utc::now();
@@ -459,6 +473,7 @@ impl Database {
                     now,
                 );
                 let last_message = request.message.as_deref().or(build.last_message.as_deref());
+                let outputs_changed = stage_outputs.apply(&events);
                 let updated = self
                     .save_progress(
                         &mut tx,
@@ -466,6 +481,7 @@ impl Database {
                         &progress,
                         &recorded,
                         last_message,
+                        outputs_changed.then_some(&stage_outputs),
                         now,
                     )
                     .await?;
@@ -503,11 +519,14 @@ impl Database {
         actor: &Actor,
     ) -> StoreResult<TransitionResult> {
         let mut tx = self.writer.begin().await?;
-        let build = self.build_in(&mut tx, id.as_str(), true).await?;
+        let (build, mut stage_outputs) = self
+            .build_and_outputs_in(&mut tx, id.as_str(), true)
+            .await?;
         let now = Utc::now();
         let (progress, event) = apply_operator_action(&build.progress(), action)?;
-        let recorded =
-            history_entries(build.last_seq + 1, &[event], Some(reason), None, actor, now);
+        let events = [event];
+        let recorded = history_entries(build.last_seq + 1, &events, Some(reason), None, actor, now);
+        let outputs_changed = stage_outputs.apply(&events);
         let updated = self
             .save_progress(
                 &mut tx,
@@ -515,22 +534,75 @@ impl Database {
                 &progress,
                 &recorded,
                 build.last_message.as_deref(),
+                outputs_changed.then_some(&stage_outputs),
                 now,
             )
             .await?;
         tx.commit().await?;
         Ok(TransitionResult {
-            note: describe_transition(&[event], &updated),
+            note: describe_transition(&events, &updated),
             build: updated,
             changed: true,
             recorded,
         })
     }
 
-    /// Appends `recorded` to the build's history and saves its new progress, returning the
-    /// updated build. On PostgreSQL both go in one statement (an INSERT in a `WITH`), saving a
-    /// round trip while the row lock is held; SQLite cannot modify in a `WITH`, and its writes
-    /// are local calls anyway.
+    /// A heartbeat: the caller (run `run`, or the holder of lease `fence`) extends its lease on
+    /// `stage`. Appends no history: a thousand running stages beating every few seconds would
+    /// drown it.
+    pub async fn renew_lease(
+        &self,
+        id: &BuildId,
+        stage: StateCode,
+        run: Option<&str>,
+        fence: Option<i64>,
+        policy: &RetryPolicy,
+    ) -> StoreResult<Lease> {
+        let mut tx = self.writer.begin().await?;
+        let build = self.build_in(&mut tx, id.as_str(), true).await?;
+        // As for reports: the clock is read once the row is ours.
+        let now = Utc::now();
+        let lease =
+            buildstate_domain::renew_lease(&build.progress(), stage, run, fence, policy, now)?;
+        sqlx::query("UPDATE builds SET lease_expires_at = $1 WHERE id = $2")
+            .bind(lease.expires_at.timestamp_millis())
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(lease)
+    }
+
+    /// The holder gives its lease on `stage` up without a report: the build stays
+    /// `in_progress` and any run may claim the stage at once.
+    pub async fn release_lease(
+        &self,
+        id: &BuildId,
+        stage: StateCode,
+        run: Option<&str>,
+        fence: Option<i64>,
+    ) -> StoreResult<Build> {
+        let mut tx = self.writer.begin().await?;
+        let build = self.build_in(&mut tx, id.as_str(), true).await?;
+        let now = Utc::now();
+        buildstate_domain::release_lease(&build.progress(), stage, run, fence, now)?;
+        let row = sqlx::query(&format!(
+            "UPDATE builds SET lease_holder = NULL, lease_fence = NULL, \
+             lease_expires_at = NULL, updated_at = $1 WHERE id = $2 RETURNING {BUILD_COLUMNS}"
+        ))
+        .bind(now.timestamp_millis())
+        .bind(id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.build_from_row(&row)
+    }
+
+    /// Appends `recorded` to the build's history and saves its new progress (and, when given,
+    /// its per-stage outputs), returning the updated build. On PostgreSQL both go in one
+    /// statement (an INSERT in a `WITH`), saving a round trip while the row lock is held;
+    /// SQLite cannot modify in a `WITH`, and its writes are local calls anyway.
+    #[allow(clippy::too_many_arguments)]
     async fn save_progress(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -538,19 +610,24 @@ impl Database {
         progress: &Progress,
         recorded: &[HistoryEntry],
         last_message: Option<&str>,
+        stage_outputs: Option<&StageOutputs>,
         now: DateTime<Utc>,
     ) -> StoreResult<Build> {
         let last_seq = recorded.last().map_or(0, |entry| entry.seq);
+        let lease = progress.lease.as_ref();
+        let stage_outputs = stage_outputs.map(stage_outputs_json).transpose()?;
         // RETURNING hands back the updated row in the same round trip (SQLite has it since 3.35).
         let update = format!(
             "UPDATE builds SET state = $1, status = $2, failures = $3, next_attempt_at = $4, \
-             last_message = $5, last_seq = $6, updated_at = $7 WHERE id = $8 \
+             last_message = $5, last_seq = $6, updated_at = $7, lease_holder = $8, \
+             lease_fence = $9, lease_expires_at = $10, \
+             stage_outputs = COALESCE($11, stage_outputs) WHERE id = $12 \
              RETURNING {BUILD_COLUMNS}"
         );
         let sql = match self.dialect {
             Dialect::Postgres => format!(
                 "WITH appended AS (INSERT INTO build_history ({HISTORY_COLUMNS}) VALUES {}) {update}",
-                history_placeholders(9, recorded.len())
+                history_placeholders(13, recorded.len())
             ),
             Dialect::Sqlite => {
                 insert_history(tx, id, recorded).await?;
@@ -565,6 +642,10 @@ impl Database {
             .bind(last_message)
             .bind(last_seq)
             .bind(now.timestamp_millis())
+            .bind(lease.map(|lease| lease.holder.as_str()))
+            .bind(lease.map(|lease| lease.fence))
+            .bind(lease.map(|lease| lease.expires_at.timestamp_millis()))
+            .bind(stage_outputs)
             .bind(id);
         if self.dialect == Dialect::Postgres {
             query = bind_history(query, id, recorded);
@@ -584,7 +665,7 @@ impl Database {
         self.get_build(id).await?;
         let rows = sqlx::query(
             "SELECT seq, state, kind, message, attempt, reported_by, token_id, source, \
-             recorded_at FROM build_history WHERE build_id = $1 AND seq > $2 \
+             recorded_at, outputs FROM build_history WHERE build_id = $1 AND seq > $2 \
              ORDER BY seq LIMIT $3",
         )
         .bind(id.as_str())
@@ -658,6 +739,8 @@ impl Database {
             last_seq: row.try_get("last_seq")?,
             created_at: time(row, "created_at")?,
             updated_at: time(row, "updated_at")?,
+            outputs: stage_outputs_from_row(row)?.merged(),
+            lease: lease_from_row(row)?,
         })
     }
 
@@ -861,7 +944,8 @@ impl Database {
 }
 
 const BUILD_COLUMNS: &str = "id, build_key, platform, image_type, description, labels, state, \
-     status, failures, max_retries, next_attempt_at, last_message, last_seq, created_at, updated_at";
+     status, failures, max_retries, next_attempt_at, last_message, last_seq, created_at, \
+     updated_at, stage_outputs, lease_holder, lease_fence, lease_expires_at";
 
 fn build_not_found(id: &str) -> StoreError {
     StoreError::NotFound {
@@ -870,10 +954,10 @@ fn build_not_found(id: &str) -> StoreError {
     }
 }
 
-const HISTORY_COLUMNS: &str =
-    "build_id, seq, state, kind, message, attempt, reported_by, token_id, source, recorded_at";
+const HISTORY_COLUMNS: &str = "build_id, seq, state, kind, message, attempt, reported_by, \
+     token_id, source, recorded_at, outputs";
 /// Parameters per history row, in the order of [`HISTORY_COLUMNS`].
-const HISTORY_PARAMS: usize = 10;
+const HISTORY_PARAMS: usize = 11;
 
 /// The history rows `events` become, numbered from `first_seq`. The message goes on the last
 /// event (the one the report is about); skipped stages get a note of their own.
@@ -893,8 +977,15 @@ fn history_entries(
         .map(|(offset, event)| {
             let is_last = offset + 1 == events.len();
             let message = match (event.kind, is_last) {
+                _ if event.note.is_some() => event.note.clone(),
                 (buildstate_domain::EventKind::Skipped, _) => {
                     Some("not used by this pipeline: skipped by a later report".to_owned())
+                }
+                // Only a jump completes stage 0 without it being the reported stage.
+                (buildstate_domain::EventKind::Completed, false)
+                    if event.state == StateCode::TRIGGERED =>
+                {
+                    Some("triggered when the build was created".to_owned())
                 }
                 (_, true) => message.map(str::to_owned),
                 (_, false) => None,
@@ -909,6 +1000,7 @@ fn history_entries(
                 token_id: Some(actor.token_id.clone()),
                 source: source.map(str::to_owned),
                 recorded_at,
+                outputs: event.outputs.clone(),
             }
         })
         .collect()
@@ -945,7 +1037,12 @@ fn bind_history<'q>(
             .bind(row.reported_by.as_deref())
             .bind(row.token_id.as_deref())
             .bind(row.source.as_deref())
-            .bind(row.recorded_at.timestamp_millis());
+            .bind(row.recorded_at.timestamp_millis())
+            .bind(
+                row.outputs
+                    .as_ref()
+                    .and_then(|outputs| serde_json::to_string(outputs).ok()),
+            );
     }
     query
 }
@@ -1075,7 +1172,52 @@ fn history_from_row(row: &AnyRow) -> StoreResult<HistoryEntry> {
         token_id: row.try_get("token_id")?,
         source: row.try_get("source")?,
         recorded_at: time(row, "recorded_at")?,
+        outputs: row
+            .try_get::<Option<String>, _>("outputs")?
+            .map(|json| serde_json::from_str::<Outputs>(&json))
+            .transpose()
+            .context("stored history outputs are invalid")?,
     })
+}
+
+/// The per-stage outputs column: `{"10": {"ami_id": "…"}, …}`.
+fn stage_outputs_from_row(row: &AnyRow) -> StoreResult<StageOutputs> {
+    let json: String = row.try_get("stage_outputs")?;
+    let stages: BTreeMap<String, Outputs> =
+        serde_json::from_str(&json).context("stored stage outputs are invalid")?;
+    let stages = stages
+        .into_iter()
+        .map(|(stage, outputs)| {
+            let stage = stage
+                .parse::<StateCode>()
+                .context("stored stage outputs name an invalid stage")?;
+            Ok((stage, outputs))
+        })
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    Ok(stages.into())
+}
+
+fn stage_outputs_json(stage_outputs: &StageOutputs) -> StoreResult<String> {
+    let by_code: BTreeMap<String, &Outputs> = stage_outputs
+        .stages()
+        .iter()
+        .map(|(stage, outputs)| (stage.to_string(), outputs))
+        .collect();
+    Ok(serde_json::to_string(&by_code).context("serialize stage outputs")?)
+}
+
+fn lease_from_row(row: &AnyRow) -> StoreResult<Option<Lease>> {
+    let holder: Option<String> = row.try_get("lease_holder")?;
+    let fence: Option<i64> = row.try_get("lease_fence")?;
+    let Some((holder, fence)) = holder.zip(fence) else {
+        return Ok(None);
+    };
+    Ok(Some(Lease {
+        stage: state_column(row, "state")?,
+        holder,
+        fence,
+        expires_at: optional_time(row, "lease_expires_at")?.unwrap_or(DateTime::<Utc>::MIN_UTC),
+    }))
 }
 
 const TOKEN_COLUMNS: &str = "t.id, u.username, t.description, t.scope, t.created_at, \

@@ -84,7 +84,35 @@ pub struct ServerConfig {
     /// Seconds a kept-alive connection may sit without a request before it is closed.
     #[arg(long, env = "BUILDSTATE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
+    /// How long an `in_progress` report or a heartbeat holds a stage for its run, in seconds
+    /// (fractions allowed). Clients heartbeat well within it; a run that stops heartbeating
+    /// loses the stage to the next run once it ends.
+    #[arg(long, env = "BUILDSTATE_LEASE_SECS", default_value_t = 60.0, value_parser = parse_lease_secs)]
+    pub lease_secs: f64,
+    /// The most PostgreSQL connections this process opens (its pool); each server process
+    /// holds up to this many of the database's `max_connections`. SQLite ignores it (one
+    /// writer, four readers).
+    #[arg(
+        long,
+        env = "BUILDSTATE_DATABASE_MAX_CONNECTIONS",
+        default_value_t = DEFAULT_DATABASE_MAX_CONNECTIONS,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub database_max_connections: u32,
 }
+
+fn parse_lease_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Ok(secs),
+        _ => Err(format!(
+            "`{text}` is not a lease time: give seconds, more than 0 and at most 86400"
+        )),
+    }
+}
+
+/// The PostgreSQL pool size unless configured: enough for the 64-client benchmark to keep the
+/// database busy (BENCHMARKS.md), a third of PostgreSQL's default `max_connections`.
+pub const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 32;
 
 impl ServerConfig {
     /// The defaults, for a database URL (as tests and tools build it).
@@ -104,6 +132,8 @@ impl ServerConfig {
             request_timeout_secs: 30,
             max_connections: 1024,
             idle_timeout_secs: 60,
+            lease_secs: buildstate_domain::DEFAULT_LEASE_DURATION.as_secs_f64(),
+            database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
         }
     }
 
@@ -131,7 +161,8 @@ impl ServerConfig {
     /// Connects to the database (applying migrations) and assembles the handlers' state.
     pub async fn app_state(&self) -> anyhow::Result<AppState> {
         let names = StateNames::parse(self.state_names.as_deref().unwrap_or(""))?;
-        let db = Database::connect(&self.database_url, names).await?;
+        let db =
+            Database::connect(&self.database_url, names, self.database_max_connections).await?;
         Ok(AppState::new(AppInner {
             db,
             hasher: self.hasher(),
@@ -139,6 +170,8 @@ impl ServerConfig {
                 max_retries: self.max_retries,
                 backoff_base: Duration::from_secs(self.backoff_base_secs),
                 backoff_cap: Duration::from_secs(self.backoff_cap_secs),
+                lease_duration: Duration::try_from_secs_f64(self.lease_secs)
+                    .context("invalid lease time")?,
             },
             default_max_retries: self.max_retries,
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),

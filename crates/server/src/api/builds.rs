@@ -1,19 +1,22 @@
-//! Build endpoints: start-or-resume, read, list, report a transition, history, gate, and the
-//! operator actions.
+//! Build endpoints: start-or-resume, read, list, report a transition, heartbeat and release a
+//! stage's lease, history, gate, and the operator actions.
 
 use axum::extract::{Path, State};
+use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use buildstate_domain::limits::{
     BUILD_PAGE_DEFAULT, BUILD_PAGE_MAX, HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX,
     MAX_DESCRIPTION_CHARS, MAX_IDEMPOTENCY_KEY_LEN, MAX_MESSAGE_CHARS, MAX_RETRIES_LIMIT,
+    MAX_RUN_CHARS,
 };
 use buildstate_domain::wire::{
-    Build, BuildPage, BuildQuery, ErrorBody, GateAnswer, HistoryPage, HistoryQuery, OperatorReason,
-    ReportTransition, ResetBuild, StartBuild, StartedBuild, TransitionResult,
+    Build, BuildPage, BuildQuery, ErrorBody, GateAnswer, HistoryPage, HistoryQuery, LeaseRequest,
+    OperatorReason, ReportTransition, ResetBuild, StartBuild, StartedBuild, TransitionResult,
 };
 use buildstate_domain::{
-    fields::check_free_text, gate, BuildId, BuildStatus, OperatorAction, Report, Scope, StateCode,
+    fields::check_free_text, gate, BuildId, BuildStatus, InvalidOutputs, Lease, OperatorAction,
+    Report, Scope, StateCode,
 };
 use chrono::Utc;
 use serde::Deserialize;
@@ -24,6 +27,19 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, Authenticated};
 use super::AppState;
 use crate::db::{BuildFilter, StoreError, TransitionRequest};
+
+fn invalid_outputs(error: InvalidOutputs) -> ApiError {
+    ApiError::invalid_field(error.field.clone(), error.to_string())
+}
+
+/// The bearer token the request was sent with (authentication has already checked it).
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim())
+}
 
 /// Parses the `{id}` path segment; a malformed id cannot exist, so it is "not found".
 fn build_id(raw: &str) -> Result<BuildId, ApiError> {
@@ -154,6 +170,12 @@ pub async fn get_build(
 ///
 /// With an `Idempotency-Key` header, a report that was already applied returns its first
 /// answer again and changes nothing.
+///
+/// A `completed` report may carry `outputs` for the runs that resume the build. An
+/// `in_progress` report from an identified run (`run`, else `source`) claims the stage for a
+/// lease time; while the lease is live, other runs' reports on the stage are refused with
+/// `stage_leased`; a report carrying a `fence` that is no longer the lease's is refused with
+/// `lease_lost`.
 #[utoipa::path(post, path = "/builds/{id}/transitions", tag = "builds",
     request_body = ReportTransition,
     params(
@@ -163,8 +185,8 @@ pub async fn get_build(
     responses(
         (status = 200, description = "applied, or already done (`changed: false`)", body = TransitionResult),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "a transition rule refused the report", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 409, description = "a transition rule refused the report: `stage_leased` (another run holds the stage), `lease_lost` (a stale fence) and the rule codes", body = ErrorBody),
+        (status = 422, description = "a field broke a rule, e.g. `outputs.ami_id`", body = ErrorBody),
     ),
     security(("bearer" = ["write"])))]
 pub async fn report_transition(
@@ -177,7 +199,18 @@ pub async fn report_transition(
     let actor = auth.require(Scope::Write)?;
     let id = build_id(&id)?;
     check_text("message", report.message.as_deref(), MAX_MESSAGE_CHARS)?;
-    check_text("source", report.source.as_deref(), 2048)?;
+    check_text("source", report.source.as_deref(), MAX_RUN_CHARS)?;
+    check_run("run", report.run.as_deref())?;
+    report
+        .outputs
+        .check_status(report.status)
+        .map_err(invalid_outputs)?;
+    if let Some(token) = presented_token(&headers) {
+        report
+            .outputs
+            .refuse_token(token)
+            .map_err(invalid_outputs)?;
+    }
     let idempotency = idempotency_key(&headers)?.map(|key| {
         // The canonical re-serialisation, so whitespace or key order do not matter.
         let canonical = serde_json::to_vec(&report).unwrap_or_default();
@@ -188,6 +221,9 @@ pub async fn report_transition(
             state: report.state,
             status: report.status,
             expected_state: report.expected_state,
+            run: report.run_identity().map(str::to_owned),
+            fence: report.fence,
+            outputs: report.outputs.clone(),
         },
         message: report.message,
         source: report.source,
@@ -199,6 +235,89 @@ pub async fn report_transition(
         .await
         .map_err(for_build(&id))?;
     Ok(Json(result))
+}
+
+fn check_run(field: &'static str, run: Option<&str>) -> Result<(), ApiError> {
+    if run.is_some_and(|run| run.trim().is_empty()) {
+        return Err(ApiError::invalid_field(field, "must not be empty"));
+    }
+    check_text(field, run, MAX_RUN_CHARS)
+}
+
+fn lease_request(request: &LeaseRequest) -> Result<(), ApiError> {
+    check_run("run", request.run.as_deref())?;
+    if request.run.is_none() && request.fence.is_none() {
+        return Err(ApiError::invalid_field(
+            "run",
+            "name the run holding the lease (`run`) or give its `fence`",
+        ));
+    }
+    Ok(())
+}
+
+/// Heartbeat: the run holding the stage's lease extends it by the server's lease time.
+///
+/// Name the run (`run`) or prove it with the lease's `fence`. Refused with `stage_leased` when
+/// another run holds the stage, `lease_lost` when the fence is no longer the lease's, and
+/// `not_leased` when nobody (or not this run) holds it. Appends no history.
+#[utoipa::path(post, path = "/builds/{id}/heartbeat", tag = "builds", request_body = LeaseRequest,
+    params(("id" = String, Path, description = "build id")),
+    responses(
+        (status = 200, description = "the lease, extended", body = Lease),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`stage_leased`, `lease_lost` or `not_leased`", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+    security(("bearer" = ["write"])))]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<LeaseRequest>,
+) -> Result<Json<Lease>, ApiError> {
+    auth.require(Scope::Write)?;
+    let id = build_id(&id)?;
+    lease_request(&request)?;
+    let lease = state
+        .db
+        .renew_lease(
+            &id,
+            request.state,
+            request.run.as_deref(),
+            request.fence,
+            &state.retry_policy,
+        )
+        .await
+        .map_err(for_build(&id))?;
+    Ok(Json(lease))
+}
+
+/// Release: the run holding the stage's lease gives it up without reporting on the stage (its
+/// command was interrupted). The build stays `in_progress`; any run may claim the stage.
+#[utoipa::path(post, path = "/builds/{id}/release", tag = "builds", request_body = LeaseRequest,
+    params(("id" = String, Path, description = "build id")),
+    responses(
+        (status = 200, description = "the build, its stage no longer leased", body = Build),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`stage_leased`, `lease_lost` or `not_leased`", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+    security(("bearer" = ["write"])))]
+pub async fn release_lease(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<LeaseRequest>,
+) -> Result<Json<Build>, ApiError> {
+    auth.require(Scope::Write)?;
+    let id = build_id(&id)?;
+    lease_request(&request)?;
+    let build = state
+        .db
+        .release_lease(&id, request.state, request.run.as_deref(), request.fence)
+        .await
+        .map_err(for_build(&id))?;
+    Ok(Json(build))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -251,9 +370,14 @@ pub async fn get_history(
 pub struct GateQuery {
     /// The stage about to run.
     state: Option<String>,
+    /// The asking run's identity: the run holding the stage gets `run`, every other `wait`.
+    run: Option<String>,
 }
 
 /// Should this stage run? `run`, `skip`, `wait` (with seconds) or `stop`.
+///
+/// `wait` also answers while another run holds the stage being worked on, with the seconds
+/// left on its lease.
 #[utoipa::path(get, path = "/builds/{id}/gate", tag = "builds",
     params(("id" = String, Path, description = "build id"), GateQuery),
     responses((status = 200, body = GateAnswer), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
@@ -274,7 +398,7 @@ pub async fn gate_stage(
         })
         .and_then(|raw| state_param("state", raw))?;
     let build = state.db.get_build(&id).await?;
-    let answer = gate(&build.progress(), stage, Utc::now());
+    let answer = gate(&build.progress(), stage, query.run.as_deref(), Utc::now());
     Ok(Json(GateAnswer {
         build_id: build.id,
         state: stage,

@@ -192,12 +192,61 @@ impl ApiError {
                 ErrorCode::ResetForward,
                 json!({ "state": target, "actual_state": current }),
             ),
+            Refusal::StageLeased {
+                stage,
+                holder,
+                fence,
+                expires_at,
+                wait_seconds,
+            } => (
+                ErrorCode::StageLeased,
+                json!({
+                    "state": stage,
+                    "holder": holder,
+                    "fence": fence,
+                    "expires_at": expires_at,
+                    "wait_seconds": wait_seconds,
+                }),
+            ),
+            Refusal::LeaseLost {
+                stage,
+                fence,
+                holder,
+                current_fence,
+            } => (
+                ErrorCode::LeaseLost,
+                json!({
+                    "state": stage,
+                    "fence": fence,
+                    "holder": holder,
+                    "current_fence": current_fence,
+                }),
+            ),
+            Refusal::NotLeased {
+                stage,
+                run,
+                holder,
+                state,
+                status,
+            } => (
+                ErrorCode::NotLeased,
+                json!({
+                    "state": stage,
+                    "run": run,
+                    "holder": holder,
+                    "actual_state": state,
+                    "status": status,
+                }),
+            ),
         };
         let hint = match refusal {
             Refusal::BuildBlocked { .. } => {
                 format!(" (build needs intervention: `bldst build retry {build} --reason ...`)")
             }
             Refusal::StageAlreadyCompleted { next, .. } => format!(" (run stage {next})"),
+            Refusal::NotLeased { .. } => {
+                " (report `in_progress` with a `run` to claim the stage)".to_owned()
+            }
             _ => String::new(),
         };
         ApiError::conflict(code, format!("build `{build}`: {refusal}{hint}")).with_details(details)

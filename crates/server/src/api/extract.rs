@@ -56,7 +56,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let message = without_position(&inner.to_string());
         match inner.classify() {
             serde_json::error::Category::Data => {
-                let field = field_named_in(&message).unwrap_or(path);
+                let field = field_named_in(&message)
+                    .or_else(|| subfield_named_in(&message, &path))
+                    .unwrap_or(path);
                 ApiError::invalid_field(field, message)
             }
             _ => ApiError::malformed_json(message),
@@ -79,6 +81,14 @@ fn field_named_in(message: &str) -> Option<String> {
         .strip_prefix("missing field `")
         .or_else(|| message.strip_prefix("unknown field `"))?;
     rest.split('`').next().map(str::to_owned)
+}
+
+/// A rule error such as "invalid outputs.ami_id: …" raised while parsing `outputs` names a
+/// field inside it: report that one.
+fn subfield_named_in(message: &str, path: &str) -> Option<String> {
+    let (field, _) = message.strip_prefix("invalid ")?.split_once(": ")?;
+    let inside = field.strip_prefix(path)?;
+    (inside.starts_with('.') && !path.is_empty()).then(|| field.to_owned())
 }
 
 /// A query string, rejected with what failed to parse.

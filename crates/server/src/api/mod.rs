@@ -116,7 +116,7 @@ impl std::ops::Deref for AppState {
     paths(
         health::health, health::ready, health::status,
         builds::start_build, builds::list_builds, builds::get_build, builds::report_transition,
-        builds::get_history, builds::gate_stage, builds::retry_build, builds::reset_build,
+        builds::heartbeat, builds::release_lease, builds::get_history, builds::gate_stage, builds::retry_build, builds::reset_build,
         builds::cancel_build,
         accounts::create_user, accounts::list_users, accounts::create_token,
         accounts::list_tokens, accounts::revoke_token, accounts::whoami,
@@ -169,6 +169,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/builds/{id}", get(builds::get_build))
         .route("/builds/{id}/transitions", post(builds::report_transition))
+        .route("/builds/{id}/heartbeat", post(builds::heartbeat))
+        .route("/builds/{id}/release", post(builds::release_lease))
         .route("/builds/{id}/history", get(builds::get_history))
         .route("/builds/{id}/gate", get(builds::gate_stage))
         .route("/builds/{id}/retry", post(builds::retry_build))

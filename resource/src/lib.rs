@@ -1,0 +1,264 @@
+//! `state-store`: buildstate as a Concourse resource type (the v1 resource interface).
+//!
+//! The image installs the `bldst` binary as `/opt/resource/check`, `in` and `out`; it calls
+//! [`run`] with the command its name says. Each command reads one JSON request on stdin,
+//! writes exactly one JSON document on stdout and logs on stderr. On any failure it writes one
+//! line on stderr, nothing on stdout, and exits non-zero. The token never appears in any output.
+//!
+//! - [`schema`]: the `source` and `params` keys (unknown keys are refused), and the versions.
+//! - [`check`], [`get`] (`in`), [`put`] (`out`): the three commands, thin over
+//!   `buildstate-client`.
+
+pub mod check;
+pub mod get;
+pub mod put;
+pub mod schema;
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use buildstate_client::api::{Client, ClientConfig, ClientError, Proxies};
+use buildstate_client::env::EnvMap;
+use buildstate_client::failure::{self, Hints};
+
+use schema::Source;
+
+/// One of the three commands of the resource interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Check,
+    In,
+    Out,
+}
+
+impl Command {
+    /// The command a program called `name` (the file name of `argv[0]`) performs.
+    pub fn from_program_name(name: &str) -> Option<Command> {
+        match name {
+            "check" => Some(Command::Check),
+            "in" => Some(Command::In),
+            "out" => Some(Command::Out),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Command::Check => "check",
+            Command::In => "in",
+            Command::Out => "out",
+        }
+    }
+}
+
+/// Exit code of a failed command (the resource interface only distinguishes zero/non-zero).
+pub const FAILURE: u8 = 1;
+
+/// Runs `command` with its arguments (`in` and `out` take the directory), reading the request
+/// from `stdin`, writing the answer to `stdout` and logs to `stderr`, in the environment `env`.
+/// Returns the exit code.
+pub fn run(
+    command: Command,
+    args: &[String],
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+    env: &EnvMap,
+) -> u8 {
+    let mut log = Log::new();
+    let outcome = run_inner(command, args, stdin, env, &log);
+    let (code, answer) = match outcome {
+        Ok(answer) => (0, Some(answer)),
+        Err(message) => {
+            log.line(format!("error: {}: {message}", command.name()));
+            (FAILURE, None)
+        }
+    };
+    log.flush_to(stderr);
+    if let Some(answer) = answer {
+        let mut text = answer.to_string();
+        text.push('\n');
+        if stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            log.line(format!(
+                "error: {}: cannot write the answer to stdout",
+                command.name()
+            ));
+            log.flush_to(stderr);
+            return FAILURE;
+        }
+    }
+    code
+}
+
+fn run_inner(
+    command: Command,
+    args: &[String],
+    stdin: &mut dyn Read,
+    env: &EnvMap,
+    log: &Log,
+) -> Result<serde_json::Value, String> {
+    let mut bytes = Vec::new();
+    stdin
+        .read_to_end(&mut bytes)
+        .map_err(|error| format!("cannot read the request on stdin: {error}"))?;
+    // Parsed loosely first, so that every later message can be scrubbed of the token.
+    let request: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|error| format!("the request on stdin is not JSON: {error}"))?;
+    if let Some(token) = request
+        .get("source")
+        .and_then(|source| source.get("token"))
+        .and_then(serde_json::Value::as_str)
+    {
+        log.redact(token);
+    }
+    let directory = || -> Result<&str, String> {
+        args.first()
+            .map(String::as_str)
+            .ok_or_else(|| format!("`{}` needs the directory as its argument", command.name()))
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the async runtime: {error}"))?;
+    let result = match command {
+        Command::Check => {
+            let request = schema::parse::<schema::CheckRequest>(request)?;
+            let client = client_for(&request.source, env, log)?;
+            runtime.block_on(check::check(&client, &request, log))
+        }
+        Command::In => {
+            let request = schema::parse::<schema::InRequest>(request)?;
+            let directory = directory()?;
+            let client = client_for(&request.source, env, log)?;
+            runtime.block_on(get::get(&client, &request, directory.as_ref(), log))
+        }
+        Command::Out => {
+            let request = schema::parse::<schema::OutRequest>(request)?;
+            let directory = directory()?;
+            let client = client_for(&request.source, env, log)?;
+            runtime.block_on(put::put(&client, &request, directory.as_ref(), env, log))
+        }
+    };
+    result.map_err(|error| log.scrub(&error))
+}
+
+/// How the resource's messages say to fix the URL or the token.
+const HINTS: Hints<'static> = Hints {
+    no_token: "set `token` in the resource's `source`",
+    bad_token: "set a valid `token` in the resource's `source`",
+    api_url: "`api_url` in the resource's `source`",
+};
+
+/// A client error as one sentence.
+pub(crate) fn describe(error: &ClientError) -> String {
+    failure::describe(error, &HINTS)
+}
+
+/// A client for `source`: its URL, token, timeout, CA certificates, the proxies of `env`,
+/// and retries logged through `log`.
+fn client_for(source: &Source, env: &EnvMap, log: &Log) -> Result<Client, String> {
+    let mut config = ClientConfig::new(&source.api_url, Some(source.token.expose().to_owned()));
+    if let Some(seconds) = source.timeout_seconds {
+        config.timeout = Duration::from_secs(seconds);
+    }
+    if let Some(attempts) = source.max_attempts {
+        config.max_attempts = attempts;
+    }
+    config.extra_root_pem = source.ca_certs.as_ref().map(|pem| pem.as_bytes().to_vec());
+    config.proxies = Some(Proxies::from_env(&|name| env.get(name)));
+    let retries = log.clone();
+    config.on_retry = Some(Arc::new(move |line: &str| {
+        retries.line(format!("retrying: {line}"));
+    }));
+    if source.debug {
+        log.line(format!(
+            "debug: API {} (token redacted), timeout {}s, at most {} attempts",
+            source.api_url,
+            config.timeout.as_secs(),
+            config.max_attempts
+        ));
+    }
+    Client::new(config).map_err(|error| describe(&error))
+}
+
+/// Lines for stderr, kept until the command ends (the client's retry callback may run on the
+/// runtime's thread), each scrubbed of the token.
+#[derive(Clone, Default)]
+pub struct Log {
+    inner: Arc<Mutex<LogInner>>,
+}
+
+#[derive(Default)]
+struct LogInner {
+    lines: Vec<String>,
+    secrets: Vec<String>,
+    debug: bool,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Log")
+    }
+}
+
+impl Log {
+    fn new() -> Self {
+        Log::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LogInner> {
+        // A poisoned lock only means a panic elsewhere; the lines are still good.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Never print `secret`.
+    fn redact(&self, secret: &str) {
+        if !secret.is_empty() {
+            self.lock().secrets.push(secret.to_owned());
+        }
+    }
+
+    /// `text` with every secret replaced.
+    fn scrub(&self, text: &str) -> String {
+        let inner = self.lock();
+        let mut text = text.to_owned();
+        for secret in &inner.secrets {
+            text = text.replace(secret.as_str(), "<redacted>");
+        }
+        text
+    }
+
+    /// Adds one line for stderr.
+    pub fn line(&self, line: String) {
+        let line = self.scrub(&line);
+        self.lock().lines.push(line);
+    }
+
+    /// Turns on `debug:` lines (the source's `debug`).
+    pub fn set_debug(&self, on: bool) {
+        self.lock().debug = on;
+    }
+
+    /// Adds a `debug:` line when debugging is on.
+    pub fn debug(&self, line: impl FnOnce() -> String) {
+        if self.lock().debug {
+            self.line(format!("debug: {}", line()));
+        }
+    }
+
+    fn flush_to(&mut self, stderr: &mut dyn Write) {
+        let lines = std::mem::take(&mut self.lock().lines);
+        for line in lines {
+            // Nowhere to report a broken stderr.
+            let _ = writeln!(stderr, "{line}");
+        }
+        let _ = stderr.flush();
+    }
+}
