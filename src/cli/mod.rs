@@ -536,14 +536,24 @@ fn init_logging(verbose: bool) {
         "info"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         // By default a failed log write is reported with `eprintln!`, which panics when stderr
         // is a closed pipe: a server whose log reader went away would crash on its next line.
-        .log_internal_errors(false)
-        .try_init();
+        .log_internal_errors(false);
+    // `BUILDSTATE_LOG_FORMAT=json`: one JSON object per line for log shippers, with the
+    // fields of every enclosing span (a request's id among them).
+    let json = std::env::var("BUILDSTATE_LOG_FORMAT").is_ok_and(|format| format == "json");
+    let _ = if json {
+        logs.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .try_init()
+    };
 }
 
 /// Parses a duration such as `90`, `90s`, `15m`, `12h` or `30d` (a bare number is seconds).

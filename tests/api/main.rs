@@ -14,5 +14,6 @@ mod health;
 mod helpers;
 mod leases;
 mod limits;
+mod logs;
 mod outputs;
 mod replicas;

@@ -5,6 +5,7 @@ pub mod builds;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod request_id;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use axum::{Json, Router};
 use buildstate_domain::RetryPolicy;
 use tower::timeout::TimeoutLayer;
 use tower::ServiceBuilder;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -196,6 +198,9 @@ pub fn router(state: AppState) -> Router {
                 }))
                 .layer(TimeoutLayer::new(timeout)),
         )
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_id::span::<axum::body::Body>))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(request_id::NewRequestId))
+        .layer(axum::middleware::map_request(request_id::drop_unusable))
         .with_state(state)
 }
