@@ -97,6 +97,10 @@ pub struct GlobalArgs {
     /// Log each request (never the token) on stderr; so does BUILDSTATE_DEBUG=1.
     #[arg(long, short, global = true)]
     pub verbose: bool,
+    /// Send the token over plain http:// to a host other than this machine, where anyone on
+    /// the network path can read it; so does BUILDSTATE_ALLOW_INSECURE=1. Prefer https://.
+    #[arg(long, global = true)]
+    pub allow_insecure: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,6 +271,8 @@ pub struct Context<'a> {
     pub settings: Settings,
     pub printer: Printer,
     pub env: EnvLookup<'a>,
+    /// `--allow-insecure` or BUILDSTATE_ALLOW_INSECURE: a token may go over plain http://.
+    pub allow_insecure: bool,
 }
 
 impl std::fmt::Debug for Context<'_> {
@@ -303,6 +309,7 @@ impl Context<'_> {
     pub fn client_with(&self, token: Option<String>) -> Result<Client, CliError> {
         let mut config = ClientConfig::new(&self.settings.api_url, token);
         config.timeout = Duration::from_secs(30);
+        config.allow_insecure = self.allow_insecure;
         Ok(Client::new(config)?)
     }
 }
@@ -517,6 +524,8 @@ fn context<'a>(
         settings,
         printer,
         env,
+        allow_insecure: global.allow_insecure
+            || buildstate_client::api::allow_insecure_from_env(env),
     })
 }
 

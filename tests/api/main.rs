@@ -17,3 +17,4 @@ mod limits;
 mod logs;
 mod outputs;
 mod replicas;
+mod tls;

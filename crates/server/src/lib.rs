@@ -64,6 +64,22 @@ pub struct ServerConfig {
     /// request.
     #[arg(long, env = "BUILDSTATE_TOKEN_CACHE_MILLIS", default_value_t = 1000)]
     pub token_cache_millis: u64,
+    /// A PEM certificate chain: serve HTTPS (with `--tls-key`) instead of plain HTTP.
+    #[arg(
+        long,
+        env = "BUILDSTATE_TLS_CERT",
+        requires = "tls_key",
+        value_name = "PATH"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(
+        long,
+        env = "BUILDSTATE_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "PATH"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
     /// The largest request body accepted, in bytes (a report's message is at most 16 KiB).
     #[arg(long, env = "BUILDSTATE_MAX_BODY_BYTES", default_value_t = 65_536)]
     pub max_body_bytes: usize,
@@ -127,6 +143,8 @@ impl ServerConfig {
             state_names: None,
             idempotency_ttl_secs: 86_400,
             token_cache_millis: 1000,
+            tls_cert: None,
+            tls_key: None,
             max_body_bytes: 65_536,
             header_read_timeout_secs: 10,
             request_timeout_secs: 30,
@@ -178,6 +196,10 @@ impl ServerConfig {
             recent_tokens: api::RecentTokens::new(Duration::from_millis(self.token_cache_millis)),
             revocation_feed: revocations::RevocationFeed::for_database(&self.database_url),
             limits: self.limits(),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(serving::Tls::from_pem_files(cert, key)?),
+                _ => None,
+            },
         }))
     }
 }
@@ -199,7 +221,8 @@ pub async fn serve(
         state.idempotency_ttl,
     ));
     let limits = state.limits.clone();
-    serving::serve_connections(listener, api::router(state), limits, shutdown).await;
+    let tls = state.tls.clone();
+    serving::serve_connections(listener, api::router(state), limits, tls, shutdown).await;
     housekeeping.abort();
     if let Some(revocations) = revocations {
         revocations.abort();
@@ -234,6 +257,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     tracing::info!(
         address = %listener.local_addr()?,
         database = state.db.dialect().name(),
+        tls = state.tls.is_some(),
         "buildstate server listening"
     );
     if state.db.count_admins().await? == 0 {

@@ -16,14 +16,21 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
+use std::path::Path;
+
+use anyhow::Context as _;
+use axum::{BoxError, Router};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 /// What one client may take from the server. Every field is a `bldst server` flag.
@@ -53,12 +60,49 @@ impl Default for Limits {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` completes; then stops accepting, lets the
-/// requests in progress finish (for at most the request timeout), and returns.
+/// The server's certificate and key, ready to accept TLS connections.
+#[derive(Clone)]
+pub struct Tls(TlsAcceptor);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+impl Tls {
+    /// Loads a PEM certificate chain and its PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub fn from_pem_files(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("cannot read the TLS certificate `{}`", cert.display()))?;
+        anyhow::ensure!(
+            !chain.is_empty(),
+            "the TLS certificate file `{}` holds no PEM certificate",
+            cert.display()
+        );
+        let key = PrivateKeyDer::from_pem_file(key)
+            .with_context(|| format!("cannot read the TLS private key `{}`", key.display()))?;
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("cannot set up TLS")?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .context("the TLS certificate and private key do not make a pair")?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Tls(TlsAcceptor::from(Arc::new(config))))
+    }
+}
+
+/// Serves `app` on `listener` (over TLS if `tls` is set) until `shutdown` completes; then
+/// stops accepting, lets the requests in progress finish (for at most the request timeout),
+/// and returns.
 pub async fn serve_connections(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -86,20 +130,26 @@ pub async fn serve_connections(
             },
             () = &mut shutdown => break,
         };
-        let requests = Arc::new(Requests::default());
-        let io = TokioIo::new(Watched::new(stream, Arc::clone(&requests), &limits));
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let in_flight = InFlight::enter(&requests);
-            let app = app.clone();
-            async move {
-                let _in_flight = in_flight;
-                app.oneshot(request).await
-            }
-        });
-        let connection = graceful.watch(http.serve_connection(io, service));
+        let (app, http, limits, tls) = (app.clone(), http.clone(), limits.clone(), tls.clone());
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let served = match tls {
+                None => serve_one(stream, app, &http, &limits, watcher).await,
+                // The handshake happens here, not in the accept loop, so a slow client delays
+                // only itself; it must finish within the header read timeout.
+                Some(Tls(acceptor)) => {
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => serve_one(stream, app, &http, &limits, watcher).await,
+                        Ok(Err(error)) => Err(error.into()),
+                        Err(_) => {
+                            Err("the TLS handshake took longer than the header read timeout".into())
+                        }
+                    }
+                }
+            };
+            if let Err(error) = served {
                 tracing::debug!(peer = %peer, error = %error, "connection closed");
             }
             drop(slot);
@@ -117,6 +167,31 @@ pub async fn serve_connections(
     {
         tracing::warn!("some connections were still busy after the request timeout; closing them");
     }
+}
+
+/// Serves one connection's requests until it closes.
+async fn serve_one<S>(
+    stream: S,
+    app: Router,
+    http: &hyper::server::conn::http1::Builder,
+    limits: &Limits,
+    watcher: Watcher,
+) -> Result<(), BoxError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let requests = Arc::new(Requests::default());
+    let io = TokioIo::new(Watched::new(stream, Arc::clone(&requests), limits));
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let in_flight = InFlight::enter(&requests);
+        let app = app.clone();
+        async move {
+            let _in_flight = in_flight;
+            app.oneshot(request).await
+        }
+    });
+    watcher.watch(http.serve_connection(io, service)).await?;
+    Ok(())
 }
 
 /// A connection's requests: how many arrived, and how many are between arrival and answer.

@@ -45,6 +45,8 @@ pub struct AppInner {
     pub revocation_feed: Option<crate::revocations::RevocationFeed>,
     /// What one client may take: body size, timeouts, connections.
     pub limits: crate::serving::Limits,
+    /// Set: the listener speaks HTTPS.
+    pub tls: Option<crate::serving::Tls>,
 }
 
 /// The body size limit, as a request extension: [`extract::ApiJson`] names it when refusing.
