@@ -17,4 +17,5 @@ mod limits;
 mod logs;
 mod outputs;
 mod replicas;
+mod reports;
 mod tls;

@@ -12,4 +12,5 @@ mod examples;
 mod helpers;
 mod outputs;
 mod run;
+mod streams;
 mod usage;

@@ -8,6 +8,7 @@ pub mod fields;
 pub mod gate;
 pub mod limits;
 pub mod outputs;
+pub mod reports;
 pub mod rules;
 pub mod state;
 pub mod status;

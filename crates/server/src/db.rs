@@ -32,6 +32,12 @@ use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Row, Transaction};
 
 use crate::names::StateNames;
 
+mod feed;
+mod reports;
+
+pub use feed::FeedPoint;
+pub use reports::MAX_ATTENTION_BUILDS;
+
 /// What went wrong in the store, in domain terms.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -4,17 +4,22 @@
 //! server cleanly; `bldst server` calls [`run`].
 
 pub mod api;
+pub mod dashboard;
 pub mod db;
+pub mod events;
+pub mod metrics;
 pub mod names;
 pub mod revocations;
 pub mod secrets;
 pub mod serving;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use buildstate_domain::reports::StuckThresholds;
 use buildstate_domain::{Email, RetryPolicy, Role, Scope, Username};
 use chrono::Utc;
 use tokio::net::TcpListener;
@@ -115,6 +120,29 @@ pub struct ServerConfig {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub database_max_connections: u32,
+    /// Seconds without any report after which an unfinished build counts as stuck (reports,
+    /// metrics and the `stuck` alert).
+    #[arg(long, env = "BUILDSTATE_STUCK_AFTER_SECS", default_value_t = 3600)]
+    pub stuck_after_secs: u64,
+    /// Per-stage stuck thresholds: `CODE=SECONDS` pairs separated by `;` (e.g. `10=7200;55=600`).
+    #[arg(long, env = "BUILDSTATE_STUCK_AFTER_BY_CODE")]
+    pub stuck_after_by_code: Option<String>,
+    /// A JSON file listing webhooks: `[{"url": …, "secret": …, "alerts": ["blocked", "stuck",
+    /// "failed", "completed"]}]` (README: Alerts).
+    #[arg(long, env = "BUILDSTATE_WEBHOOKS_FILE")]
+    pub webhooks_file: Option<std::path::PathBuf>,
+    /// How often, in seconds, to look for builds that became stuck (for the `stuck` alert).
+    #[arg(long, env = "BUILDSTATE_STUCK_CHECK_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub stuck_check_secs: u64,
+    /// The wait, in milliseconds, before retrying a failed webhook delivery; it doubles with
+    /// each further failure (at most 5 minutes), for 6 attempts in all.
+    #[arg(
+        long,
+        env = "BUILDSTATE_WEBHOOK_RETRY_BASE_MILLIS",
+        default_value_t = 1000
+    )]
+    pub webhook_retry_base_millis: u64,
 }
 
 fn parse_lease_secs(text: &str) -> Result<f64, String> {
@@ -152,6 +180,11 @@ impl ServerConfig {
             idle_timeout_secs: 60,
             lease_secs: buildstate_domain::DEFAULT_LEASE_DURATION.as_secs_f64(),
             database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
+            stuck_after_secs: 3600,
+            stuck_after_by_code: None,
+            webhooks_file: None,
+            stuck_check_secs: 60,
+            webhook_retry_base_millis: 1000,
         }
     }
 
@@ -179,9 +212,31 @@ impl ServerConfig {
     /// Connects to the database (applying migrations) and assembles the handlers' state.
     pub async fn app_state(&self) -> anyhow::Result<AppState> {
         let names = StateNames::parse(self.state_names.as_deref().unwrap_or(""))?;
+        let stuck_thresholds = StuckThresholds::parse(
+            Duration::from_secs(self.stuck_after_secs),
+            self.stuck_after_by_code.as_deref().unwrap_or(""),
+        )
+        .map_err(|error| anyhow::anyhow!("invalid BUILDSTATE_STUCK_AFTER_BY_CODE entry {error}"))?;
+        let hooks = match &self.webhooks_file {
+            Some(path) => webhooks::read_hooks(path)?,
+            None => Vec::new(),
+        };
+        let webhooks = webhooks::Webhooks::new(
+            hooks,
+            webhooks::RetryPlan {
+                attempts: 6,
+                base: Duration::from_millis(self.webhook_retry_base_millis),
+                cap: Duration::from_secs(300),
+            },
+        )?;
         let db =
             Database::connect(&self.database_url, names, self.database_max_connections).await?;
         Ok(AppState::new(AppInner {
+            events: events::EventHub::new(&db, &self.database_url),
+            metrics: std::sync::Arc::new(metrics::Metrics::new()),
+            stuck_thresholds,
+            webhooks,
+            stuck_check: Duration::from_secs(self.stuck_check_secs),
             db,
             hasher: self.hasher(),
             retry_policy: RetryPolicy {
@@ -220,12 +275,26 @@ pub async fn serve(
         db.clone(),
         state.idempotency_ttl,
     ));
+    let followers = [
+        state.events.follow().await,
+        (!state.webhooks.is_empty()).then(|| state.webhooks.follow(&state.events)),
+        (!state.webhooks.is_empty()).then(|| {
+            state.webhooks.watch_stuck(
+                db.clone(),
+                state.stuck_thresholds.clone(),
+                state.stuck_check,
+            )
+        }),
+    ];
     let limits = state.limits.clone();
     let tls = state.tls.clone();
     serving::serve_connections(listener, api::router(state), limits, tls, shutdown).await;
     housekeeping.abort();
     if let Some(revocations) = revocations {
         revocations.abort();
+    }
+    for follower in followers.into_iter().flatten() {
+        follower.abort();
     }
     db.close().await;
     Ok(())

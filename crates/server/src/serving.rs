@@ -20,6 +20,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use axum::{BoxError, Router};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -186,8 +187,15 @@ where
         let in_flight = InFlight::enter(&requests);
         let app = app.clone();
         async move {
-            let _in_flight = in_flight;
-            app.oneshot(request).await
+            let response = app.oneshot(request).await?;
+            // In flight until the whole body is written (an event stream may last hours):
+            // the guard lives in the body and is dropped with it.
+            Ok::<_, std::convert::Infallible>(response.map(|body| {
+                axum::body::Body::new(body.map_frame(move |frame| {
+                    let _in_flight = &in_flight;
+                    frame
+                }))
+            }))
         }
     });
     watcher.watch(http.serve_connection(io, service)).await?;

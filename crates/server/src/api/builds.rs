@@ -102,6 +102,13 @@ pub async fn start_build(
     let status = if resumed {
         StatusCode::OK
     } else {
+        // The event stream shows the new build with its first entry ("started").
+        match state.db.history_after(&build.id, 0, 1).await {
+            Ok(first) => state.announce(&build, &first.entries),
+            Err(error) => {
+                tracing::warn!(error = %error, build = %build.id, "failed to publish a started build")
+            }
+        }
         StatusCode::CREATED
     };
     Ok((status, Json(StartedBuild { build, resumed })))
@@ -234,6 +241,7 @@ pub async fn report_transition(
         .record_transition(&id, &request, &state.retry_policy, actor)
         .await
         .map_err(for_build(&id))?;
+    state.announce(&result.build, &result.recorded);
     Ok(Json(result))
 }
 
@@ -431,6 +439,7 @@ async fn operator_action(
         .apply_operator_action(&id, action, reason, actor)
         .await
         .map_err(for_build(&id))?;
+    state.announce(&result.build, &result.recorded);
     Ok(Json(result))
 }
 

@@ -3,8 +3,11 @@
 pub mod accounts;
 pub mod builds;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
+pub mod metrics;
+pub mod reports;
 pub mod request_id;
 
 use std::sync::Arc;
@@ -47,6 +50,14 @@ pub struct AppInner {
     pub limits: crate::serving::Limits,
     /// Set: the listener speaks HTTPS.
     pub tls: Option<crate::serving::Tls>,
+    /// Where committed changes are published (event stream, webhooks).
+    pub events: crate::events::EventHub,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// When an unfinished build counts as stuck.
+    pub stuck_thresholds: buildstate_domain::reports::StuckThresholds,
+    pub webhooks: crate::webhooks::Webhooks,
+    /// How often to look for builds that became stuck.
+    pub stuck_check: std::time::Duration,
 }
 
 /// The body size limit, as a request extension: [`extract::ApiJson`] names it when refusing.
@@ -104,6 +115,18 @@ impl AppState {
     pub fn new(inner: AppInner) -> Self {
         AppState(Arc::new(inner))
     }
+
+    /// After a change commits: count it and publish it (event stream, other processes,
+    /// webhooks). `build` is the build right after `entries`.
+    pub fn announce(
+        &self,
+        build: &buildstate_domain::wire::Build,
+        entries: &[buildstate_domain::wire::HistoryEntry],
+    ) {
+        if self.events.publish(build, entries) {
+            self.metrics.observe(build, entries);
+        }
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -124,6 +147,9 @@ impl std::ops::Deref for AppState {
         builds::cancel_build,
         accounts::create_user, accounts::list_users, accounts::create_token,
         accounts::list_tokens, accounts::revoke_token, accounts::whoami,
+        reports::success_report, reports::failure_report, reports::duration_report,
+        reports::stuck_report, reports::recovery_report,
+        events::build_events, events::all_events, metrics::metrics,
     ),
     modifiers(&BearerAuth),
 )]
@@ -190,6 +216,19 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/tokens/{id}", delete(accounts::revoke_token))
         .route("/auth/whoami", get(accounts::whoami))
+        .route("/reports/success", get(reports::success_report))
+        .route("/reports/failures", get(reports::failure_report))
+        .route("/reports/durations", get(reports::duration_report))
+        .route("/reports/stuck", get(reports::stuck_report))
+        .route("/reports/recovery", get(reports::recovery_report))
+        .route("/builds/{id}/events", get(events::build_events))
+        .route("/events", get(events::all_events))
+        .route("/metrics", get(metrics::metrics))
+        .merge(crate::dashboard::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::observe_requests,
+        ))
         .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()) })
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(Extension(BodyLimit(limits.max_body_bytes)))

@@ -1,0 +1,334 @@
+//! Reports over many builds: what they answer (wire types) and the arithmetic behind them
+//! (success rates, percentiles, stuck thresholds), pure so the server, the CLI and the
+//! dashboard agree on every number.
+//!
+//! Definitions (the API documents them as the same sentences):
+//! - a build *succeeded* when it is `completed`; it *finished unsuccessfully* when `blocked` or
+//!   `cancelled`; every other build is still going. The success rate is succeeded ÷ (succeeded
+//!   + finished unsuccessfully), absent while nothing has finished.
+//! - a stage's *duration* is the time from the build's previous report to the stage's
+//!   completion (its `in_progress` report when there was one, else the previous stage's end).
+//! - a build is *stuck* when it is still going (`running`, `in_progress`, or `failed` with its
+//!   backoff over) and nothing was recorded for longer than its stage's threshold.
+//! - *time to recover*: from a stage's first failure in a build to that stage's completion.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::fields::{BuildId, ImageType, Platform};
+use crate::state::StateCode;
+use crate::status::BuildStatus;
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// The default window of a report, in days.
+pub const DEFAULT_WINDOW_DAYS: u32 = 7;
+/// The longest window a report may look back, in days.
+pub const MAX_WINDOW_DAYS: u32 = 366;
+
+/// Counts of builds in one group (a platform or an image type).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SuccessCounts {
+    /// The platform or image type.
+    pub name: String,
+    pub builds: u64,
+    pub completed: u64,
+    pub blocked: u64,
+    pub cancelled: u64,
+    /// Still going: `running`, `in_progress` or `failed` (waiting for a retry).
+    pub unfinished: u64,
+    /// completed ÷ (completed + blocked + cancelled); absent while none has finished.
+    pub success_rate: Option<f64>,
+}
+
+impl SuccessCounts {
+    /// An empty group named `name`.
+    pub fn named(name: impl Into<String>) -> Self {
+        SuccessCounts {
+            name: name.into(),
+            ..SuccessCounts::default()
+        }
+    }
+
+    /// Counts `count` builds with `status`.
+    pub fn add(&mut self, status: BuildStatus, count: u64) {
+        self.builds += count;
+        match status {
+            BuildStatus::Completed => self.completed += count,
+            BuildStatus::Blocked => self.blocked += count,
+            BuildStatus::Cancelled => self.cancelled += count,
+            _ => self.unfinished += count,
+        }
+        let finished = self.completed + self.blocked + self.cancelled;
+        self.success_rate = (finished > 0).then(|| self.completed as f64 / finished as f64);
+    }
+}
+
+/// `GET /reports/success`: builds started in the window, by platform and by image type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SuccessReport {
+    pub since: DateTime<Utc>,
+    pub by_platform: Vec<SuccessCounts>,
+    pub by_image_type: Vec<SuccessCounts>,
+}
+
+/// Failures at one stage code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StageFailures {
+    pub state: StateCode,
+    pub state_name: String,
+    /// Failed reports at this stage in the window.
+    pub failures: u64,
+    /// Distinct builds with at least one of them.
+    pub builds: u64,
+    /// Attempts after a failure: failures beyond each build's first at this stage, plus
+    /// operator retries.
+    pub retries: u64,
+    /// Builds blocked at this stage now.
+    pub blocked_now: u64,
+}
+
+/// `GET /reports/failures`: where builds fail, by stage code (only codes with failures).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct FailureReport {
+    pub since: DateTime<Utc>,
+    pub stages: Vec<StageFailures>,
+}
+
+/// Percentiles of a set of durations, in seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DurationStats {
+    pub count: u64,
+    pub p50_secs: f64,
+    pub p90_secs: f64,
+    pub max_secs: f64,
+}
+
+impl DurationStats {
+    /// Nearest-rank percentiles of `millis` (sorted here); `None` when empty.
+    pub fn of_millis(mut millis: Vec<i64>) -> Option<Self> {
+        if millis.is_empty() {
+            return None;
+        }
+        millis.sort_unstable();
+        let secs = |value: i64| value as f64 / 1000.0;
+        Some(DurationStats {
+            count: millis.len() as u64,
+            p50_secs: secs(nearest_rank(&millis, 50)),
+            p90_secs: secs(nearest_rank(&millis, 90)),
+            max_secs: secs(*millis.last().unwrap_or(&0)),
+        })
+    }
+}
+
+/// The nearest-rank percentile `p` (1..=100) of sorted, non-empty `values`.
+pub fn nearest_rank(sorted: &[i64], p: u32) -> i64 {
+    let n = sorted.len();
+    let rank = (u64::from(p) * n as u64).div_ceil(100).max(1) as usize;
+    sorted[rank.min(n) - 1]
+}
+
+/// Durations of one stage code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StageDurations {
+    pub state: StateCode,
+    pub state_name: String,
+    #[serde(flatten)]
+    pub stats: DurationStats,
+}
+
+/// `GET /reports/durations`: how long each stage takes (completions in the window).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DurationReport {
+    pub since: DateTime<Utc>,
+    pub stages: Vec<StageDurations>,
+}
+
+/// A build that needs a look: stuck, or blocked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AttentionBuild {
+    pub id: BuildId,
+    pub platform: Platform,
+    pub image_type: ImageType,
+    pub state: StateCode,
+    pub state_name: String,
+    pub status: BuildStatus,
+    pub failures: u32,
+    pub last_message: Option<String>,
+    pub updated_at: DateTime<Utc>,
+    /// Since when it has been quiet: its last record, or the end of its backoff if later.
+    pub quiet_since: DateTime<Utc>,
+    /// Seconds since `quiet_since`.
+    pub idle_secs: u64,
+}
+
+/// `GET /reports/stuck`: builds with nothing recorded for longer than their threshold, and
+/// builds that are blocked (they wait for a person).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StuckReport {
+    /// The threshold used for codes without their own, in seconds.
+    pub stuck_after_secs: u64,
+    /// Per-code thresholds, in seconds.
+    pub stuck_after_by_code: BTreeMap<String, u64>,
+    pub stuck: Vec<AttentionBuild>,
+    pub blocked: Vec<AttentionBuild>,
+}
+
+/// Recovery times at one stage code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StageRecovery {
+    pub state: StateCode,
+    pub state_name: String,
+    /// Failures (first per build and stage) that were later completed.
+    pub recovered: u64,
+    /// Failures not (yet) followed by a completion.
+    pub unrecovered: u64,
+    /// Time to recover, over the recovered ones; absent when none.
+    pub time_to_recover: Option<DurationStats>,
+}
+
+/// `GET /reports/recovery`: time from a stage's first failure to its completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RecoveryReport {
+    pub since: DateTime<Utc>,
+    /// Over every stage.
+    pub overall: StageRecoveryTotal,
+    pub stages: Vec<StageRecovery>,
+}
+
+/// [`StageRecovery`] over every stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StageRecoveryTotal {
+    pub recovered: u64,
+    pub unrecovered: u64,
+    pub time_to_recover: Option<DurationStats>,
+}
+
+/// When a build counts as stuck: a default and per-code overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StuckThresholds {
+    pub default: Duration,
+    pub by_code: BTreeMap<StateCode, Duration>,
+}
+
+impl StuckThresholds {
+    /// `default` plus `CODE=SECS` pairs separated by `;` or `,` (e.g. `10=7200;55=600`).
+    pub fn parse(default: Duration, overrides: &str) -> Result<Self, String> {
+        let mut by_code = BTreeMap::new();
+        for pair in overrides
+            .split([';', ','])
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+        {
+            let (code, secs) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("`{pair}` is not CODE=SECONDS"))?;
+            let code: StateCode = code
+                .trim()
+                .parse()
+                .map_err(|error| format!("`{pair}`: {error}"))?;
+            let secs: u64 = secs
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{pair}`: seconds must be a whole number, 0 or more"))?;
+            by_code.insert(code, Duration::from_secs(secs));
+        }
+        Ok(StuckThresholds { default, by_code })
+    }
+
+    /// The threshold for a build at `state`.
+    pub fn for_code(&self, state: StateCode) -> Duration {
+        self.by_code.get(&state).copied().unwrap_or(self.default)
+    }
+
+    /// The smallest threshold of all: a build idle for less is stuck at no code.
+    pub fn smallest(&self) -> Duration {
+        self.by_code
+            .values()
+            .copied()
+            .chain([self.default])
+            .min()
+            .unwrap_or(self.default)
+    }
+
+    /// Whether a build still going at `state`, idle since `idle_since`, is stuck at `now`.
+    pub fn is_stuck(
+        &self,
+        state: StateCode,
+        idle_since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let idle = (now - idle_since).to_std().unwrap_or(Duration::ZERO);
+        idle > self.for_code(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_success_rate_counts_only_finished_builds() {
+        let mut counts = SuccessCounts::named("linux");
+        counts.add(BuildStatus::Running, 5);
+        assert_eq!(counts.success_rate, None);
+        counts.add(BuildStatus::Completed, 3);
+        counts.add(BuildStatus::Blocked, 1);
+        assert_eq!(counts.success_rate, Some(0.75));
+        assert_eq!((counts.builds, counts.unfinished), (9, 5));
+    }
+
+    #[test]
+    fn nearest_rank_percentiles_pick_a_member_of_the_set() {
+        let sorted: Vec<i64> = (1..=10).collect();
+        assert_eq!(nearest_rank(&sorted, 50), 5);
+        assert_eq!(nearest_rank(&sorted, 90), 9);
+        assert_eq!(nearest_rank(&[7], 90), 7);
+        let stats = DurationStats::of_millis(vec![3000, 1000, 2000]).expect("not empty");
+        assert_eq!(
+            (stats.p50_secs, stats.p90_secs, stats.max_secs),
+            (2.0, 3.0, 3.0)
+        );
+        assert_eq!(DurationStats::of_millis(Vec::new()), None);
+    }
+
+    #[test]
+    fn stuck_thresholds_take_per_code_overrides() {
+        let thresholds =
+            StuckThresholds::parse(Duration::from_secs(3600), "10=60; 55=7200").expect("valid");
+        let code = |value: i64| StateCode::new(value).expect("code");
+        assert_eq!(thresholds.for_code(code(10)), Duration::from_secs(60));
+        assert_eq!(thresholds.for_code(code(20)), Duration::from_secs(3600));
+        assert_eq!(thresholds.smallest(), Duration::from_secs(60));
+        let now = Utc::now();
+        let two_minutes_ago = now - chrono::Duration::seconds(120);
+        assert!(thresholds.is_stuck(code(10), two_minutes_ago, now));
+        assert!(!thresholds.is_stuck(code(20), two_minutes_ago, now));
+    }
+
+    #[test]
+    fn a_bad_stuck_threshold_names_the_pair() {
+        let error = StuckThresholds::parse(Duration::from_secs(1), "12=60").expect_err("bad code");
+        assert!(error.starts_with("`12=60`:"), "{error}");
+        let error = StuckThresholds::parse(Duration::from_secs(1), "10=soon").expect_err("bad");
+        assert!(error.contains("whole number"), "{error}");
+        let error = StuckThresholds::parse(Duration::from_secs(1), "10").expect_err("bad");
+        assert_eq!(error, "`10` is not CODE=SECONDS");
+    }
+}

@@ -1,0 +1,271 @@
+//! Server-sent events: transitions as they are recorded, by every server process sharing the
+//! database ([`crate::events`]).
+//!
+//! Each event is `event: transition`, its `id`, and `data:` a JSON `{"build": …, "entry": …}`
+//! (the history entry and the build right after it). A client that reconnects sends the last
+//! id it saw as `Last-Event-ID` and first gets what it missed, from the history:
+//! - `GET /builds/{id}/events`: one build; ids are the history's sequence numbers (`after=N`
+//!   also starts after entry N, so `after=0` replays the whole history first);
+//! - `GET /events`: every build; ids are `recorded-at-ms:build-id:seq`, the history's order.
+//!
+//! A client that falls too far behind is disconnected, and catches up the same way.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse as _;
+use buildstate_domain::wire::ErrorBody;
+use buildstate_domain::Scope;
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc};
+use utoipa::IntoParams;
+
+use super::error::ApiError;
+use super::extract::{ApiQuery, Authenticated};
+use super::AppState;
+use crate::db::FeedPoint;
+use crate::events::BuildEvent;
+
+/// Entries replayed per read while catching a client up.
+const REPLAY_PAGE: u32 = 500;
+
+/// Where a build's stream starts.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct BuildEventsQuery {
+    /// Replay the entries after this sequence number first (`Last-Event-ID` wins).
+    #[param(minimum = 0)]
+    pub after: Option<i64>,
+}
+
+fn sse_event(event: &BuildEvent, id: String) -> Option<Event> {
+    Event::default()
+        .event("transition")
+        .id(id)
+        .json_data(event)
+        .ok()
+}
+
+fn last_event_id(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get("last-event-id")
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| ApiError::invalid_field("Last-Event-ID", "is not text"))
+        })
+        .transpose()
+}
+
+/// The answer: an SSE body.
+type EventStream = axum::response::Response;
+
+fn stream_of(receiver: mpsc::Receiver<Event>) -> EventStream {
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver
+            .recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), receiver))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// One build's transitions, live (server-sent events).
+#[utoipa::path(get, path = "/builds/{id}/events", tag = "events",
+    params(("id" = String, Path, description = "the build's id"), BuildEventsQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "resume after this sequence number")),
+    responses((status = 200, description = "a stream of `transition` events", content_type = "text/event-stream", body = String),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub async fn build_events(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<BuildEventsQuery>,
+) -> Result<EventStream, ApiError> {
+    auth.require(Scope::Read)?;
+    let id: buildstate_domain::BuildId =
+        id.parse()
+            .map_err(|error: buildstate_domain::InvalidField| {
+                ApiError::invalid_field("id", error.to_string())
+            })?;
+    let after = match last_event_id(&headers)? {
+        Some(raw) => Some(raw.trim().parse::<i64>().map_err(|_| {
+            ApiError::invalid_field("Last-Event-ID", "must be a history sequence number")
+        })?),
+        None => query.after,
+    };
+    // Subscribe before reading the history, so nothing falls between the two.
+    let mut live = state.events.subscribe();
+    let mut build = state.db.get_build(&id).await?;
+    let (sender, receiver) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut last_seq = after.unwrap_or(build.last_seq);
+        if after.is_some() {
+            loop {
+                let page = match state.db.history_after(&id, last_seq, REPLAY_PAGE).await {
+                    Ok(page) => page,
+                    Err(error) => {
+                        tracing::warn!(error = %error, build = %id, "failed to replay a build's history");
+                        return;
+                    }
+                };
+                if let Ok(current) = state.db.get_build(&id).await {
+                    build = current;
+                }
+                for entry in page.entries {
+                    last_seq = entry.seq;
+                    let event = BuildEvent {
+                        build: build.clone(),
+                        entry,
+                    };
+                    let Some(sse) = sse_event(&event, last_seq.to_string()) else {
+                        continue;
+                    };
+                    if sender.send(sse).await.is_err() {
+                        return;
+                    }
+                }
+                if page.next_after.is_none() {
+                    break;
+                }
+            }
+        }
+        loop {
+            let published = match live.recv().await {
+                Ok(published) => published,
+                // Too far behind, or shutting down: the client reconnects with Last-Event-ID.
+                Err(
+                    broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed,
+                ) => {
+                    return;
+                }
+            };
+            let event = &published.event;
+            if event.build.id != id || event.entry.seq <= last_seq {
+                continue;
+            }
+            last_seq = event.entry.seq;
+            let Some(sse) = sse_event(event, last_seq.to_string()) else {
+                continue;
+            };
+            if sender.send(sse).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(stream_of(receiver))
+}
+
+fn parse_feed_point(raw: &str) -> Option<FeedPoint> {
+    let mut parts = raw.trim().splitn(3, ':');
+    let recorded_at_ms = parts.next()?.parse().ok()?;
+    let build_id = parts.next()?.to_owned();
+    let seq = parts.next()?.parse().ok()?;
+    Some(FeedPoint {
+        recorded_at_ms,
+        build_id,
+        seq,
+    })
+}
+
+fn point_of(event: &BuildEvent) -> FeedPoint {
+    FeedPoint {
+        recorded_at_ms: event.entry.recorded_at.timestamp_millis(),
+        build_id: event.build.id.to_string(),
+        seq: event.entry.seq,
+    }
+}
+
+fn is_after(point: &FeedPoint, than: &FeedPoint) -> bool {
+    (point.recorded_at_ms, &point.build_id, point.seq)
+        > (than.recorded_at_ms, &than.build_id, than.seq)
+}
+
+/// Every build's transitions, live (server-sent events); the dashboard follows this.
+#[utoipa::path(get, path = "/events", tag = "events",
+    params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event id (`recorded-at-ms:build-id:seq`)")),
+    responses((status = 200, description = "a stream of `transition` events", content_type = "text/event-stream", body = String),
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub async fn all_events(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    headers: HeaderMap,
+) -> Result<EventStream, ApiError> {
+    auth.require(Scope::Read)?;
+    let resume = last_event_id(&headers)?
+        .map(|raw| {
+            parse_feed_point(raw).ok_or_else(|| {
+                ApiError::invalid_field(
+                    "Last-Event-ID",
+                    "must be an event id of this stream (`recorded-at-ms:build-id:seq`)",
+                )
+            })
+        })
+        .transpose()?;
+    let mut live = state.events.subscribe();
+    let (sender, receiver) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut last = resume.clone();
+        if let Some(mut point) = resume {
+            loop {
+                let page = match state.db.feed_after(&point, REPLAY_PAGE).await {
+                    Ok(page) => page,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "failed to replay the event stream");
+                        return;
+                    }
+                };
+                let full = page.len() == REPLAY_PAGE as usize;
+                for (build, entry) in page {
+                    let event = BuildEvent { build, entry };
+                    point = point_of(&event);
+                    let Some(sse) = sse_event(&event, event.stream_id()) else {
+                        continue;
+                    };
+                    if sender.send(sse).await.is_err() {
+                        return;
+                    }
+                }
+                last = Some(point.clone());
+                if !full {
+                    break;
+                }
+            }
+        }
+        loop {
+            let published = match live.recv().await {
+                Ok(published) => published,
+                Err(
+                    broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed,
+                ) => {
+                    return;
+                }
+            };
+            let event = &published.event;
+            // Only what the replay did not already send.
+            if last
+                .as_ref()
+                .is_some_and(|last| !is_after(&point_of(event), last))
+            {
+                continue;
+            }
+            let Some(sse) = sse_event(event, event.stream_id()) else {
+                continue;
+            };
+            if sender.send(sse).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(stream_of(receiver))
+}

@@ -1,0 +1,530 @@
+//! Reports, the event stream, metrics and webhooks, on both backends.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use buildstate::client::Client;
+use buildstate_domain::wire::StartBuild;
+use buildstate_domain::{BuildId, ReportStatus};
+use serde_json::Value;
+
+use crate::helpers::{report, send};
+use crate::on_both_backends;
+use crate::support::{Backend, TestApp};
+
+on_both_backends!(
+    reports_answer_success_failures_durations_stuck_and_recovery,
+    the_event_stream_delivers_transitions_and_resumes_after_last_event_id,
+    the_stream_of_every_build_resumes_from_its_event_id,
+    a_transition_recorded_by_one_process_reaches_the_streams_of_another,
+    metrics_count_builds_transitions_and_requests,
+    webhooks_are_signed_retried_and_fired_for_failed_blocked_completed_and_stuck,
+);
+
+async fn start(client: &Client, platform: &str, image_type: &str, max_retries: u32) -> BuildId {
+    client
+        .start_build(&StartBuild {
+            platform: platform.parse().expect("platform"),
+            image_type: image_type.parse().expect("image type"),
+            description: None,
+            key: None,
+            labels: Default::default(),
+            max_retries: Some(max_retries),
+        })
+        .await
+        .expect("start")
+        .build
+        .id
+}
+
+async fn get_json(app: &TestApp, path: &str) -> Value {
+    let answer = app
+        .http()
+        .get(app.url(path))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(answer.status(), 200, "GET {path}");
+    answer.json().await.expect("json")
+}
+
+fn stage(stages: &Value, code: u64) -> &Value {
+    stages
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|stage| stage["state"] == code)
+        .unwrap_or_else(|| panic!("stage {code} in {stages}"))
+}
+
+/// Three builds: one published, one blocked at 10, one that failed at 10 and recovered.
+async fn reports_answer_success_failures_durations_stuck_and_recovery(app: TestApp) {
+    let client = app.client();
+    let published = start(&client, "aws", "rhel8", 3).await;
+    send(&client, &published, 10, ReportStatus::InProgress).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    send(&client, &published, 10, ReportStatus::Completed).await;
+    send(&client, &published, 100, ReportStatus::Completed).await;
+
+    let blocked = start(&client, "aws", "ubuntu", 1).await;
+    send(&client, &blocked, 10, ReportStatus::Failed).await;
+    let last = send(&client, &blocked, 10, ReportStatus::Failed).await;
+    assert_eq!(last.build.status, buildstate_domain::BuildStatus::Blocked);
+
+    let recovered = start(&client, "gcp", "rhel8", 3).await;
+    send(&client, &recovered, 10, ReportStatus::Failed).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    send(&client, &recovered, 10, ReportStatus::Completed).await;
+
+    let success = get_json(&app, "/reports/success?days=1").await;
+    let aws = &success["by_platform"][0];
+    assert_eq!(
+        (
+            &aws["name"],
+            &aws["builds"],
+            &aws["completed"],
+            &aws["blocked"]
+        ),
+        (
+            &Value::from("aws"),
+            &Value::from(2),
+            &Value::from(1),
+            &Value::from(1)
+        )
+    );
+    assert_eq!(aws["success_rate"], 0.5);
+    let gcp = &success["by_platform"][1];
+    assert_eq!(
+        (&gcp["unfinished"], &gcp["success_rate"]),
+        (&Value::from(1), &Value::Null)
+    );
+    let rhel8 = &success["by_image_type"][0];
+    assert_eq!(
+        (&rhel8["name"], &rhel8["builds"]),
+        (&Value::from("rhel8"), &Value::from(2))
+    );
+
+    let failures = get_json(&app, "/reports/failures").await;
+    let at_10 = stage(&failures["stages"], 10);
+    assert_eq!(at_10["failures"], 3, "{failures}");
+    assert_eq!(at_10["builds"], 2);
+    assert_eq!(
+        at_10["retries"], 1,
+        "a second failure of one build is a retry"
+    );
+    assert_eq!(at_10["blocked_now"], 1);
+
+    let durations = get_json(&app, "/reports/durations").await;
+    let at_10 = stage(&durations["stages"], 10);
+    assert_eq!(at_10["count"], 2, "{durations}");
+    assert!(
+        at_10["p50_secs"].as_f64().expect("p50") >= 0.03,
+        "{durations}"
+    );
+    assert!(at_10["p90_secs"].as_f64() >= at_10["p50_secs"].as_f64());
+
+    let stuck = get_json(&app, "/reports/stuck?after_secs=0").await;
+    let ids = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .expect("list")
+            .iter()
+            .map(|build| build["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&stuck["stuck"]), [recovered.to_string()]);
+    assert_eq!(ids(&stuck["blocked"]), [blocked.to_string()]);
+    let nobody = get_json(&app, "/reports/stuck").await;
+    assert_eq!(
+        nobody["stuck"],
+        Value::Array(vec![]),
+        "the default is an hour"
+    );
+    let per_code = get_json(&app, "/reports/stuck?after_secs=3600&after_by_code=15%3D0").await;
+    assert_eq!(
+        ids(&per_code["stuck"]),
+        [recovered.to_string()],
+        "{per_code}"
+    );
+
+    let recovery = get_json(&app, "/reports/recovery").await;
+    let at_10 = stage(&recovery["stages"], 10);
+    assert_eq!(
+        (&at_10["recovered"], &at_10["unrecovered"]),
+        (&Value::from(1), &Value::from(1))
+    );
+    assert!(at_10["time_to_recover"]["p50_secs"].as_f64().expect("p50") >= 0.03);
+    assert_eq!(recovery["overall"]["recovered"], 1);
+
+    for bad in [
+        "/reports/success?days=0",
+        "/reports/failures?days=400",
+        "/reports/stuck?after_by_code=12%3D5",
+    ] {
+        let answer = app
+            .http()
+            .get(app.url(bad))
+            .bearer_auth(&app.admin_token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(answer.status(), 422, "{bad}");
+        let body: Value = answer.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "invalid_field", "{bad}: {body}");
+    }
+    let anonymous = app
+        .http()
+        .get(app.url("/reports/success"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(anonymous.status(), 401);
+}
+
+/// Reads server-sent events from an open response until `count` have arrived.
+struct EventReader {
+    answer: reqwest::Response,
+    buffer: String,
+}
+
+impl EventReader {
+    async fn open(app_url: &str, token: &str, last_event_id: Option<&str>) -> Self {
+        let mut request = reqwest::Client::new().get(app_url).bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let answer = request.send().await.expect("open the stream");
+        assert_eq!(answer.status(), 200);
+        assert!(answer.headers()["content-type"]
+            .to_str()
+            .expect("text")
+            .starts_with("text/event-stream"));
+        EventReader {
+            answer,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next `transition` event: (id, data).
+    async fn next(&mut self) -> (String, Value) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = None;
+                for line in block.lines() {
+                    if let Some(rest) = line.strip_prefix("id:") {
+                        id = Some(rest.trim().to_owned());
+                    } else if let Some(rest) = line.strip_prefix("data:") {
+                        data = Some(serde_json::from_str(rest.trim()).expect("event JSON"));
+                    }
+                }
+                if let (Some(id), Some(data)) = (id, data) {
+                    return (id, data);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(20), self.answer.chunk())
+                .await
+                .expect("an event within 20 s")
+                .expect("read the stream")
+                .expect("the stream stays open");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+async fn the_event_stream_delivers_transitions_and_resumes_after_last_event_id(app: TestApp) {
+    let client = app.client();
+    let id = start(&client, "aws", "rhel8", 3).await;
+    let url = app.url(&format!("/builds/{id}/events"));
+    let mut live = EventReader::open(&url, &app.admin_token, None).await;
+    send(&client, &id, 0, ReportStatus::Completed).await;
+    send(&client, &id, 5, ReportStatus::InProgress).await;
+    let (event_id, data) = live.next().await;
+    assert_eq!(
+        (event_id.as_str(), &data["entry"]["kind"]),
+        ("2", &Value::from("completed"))
+    );
+    let (event_id, data) = live.next().await;
+    assert_eq!(event_id, "3");
+    assert_eq!(data["entry"]["kind"], "in_progress");
+    assert_eq!(data["build"]["status"], "in_progress");
+    send(&client, &id, 15, ReportStatus::Completed).await;
+    let kinds: Vec<_> = [live.next().await, live.next().await, live.next().await]
+        .into_iter()
+        .map(|(id, data)| (id, data["entry"]["kind"].as_str().expect("kind").to_owned()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("4".into(), "skipped".into()),
+            ("5".into(), "skipped".into()),
+            ("6".into(), "completed".into())
+        ],
+        "the jump to 15 records 5 and 10 as skipped"
+    );
+    drop(live);
+
+    // A client that saw up to 4 reconnects and gets 5 and 6 from the history, then live ones.
+    let mut resumed = EventReader::open(&url, &app.admin_token, Some("4")).await;
+    assert_eq!(resumed.next().await.0, "5");
+    assert_eq!(resumed.next().await.0, "6");
+    send(&client, &id, 20, ReportStatus::Failed).await;
+    let (event_id, data) = resumed.next().await;
+    assert_eq!(
+        (event_id.as_str(), &data["entry"]["kind"]),
+        ("7", &Value::from("failed"))
+    );
+
+    let everything = app.url(&format!("/builds/{id}/events?after=0"));
+    let mut replay = EventReader::open(&everything, &app.admin_token, None).await;
+    assert_eq!(replay.next().await.1["entry"]["kind"], "started");
+
+    let bad = app
+        .http()
+        .get(&url)
+        .bearer_auth(&app.admin_token)
+        .header("Last-Event-ID", "yesterday")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(bad.status(), 422);
+}
+
+async fn the_stream_of_every_build_resumes_from_its_event_id(app: TestApp) {
+    let client = app.client();
+    let url = app.url("/events");
+    let mut live = EventReader::open(&url, &app.admin_token, None).await;
+    let first = start(&client, "aws", "rhel8", 3).await;
+    let (first_id, data) = live.next().await;
+    assert_eq!(data["build"]["id"], first.to_string());
+    assert!(first_id.ends_with(&format!(":{first}:1")), "{first_id}");
+    let second = start(&client, "gcp", "rhel8", 3).await;
+    send(&client, &first, 0, ReportStatus::Completed).await;
+    let (_, a) = live.next().await;
+    let (_, b) = live.next().await;
+    assert_eq!(a["build"]["id"], second.to_string());
+    assert_eq!(b["entry"]["kind"], "completed");
+    drop(live);
+
+    let mut resumed = EventReader::open(&url, &app.admin_token, Some(&first_id)).await;
+    let (_, a) = resumed.next().await;
+    let (_, b) = resumed.next().await;
+    assert_eq!(
+        a["build"]["id"],
+        second.to_string(),
+        "replayed in history order"
+    );
+    assert_eq!(
+        (&b["build"]["id"], &b["entry"]["seq"]),
+        (&Value::from(first.to_string()), &Value::from(2))
+    );
+}
+
+async fn a_transition_recorded_by_one_process_reaches_the_streams_of_another(app: TestApp) {
+    if app.backend == Backend::Sqlite {
+        return; // A SQLite file serves one process (README).
+    }
+    let peer = app.spawn_peer(|_| {}).await;
+    let id = start(&app.client(), "aws", "rhel8", 3).await;
+    let mut on_peer = EventReader::open(
+        &format!("{}/builds/{id}/events", peer.base_url),
+        &app.admin_token,
+        None,
+    )
+    .await;
+    let mut everything_on_peer =
+        EventReader::open(&format!("{}/events", peer.base_url), &app.admin_token, None).await;
+    // Recorded through the first process, read from the peer's streams.
+    send(&app.client(), &id, 0, ReportStatus::InProgress).await;
+    let (event_id, data) = on_peer.next().await;
+    assert_eq!(
+        (event_id.as_str(), &data["entry"]["kind"]),
+        ("2", &Value::from("in_progress"))
+    );
+    let (_, data) = everything_on_peer.next().await;
+    assert_eq!(data["build"]["id"], id.to_string());
+}
+
+async fn metrics_count_builds_transitions_and_requests(app: TestApp) {
+    let client = app.client();
+    let id = start(&client, "aws", "rhel8", 0).await;
+    send(&client, &id, 5, ReportStatus::Failed).await;
+    let answer = app
+        .http()
+        .get(app.url("/metrics"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(answer.status(), 200);
+    assert!(answer.headers()["content-type"]
+        .to_str()
+        .expect("text")
+        .starts_with("text/plain"));
+    let text = answer.text().await.expect("text");
+    for line in [
+        "buildstate_builds{status=\"blocked\"} 1",
+        "buildstate_builds{status=\"completed\"} 0",
+        "buildstate_blocked_builds 1",
+        "buildstate_stuck_builds 0",
+        "buildstate_transitions_total{platform=\"aws\",image_type=\"rhel8\",code=\"5\",status=\"failed\"} 1",
+        "buildstate_http_requests_total{method=\"POST\",route=\"/builds/{id}/transitions\",status=\"200\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+    }
+    assert!(
+        text.contains("buildstate_http_request_duration_seconds_bucket{"),
+        "{text}"
+    );
+    let anonymous = app
+        .http()
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(anonymous.status(), 401);
+}
+
+/// What the local receiver saw: (alert header, signature header, body).
+type Received = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+/// A webhook receiver on 127.0.0.1:0 that refuses the first `refusals` deliveries with a 503.
+async fn receiver(refusals: usize) -> (String, Received) {
+    let received: Received = Arc::default();
+    let attempts = Arc::new(Mutex::new(0usize));
+    let state = (received.clone(), attempts);
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                move |State((received, attempts)): State<(Received, Arc<Mutex<usize>>)>,
+                      headers: HeaderMap,
+                      body: axum::body::Bytes| async move {
+                    let mut attempts = attempts.lock().expect("lock");
+                    *attempts += 1;
+                    if *attempts <= refusals {
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .map_or("", |v| v.to_str().unwrap_or(""))
+                            .to_owned()
+                    };
+                    received.lock().expect("lock").push((
+                        header("x-buildstate-alert"),
+                        header("x-buildstate-signature"),
+                        body.to_vec(),
+                    ));
+                    StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+async fn wait_for(received: &Received, alert: &str) -> Vec<u8> {
+    for _ in 0..400 {
+        if let Some((_, _, body)) = received
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|(a, _, _)| a == alert)
+        {
+            return body.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no `{alert}` delivery within 20 s");
+}
+
+async fn webhooks_are_signed_retried_and_fired_for_failed_blocked_completed_and_stuck(
+    app: TestApp,
+) {
+    // The first two deliveries are refused: the first alert arrives on its third attempt.
+    let (url, received) = receiver(2).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("webhooks.json");
+    let hooks = serde_json::json!([{"url": url, "secret": "s3cret"}]);
+    std::fs::write(&file, hooks.to_string()).expect("write hooks");
+    // A server of its own with hooks, on the same database.
+    let peer = app
+        .spawn_peer(|config| {
+            config.webhooks_file = Some(file.clone());
+            config.webhook_retry_base_millis = 10;
+            config.stuck_check_secs = 1;
+            config.stuck_after_by_code = Some("20=0".into());
+        })
+        .await;
+    let client = peer.client_with(app.admin_token.clone());
+
+    let failing = start(&client, "aws", "rhel8", 1).await;
+    client
+        .report_transition(&failing, &report(5, ReportStatus::Failed), None)
+        .await
+        .expect("fail");
+    let failed = wait_for(&received, "failed").await;
+    client
+        .report_transition(&failing, &report(5, ReportStatus::Failed), None)
+        .await
+        .expect("fail again");
+    let blocked: Value =
+        serde_json::from_slice(&wait_for(&received, "blocked").await).expect("json");
+    assert_eq!(blocked["build"]["id"], failing.to_string());
+    assert_eq!(blocked["build"]["status"], "blocked");
+    assert_eq!(blocked["entry"]["kind"], "failed");
+
+    let finishing = start(&client, "gcp", "rhel8", 1).await;
+    client
+        .report_transition(&finishing, &report(100, ReportStatus::Completed), None)
+        .await
+        .expect("complete");
+    let completed: Value =
+        serde_json::from_slice(&wait_for(&received, "completed").await).expect("json");
+    assert_eq!(completed["build"]["id"], finishing.to_string());
+
+    // Stage 20 has a threshold of 0 s: a build waiting there is stuck at the next scan.
+    let waiting = start(&client, "azure", "rhel8", 1).await;
+    client
+        .report_transition(&waiting, &report(15, ReportStatus::Completed), None)
+        .await
+        .expect("complete 15");
+    let stuck: Value = serde_json::from_slice(&wait_for(&received, "stuck").await).expect("json");
+    assert_eq!(stuck["build"]["id"], waiting.to_string());
+    assert!(stuck["idle_secs"].is_u64());
+
+    // Every delivery is signed with the hook's secret over the exact body.
+    let deliveries = received.lock().expect("lock").clone();
+    for (alert, signature, body) in &deliveries {
+        assert_eq!(
+            signature,
+            &buildstate_server::webhooks::signature("s3cret", body),
+            "{alert}"
+        );
+        assert_ne!(
+            signature,
+            &buildstate_server::webhooks::signature("other", body)
+        );
+    }
+    let failed: Value = serde_json::from_slice(&failed).expect("json");
+    assert_eq!(failed["alert"], "failed");
+    // One stuck alert per quiet spell, however many scans pass.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let stuck_alerts = received
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(alert, _, _)| alert == "stuck")
+        .count();
+    assert_eq!(stuck_alerts, 1);
+}
