@@ -18,4 +18,5 @@ mod logs;
 mod outputs;
 mod replicas;
 mod reports;
+mod retention;
 mod tls;

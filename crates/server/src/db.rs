@@ -32,6 +32,8 @@ use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Row, Transaction};
 
 use crate::names::StateNames;
 
+mod retention;
+
 mod feed;
 mod reports;
 
