@@ -99,6 +99,10 @@ pub struct GlobalArgs {
     /// Log each request (never the token) on stderr; so does BUILDSTATE_DEBUG=1.
     #[arg(long, short, global = true)]
     pub verbose: bool,
+    /// Send the token over plain http:// to a host other than this machine, where anyone on
+    /// the network path can read it; so does BUILDSTATE_ALLOW_INSECURE=1. Prefer https://.
+    #[arg(long, global = true)]
+    pub allow_insecure: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -269,6 +273,8 @@ pub struct Context<'a> {
     pub settings: Settings,
     pub printer: Printer,
     pub env: EnvLookup<'a>,
+    /// `--allow-insecure` or BUILDSTATE_ALLOW_INSECURE: a token may go over plain http://.
+    pub allow_insecure: bool,
     pub stdin: Input,
     /// Whether stdin is a person at a terminal, as opposed to a pipe or a file.
     pub stdin_is_terminal: bool,
@@ -308,6 +314,7 @@ impl Context<'_> {
     pub fn client_with(&self, token: Option<String>) -> Result<Client, CliError> {
         let mut config = ClientConfig::new(&self.settings.api_url, token);
         config.timeout = Duration::from_secs(30);
+        config.allow_insecure = self.allow_insecure;
         Ok(Client::new(config)?)
     }
 }
@@ -533,6 +540,8 @@ fn context<'a>(
         settings,
         printer,
         env,
+        allow_insecure: global.allow_insecure
+            || buildstate_client::api::allow_insecure_from_env(env),
         stdin: streams.stdin,
         stdin_is_terminal: streams.stdin_is_terminal,
     })
@@ -549,14 +558,24 @@ fn init_logging(verbose: bool) {
         "info"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         // By default a failed log write is reported with `eprintln!`, which panics when stderr
         // is a closed pipe: a server whose log reader went away would crash on its next line.
-        .log_internal_errors(false)
-        .try_init();
+        .log_internal_errors(false);
+    // `BUILDSTATE_LOG_FORMAT=json`: one JSON object per line for log shippers, with the
+    // fields of every enclosing span (a request's id among them).
+    let json = std::env::var("BUILDSTATE_LOG_FORMAT").is_ok_and(|format| format == "json");
+    let _ = if json {
+        logs.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .try_init()
+    };
 }
 
 /// Parses a duration such as `90`, `90s`, `15m`, `12h` or `30d` (a bare number is seconds).

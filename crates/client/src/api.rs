@@ -39,6 +39,21 @@ pub struct ClientConfig {
     pub proxies: Option<Proxies>,
     /// Told one sentence before each retry, e.g. to log it; never sees the token.
     pub on_retry: Option<RetryLog>,
+    /// Send the token over plain `http://` to a host other than this machine: anyone on the
+    /// network path could read it. Off unless a person says so (`--allow-insecure`,
+    /// [`ALLOW_INSECURE_VAR`]).
+    pub allow_insecure: bool,
+}
+
+/// The environment variable that allows a token over plain `http://` (`1` or `true`).
+pub const ALLOW_INSECURE_VAR: &str = "BUILDSTATE_ALLOW_INSECURE";
+
+/// Whether `env` allows a token over plain `http://` to another host.
+pub fn allow_insecure_from_env(env: crate::env::EnvLookup<'_>) -> bool {
+    env(ALLOW_INSECURE_VAR).is_some_and(|value| {
+        let value = value.trim();
+        value == "1" || value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("yes")
+    })
 }
 
 /// Receives a sentence about each retry.
@@ -76,6 +91,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("max_attempts", &self.max_attempts)
             .field("extra_root_pem", &self.extra_root_pem.is_some())
             .field("proxies", &self.proxies)
+            .field("allow_insecure", &self.allow_insecure)
             .finish()
     }
 }
@@ -91,8 +107,38 @@ impl ClientConfig {
             extra_root_pem: None,
             proxies: None,
             on_retry: None,
+            allow_insecure: false,
         }
     }
+}
+
+/// A bearer token over plain HTTP is readable by anyone on the way; only this machine
+/// (`localhost`, 127.0.0.0/8, `::1`) is safe to reach that way.
+fn refuse_plain_http_to_another_host(base_url: &str) -> Result<()> {
+    let url = reqwest::Url::parse(base_url).map_err(|error| {
+        ClientError::Config(format!("the API URL `{base_url}` is not a URL: {error}"))
+    })?;
+    if url.scheme() != "http" {
+        return Ok(());
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name.to_ascii_lowercase().ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        None => false,
+    };
+    if loopback {
+        return Ok(());
+    }
+    Err(ClientError::Config(format!(
+        "refusing to send the API token over plain http:// to `{}`: anyone on the network path \
+         could read it and act as you; use an https:// URL, or, on a network you trust, pass \
+         --allow-insecure (or set {ALLOW_INSECURE_VAR}=1)",
+        url.host_str().unwrap_or_default()
+    )))
 }
 
 /// The longest wait between two attempts, whatever `Retry-After` says.
@@ -181,6 +227,9 @@ impl Client {
                 "the API URL `{}` must start with http:// or https://",
                 config.base_url
             )));
+        }
+        if config.token.is_some() && !config.allow_insecure {
+            refuse_plain_http_to_another_host(&base)?;
         }
         config.base_url = base;
         config.max_attempts = config.max_attempts.max(1);
@@ -622,4 +671,65 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod insecure_tests {
+    use super::*;
+
+    fn client(url: &str, token: Option<&str>, allow_insecure: bool) -> Result<Client> {
+        let mut config = ClientConfig::new(url, token.map(str::to_owned));
+        config.allow_insecure = allow_insecure;
+        Client::new(config)
+    }
+
+    #[test]
+    fn a_token_over_plain_http_to_another_host_is_refused_saying_why() {
+        for url in [
+            "http://buildstate.example.com:8000",
+            "http://10.1.2.3:8000",
+            "http://[2001:db8::1]:8000",
+        ] {
+            let error = client(url, Some("bst_x"), false)
+                .expect_err(url)
+                .to_string();
+            assert!(
+                error.contains("refusing to send the API token over plain http://"),
+                "{error}"
+            );
+            assert!(error.contains("could read it"), "{error}");
+            assert!(error.contains("--allow-insecure"), "{error}");
+            assert!(error.contains(ALLOW_INSECURE_VAR), "{error}");
+        }
+    }
+
+    #[test]
+    fn https_loopback_no_token_or_an_explicit_allowance_are_accepted() {
+        for (url, token, allow) in [
+            ("https://buildstate.example.com", Some("bst_x"), false),
+            ("http://127.0.0.1:8000", Some("bst_x"), false),
+            ("http://127.9.9.9:8000", Some("bst_x"), false),
+            ("http://localhost:8000", Some("bst_x"), false),
+            ("http://[::1]:8000", Some("bst_x"), false),
+            ("http://buildstate.example.com:8000", None, false),
+            ("http://buildstate.example.com:8000", Some("bst_x"), true),
+        ] {
+            assert!(client(url, token, allow).is_ok(), "{url} {token:?} {allow}");
+        }
+    }
+
+    #[test]
+    fn the_allowance_is_read_from_the_environment() {
+        for (value, allowed) in [
+            ("1", true),
+            ("true", true),
+            ("YES", true),
+            ("0", false),
+            ("no", false),
+        ] {
+            let env = |name: &str| (name == ALLOW_INSECURE_VAR).then(|| value.to_owned());
+            assert_eq!(allow_insecure_from_env(&env), allowed, "{value}");
+        }
+        assert!(!allow_insecure_from_env(&|_| None));
+    }
 }

@@ -32,6 +32,8 @@ use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Row, Transaction};
 
 use crate::names::StateNames;
 
+mod retention;
+
 mod feed;
 mod reports;
 
@@ -871,12 +873,35 @@ impl Database {
     }
 
     /// Revokes a token; revoking it twice is fine, an unknown id is not found.
+    /// On PostgreSQL the same statement announces the revocation to every server process
+    /// sharing the database (see [`crate::revocations`]); the announcement goes out when the
+    /// revocation commits, never without it.
     pub async fn revoke_token(&self, id: &str, now: DateTime<Utc>) -> StoreResult<TokenInfo> {
-        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now.timestamp_millis())
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
+        const REVOKE: &str =
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL";
+        match self.dialect {
+            Dialect::Sqlite => {
+                sqlx::query(REVOKE)
+                    .bind(now.timestamp_millis())
+                    .bind(id)
+                    .execute(&self.writer)
+                    .await?;
+            }
+            Dialect::Postgres => {
+                // A SELECT in a WITH runs only if referenced: the COUNT makes it run.
+                let announce = format!(
+                    "WITH revoked AS ({REVOKE} RETURNING id), \
+                     announced AS (SELECT pg_notify($3, id) FROM revoked) \
+                     SELECT COUNT(*) FROM announced"
+                );
+                sqlx::query(&announce)
+                    .bind(now.timestamp_millis())
+                    .bind(id)
+                    .bind(crate::revocations::CHANNEL)
+                    .fetch_one(&self.writer)
+                    .await?;
+            }
+        }
         self.token_info(id).await
     }
 
