@@ -11,5 +11,7 @@ mod builds;
 mod examples;
 mod helpers;
 mod outputs;
+mod reports;
 mod run;
 mod usage;
+mod watch;
