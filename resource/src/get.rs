@@ -8,18 +8,21 @@
 use std::path::Path;
 
 use buildstate_client::api::{Client, ClientError};
+use buildstate_client::env::EnvMap;
+use buildstate_client::lease::env_lines;
 use buildstate_domain::wire::{Build, ErrorCode};
 use buildstate_domain::{gate, BuildId, BuildStatus, StateCode};
 use serde_json::{json, Value};
 
 use crate::schema::{GivenVersion, InRequest, Version};
-use crate::{describe, Log};
+use crate::{concourse_run, describe, Log};
 
 /// Runs `in` into `directory`.
 pub async fn get(
     client: &Client,
     request: &InRequest,
     directory: &Path,
+    env: &EnvMap,
     log: &Log,
 ) -> Result<Value, String> {
     let source = &request.source;
@@ -56,7 +59,7 @@ pub async fn get(
         ));
     }
     log.debug(|| format!("writing build `{id}` into {}", directory.display()));
-    write_files(directory, &build, version)?;
+    write_files(directory, &build, version, concourse_run(env).as_deref())?;
     Ok(json!({
         "version": version,
         "metadata": metadata(&build, &source.api_url),
@@ -86,7 +89,12 @@ fn attempt(build: &Build) -> u32 {
     build.failures + 1
 }
 
-fn write_files(directory: &Path, build: &Build, version: &Version) -> Result<(), String> {
+fn write_files(
+    directory: &Path,
+    build: &Build,
+    version: &Version,
+    run: Option<&str>,
+) -> Result<(), String> {
     let write = |name: &str, contents: &str| {
         let path = directory.join(name);
         if let Some(parent) = path.parent() {
@@ -112,8 +120,9 @@ fn write_files(directory: &Path, build: &Build, version: &Version) -> Result<(),
     let mut gates = serde_json::Map::new();
     let (mut completed, mut pending) = (Vec::new(), Vec::new());
     for stage in StateCode::all() {
-        // The resource names no run: a stage another run holds reads `wait`.
-        let decision = gate(&progress, stage, None, now).decision;
+        // Asked as this Concourse build: the stage it holds reads `run`, a stage another run
+        // holds reads `wait`.
+        let decision = gate(&progress, stage, run, now).decision;
         write(&format!("gate/{stage}"), &line(decision.as_str()))?;
         gates.insert(stage.to_string(), json!(decision.as_str()));
         // Completed (or skipped) stages come before the build's state; a completed build has
@@ -129,6 +138,18 @@ fn write_files(directory: &Path, build: &Build, version: &Version) -> Result<(),
     write("pending.json", &pretty(&pending))?;
     write("completed", &codes(&completed))?;
     write("pending", &codes(&pending))?;
+    // What the completed stages produced, for a resumed job's tasks: one file per key (the
+    // value and a newline, for `$(cat ...)`), the map with the stage that set each key, and
+    // `KEY=value` lines for `. outputs.env`.
+    let outputs_dir = directory.join("outputs");
+    std::fs::create_dir_all(&outputs_dir)
+        .map_err(|error| format!("cannot create `{}`: {error}", outputs_dir.display()))?;
+    for (key, output) in &build.outputs {
+        write(&format!("outputs/{key}"), &line(&output.value))?;
+    }
+    write("outputs.json", &pretty(&build.outputs))?;
+    write("outputs.env", &env_lines(&build.outputs))?;
+    write("lease.json", &pretty(&build.lease))?;
     Ok(())
 }
 

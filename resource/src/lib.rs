@@ -135,7 +135,7 @@ fn run_inner(
             let request = schema::parse::<schema::InRequest>(request)?;
             let directory = directory()?;
             let client = client_for(&request.source, env, log)?;
-            runtime.block_on(get::get(&client, &request, directory.as_ref(), log))
+            runtime.block_on(get::get(&client, &request, directory.as_ref(), env, log))
         }
         Command::Out => {
             let request = schema::parse::<schema::OutRequest>(request)?;
@@ -145,6 +145,25 @@ fn run_inner(
         }
     };
     result.map_err(|error| log.scrub(&error))
+}
+
+/// The identity this Concourse build reports under, for stage leases: an `in_progress` put
+/// claims the stage for it, and every later put (and `in`'s gate answers) of the same build
+/// speaks as it, so the build's own reports are accepted without carrying the lease's fence
+/// from step to step. It is the build's page, which is unique per build and which a person can
+/// open from the holder named in a refusal: `ATC_EXTERNAL_URL/builds/BUILD_ID`; without
+/// `ATC_EXTERNAL_URL`, `concourse-build:BUILD_ID`; without `BUILD_ID`, the job build's page
+/// (`ATC_EXTERNAL_URL/teams/T/pipelines/P/jobs/J/builds/N`). Outside a Concourse build
+/// (none of these set), `None`: the put claims no lease, as a report without a run identity.
+pub fn concourse_run(env: &EnvMap) -> Option<String> {
+    let atc = env
+        .get("ATC_EXTERNAL_URL")
+        .map(|url| url.trim_end_matches('/').to_owned());
+    match (env.get("BUILD_ID"), atc) {
+        (Some(id), Some(atc)) => Some(format!("{atc}/builds/{id}")),
+        (Some(id), None) => Some(format!("concourse-build:{id}")),
+        (None, _) => buildstate_client::ci::concourse_build_url(&|name| env.get(name)),
+    }
 }
 
 /// How the resource's messages say to fix the URL or the token.
@@ -260,5 +279,51 @@ impl Log {
             let _ = writeln!(stderr, "{line}");
         }
         let _ = stderr.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Pairs<'a> = Vec<(&'a str, &'a str)>;
+
+    fn env(pairs: &[(&str, &str)]) -> EnvMap {
+        pairs.iter().copied().collect()
+    }
+
+    #[test]
+    fn the_run_identity_is_the_concourse_builds_page() {
+        let job = [
+            ("BUILD_TEAM_NAME", "main"),
+            ("BUILD_PIPELINE_NAME", "images"),
+            ("BUILD_JOB_NAME", "rhel8"),
+            ("BUILD_NAME", "7"),
+        ];
+        let cases: Vec<(&str, Pairs, Option<&str>)> = vec![
+            (
+                "build id and ATC",
+                [
+                    &job[..],
+                    &[("BUILD_ID", "1234"), ("ATC_EXTERNAL_URL", "https://ci/")],
+                ]
+                .concat(),
+                Some("https://ci/builds/1234"),
+            ),
+            (
+                "build id without ATC",
+                vec![("BUILD_ID", "1234")],
+                Some("concourse-build:1234"),
+            ),
+            (
+                "a job build without its id",
+                [&job[..], &[("ATC_EXTERNAL_URL", "https://ci")]].concat(),
+                Some("https://ci/teams/main/pipelines/images/jobs/rhel8/builds/7"),
+            ),
+            ("outside Concourse", Vec::new(), None),
+        ];
+        for (name, pairs, expected) in cases {
+            assert_eq!(concourse_run(&env(&pairs)).as_deref(), expected, "{name}");
+        }
     }
 }

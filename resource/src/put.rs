@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::get::metadata;
 use crate::schema::{OutParams, OutRequest, ReportFile, Source, Version};
-use crate::{describe, Log};
+use crate::{concourse_run, describe, Log};
 
 /// Runs `out` with the put's inputs under `directory`.
 pub async fn put(
@@ -36,8 +36,10 @@ pub async fn put(
     let params = request.params.clone().unwrap_or_default();
     let lookup = |name: &str| env.get(name);
     // Everything the params say is read before any call, so bad input changes nothing.
-    let report = report_of(&params, directory, env)?.map(|mut report| {
+    let run = concourse_run(env);
+    let report = report_of(&params, directory, env, source.token.expose())?.map(|mut report| {
         report.source = ci::report_source(None, &lookup);
+        report.run = run.clone();
         report
     });
     let build = start_or_resume(client, source, env, log).await?;
@@ -77,6 +79,19 @@ pub async fn put(
                 Err(error) => return Err(describe(&error)),
             };
             log.line(format!("build `{id}`: {}", result.note));
+            if let Some(lease) = result
+                .build
+                .lease
+                .as_ref()
+                .filter(|lease| Some(&lease.holder) == run.as_ref())
+            {
+                log.line(format!(
+                    "stage {} is held by this run (`{}`) until {}; its later puts in this build may report on it",
+                    lease.stage,
+                    lease.holder,
+                    lease.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ));
+            }
             match result.recorded.last() {
                 Some(entry) => (result.build.clone(), Version::of(&id, entry)),
                 None => {
@@ -101,13 +116,17 @@ fn report_of(
     params: &OutParams,
     directory: &Path,
     env: &EnvMap,
+    token: &str,
 ) -> Result<Option<ReportTransition>, String> {
     let from_file = match &params.file {
         Some(file) => {
-            if params.state.is_some() || params.message.is_some() || params.expected_state.is_some()
+            if params.state.is_some()
+                || params.message.is_some()
+                || params.expected_state.is_some()
+                || params.outputs.is_some()
             {
                 return Err(
-                    "`params.file` holds the report: leave out `state`, `message` and `expected_state`"
+                    "`params.file` holds the report: leave out `state`, `message`, `expected_state` and `outputs`"
                         .to_owned(),
                 );
             }
@@ -126,6 +145,7 @@ fn report_of(
             || params.status_from_build
             || params.message.is_some()
             || params.message_file.is_some()
+            || params.outputs.is_some()
         {
             return Err("`params.state` is missing: which stage is this report about?".to_owned());
         }
@@ -172,11 +192,28 @@ fn report_of(
         .as_ref()
         .and_then(|file| file.expected_state)
         .or(params.expected_state);
+    let outputs = from_file
+        .as_ref()
+        .and_then(|file| file.outputs.clone())
+        .or_else(|| params.outputs.clone())
+        .unwrap_or_default();
+    let where_from = if params.file.is_some() {
+        "`params.file`"
+    } else {
+        "`params.outputs`"
+    };
+    outputs
+        .check_status(status)
+        .map_err(|error| format!("{where_from}: {error}"))?;
+    outputs
+        .refuse_token(token)
+        .map_err(|error| format!("{where_from}: {error}"))?;
     Ok(Some(ReportTransition {
         state,
         status,
         message,
         expected_state,
+        outputs,
         ..ReportTransition::new(state, status)
     }))
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use buildstate_domain::wire::HistoryEntry;
 use buildstate_domain::{
-    BuildId, BuildKey, EventKind, ImageType, Platform, ReportStatus, StateCode,
+    BuildId, BuildKey, EventKind, ImageType, Outputs, Platform, ReportStatus, StateCode,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -155,6 +155,10 @@ pub struct OutParams {
     /// Refuse the report unless the build is at this state.
     #[serde(default)]
     pub expected_state: Option<StateCode>,
+    /// With `completed` only: what the stage produced (`{"ami_id": "ami-0abc"}`), handed to
+    /// the runs that resume the build by their `in` (`outputs/<KEY>`, `outputs.json`).
+    #[serde(default)]
+    pub outputs: Option<Outputs>,
 }
 
 /// The report a task writes for `params.file`.
@@ -168,6 +172,9 @@ pub struct ReportFile {
     pub message: Option<String>,
     #[serde(default)]
     pub expected_state: Option<StateCode>,
+    /// With `completed` only: what the stage produced.
+    #[serde(default)]
+    pub outputs: Option<Outputs>,
 }
 
 /// A version as Concourse hands it back: a map of strings. One this resource emitted has

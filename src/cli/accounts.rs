@@ -1,7 +1,6 @@
 //! `bldst user`, `bldst token` and `bldst auth`: who may call the API, and the login this CLI
 //! keeps in its per-user config file.
 
-use std::io::Read as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -274,7 +273,9 @@ async fn login(global: &GlobalArgs, context: &Context<'_>) -> Result<u8, CliErro
 fn login_token(global: &GlobalArgs, context: &Context<'_>) -> Result<String, CliError> {
     let from_stdin = || -> Result<String, CliError> {
         let mut text = String::new();
-        std::io::stdin()
+        context
+            .stdin
+            .lock()
             .read_to_string(&mut text)
             .map_err(|error| {
                 CliError::failure(format!("cannot read the token from stdin: {error}"))
@@ -284,7 +285,7 @@ fn login_token(global: &GlobalArgs, context: &Context<'_>) -> Result<String, Cli
     let token = match global.token.as_deref() {
         Some("-") => from_stdin()?,
         Some(token) => token.to_owned(),
-        None if !super::stdin_is_terminal() => {
+        None if !context.stdin_is_terminal => {
             let piped = from_stdin()?;
             match (piped.is_empty(), (context.env)(config::API_TOKEN_VAR)) {
                 (true, Some(token)) => token,

@@ -374,7 +374,7 @@ async fn update(args: UpdateArgs, context: &Context<'_>) -> Result<(), CliError>
     let message = match (&args.message, &args.message_file) {
         (Some(message), _) => Some(message.clone()),
         (None, Some(path)) => {
-            Some(read_message_file(path, &mut std::io::stdin().lock()).map_err(CliError::usage)?)
+            Some(read_message_file(path, &mut *context.stdin.lock()).map_err(CliError::usage)?)
         }
         (None, None) => None,
     };

@@ -13,6 +13,7 @@ mod report;
 mod run;
 #[cfg(feature = "server")]
 mod server;
+pub mod streams;
 mod values;
 mod watch;
 
@@ -27,6 +28,7 @@ use buildstate_client::failure;
 use buildstate_domain::wire::ErrorCode;
 use config::{EnvLookup, Settings};
 use output::{OutputFormat, Printer};
+use streams::{Input, Streams};
 
 /// Exit codes, documented in `docs/cli.md` and `bldst --help`; shared with the other front
 /// ends.
@@ -273,11 +275,14 @@ fn describe(error: &ClientError) -> String {
     }
 }
 
-/// What every command gets: the resolved settings, the printer and the environment.
+/// What every command gets: the resolved settings, the printer, the environment and stdin.
 pub struct Context<'a> {
     pub settings: Settings,
     pub printer: Printer,
     pub env: EnvLookup<'a>,
+    pub stdin: Input,
+    /// Whether stdin is a person at a terminal, as opposed to a pipe or a file.
+    pub stdin_is_terminal: bool,
 }
 
 impl std::fmt::Debug for Context<'_> {
@@ -385,7 +390,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    match runtime.block_on(run(cli, &config::process_env)) {
+    match runtime.block_on(run(cli, &config::process_env, Streams::process())) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             print_error(&error, json_errors);
@@ -483,29 +488,41 @@ fn one_line_usage_error(rendered: &str, command: &str) -> String {
     format!("{}; see `{command} --help`", parts.join("; "))
 }
 
-/// Runs one parsed command with the environment `env`; `Ok` holds the exit code.
-pub async fn run(cli: Cli, env: EnvLookup<'_>) -> Result<u8, CliError> {
+/// Runs one parsed command with the environment `env` and the standard streams `streams`;
+/// `Ok` holds the exit code.
+pub async fn run(cli: Cli, env: EnvLookup<'_>, streams: Streams) -> Result<u8, CliError> {
     let Cli { global, command } = cli;
-    let printer = Printer::new(global.output, env("NO_COLOR").is_some())
-        .with_columns(env("COLUMNS").as_deref());
+    let printer = Printer::new(
+        global.output,
+        env("NO_COLOR").is_some(),
+        streams.stdout.clone(),
+        streams.stdout_is_terminal,
+    )
+    .with_columns(env("COLUMNS").as_deref());
     match command {
         Command::Completions { shell } => {
             let mut command = self::command();
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut command, "bldst", &mut script);
-            output::write_stdout(String::from_utf8_lossy(&script).trim_end())?;
+            printer.line(String::from_utf8_lossy(&script).trim_end())?;
             Ok(exit::SUCCESS)
         }
         #[cfg(feature = "server")]
-        Command::Server(args) => server::run(args)
+        Command::Server(args) => server::run(args, &printer)
             .await
             .map_err(|error| CliError::failure(format!("{error:#}"))),
-        Command::Build(args) => build::run(args, &context(&global, printer, env)?).await,
-        Command::Report(args) => report::run(args, &context(&global, printer, env)?).await,
-        Command::User(args) => accounts::run_user(args, &context(&global, printer, env)?).await,
-        Command::Token(args) => accounts::run_token(args, &context(&global, printer, env)?).await,
+        Command::Build(args) => build::run(args, &context(&global, printer, env, streams)?).await,
+        Command::Report(args) => {
+            report::run(args, &context(&global, printer, env, streams)?).await
+        }
+        Command::User(args) => {
+            accounts::run_user(args, &context(&global, printer, env, streams)?).await
+        }
+        Command::Token(args) => {
+            accounts::run_token(args, &context(&global, printer, env, streams)?).await
+        }
         Command::Auth(args) => {
-            accounts::run_auth(args, &global, &context(&global, printer, env)?).await
+            accounts::run_auth(args, &global, &context(&global, printer, env, streams)?).await
         }
     }
 }
@@ -514,6 +531,7 @@ fn context<'a>(
     global: &GlobalArgs,
     printer: Printer,
     env: EnvLookup<'a>,
+    streams: Streams,
 ) -> Result<Context<'a>, CliError> {
     let path = config::config_path(env);
     let file = match &path {
@@ -542,12 +560,9 @@ fn context<'a>(
         settings,
         printer,
         env,
+        stdin: streams.stdin,
+        stdin_is_terminal: streams.stdin_is_terminal,
     })
-}
-
-/// Whether stdin is a terminal (a person), as opposed to a pipe or a file.
-pub(crate) fn stdin_is_terminal() -> bool {
-    std::io::stdin().is_terminal()
 }
 
 /// `--verbose` or `BUILDSTATE_DEBUG=1` turn on request logging; `RUST_LOG` overrides both.

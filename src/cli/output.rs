@@ -10,14 +10,13 @@
 //! line; ids, codes and times are never cut. Piped without `COLUMNS`, rows are printed whole,
 //! one per line, for `grep` and `awk`.
 
-use std::io::{IsTerminal as _, Write as _};
-
 use buildstate_domain::wire::{Build, GateAnswer, HistoryEntry, TokenInfo, User};
 use buildstate_domain::{BuildStatus, GateDecision, Phase};
 use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::{presets, Cell, Color, ColumnConstraint, ContentArrangement, Row, Table};
 use serde::Serialize;
 
+use super::streams::Output;
 use super::{exit, CliError};
 
 /// `--output`: how answers are printed on stdout.
@@ -29,22 +28,23 @@ pub enum OutputFormat {
     Json,
 }
 
-/// Prints answers on stdout in the chosen format.
-#[derive(Debug, Clone, Copy)]
+/// Prints answers on stdout (the [`Output`] it was given) in the chosen format.
+#[derive(Debug, Clone)]
 pub struct Printer {
     pub format: OutputFormat,
+    out: Output,
     colour: bool,
     /// The width tables must fit in; `None`: print rows whole.
     width: Option<u16>,
 }
 
 impl Printer {
-    /// A printer for `format`; colour is used only when stdout is a terminal and `no_color`
-    /// (the `NO_COLOR` convention) is false.
-    pub fn new(format: OutputFormat, no_color: bool) -> Self {
-        let terminal = std::io::stdout().is_terminal();
+    /// A printer for `format` writing to `out`; colour is used only when `out` is a terminal
+    /// (`terminal`) and `no_color` (the `NO_COLOR` convention) is false.
+    pub fn new(format: OutputFormat, no_color: bool, out: Output, terminal: bool) -> Self {
         Printer {
             format,
+            out,
             colour: terminal && !no_color,
             // On a terminal, comfy-table asks the terminal for its width.
             width: if terminal { Table::new().width() } else { None },
@@ -68,12 +68,12 @@ impl Printer {
     pub fn json<T: Serialize>(&self, value: &T) -> Result<(), CliError> {
         let text = serde_json::to_string_pretty(value)
             .map_err(|error| CliError::failure(format!("cannot encode the answer: {error}")))?;
-        write_stdout(&text)
+        self.line(&text)
     }
 
     /// Prints one line of text.
     pub fn line(&self, text: &str) -> Result<(), CliError> {
-        write_stdout(text)
+        write_line(&mut *self.out.lock(), text)
     }
 
     /// Prints a table made by [`Printer::table`], none of whose columns may be cut.
@@ -109,7 +109,7 @@ impl Printer {
             .map(|line| line.trim_end().to_owned())
             .collect::<Vec<_>>()
             .join("\n");
-        write_stdout(&text)
+        self.line(&text)
     }
 
     /// An empty table with `header`, in the house style: no borders, like `kubectl get`.
@@ -408,10 +408,9 @@ fn first_line(text: Option<&str>, max: usize) -> String {
     }
 }
 
-/// Writes `text` and a newline on stdout. A closed pipe (`bldst build list | head`) is not an
-/// error: the reader has what it wanted.
-pub fn write_stdout(text: &str) -> Result<(), CliError> {
-    let mut stdout = std::io::stdout().lock();
+/// Writes `text` and a newline on `stdout`. A closed pipe (`bldst build list | head`) is not
+/// an error: the reader has what it wanted.
+fn write_line(stdout: &mut dyn std::io::Write, text: &str) -> Result<(), CliError> {
     let written = stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.write_all(b"\n"))

@@ -5,6 +5,7 @@ use buildstate_server::ServerConfig;
 use clap::{Arg, ArgAction, Args, Subcommand};
 
 use super::exit;
+use super::output::Printer;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -67,7 +68,7 @@ pub fn server_flags_only(server: clap::Command, client_flags: &[Arg]) -> clap::C
     })
 }
 
-pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
+pub async fn run(args: ServerArgs, printer: &Printer) -> anyhow::Result<u8> {
     match args.command {
         None => {
             buildstate_server::run(args.config).await?;
@@ -79,7 +80,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
             eprintln!(
                 "created admin user `{username}`; its admin token follows (shown only this once):"
             );
-            println!("{secret}");
+            printer
+                .line(secret.as_ref())
+                .map_err(|error| anyhow::anyhow!(error.message))?;
             Ok(exit::SUCCESS)
         }
     }

@@ -13,5 +13,6 @@ mod helpers;
 mod outputs;
 mod reports;
 mod run;
+mod streams;
 mod usage;
 mod watch;

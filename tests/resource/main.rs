@@ -11,5 +11,6 @@ mod check;
 mod get;
 mod helpers;
 mod image;
+mod outputs;
 mod pipelines;
 mod put;

@@ -121,12 +121,18 @@ fn a_broken_example_would_be_caught() {
             .expect("source"),
     )]
     .into();
-    let broken: Value =
-        serde_norway::from_str("- put: state-store\n  params: {state: 5, stauts: failed}\n")
-            .expect("yaml");
-    let caught = std::panic::catch_unwind(|| steps("broken", &broken, &resources, &mut (0, 0)));
-    assert!(
-        caught.is_err(),
-        "a misspelled params key fails the validation"
-    );
+    for (why, yaml) in [
+        (
+            "a misspelled params key",
+            "- put: state-store\n  params: {state: 5, stauts: failed}\n",
+        ),
+        (
+            "an output key that is no variable name",
+            "- put: state-store\n  params: {state: 5, status: completed, outputs: {ami-id: x}}\n",
+        ),
+    ] {
+        let broken: Value = serde_norway::from_str(yaml).expect("yaml");
+        let caught = std::panic::catch_unwind(|| steps("broken", &broken, &resources, &mut (0, 0)));
+        assert!(caught.is_err(), "{why} fails the validation");
+    }
 }
