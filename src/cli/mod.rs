@@ -512,9 +512,7 @@ pub async fn run(cli: Cli, env: EnvLookup<'_>, streams: Streams) -> Result<u8, C
             .await
             .map_err(|error| CliError::failure(format!("{error:#}"))),
         Command::Build(args) => build::run(args, &context(&global, printer, env, streams)?).await,
-        Command::Report(args) => {
-            report::run(args, &context(&global, printer, env, streams)?).await
-        }
+        Command::Report(args) => report::run(args, &context(&global, printer, env, streams)?).await,
         Command::User(args) => {
             accounts::run_user(args, &context(&global, printer, env, streams)?).await
         }
