@@ -7,8 +7,11 @@
 # and the GitHub Action's image: one static `bldst` without the server feature (so neither
 # axum nor sqlx), the CA bundle, and nothing else — `FROM scratch`, no shell. It has no `USER`
 # (GitHub runs Docker actions as root and needs to write the workspace it mounts) and an
-# exec-form, absolute ENTRYPOINT. The same binary is every front end: it picks one by the name
-# it is started under (check/in/out: the resource; anything else: the command line).
+# exec-form, absolute ENTRYPOINT: `bldst-action`, the GitHub Action (`action.yml`'s
+# `runs.image: Dockerfile` builds this last stage). The same binary is every front end: it
+# picks one by the name it is started under (check/in/out: the resource, called by path as
+# Concourse does; bldst-action: the action; anything else: the command line, e.g.
+# `docker run --entrypoint /usr/local/bin/bldst IMAGE build list`).
 #
 # The `rootfs` stage compiles and assembles the root filesystem with scripts/image-rootfs.sh;
 # the final stage only copies it. The image test (tests/resource/image.rs) runs the same script
@@ -47,5 +50,5 @@ CMD ["server"]
 
 FROM scratch AS client
 COPY --from=rootfs /rootfs/ /
-ENTRYPOINT ["/usr/local/bin/bldst"]
-CMD ["--help"]
+# GitHub passes `runs.args` as the command; the action reads its inputs from INPUT_* instead.
+ENTRYPOINT ["/usr/local/bin/bldst-action"]

@@ -1,7 +1,8 @@
 #!/usr/bin/env sh
 # Assembles the client image's whole root filesystem in DIR/rootfs: the static `bldst` at
-# /usr/local/bin/bldst, the Concourse resource's /opt/resource/{check,in,out} and `bldst_cli`
-# as links to it (the binary picks its front end by the name it is started under), and the CA
+# /usr/local/bin/bldst, the Concourse resource's /opt/resource/{check,in,out}, the GitHub
+# Action's entrypoint /usr/local/bin/bldst-action and `bldst_cli` as links to it (the binary
+# picks its front end by the name it is started under), and the CA
 # bundle at /etc/ssl/certs/ca-certificates.crt. The Dockerfile's `rootfs` stage runs it; the
 # image test runs it on a locally built binary and hands DIR to `podman build` as that stage,
 # so the test's image is the Dockerfile's final stage over the same layout.
@@ -19,5 +20,6 @@ for name in check in out; do
     ln -s /usr/local/bin/bldst "$root/opt/resource/$name"
 done
 ln -s bldst "$root/usr/local/bin/bldst_cli"
+ln -s bldst "$root/usr/local/bin/bldst-action"
 cp "$bundle" "$root/etc/ssl/certs/ca-certificates.crt"
 chmod 0644 "$root/etc/ssl/certs/ca-certificates.crt"

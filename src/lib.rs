@@ -18,6 +18,8 @@ pub enum FrontEnd {
     Resource(buildstate_resource::Command),
     /// `bldst`, `bldst_cli` or any other name.
     Cli,
+    /// `bldst-action`: the GitHub Action's entrypoint in the image.
+    Action,
 }
 
 impl FrontEnd {
@@ -25,6 +27,9 @@ impl FrontEnd {
     /// directory.
     pub fn for_program(argv0: &OsStr) -> FrontEnd {
         let name = Path::new(argv0).file_name().and_then(OsStr::to_str);
+        if name == Some(buildstate_action::PROGRAM_NAME) {
+            return FrontEnd::Action;
+        }
         match name.and_then(buildstate_resource::Command::from_program_name) {
             Some(command) => FrontEnd::Resource(command),
             None => FrontEnd::Cli,
@@ -68,5 +73,8 @@ mod tests {
         assert_eq!(of("/usr/local/bin/bldst"), FrontEnd::Cli);
         assert_eq!(of("bldst_cli"), FrontEnd::Cli);
         assert_eq!(of("/opt/resource/checker"), FrontEnd::Cli);
+        assert_eq!(of("/usr/local/bin/bldst-action"), FrontEnd::Action);
+        assert_eq!(of("bldst-action"), FrontEnd::Action);
+        assert_eq!(of("bldst-action-old"), FrontEnd::Cli);
     }
 }

@@ -7,38 +7,17 @@
 //! Skipped, saying why, when podman, chroot (root) or the static binary are missing; `.ci/run`
 //! provides all three.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
 use crate::helpers::Outcome;
+use crate::support::image::{build_client_image, chroot_path, tree};
 use crate::support::{Backend, TestApp};
-
-/// The static binary to put in the image, if the environment names one.
-const BINARY_VAR: &str = "BUILDSTATE_STATIC_BINARY";
 
 fn skip(why: &str) {
     eprintln!("SKIPPED the image test: {why}");
-}
-
-fn run(command: &mut Command) -> std::process::Output {
-    let output = command.output().expect("start a tool");
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// `chroot`'s absolute path (the child's environment is empty, so no `PATH` lookup).
-fn chroot_path() -> Option<PathBuf> {
-    ["/usr/sbin/chroot", "/usr/bin/chroot", "/sbin/chroot"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|path| path.exists())
 }
 
 /// Runs `program` inside `root` with an empty environment.
@@ -75,95 +54,14 @@ fn in_image(root: &Path, program: &str, dir: Option<&str>, stdin: &Value, token:
     outcome
 }
 
-/// Every path in `root`, relative, sorted.
-fn tree(root: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read dir") {
-            let path = entry.expect("entry").path();
-            let relative = path
-                .strip_prefix(root)
-                .expect("inside")
-                .display()
-                .to_string();
-            if path.is_dir() && !path.is_symlink() {
-                pending.push(path);
-            }
-            found.push(relative);
-        }
-    }
-    found.sort();
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_built_image_runs_check_in_and_out_with_an_empty_environment() {
-    if Command::new("podman").arg("--version").output().is_err() {
-        return skip("podman is not installed (apt-get install podman)");
-    }
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| output.stdout.starts_with(b"0\n"));
-    if chroot_path().is_none() || !is_root {
-        return skip("chroot needs root and /usr/sbin/chroot");
-    }
-    let Some(binary) = std::env::var_os(BINARY_VAR).map(PathBuf::from) else {
-        return skip(&format!(
-            "{BINARY_VAR} is not set: run `export {BINARY_VAR}=$PWD/$(scripts/build-static.sh)`"
-        ));
+    let image = match build_client_image() {
+        Ok(image) => image,
+        Err(why) => return skip(&why),
     };
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let work = tempfile::tempdir().expect("work dir");
-    run(Command::new("sh")
-        .arg(repo.join("scripts/image-rootfs.sh"))
-        .arg(&binary)
-        .arg("/etc/ssl/certs/ca-certificates.crt")
-        .arg(work.path()));
-    let context = work.path().join("context");
-    std::fs::create_dir_all(&context).expect("empty build context");
-    let tag = format!(
-        "localhost/buildstate-client-test:{}",
-        work.path()
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("x")
-            .to_lowercase()
-            .replace('.', "")
-    );
-    run(Command::new("podman")
-        .args(["build", "--quiet", "--target", "client", "--tag", &tag])
-        .arg("--build-context")
-        .arg(format!("rootfs={}", work.path().display()))
-        .arg("--file")
-        .arg(repo.join("Dockerfile"))
-        .arg(&context));
-    let container =
-        String::from_utf8_lossy(&run(Command::new("podman").args(["create", &tag])).stdout)
-            .trim()
-            .to_owned();
-    let archive = work.path().join("image.tar");
-    run(Command::new("podman")
-        .args(["export", "--output"])
-        .arg(&archive)
-        .arg(&container));
-    run(Command::new("podman").args(["rm", &container]));
-    let size = String::from_utf8_lossy(
-        &run(Command::new("podman").args(["image", "inspect", "--format", "{{.Size}}", &tag]))
-            .stdout,
-    )
-    .trim()
-    .to_owned();
-    run(Command::new("podman").args(["rmi", &tag]));
-    eprintln!("image size: {size} bytes");
-    let root = work.path().join("image");
-    std::fs::create_dir_all(&root).expect("image root");
-    run(Command::new("tar")
-        .arg("-xf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&root));
+    eprintln!("image size: {} bytes", image.size);
+    let root = image.root.clone();
 
     // Exactly the binary, its names and the CA bundle (podman adds empty mount points).
     let files: Vec<String> = tree(&root)
@@ -200,6 +98,7 @@ async fn the_built_image_runs_check_in_and_out_with_an_empty_environment() {
             "usr/local",
             "usr/local/bin",
             "usr/local/bin/bldst",
+            "usr/local/bin/bldst-action",
             "usr/local/bin/bldst_cli",
         ],
     );

@@ -9,6 +9,8 @@
 //! of test threads. The measured peak is in BENCHMARKS.md (`scripts/pg-peak.sh`).
 #![allow(dead_code)]
 
+pub mod image;
+
 use std::future::Future;
 use std::time::Duration;
 
