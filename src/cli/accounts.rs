@@ -371,6 +371,7 @@ async fn logout(revoke: bool, context: &Context<'_>) -> Result<u8, CliError> {
                     .unwrap_or_else(|| config::DEFAULT_API_URL.to_owned());
                 let mut config = crate::client::ClientConfig::new(url, Some(token));
                 config.timeout = Duration::from_secs(30);
+                config.allow_insecure = context.allow_insecure;
                 let client = crate::client::Client::new(config)?;
                 let whoami = client.whoami().await?;
                 client.revoke_token(&whoami.token_id).await?;

@@ -9,11 +9,13 @@ mod accounts;
 mod build;
 pub mod config;
 pub mod output;
+mod report;
 mod run;
 #[cfg(feature = "server")]
 mod server;
 pub mod streams;
 mod values;
+mod watch;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -46,7 +48,8 @@ Exit codes:
   11  build gate: wait (the stage is backing off, or another run holds it); build run: did
       not wait
   12  build gate: stop (blocked, cancelled, completed, or after a failed stage);
-      build run: did not run
+      build run: did not run; build watch: the build is blocked or cancelled
+ 130  build watch: stopped with Ctrl-C
   build run exits with its command's own code whenever it ran the command.
 
 Configuration: flags, then BUILDSTATE_API_URL and BUILDSTATE_API_TOKEN, then the file saved by
@@ -99,6 +102,10 @@ pub struct GlobalArgs {
     /// Log each request (never the token) on stderr; so does BUILDSTATE_DEBUG=1.
     #[arg(long, short, global = true)]
     pub verbose: bool,
+    /// Send the token over plain http:// to a host other than this machine, where anyone on
+    /// the network path can read it; so does BUILDSTATE_ALLOW_INSECURE=1. Prefer https://.
+    #[arg(long, global = true)]
+    pub allow_insecure: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +117,14 @@ pub enum Command {
   bldst build list --status failed
   bldst build history \"$BUILD_ID\"")]
     Build(build::BuildArgs),
+    /// Success rates, failures, stage durations, stuck builds and recovery times (the dashboard's reports).
+    #[command(after_help = "Examples:
+  bldst report success --days 30
+  bldst report failures
+  bldst report durations --output json
+  bldst report stuck --after 2h
+  bldst report recovery")]
+    Report(report::ReportArgs),
     /// Create and list users (admin).
     #[command(after_help = "Examples:
   bldst user create --username builder --email builder@example.com
@@ -269,6 +284,8 @@ pub struct Context<'a> {
     pub settings: Settings,
     pub printer: Printer,
     pub env: EnvLookup<'a>,
+    /// `--allow-insecure` or BUILDSTATE_ALLOW_INSECURE: a token may go over plain http://.
+    pub allow_insecure: bool,
     pub stdin: Input,
     /// Whether stdin is a person at a terminal, as opposed to a pipe or a file.
     pub stdin_is_terminal: bool,
@@ -306,9 +323,23 @@ impl Context<'_> {
 
     /// A client for the resolved URL with `token`.
     pub fn client_with(&self, token: Option<String>) -> Result<Client, CliError> {
+        Ok(Client::new(self.client_config(token))?)
+    }
+
+    /// Like [`Context::client`], telling stderr about each retry and reconnection: for
+    /// commands that run for long (`build watch`), where silence would look like a hang.
+    pub fn client_telling_retries(&self) -> Result<Client, CliError> {
+        self.client()?;
+        let mut config = self.client_config(self.settings.token.clone());
+        config.on_retry = Some(std::sync::Arc::new(|line: &str| eprintln!("note: {line}")));
+        Ok(Client::new(config)?)
+    }
+
+    fn client_config(&self, token: Option<String>) -> ClientConfig {
         let mut config = ClientConfig::new(&self.settings.api_url, token);
         config.timeout = Duration::from_secs(30);
-        Ok(Client::new(config)?)
+        config.allow_insecure = self.allow_insecure;
+        config
     }
 }
 
@@ -488,6 +519,7 @@ pub async fn run(cli: Cli, env: EnvLookup<'_>, streams: Streams) -> Result<u8, C
             .await
             .map_err(|error| CliError::failure(format!("{error:#}"))),
         Command::Build(args) => build::run(args, &context(&global, printer, env, streams)?).await,
+        Command::Report(args) => report::run(args, &context(&global, printer, env, streams)?).await,
         Command::User(args) => {
             accounts::run_user(args, &context(&global, printer, env, streams)?).await
         }
@@ -533,6 +565,8 @@ fn context<'a>(
         settings,
         printer,
         env,
+        allow_insecure: global.allow_insecure
+            || buildstate_client::api::allow_insecure_from_env(env),
         stdin: streams.stdin,
         stdin_is_terminal: streams.stdin_is_terminal,
     })
@@ -549,14 +583,24 @@ fn init_logging(verbose: bool) {
         "info"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         // By default a failed log write is reported with `eprintln!`, which panics when stderr
         // is a closed pipe: a server whose log reader went away would crash on its next line.
-        .log_internal_errors(false)
-        .try_init();
+        .log_internal_errors(false);
+    // `BUILDSTATE_LOG_FORMAT=json`: one JSON object per line for log shippers, with the
+    // fields of every enclosing span (a request's id among them).
+    let json = std::env::var("BUILDSTATE_LOG_FORMAT").is_ok_and(|format| format == "json");
+    let _ = if json {
+        logs.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .try_init()
+    };
 }
 
 /// Parses a duration such as `90`, `90s`, `15m`, `12h` or `30d` (a bare number is seconds).

@@ -47,6 +47,55 @@ enum ServerCommand {
   SECRET_KEY=... bldst server token create --username admin --scope admin"
     )]
     Token(ServerTokenCommand),
+    /// Remove builds that finished (completed or cancelled) before a date, with their history.
+    ///
+    /// Works in batches, one short transaction each, so a running server keeps answering
+    /// reports meanwhile. With --export, every build is first appended to FILE as one JSON
+    /// line (`{"build": …, "history": […]}`) and only then removed.
+    #[command(after_help = "Examples:
+  bldst server prune --finished-before 90d --export pruned.jsonl
+  bldst server prune --finished-before 2026-01-01")]
+    Prune {
+        /// A date (`2026-01-31`, `2026-01-31T12:00:00Z`) or an age (`90d`, `12h`: finished
+        /// longer ago than that).
+        #[arg(long, value_name = "DATE|AGE")]
+        finished_before: String,
+        /// Append each removed build and its history to FILE as JSON lines first.
+        #[arg(long, value_name = "FILE")]
+        export: Option<std::path::PathBuf>,
+        /// Builds removed per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+        batch_size: u32,
+    },
+    /// Copy the SQLite database to a new file, consistently, while the server runs.
+    ///
+    /// Uses SQLite's `VACUUM INTO`; the file must not exist yet. Back PostgreSQL up with its
+    /// own tools (pg_dump).
+    #[command(after_help = "Examples:
+  bldst server backup /backups/buildstate-$(date +%F).db")]
+    Backup {
+        /// The new file.
+        path: std::path::PathBuf,
+    },
+}
+
+/// A cut-off from a date, a date and time, or an age (before now).
+fn finished_before(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(day.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    let age = super::parse_duration(text).map_err(|_| {
+        anyhow::anyhow!(
+            "`{text}` is neither a date (2026-01-31, 2026-01-31T12:00:00Z) nor an age (90d, 12h)"
+        )
+    })?;
+    let age = chrono::Duration::from_std(age)?;
+    chrono::Utc::now()
+        .checked_sub_signed(age)
+        .ok_or_else(|| anyhow::anyhow!("`{text}` reaches before the calendar starts"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,7 +201,53 @@ pub async fn run(args: ServerArgs, printer: &Printer) -> anyhow::Result<u8> {
                 "created {scope} token `{}` for `{username}`; the token follows (shown only this once):",
                 created.token.id
             );
-            println!("{}", created.secret);
+            printer
+                .line(&created.secret)
+                .map_err(|error| anyhow::anyhow!(error.message))?;
+            Ok(exit::SUCCESS)
+        }
+
+        Some(ServerCommand::Prune {
+            finished_before: before,
+            export,
+            batch_size,
+        }) => {
+            let cutoff = finished_before(&before)?;
+            let mut file = match &export {
+                Some(path) => Some(std::io::BufWriter::new(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .map_err(|error| {
+                            anyhow::anyhow!("cannot open `{}`: {error}", path.display())
+                        })?,
+                )),
+                None => None,
+            };
+            let state = args.config.app_state().await?;
+            let export = file
+                .as_mut()
+                .map(|file| file as &mut (dyn std::io::Write + Send));
+            let removed = state
+                .db
+                .prune_finished_before(cutoff, batch_size, export)
+                .await
+                .map_err(|error| anyhow::anyhow!("failed to prune: {error:#}"))?;
+            eprintln!(
+                "removed {removed} build(s) that finished before {}",
+                cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            Ok(exit::SUCCESS)
+        }
+        Some(ServerCommand::Backup { path }) => {
+            let state = args.config.app_state().await?;
+            state
+                .db
+                .backup_to(&path)
+                .await
+                .map_err(|error| anyhow::anyhow!("{error:#}"))?;
+            eprintln!("backed the database up to `{}`", path.display());
             Ok(exit::SUCCESS)
         }
     }

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod image;
+pub mod process;
 
 use std::future::Future;
 use std::time::Duration;

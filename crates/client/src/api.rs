@@ -10,6 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use buildstate_domain::reports::{
+    DurationReport, FailureReport, RecoveryReport, StuckReport, SuccessReport,
+};
 pub use buildstate_domain::wire::BuildQuery;
 use buildstate_domain::wire::{
     Build, BuildPage, CreateToken, CreateUser, CreatedToken, ErrorBody, ErrorCode, GateAnswer,
@@ -39,6 +42,21 @@ pub struct ClientConfig {
     pub proxies: Option<Proxies>,
     /// Told one sentence before each retry, e.g. to log it; never sees the token.
     pub on_retry: Option<RetryLog>,
+    /// Send the token over plain `http://` to a host other than this machine: anyone on the
+    /// network path could read it. Off unless a person says so (`--allow-insecure`,
+    /// [`ALLOW_INSECURE_VAR`]).
+    pub allow_insecure: bool,
+}
+
+/// The environment variable that allows a token over plain `http://` (`1` or `true`).
+pub const ALLOW_INSECURE_VAR: &str = "BUILDSTATE_ALLOW_INSECURE";
+
+/// Whether `env` allows a token over plain `http://` to another host.
+pub fn allow_insecure_from_env(env: crate::env::EnvLookup<'_>) -> bool {
+    env(ALLOW_INSECURE_VAR).is_some_and(|value| {
+        let value = value.trim();
+        value == "1" || value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("yes")
+    })
 }
 
 /// Receives a sentence about each retry.
@@ -76,6 +94,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("max_attempts", &self.max_attempts)
             .field("extra_root_pem", &self.extra_root_pem.is_some())
             .field("proxies", &self.proxies)
+            .field("allow_insecure", &self.allow_insecure)
             .finish()
     }
 }
@@ -91,8 +110,38 @@ impl ClientConfig {
             extra_root_pem: None,
             proxies: None,
             on_retry: None,
+            allow_insecure: false,
         }
     }
+}
+
+/// A bearer token over plain HTTP is readable by anyone on the way; only this machine
+/// (`localhost`, 127.0.0.0/8, `::1`) is safe to reach that way.
+fn refuse_plain_http_to_another_host(base_url: &str) -> Result<()> {
+    let url = reqwest::Url::parse(base_url).map_err(|error| {
+        ClientError::Config(format!("the API URL `{base_url}` is not a URL: {error}"))
+    })?;
+    if url.scheme() != "http" {
+        return Ok(());
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name.to_ascii_lowercase().ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        None => false,
+    };
+    if loopback {
+        return Ok(());
+    }
+    Err(ClientError::Config(format!(
+        "refusing to send the API token over plain http:// to `{}`: anyone on the network path \
+         could read it and act as you; use an https:// URL, or, on a network you trust, pass \
+         --allow-insecure (or set {ALLOW_INSECURE_VAR}=1)",
+        url.host_str().unwrap_or_default()
+    )))
 }
 
 /// The longest wait between two attempts, whatever `Retry-After` says.
@@ -164,6 +213,12 @@ fn build_query_pairs(query: &BuildQuery) -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// The query string of a report's window.
+fn window_pairs(days: Option<u32>) -> Vec<(&'static str, String)> {
+    days.map(|days| vec![("days", days.to_string())])
+        .unwrap_or_default()
+}
+
 /// A buildstate API client. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -181,6 +236,9 @@ impl Client {
                 "the API URL `{}` must start with http:// or https://",
                 config.base_url
             )));
+        }
+        if config.token.is_some() && !config.allow_insecure {
+            refuse_plain_http_to_another_host(&base)?;
         }
         config.base_url = base;
         config.max_attempts = config.max_attempts.max(1);
@@ -393,6 +451,129 @@ impl Client {
             None,
         )
         .await
+    }
+
+    // ----- reports ------------------------------------------------------------------------
+
+    /// Success rate by platform and by image type over builds started in the last `days` (the
+    /// server's default window, 7 days, when `None`).
+    pub async fn success_report(&self, days: Option<u32>) -> Result<SuccessReport> {
+        self.report("/reports/success", &window_pairs(days)).await
+    }
+
+    /// Failures, builds and retries by stage code in the window.
+    pub async fn failure_report(&self, days: Option<u32>) -> Result<FailureReport> {
+        self.report("/reports/failures", &window_pairs(days)).await
+    }
+
+    /// Stage durations (p50, p90, max) per code over completions in the window.
+    pub async fn duration_report(&self, days: Option<u32>) -> Result<DurationReport> {
+        self.report("/reports/durations", &window_pairs(days)).await
+    }
+
+    /// Stuck and blocked builds. `after_secs` and `after_by_code` (`CODE=SECONDS` pairs
+    /// separated by `,`) replace the server's configured thresholds when given.
+    pub async fn stuck_report(
+        &self,
+        after_secs: Option<u64>,
+        after_by_code: Option<&str>,
+    ) -> Result<StuckReport> {
+        let mut pairs = Vec::new();
+        if let Some(secs) = after_secs {
+            pairs.push(("after_secs", secs.to_string()));
+        }
+        if let Some(by_code) = after_by_code {
+            pairs.push(("after_by_code", by_code.to_owned()));
+        }
+        self.report("/reports/stuck", &pairs).await
+    }
+
+    /// Time to recover from a stage's first failure, per code and overall, in the window.
+    pub async fn recovery_report(&self, days: Option<u32>) -> Result<RecoveryReport> {
+        self.report("/reports/recovery", &window_pairs(days)).await
+    }
+
+    async fn report<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
+        self.send::<(), _>(Method::GET, path, None, query, None)
+            .await
+    }
+
+    // ----- events -------------------------------------------------------------------------
+
+    /// Opens `GET /builds/{id}/events`: the build's transitions as they are recorded, after
+    /// history entry `after` when given (sent as `Last-Event-ID`, so the server first replays
+    /// what came after it), else from now on. Refusals (no such build, a bad token) are
+    /// [`ClientError::Api`]; an unreachable server is tried `max_attempts` times, as every call.
+    ///
+    /// The stream has no overall timeout; [`crate::events::BuildEvents::next`] gives up on a
+    /// connection that stays silent longer than [`crate::events::IDLE_LIMIT`] (the server
+    /// sends a keep-alive every 15 s).
+    pub async fn build_events(
+        &self,
+        id: &BuildId,
+        after: Option<i64>,
+    ) -> Result<crate::events::BuildEvents> {
+        let url = format!("{}/builds/{id}/events", self.config.base_url);
+        let mut attempt = 1;
+        loop {
+            let mut request = self
+                .http
+                .get(&url)
+                .header(reqwest::header::ACCEPT, "text/event-stream")
+                // The client's timeout covers whole answers; a stream has no end.
+                .timeout(crate::events::STREAM_TIMEOUT);
+            if let Some(token) = &self.config.token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(after) = after {
+                request = request.header("Last-Event-ID", after.to_string());
+            }
+            match request.send().await {
+                Ok(response) if response.status().is_success() => {
+                    tracing::debug!(target: "bldst::http", "GET {url} -> {} (stream, after {after:?})", response.status().as_u16());
+                    return Ok(crate::events::BuildEvents::new(url, response));
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    if !is_retryable(status, true) || attempt >= self.config.max_attempts {
+                        return Err(read_answer::<serde_json::Value>(&url, response)
+                            .await
+                            .err()
+                            .unwrap_or_else(|| ClientError::Protocol {
+                                url: url.clone(),
+                                status: status.as_u16(),
+                                detail: "not an event stream".to_owned(),
+                            }));
+                    }
+                }
+                Err(error) => {
+                    if attempt >= self.config.max_attempts {
+                        return Err(ClientError::Unreachable {
+                            url: self.config.base_url.clone(),
+                            attempts: attempt,
+                            cause: error_chain(&error),
+                        });
+                    }
+                }
+            }
+            if let Some(log) = &self.config.on_retry {
+                log(&format!(
+                    "GET /builds/{id}/events: no usable answer (attempt {attempt} of {}); retrying",
+                    self.config.max_attempts
+                ));
+            }
+            let backoff = self
+                .config
+                .retry_base
+                .saturating_mul(1 << (attempt - 1).min(16));
+            tokio::time::sleep(backoff.min(MAX_RETRY_WAIT)).await;
+            attempt += 1;
+        }
+    }
+
+    /// The configuration this client was made with (the follow loop reads its retry policy).
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
     }
 
     // ----- accounts and health ------------------------------------------------------------
@@ -622,4 +803,65 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod insecure_tests {
+    use super::*;
+
+    fn client(url: &str, token: Option<&str>, allow_insecure: bool) -> Result<Client> {
+        let mut config = ClientConfig::new(url, token.map(str::to_owned));
+        config.allow_insecure = allow_insecure;
+        Client::new(config)
+    }
+
+    #[test]
+    fn a_token_over_plain_http_to_another_host_is_refused_saying_why() {
+        for url in [
+            "http://buildstate.example.com:8000",
+            "http://10.1.2.3:8000",
+            "http://[2001:db8::1]:8000",
+        ] {
+            let error = client(url, Some("bst_x"), false)
+                .expect_err(url)
+                .to_string();
+            assert!(
+                error.contains("refusing to send the API token over plain http://"),
+                "{error}"
+            );
+            assert!(error.contains("could read it"), "{error}");
+            assert!(error.contains("--allow-insecure"), "{error}");
+            assert!(error.contains(ALLOW_INSECURE_VAR), "{error}");
+        }
+    }
+
+    #[test]
+    fn https_loopback_no_token_or_an_explicit_allowance_are_accepted() {
+        for (url, token, allow) in [
+            ("https://buildstate.example.com", Some("bst_x"), false),
+            ("http://127.0.0.1:8000", Some("bst_x"), false),
+            ("http://127.9.9.9:8000", Some("bst_x"), false),
+            ("http://localhost:8000", Some("bst_x"), false),
+            ("http://[::1]:8000", Some("bst_x"), false),
+            ("http://buildstate.example.com:8000", None, false),
+            ("http://buildstate.example.com:8000", Some("bst_x"), true),
+        ] {
+            assert!(client(url, token, allow).is_ok(), "{url} {token:?} {allow}");
+        }
+    }
+
+    #[test]
+    fn the_allowance_is_read_from_the_environment() {
+        for (value, allowed) in [
+            ("1", true),
+            ("true", true),
+            ("YES", true),
+            ("0", false),
+            ("no", false),
+        ] {
+            let env = |name: &str| (name == ALLOW_INSECURE_VAR).then(|| value.to_owned());
+            assert_eq!(allow_insecure_from_env(&env), allowed, "{value}");
+        }
+        assert!(!allow_insecure_from_env(&|_| None));
+    }
 }

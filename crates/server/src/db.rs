@@ -32,6 +32,8 @@ use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Row, Transaction};
 
 use crate::names::StateNames;
 
+mod retention;
+
 mod feed;
 mod reports;
 
@@ -915,6 +917,9 @@ impl Database {
     /// cannot deadlock), so two revocations racing for the last two cannot both succeed. The
     /// tree is revoked until a pass finds nothing more: a token created while the first pass
     /// ran (its creator share-locked, see [`Database::create_token`]) is caught by the next.
+    /// On PostgreSQL the same statements announce each revocation to every server process
+    /// sharing the database (see [`crate::revocations`]); the announcements go out when the
+    /// revocation commits, never without it (not when the last admin token is refused).
     pub async fn revoke_token(&self, id: &str, now: DateTime<Utc>) -> StoreResult<TokenInfo> {
         let mut tx = self.writer.begin().await?;
         let exists = sqlx::query("SELECT id FROM api_tokens WHERE id = $1")
@@ -942,19 +947,36 @@ impl Database {
             .bind(now.timestamp_millis())
             .fetch_all(&mut *tx)
             .await?;
+        const TREE: &str = "WITH RECURSIVE tree (id) AS ( \
+             SELECT id FROM api_tokens WHERE id = $1 \
+             UNION SELECT t.id FROM api_tokens t JOIN tree ON t.created_by = tree.id)";
+        const REVOKE_TREE: &str = "UPDATE api_tokens SET revoked_at = $2 \
+             WHERE revoked_at IS NULL AND id IN (SELECT id FROM tree)";
         loop {
-            let revoked = sqlx::query(
-                "WITH RECURSIVE tree (id) AS ( \
-                     SELECT id FROM api_tokens WHERE id = $1 \
-                     UNION SELECT t.id FROM api_tokens t JOIN tree ON t.created_by = tree.id) \
-                 UPDATE api_tokens SET revoked_at = $2 \
-                 WHERE revoked_at IS NULL AND id IN (SELECT id FROM tree)",
-            )
-            .bind(id)
-            .bind(now.timestamp_millis())
-            .execute(&mut *tx)
-            .await?;
-            if revoked.rows_affected() == 0 {
+            let revoked = match self.dialect {
+                Dialect::Sqlite => sqlx::query(&format!("{TREE} {REVOKE_TREE}"))
+                    .bind(id)
+                    .bind(now.timestamp_millis())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
+                Dialect::Postgres => {
+                    // A SELECT in a WITH runs only if referenced: the COUNT makes it run.
+                    let announce = format!(
+                        "{TREE}, revoked AS ({REVOKE_TREE} RETURNING id), \
+                         announced AS (SELECT pg_notify($3, id) FROM revoked) \
+                         SELECT COUNT(*) FROM announced"
+                    );
+                    let count: i64 = sqlx::query_scalar(&announce)
+                        .bind(id)
+                        .bind(now.timestamp_millis())
+                        .bind(crate::revocations::CHANNEL)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    u64::try_from(count).unwrap_or(0)
+                }
+            };
+            if revoked == 0 {
                 break;
             }
         }

@@ -9,7 +9,9 @@ pub mod db;
 pub mod events;
 pub mod metrics;
 pub mod names;
+pub mod revocations;
 pub mod secrets;
+pub mod serving;
 pub mod webhooks;
 
 use std::future::Future;
@@ -62,10 +64,47 @@ pub struct ServerConfig {
     )]
     pub idempotency_ttl_secs: u64,
     /// How long, in milliseconds, a checked token is trusted without asking the database
-    /// again; a token revoked through another server process works here that much longer.
-    /// 0 checks every request.
+    /// again. Revocations reach every process at once (PostgreSQL NOTIFY); this bounds a
+    /// revoked token's life elsewhere only should that announcement be missed. 0 checks every
+    /// request.
     #[arg(long, env = "BUILDSTATE_TOKEN_CACHE_MILLIS", default_value_t = 1000)]
     pub token_cache_millis: u64,
+    /// A PEM certificate chain: serve HTTPS (with `--tls-key`) instead of plain HTTP.
+    #[arg(
+        long,
+        env = "BUILDSTATE_TLS_CERT",
+        requires = "tls_key",
+        value_name = "PATH"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(
+        long,
+        env = "BUILDSTATE_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "PATH"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The largest request body accepted, in bytes (a report's message is at most 16 KiB).
+    #[arg(long, env = "BUILDSTATE_MAX_BODY_BYTES", default_value_t = 65_536)]
+    pub max_body_bytes: usize,
+    /// Seconds a client may take to send a request's headers, from its first byte.
+    #[arg(
+        long,
+        env = "BUILDSTATE_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub header_read_timeout_secs: u64,
+    /// Seconds from a request's arrival to its answer (reading the body included); longer is
+    /// answered 503.
+    #[arg(long, env = "BUILDSTATE_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Connections open at once; further ones wait to be accepted.
+    #[arg(long, env = "BUILDSTATE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a kept-alive connection may sit without a request before it is closed.
+    #[arg(long, env = "BUILDSTATE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
     /// How long an `in_progress` report or a heartbeat holds a stage for its run, in seconds
     /// (fractions allowed). Clients heartbeat well within it; a run that stops heartbeating
     /// loses the stage to the next run once it ends.
@@ -132,6 +171,13 @@ impl ServerConfig {
             state_names: None,
             idempotency_ttl_secs: 86_400,
             token_cache_millis: 1000,
+            tls_cert: None,
+            tls_key: None,
+            max_body_bytes: 65_536,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_connections: 1024,
+            idle_timeout_secs: 60,
             lease_secs: buildstate_domain::DEFAULT_LEASE_DURATION.as_secs_f64(),
             database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
             stuck_after_secs: 3600,
@@ -139,6 +185,17 @@ impl ServerConfig {
             webhooks_file: None,
             stuck_check_secs: 60,
             webhook_retry_base_millis: 1000,
+        }
+    }
+
+    /// The per-client limits these flags set.
+    pub fn limits(&self) -> serving::Limits {
+        serving::Limits {
+            max_body_bytes: self.max_body_bytes,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            max_connections: self.max_connections,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
         }
     }
 
@@ -192,6 +249,12 @@ impl ServerConfig {
             default_max_retries: self.max_retries,
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
             recent_tokens: api::RecentTokens::new(Duration::from_millis(self.token_cache_millis)),
+            revocation_feed: revocations::RevocationFeed::for_database(&self.database_url),
+            limits: self.limits(),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(serving::Tls::from_pem_files(cert, key)?),
+                _ => None,
+            },
         }))
     }
 }
@@ -204,6 +267,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let db = state.db.clone();
+    let revocations = match state.revocation_feed.clone() {
+        Some(feed) => Some(feed.follow(state.recent_tokens.clone()).await),
+        None => None,
+    };
     let housekeeping = tokio::spawn(forget_old_idempotency_keys(
         db.clone(),
         state.idempotency_ttl,
@@ -219,16 +286,18 @@ pub async fn serve(
             )
         }),
     ];
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the HTTP server failed");
+    let limits = state.limits.clone();
+    let tls = state.tls.clone();
+    serving::serve_connections(listener, api::router(state), limits, tls, shutdown).await;
     housekeeping.abort();
+    if let Some(revocations) = revocations {
+        revocations.abort();
+    }
     for follower in followers.into_iter().flatten() {
         follower.abort();
     }
     db.close().await;
-    served
+    Ok(())
 }
 
 /// Every hour (and at start), drops idempotent answers older than `ttl`.
@@ -257,6 +326,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     tracing::info!(
         address = %listener.local_addr()?,
         database = state.db.dialect().name(),
+        tls = state.tls.is_some(),
         "buildstate server listening"
     );
     if state.db.count_admins().await? == 0 {

@@ -79,6 +79,18 @@ impl ApiError {
         )
     }
 
+    /// The request was not answered within the server's request timeout.
+    pub fn request_timeout(limit: std::time::Duration) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            format!(
+                "the request was not answered within the server's {}-second limit; try again",
+                limit.as_secs()
+            ),
+        )
+    }
+
     pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }

@@ -23,6 +23,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = request
+            .extensions()
+            .get::<super::BodyLimit>()
+            .map(|limit| limit.0);
         if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
             let content_type = content_type.to_str().unwrap_or("(not text)");
             let essence = content_type.split(';').next().unwrap_or("").trim();
@@ -34,7 +38,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::body_too_large(super::MAX_BODY_BYTES)
+                    ApiError::body_too_large(limit.unwrap_or_default())
                 } else {
                     ApiError::bad_request(ErrorCode::UnreadableBody, rejection.body_text())
                 }

@@ -9,14 +9,20 @@ pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod reports;
+pub mod request_id;
 
 use std::sync::Arc;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::routing::{delete, get, post};
+use axum::{BoxError, Extension};
 use axum::{Json, Router};
 use buildstate_domain::RetryPolicy;
+use tower::timeout::TimeoutLayer;
+use tower::ServiceBuilder;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -25,9 +31,6 @@ use crate::db::Database;
 use crate::secrets::TokenHasher;
 use error::ApiError;
 use openapi::StandardAnswers;
-
-/// The largest request body accepted; a report message is at most 16 KiB of text.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What every handler shares. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -43,6 +46,12 @@ pub struct AppInner {
     pub idempotency_ttl: std::time::Duration,
     /// Tokens seen in the last moment, so a busy pipeline does not look its token up per request.
     pub recent_tokens: RecentTokens,
+    /// On PostgreSQL: where revocations through other server processes are announced.
+    pub revocation_feed: Option<crate::revocations::RevocationFeed>,
+    /// What one client may take: body size, timeouts, connections.
+    pub limits: crate::serving::Limits,
+    /// Set: the listener speaks HTTPS.
+    pub tls: Option<crate::serving::Tls>,
     /// Where committed changes are published (event stream, webhooks).
     pub events: crate::events::EventHub,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -53,12 +62,18 @@ pub struct AppInner {
     pub stuck_check: std::time::Duration,
 }
 
+/// The body size limit, as a request extension: [`extract::ApiJson`] names it when refusing.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
 /// A per-process cache of authenticated tokens, kept for a short time (a second by default).
 ///
 /// Every request needs its token checked; looking it up in the database each time costs a
-/// fifth of a report's database work. The price: a token revoked through another server
-/// process keeps working here until its entry expires. Revoking through this process forgets
-/// every entry at once. Expiry is checked on every request.
+/// fifth of a report's database work. Revoking through this process forgets every entry at
+/// once; on PostgreSQL a revocation through another process does too, as soon as its
+/// notification arrives ([`crate::revocations`]); the window bounds how long a token revoked
+/// elsewhere can work here should that notification be missed. Expiry is checked on every
+/// request.
 #[derive(Clone)]
 pub struct RecentTokens(Option<moka::sync::Cache<String, crate::db::Actor>>);
 
@@ -165,8 +180,10 @@ pub fn openapi() -> serde_json::Value {
     document
 }
 
-/// Every route of the API.
+/// Every route of the API, with the per-request limits of `state.limits`.
 pub fn router(state: AppState) -> Router {
+    let limits = state.limits.clone();
+    let timeout = limits.request_timeout;
     // Shared, not owned: axum clones the whole router for every connection it accepts, and an
     // owned document (about half a megabyte) was deep-copied with it.
     let document = Arc::new(openapi());
@@ -218,7 +235,18 @@ pub fn router(state: AppState) -> Router {
             metrics::observe_requests,
         ))
         .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()) })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(Extension(BodyLimit(limits.max_body_bytes)))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |_: BoxError| async move {
+                    ApiError::request_timeout(timeout)
+                }))
+                .layer(TimeoutLayer::new(timeout)),
+        )
+        .layer(TraceLayer::new_for_http().make_span_with(request_id::span::<axum::body::Body>))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(request_id::NewRequestId))
+        .layer(axum::middleware::map_request(request_id::drop_unusable))
         .with_state(state)
 }

@@ -1,0 +1,358 @@
+//! The HTTP listener: accepts connections under the configured [`Limits`] and drains them on
+//! shutdown.
+//!
+//! axum's own `serve` offers none of the limits a service exposed to every CI worker needs, so
+//! connections are served here with hyper directly: a semaphore caps how many are open at
+//! once (beyond it, new ones wait in the kernel's backlog), each connection is closed when it
+//! sits idle or takes too long to send a request's headers, and shutdown lets every request
+//! already received finish and be answered before the process exits. Request timeouts and
+//! body sizes are per request, in the router (`api::router`).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use axum::{BoxError, Router};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
+
+/// What one client may take from the server. Every field is a `bldst server` flag.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// From a request's first byte until its headers are complete.
+    pub header_read_timeout: Duration,
+    /// From a request's arrival until its answer is ready (reading the body included).
+    pub request_timeout: Duration,
+    /// Connections open at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// How long a connection may sit with no request before it is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The server's certificate and key, ready to accept TLS connections.
+#[derive(Clone)]
+pub struct Tls(TlsAcceptor);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+impl Tls {
+    /// Loads a PEM certificate chain and its PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub fn from_pem_files(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("cannot read the TLS certificate `{}`", cert.display()))?;
+        anyhow::ensure!(
+            !chain.is_empty(),
+            "the TLS certificate file `{}` holds no PEM certificate",
+            cert.display()
+        );
+        let key = PrivateKeyDer::from_pem_file(key)
+            .with_context(|| format!("cannot read the TLS private key `{}`", key.display()))?;
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("cannot set up TLS")?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .context("the TLS certificate and private key do not make a pair")?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Tls(TlsAcceptor::from(Arc::new(config))))
+    }
+}
+
+/// Serves `app` on `listener` (over TLS if `tls` is set) until `shutdown` completes; then
+/// stops accepting, lets the requests in progress finish (for at most the request timeout),
+/// and returns.
+pub async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // The header timeout is enforced by `Watched`, which (unlike hyper's own) does not start
+    // counting while a kept-alive connection merely waits for its next request.
+    http.timer(TokioTimer::new()).header_read_timeout(None);
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot,
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slot else { break };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, say: pause instead of spinning.
+                    tracing::warn!(error = %error, "failed to accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let (app, http, limits, tls) = (app.clone(), http.clone(), limits.clone(), tls.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let served = match tls {
+                None => serve_one(stream, app, &http, &limits, watcher).await,
+                // The handshake happens here, not in the accept loop, so a slow client delays
+                // only itself; it must finish within the header read timeout.
+                Some(Tls(acceptor)) => {
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => serve_one(stream, app, &http, &limits, watcher).await,
+                        Ok(Err(error)) => Err(error.into()),
+                        Err(_) => {
+                            Err("the TLS handshake took longer than the header read timeout".into())
+                        }
+                    }
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(peer = %peer, error = %error, "connection closed");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(
+        open,
+        "stopped accepting; finishing the requests in progress"
+    );
+    if tokio::time::timeout(limits.request_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still busy after the request timeout; closing them");
+    }
+}
+
+/// Serves one connection's requests until it closes.
+async fn serve_one<S>(
+    stream: S,
+    app: Router,
+    http: &hyper::server::conn::http1::Builder,
+    limits: &Limits,
+    watcher: Watcher,
+) -> Result<(), BoxError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let requests = Arc::new(Requests::default());
+    let io = TokioIo::new(Watched::new(stream, Arc::clone(&requests), limits));
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let in_flight = InFlight::enter(&requests);
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await?;
+            // In flight until the whole body is written (an event stream may last hours):
+            // the guard lives in the body and is dropped with it.
+            Ok::<_, std::convert::Infallible>(response.map(|body| {
+                axum::body::Body::new(body.map_frame(move |frame| {
+                    let _in_flight = &in_flight;
+                    frame
+                }))
+            }))
+        }
+    });
+    watcher.watch(http.serve_connection(io, service)).await?;
+    Ok(())
+}
+
+/// A connection's requests: how many arrived, and how many are between arrival and answer.
+#[derive(Debug, Default)]
+struct Requests {
+    arrived: AtomicUsize,
+    in_flight: AtomicUsize,
+    /// The connection's reader, parked while a request was in flight. hyper reads again only
+    /// when the socket wakes it, so the idle clock must be started by waking it here.
+    parked_reader: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+/// Marks one request in flight until dropped (answered, or abandoned).
+struct InFlight(Arc<Requests>);
+
+impl InFlight {
+    fn enter(requests: &Arc<Requests>) -> Self {
+        requests.arrived.fetch_add(1, Ordering::SeqCst);
+        requests.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(requests))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let parked = self.0.parked_reader.lock().map(|mut parked| parked.take());
+            if let Ok(Some(reader)) = parked {
+                reader.wake();
+            }
+        }
+    }
+}
+
+/// Where a connection is between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a request: closed after the idle timeout.
+    Idle,
+    /// A request's first bytes arrived: its headers must follow within the header timeout.
+    Head,
+    /// A request is being handled: the request timeout applies instead.
+    Busy,
+}
+
+/// A connection that fails its reads when it sits idle too long or sends headers too slowly.
+/// (The same split as Go's `IdleTimeout` and `ReadHeaderTimeout`.)
+struct Watched<S> {
+    inner: S,
+    requests: Arc<Requests>,
+    /// `requests.arrived` when this connection last looked.
+    arrived: usize,
+    idle_timeout: Duration,
+    header_read_timeout: Duration,
+    phase: Phase,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl<S> Watched<S> {
+    fn new(inner: S, requests: Arc<Requests>, limits: &Limits) -> Self {
+        Watched {
+            inner,
+            requests,
+            arrived: 0,
+            idle_timeout: limits.idle_timeout,
+            header_read_timeout: limits.header_read_timeout,
+            phase: Phase::Idle,
+            deadline: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let arrived = this.requests.arrived.load(Ordering::SeqCst);
+        if this.requests.in_flight.load(Ordering::SeqCst) > 0 {
+            this.phase = Phase::Busy;
+            this.arrived = arrived;
+        } else if this.phase == Phase::Busy || this.arrived != arrived {
+            // A request came and was answered (perhaps between two reads): idle again.
+            this.arrived = arrived;
+            this.phase = Phase::Idle;
+            let deadline = Instant::now() + this.idle_timeout;
+            this.deadline.as_mut().reset(deadline);
+        }
+        let filled = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if this.phase == Phase::Idle && buf.filled().len() > filled {
+                    this.phase = Phase::Head;
+                    let deadline = Instant::now() + this.header_read_timeout;
+                    this.deadline.as_mut().reset(deadline);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.phase != Phase::Busy => {
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    let why = match this.phase {
+                        Phase::Head => {
+                            "the request's headers took longer than the header read timeout"
+                        }
+                        _ => "the connection sat idle longer than the idle timeout",
+                    };
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
+                }
+                Poll::Pending
+            }
+            Poll::Pending => {
+                if let Ok(mut parked) = this.requests.parked_reader.lock() {
+                    *parked = Some(cx.waker().clone());
+                }
+                // Answered meanwhile: the wake-up above may have been missed.
+                if this.requests.in_flight.load(Ordering::SeqCst) == 0 {
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
