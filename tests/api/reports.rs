@@ -16,6 +16,7 @@ use crate::support::{Backend, TestApp};
 
 on_both_backends!(
     reports_answer_success_failures_durations_stuck_and_recovery,
+    stuck_thresholds_out_of_range_are_refused_naming_the_parameter,
     the_event_stream_delivers_transitions_and_resumes_after_last_event_id,
     the_stream_of_every_build_resumes_from_its_event_id,
     a_transition_recorded_by_one_process_reaches_the_streams_of_another,
@@ -49,6 +50,61 @@ async fn get_json(app: &TestApp, path: &str) -> Value {
         .expect("request");
     assert_eq!(answer.status(), 200, "GET {path}");
     answer.json().await.expect("json")
+}
+
+/// What schemathesis found: `after_secs=9223372036854775808` made the handler subtract a
+/// duration that does not fit a timestamp, and the connection dropped. Thresholds are bounded
+/// now, and a value past the bound is a 422 naming the parameter; the OpenAPI document says
+/// the same bound and the exact syntax of `after_by_code`.
+async fn stuck_thresholds_out_of_range_are_refused_naming_the_parameter(app: TestApp) {
+    let max = buildstate_domain::reports::MAX_STUCK_AFTER_SECS;
+    let cases = [
+        ("after_secs=9223372036854775808".to_owned(), "after_secs"),
+        (format!("after_secs={}", max + 1), "after_secs"),
+        (
+            "after_by_code=10%3D9223372036854775808".to_owned(),
+            "after_by_code",
+        ),
+        (format!("after_by_code=10%3D{}", max + 1), "after_by_code"),
+        ("after_by_code=10%3D%2B5".to_owned(), "after_by_code"),
+        ("after_by_code=12%3D5".to_owned(), "after_by_code"),
+    ];
+    for (query, field) in cases {
+        let answer = app
+            .http()
+            .get(app.url(&format!("/reports/stuck?{query}")))
+            .bearer_auth(&app.admin_token)
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{query}: the server answered nothing: {error}"));
+        assert_eq!(answer.status(), 422, "{query}");
+        let json: Value = answer.json().await.expect("json");
+        assert_eq!(json["error"]["code"], "invalid_field", "{query}: {json}");
+        assert_eq!(json["error"]["field"], field, "{query}: {json}");
+    }
+    // The bound itself is accepted, and the report states it back.
+    let at_max = get_json(
+        &app,
+        &format!("/reports/stuck?after_secs={max}&after_by_code=10%3D{max}"),
+    )
+    .await;
+    assert_eq!(at_max["stuck_after_secs"], max, "{at_max}");
+    // The document declares what the server parses.
+    let document = get_json(&app, "/openapi.json").await;
+    let parameters = document["paths"]["/reports/stuck"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters");
+    let parameter = |name: &str| {
+        parameters
+            .iter()
+            .find(|parameter| parameter["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {parameters:?}"))
+    };
+    assert_eq!(parameter("after_secs")["schema"]["maximum"], max);
+    assert_eq!(
+        parameter("after_by_code")["schema"]["pattern"],
+        buildstate_domain::reports::STUCK_AFTER_BY_CODE_PATTERN
+    );
 }
 
 fn stage(stages: &Value, code: u64) -> &Value {

@@ -227,26 +227,65 @@ pub struct StuckThresholds {
     pub by_code: BTreeMap<StateCode, Duration>,
 }
 
+/// The longest stuck threshold, in seconds: at most 8 digits (99 999 999 s, a little over three
+/// years). Bounded so that `now - threshold` always fits a timestamp, and small enough to say
+/// in the OpenAPI document's pattern for `after_by_code` ([`STUCK_AFTER_BY_CODE_PATTERN`]).
+pub const MAX_STUCK_AFTER_SECS: u64 = 99_999_999;
+
+/// The exact syntax [`StuckThresholds::parse`] accepts for its overrides, as a regular
+/// expression (for the OpenAPI document): `CODE=SECONDS` pairs separated by `,` or `;`, spaces
+/// allowed around each part, codes on the 0..=100 step-5 grid, seconds without a sign or
+/// leading zero and at most [`MAX_STUCK_AFTER_SECS`]. Empty (or only spaces) means none.
+pub const STUCK_AFTER_BY_CODE_PATTERN: &str = "^ *((0|5|[1-9][05]|100) *= *(0|[1-9][0-9]{0,7})( *[,;] *(0|5|[1-9][05]|100) *= *(0|[1-9][0-9]{0,7}))*)? *$";
+
+/// Plain digits, no sign and no leading zero (except `0` itself), at most `max_digits` long:
+/// what the OpenAPI patterns say, so the server accepts exactly what its document declares.
+fn plain_digits(text: &str, max_digits: usize) -> Option<u64> {
+    let plain = text == "0"
+        || (!text.is_empty()
+            && text.len() <= max_digits
+            && !text.starts_with('0')
+            && text.bytes().all(|byte| byte.is_ascii_digit()));
+    if plain {
+        text.parse().ok()
+    } else {
+        None
+    }
+}
+
 impl StuckThresholds {
-    /// `default` plus `CODE=SECS` pairs separated by `;` or `,` (e.g. `10=7200;55=600`).
+    /// `default` plus `CODE=SECS` pairs separated by `;` or `,` (e.g. `10=7200;55=600`), in
+    /// exactly the syntax of [`STUCK_AFTER_BY_CODE_PATTERN`]; every threshold is at most
+    /// [`MAX_STUCK_AFTER_SECS`].
     pub fn parse(default: Duration, overrides: &str) -> Result<Self, String> {
+        if default.as_secs() > MAX_STUCK_AFTER_SECS {
+            return Err(format!(
+                "the default threshold must be at most {MAX_STUCK_AFTER_SECS} seconds"
+            ));
+        }
         let mut by_code = BTreeMap::new();
+        let overrides = overrides.trim_matches(' ');
+        if overrides.is_empty() {
+            return Ok(StuckThresholds { default, by_code });
+        }
         for pair in overrides
             .split([';', ','])
-            .map(str::trim)
-            .filter(|pair| !pair.is_empty())
+            .map(|pair| pair.trim_matches(' '))
         {
+            if pair.is_empty() {
+                return Err("an empty entry between separators".to_owned());
+            }
             let (code, secs) = pair
                 .split_once('=')
                 .ok_or_else(|| format!("`{pair}` is not CODE=SECONDS"))?;
-            let code: StateCode = code
-                .trim()
-                .parse()
-                .map_err(|error| format!("`{pair}`: {error}"))?;
-            let secs: u64 = secs
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{pair}`: seconds must be a whole number, 0 or more"))?;
+            let code: StateCode = plain_digits(code.trim_end_matches(' '), 3)
+                .and_then(|code| StateCode::new(i64::try_from(code).ok()?).ok())
+                .ok_or_else(|| format!("`{pair}`: the code must be 0 to 100 in steps of 5"))?;
+            let secs = plain_digits(secs.trim_start_matches(' '), 8).ok_or_else(|| {
+                format!(
+                    "`{pair}`: seconds must be a whole number from 0 to {MAX_STUCK_AFTER_SECS}, without sign or leading zero"
+                )
+            })?;
             by_code.insert(code, Duration::from_secs(secs));
         }
         Ok(StuckThresholds { default, by_code })
@@ -330,5 +369,33 @@ mod tests {
         assert!(error.contains("whole number"), "{error}");
         let error = StuckThresholds::parse(Duration::from_secs(1), "10").expect_err("bad");
         assert_eq!(error, "`10` is not CODE=SECONDS");
+    }
+
+    #[test]
+    fn stuck_thresholds_are_bounded_and_as_strict_as_their_pattern() {
+        let default = Duration::from_secs(60);
+        let max = format!("10={MAX_STUCK_AFTER_SECS}");
+        let parsed = StuckThresholds::parse(default, &max).expect("the maximum is allowed");
+        let code = StateCode::new(10).expect("code");
+        assert_eq!(
+            parsed.for_code(code),
+            Duration::from_secs(MAX_STUCK_AFTER_SECS)
+        );
+        for bad in [
+            "10=100000000",
+            "10=+5",
+            "10=05",
+            "010=5",
+            "10=5,",
+            "10=9223372036854775808",
+        ] {
+            assert!(StuckThresholds::parse(default, bad).is_err(), "{bad}");
+        }
+        assert!(StuckThresholds::parse(default, "  ")
+            .expect("blank")
+            .by_code
+            .is_empty());
+        let too_long = Duration::from_secs(MAX_STUCK_AFTER_SECS + 1);
+        assert!(StuckThresholds::parse(too_long, "").is_err());
     }
 }

@@ -121,10 +121,16 @@ pub struct ServerConfig {
     )]
     pub database_max_connections: u32,
     /// Seconds without any report after which an unfinished build counts as stuck (reports,
-    /// metrics and the `stuck` alert).
-    #[arg(long, env = "BUILDSTATE_STUCK_AFTER_SECS", default_value_t = 3600)]
+    /// metrics and the `stuck` alert); at most 99999999.
+    #[arg(
+        long,
+        env = "BUILDSTATE_STUCK_AFTER_SECS",
+        default_value_t = 3600,
+        value_parser = clap::value_parser!(u64).range(..=buildstate_domain::reports::MAX_STUCK_AFTER_SECS)
+    )]
     pub stuck_after_secs: u64,
-    /// Per-stage stuck thresholds: `CODE=SECONDS` pairs separated by `;` (e.g. `10=7200;55=600`).
+    /// Per-stage stuck thresholds: `CODE=SECONDS` pairs separated by `;` or `,` (e.g.
+    /// `10=7200;55=600`; seconds at most 99999999).
     #[arg(long, env = "BUILDSTATE_STUCK_AFTER_BY_CODE")]
     pub stuck_after_by_code: Option<String>,
     /// A JSON file listing webhooks: `[{"url": …, "secret": …, "alerts": ["blocked", "stuck",

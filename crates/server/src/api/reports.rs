@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::Json;
 use buildstate_domain::reports::{
     DurationReport, FailureReport, RecoveryReport, StuckReport, StuckThresholds, SuccessReport,
-    DEFAULT_WINDOW_DAYS, MAX_WINDOW_DAYS,
+    DEFAULT_WINDOW_DAYS, MAX_STUCK_AFTER_SECS, MAX_WINDOW_DAYS,
 };
 use buildstate_domain::wire::ErrorBody;
 use buildstate_domain::Scope;
@@ -47,9 +47,15 @@ impl WindowQuery {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StuckQuery {
-    /// Seconds without a report after which an unfinished build is stuck.
+    /// Seconds without a report after which an unfinished build is stuck (0 to 99999999).
+    #[param(minimum = 0, maximum = 99_999_999)]
     pub after_secs: Option<u64>,
-    /// Per-code thresholds, `CODE=SECONDS` pairs separated by `,` (e.g. `10=7200,55=600`).
+    /// Per-code thresholds, `CODE=SECONDS` pairs separated by `,` or `;` (e.g.
+    /// `10=7200,55=600`): codes 0 to 100 in steps of 5, seconds 0 to 99999999 without sign or
+    /// leading zero, spaces allowed around each part.
+    #[param(
+        pattern = "^ *((0|5|[1-9][05]|100) *= *(0|[1-9][0-9]{0,7})( *[,;] *(0|5|[1-9][05]|100) *= *(0|[1-9][0-9]{0,7}))*)? *$"
+    )]
     pub after_by_code: Option<String>,
 }
 
@@ -108,6 +114,15 @@ pub async fn stuck_report(
     ApiQuery(query): ApiQuery<StuckQuery>,
 ) -> Result<Json<StuckReport>, ApiError> {
     auth.require(Scope::Read)?;
+    if query
+        .after_secs
+        .is_some_and(|secs| secs > MAX_STUCK_AFTER_SECS)
+    {
+        return Err(ApiError::invalid_field(
+            "after_secs",
+            format!("must be 0 to {MAX_STUCK_AFTER_SECS}"),
+        ));
+    }
     let thresholds = match (&query.after_secs, &query.after_by_code) {
         (None, None) => state.stuck_thresholds.clone(),
         (after, by_code) => StuckThresholds::parse(

@@ -188,8 +188,12 @@ impl Database {
         thresholds: &StuckThresholds,
         now: DateTime<Utc>,
     ) -> StoreResult<StuckReport> {
-        let quiet_since = now
-            - chrono::Duration::from_std(thresholds.smallest()).unwrap_or(chrono::Duration::MAX);
+        // Thresholds are bounded (`MAX_STUCK_AFTER_SECS`), so this never falls off the
+        // calendar; if it did, every build would be a candidate (the epoch), never a panic.
+        let quiet_since = chrono::Duration::from_std(thresholds.smallest())
+            .ok()
+            .and_then(|threshold| now.checked_sub_signed(threshold))
+            .unwrap_or_default();
         let columns = "id, platform, image_type, state, status, failures, last_message, \
                        updated_at, next_attempt_at";
         // Candidates by the smallest threshold; each one's own threshold is applied below.
