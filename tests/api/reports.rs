@@ -17,6 +17,7 @@ use crate::support::{Backend, TestApp};
 on_both_backends!(
     reports_answer_success_failures_durations_stuck_and_recovery,
     stuck_thresholds_out_of_range_are_refused_naming_the_parameter,
+    resume_points_the_document_does_not_allow_are_refused_naming_them,
     the_event_stream_delivers_transitions_and_resumes_after_last_event_id,
     the_stream_of_every_build_resumes_from_its_event_id,
     a_transition_recorded_by_one_process_reaches_the_streams_of_another,
@@ -104,6 +105,61 @@ async fn stuck_thresholds_out_of_range_are_refused_naming_the_parameter(app: Tes
     assert_eq!(
         parameter("after_by_code")["schema"]["pattern"],
         buildstate_domain::reports::STUCK_AFTER_BY_CODE_PATTERN
+    );
+}
+
+/// The streams accept exactly the resume points their OpenAPI parameters declare: a build's
+/// `after` and `Last-Event-ID` are sequence numbers (plain digits, 0 or more), and the stream of
+/// every build's `Last-Event-ID` is `recorded-at-ms:build-id:seq`. Anything else is a 422
+/// naming the parameter, before any stream opens.
+async fn resume_points_the_document_does_not_allow_are_refused_naming_them(app: TestApp) {
+    let client = app.client();
+    let id = start(&client, "aws", "rhel8", 0).await;
+    let build_stream = format!("/builds/{id}/events");
+    let cases: Vec<(String, Option<&str>, &str)> = vec![
+        (format!("{build_stream}?after=-1"), None, "after"),
+        (build_stream.clone(), Some("-1"), "Last-Event-ID"),
+        (build_stream.clone(), Some("+1"), "Last-Event-ID"),
+        (build_stream.clone(), Some("seven"), "Last-Event-ID"),
+        ("/events".to_owned(), Some("1:b_x"), "Last-Event-ID"),
+        ("/events".to_owned(), Some("-1:b_x:2"), "Last-Event-ID"),
+        ("/events".to_owned(), Some("1::2"), "Last-Event-ID"),
+        ("/events".to_owned(), Some("1:b_x:2:3"), "Last-Event-ID"),
+    ];
+    for (path, last_event_id, field) in cases {
+        let mut request = app.http().get(app.url(&path)).bearer_auth(&app.admin_token);
+        if let Some(value) = last_event_id {
+            request = request.header("Last-Event-ID", value);
+        }
+        let answer = request.send().await.expect("request");
+        assert_eq!(answer.status(), 422, "{path} {last_event_id:?}");
+        let json: Value = answer.json().await.expect("json");
+        assert_eq!(
+            json["error"]["field"], field,
+            "{path} {last_event_id:?}: {json}"
+        );
+    }
+    let document = get_json(&app, "/openapi.json").await;
+    let header = |path: &str| {
+        document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|parameter| parameter["name"] == "Last-Event-ID")
+            .expect("Last-Event-ID")
+            .clone()
+    };
+    assert_eq!(header("/builds/{id}/events")["schema"]["minimum"], 0);
+    assert_eq!(
+        header("/events")["schema"]["pattern"],
+        "^[0-9]{1,18}:[^:]+:[0-9]{1,18}$"
+    );
+    let stream =
+        &document["paths"]["/events"]["get"]["responses"]["200"]["content"]["text/event-stream"];
+    assert_eq!(
+        stream["x-itemSchema"]["properties"]["data"]["contentSchema"]["$ref"],
+        "#/components/schemas/BuildEvent",
+        "{stream}"
     );
 }
 

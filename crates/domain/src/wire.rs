@@ -373,8 +373,10 @@ pub struct HistoryEntry {
 }
 
 /// One event of `GET /builds/{id}/events` and `GET /events` (`event: transition`): a history
-/// entry and its build as it stood right after it.
+/// entry and its build as it stood right after it. On the wire it is the event's `data`: one
+/// line of JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct BuildEvent {
     pub build: Build,
     pub entry: HistoryEntry,

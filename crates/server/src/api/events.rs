@@ -50,6 +50,13 @@ fn sse_event(event: &BuildEvent, id: String) -> Option<Event> {
         .ok()
 }
 
+/// A history sequence number as the OpenAPI document declares it (`0` or more, plain digits):
+/// `after` and a build stream's `Last-Event-ID`.
+fn sequence_number(raw: &str) -> Option<i64> {
+    let plain = !raw.is_empty() && raw.len() <= 18 && raw.bytes().all(|byte| byte.is_ascii_digit());
+    plain.then(|| raw.parse().ok()).flatten()
+}
+
 fn last_event_id(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     headers
         .get("last-event-id")
@@ -79,8 +86,8 @@ fn stream_of(receiver: mpsc::Receiver<Event>) -> EventStream {
 /// One build's transitions, live (server-sent events).
 #[utoipa::path(get, path = "/builds/{id}/events", tag = "events",
     params(("id" = String, Path, description = "the build's id"), BuildEventsQuery,
-        ("Last-Event-ID" = Option<i64>, Header, description = "resume after this sequence number")),
-    responses((status = 200, description = "a stream of `transition` events", content_type = "text/event-stream", body = String),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "resume after this sequence number (an `id` of this stream)")),
+    responses((status = 200, description = "server-sent `transition` events, without end; each one's `data` is a `BuildEvent` as one line of JSON", content_type = "text/event-stream", body = String),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody)),
     security(("bearer" = ["read"])))]
@@ -98,10 +105,18 @@ pub async fn build_events(
                 ApiError::invalid_field("id", error.to_string())
             })?;
     let after = match last_event_id(&headers)? {
-        Some(raw) => Some(raw.trim().parse::<i64>().map_err(|_| {
-            ApiError::invalid_field("Last-Event-ID", "must be a history sequence number")
+        Some(raw) => Some(sequence_number(raw).ok_or_else(|| {
+            ApiError::invalid_field(
+                "Last-Event-ID",
+                "must be a history sequence number (plain digits, 0 or more)",
+            )
         })?),
-        None => query.after,
+        None => match query.after {
+            Some(after) if after < 0 => {
+                return Err(ApiError::invalid_field("after", "must be 0 or more"));
+            }
+            after => after,
+        },
     };
     // Subscribe before reading the history, so nothing falls between the two.
     let mut live = state.events.subscribe();
@@ -165,11 +180,16 @@ pub async fn build_events(
     Ok(stream_of(receiver))
 }
 
+/// `recorded-at-ms:build-id:seq`, exactly as the document's pattern for `GET /events`'s
+/// `Last-Event-ID` says: `^[0-9]{1,18}:[^:]+:[0-9]{1,18}$`.
 fn parse_feed_point(raw: &str) -> Option<FeedPoint> {
-    let mut parts = raw.trim().splitn(3, ':');
-    let recorded_at_ms = parts.next()?.parse().ok()?;
-    let build_id = parts.next()?.to_owned();
-    let seq = parts.next()?.parse().ok()?;
+    let mut parts = raw.split(':');
+    let recorded_at_ms = sequence_number(parts.next()?)?;
+    let build_id = parts.next().filter(|id| !id.is_empty())?.to_owned();
+    let seq = sequence_number(parts.next()?)?;
+    if parts.next().is_some() {
+        return None;
+    }
     Some(FeedPoint {
         recorded_at_ms,
         build_id,
@@ -192,8 +212,8 @@ fn is_after(point: &FeedPoint, than: &FeedPoint) -> bool {
 
 /// Every build's transitions, live (server-sent events); the dashboard follows this.
 #[utoipa::path(get, path = "/events", tag = "events",
-    params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event id (`recorded-at-ms:build-id:seq`)")),
-    responses((status = 200, description = "a stream of `transition` events", content_type = "text/event-stream", body = String),
+    params(("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,18}:[^:]+:[0-9]{1,18}$", description = "resume after this event id (`recorded-at-ms:build-id:seq`, an `id` of this stream)")),
+    responses((status = 200, description = "server-sent `transition` events, without end; each one's `data` is a `BuildEvent` as one line of JSON", content_type = "text/event-stream", body = String),
         (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = ["read"])))]
 pub async fn all_events(

@@ -153,6 +153,8 @@ impl std::ops::Deref for AppState {
         reports::stuck_report, reports::recovery_report,
         events::build_events, events::all_events, metrics::metrics,
     ),
+    // The `data` of every server-sent event (see `openapi::describe_event_streams`).
+    components(schemas(buildstate_domain::wire::BuildEvent)),
     modifiers(&BearerAuth, &StandardAnswers),
 )]
 #[derive(Debug)]
@@ -177,6 +179,7 @@ pub fn openapi() -> serde_json::Value {
     let mut document = serde_json::to_value(doc).expect("the OpenAPI document is JSON");
     openapi::add_links(&mut document);
     openapi::add_cross_field_rules(&mut document);
+    openapi::describe_event_streams(&mut document);
     document
 }
 

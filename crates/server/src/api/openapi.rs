@@ -195,3 +195,44 @@ pub fn add_cross_field_rules(document: &mut Value) {
         );
     }
 }
+
+/// Describes the body of the server-sent event streams truthfully. On the wire the body is text
+/// (`text/event-stream`), so its `schema` stays a string; what each event carries is said by
+/// `x-itemSchema`: shaped as OpenAPI 3.2's `itemSchema` (made for `text/event-stream`), under
+/// an extension name because this is a 3.1 document, where a media type allows no other field.
+/// `event` is always `transition`, `id` is the resume point, and `data` is a string of JSON
+/// (`contentMediaType`) whose shape is the `BuildEvent` schema (`contentSchema`).
+pub fn describe_event_streams(document: &mut Value) {
+    let item = json!({
+        "type": "object",
+        "required": ["event", "id", "data"],
+        "properties": {
+            "event": {"const": "transition"},
+            "id": {"type": "string", "description": "send it back as `Last-Event-ID` to resume after this event"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": "#/components/schemas/BuildEvent"},
+            },
+        },
+    });
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for item_of_path in paths.values_mut() {
+        let Some(stream) = item_of_path
+            .pointer_mut("/get/responses/200/content/text~1event-stream")
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        stream.insert(
+            "schema".to_owned(),
+            json!({
+                "type": "string",
+                "description": "server-sent events, each `event: transition`, `id: …` and `data: …` (see `x-itemSchema`), with `:` comment lines that keep the connection open",
+            }),
+        );
+        stream.insert("x-itemSchema".to_owned(), item.clone());
+    }
+}
