@@ -69,15 +69,16 @@ run_against() {
     [[ -n "${SCHEMATHESIS_SEED:-}" ]] && seed=(--seed "$SCHEMATHESIS_SEED")
     printf '\n== schemathesis on %s (%s examples per operation)\n' "$backend" "$examples"
     local status=0
-    # Excluded for now, explicitly: the reports, event streams and metrics endpoints arrived
-    # in the last merge (issue 11's branch) and schemathesis finds real defects there that
-    # belong to that work: `GET /reports/stuck?after_secs=9223372036854775808` drops the
-    # connection (a panic), `after_by_code` and `Last-Event-ID` declare no pattern for what
-    # the server parses, and the SSE events' `data` is declared a string but carries JSON.
-    # Remove this exclusion once those are fixed.
+    # Excluded, and only these two: the server-sent event streams (`GET /events`,
+    # `GET /builds/{id}/events`). A stream that is accepted never ends, by design (it carries
+    # transitions as they happen), so schemathesis waits for a body that never completes and no
+    # response check can run; a request timeout would only turn each into an error. Their
+    # refusals (a bad `Last-Event-ID` or `after`, an unknown build, no token) and their
+    # document (parameters, the `x-itemSchema` of each event) are checked by tests/api/reports.rs
+    # instead.
     "$venv/bin/schemathesis" --config-file scripts/schemathesis.toml --no-color run \
         "http://$address/openapi.json" \
-        --exclude-path-regex '^/(reports/|events$|metrics$)|^/builds/\{id\}/events$' \
+        --exclude-path-regex '^/events$|^/builds/\{id\}/events$' \
         --header "Authorization: Bearer $token" \
         --checks all \
         --max-examples "$examples" \
