@@ -15,7 +15,7 @@ use buildstate_domain::{
 };
 use clap::{Args, Subcommand};
 
-use super::{config, exit, run as run_stage, values, CliError, Context};
+use super::{config, exit, run as run_stage, values, watch, CliError, Context};
 
 /// History entries asked for per page when reading a whole history.
 const HISTORY_PAGE: u32 = HISTORY_PAGE_MAX;
@@ -95,6 +95,26 @@ Examples:
         /// At most this many entries (1 to 1000); all of them without it.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(HISTORY_PAGE_MAX)))]
         limit: Option<u32>,
+    },
+    /// Follow a build live: one line per transition until it is completed, blocked or cancelled.
+    #[command(
+        after_help = "Exit codes: 0 the build completed, 12 it is blocked or cancelled, 130 \
+stopped with Ctrl-C; 3, 5, 6 as for every command. A dropped connection is resumed where it \
+broke off (nothing is missed or shown twice). With --output json, one event per line: \
+{\"build\": ..., \"entry\": ...}.
+
+Examples:
+  bldst build watch \"$BUILD_ID\"
+  bldst build watch \"$BUILD_ID\" --after 0
+  bldst build watch \"$BUILD_ID\" --output json | jq -c '.entry'"
+    )]
+    Watch {
+        /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
+        id: BuildId,
+        /// Replay the history after this sequence number first (0: all of it); without it,
+        /// only what happens from now on.
+        #[arg(long, value_name = "SEQ", value_parser = parse_count::<i64>)]
+        after: Option<i64>,
     },
     /// Should this stage run? Answers run, skip, wait or stop, and exits 0, 10, 11 or 12.
     #[command(
@@ -273,6 +293,7 @@ pub async fn run(args: BuildArgs, context: &Context<'_>) -> Result<u8, CliError>
         BuildCommand::Outputs { id, key, format } => {
             return outputs(&id, key.as_deref(), format, context).await;
         }
+        BuildCommand::Watch { id, after } => return watch::run(&id, after, context).await,
         BuildCommand::Gate { id, state } => {
             let answer = context.client()?.gate(&id, state).await?;
             printer.gate(&answer)?;

@@ -9,11 +9,13 @@ mod accounts;
 mod build;
 pub mod config;
 pub mod output;
+mod report;
 mod run;
 #[cfg(feature = "server")]
 mod server;
 pub mod streams;
 mod values;
+mod watch;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -46,7 +48,8 @@ Exit codes:
   11  build gate: wait (the stage is backing off, or another run holds it); build run: did
       not wait
   12  build gate: stop (blocked, cancelled, completed, or after a failed stage);
-      build run: did not run
+      build run: did not run; build watch: the build is blocked or cancelled
+ 130  build watch: stopped with Ctrl-C
   build run exits with its command's own code whenever it ran the command.
 
 Configuration: flags, then BUILDSTATE_API_URL and BUILDSTATE_API_TOKEN, then the file saved by
@@ -114,6 +117,14 @@ pub enum Command {
   bldst build list --status failed
   bldst build history \"$BUILD_ID\"")]
     Build(build::BuildArgs),
+    /// Success rates, failures, stage durations, stuck builds and recovery times (the dashboard's reports).
+    #[command(after_help = "Examples:
+  bldst report success --days 30
+  bldst report failures
+  bldst report durations --output json
+  bldst report stuck --after 2h
+  bldst report recovery")]
+    Report(report::ReportArgs),
     /// Create and list users (admin).
     #[command(after_help = "Examples:
   bldst user create --username builder --email builder@example.com
@@ -312,10 +323,23 @@ impl Context<'_> {
 
     /// A client for the resolved URL with `token`.
     pub fn client_with(&self, token: Option<String>) -> Result<Client, CliError> {
+        Ok(Client::new(self.client_config(token))?)
+    }
+
+    /// Like [`Context::client`], telling stderr about each retry and reconnection: for
+    /// commands that run for long (`build watch`), where silence would look like a hang.
+    pub fn client_telling_retries(&self) -> Result<Client, CliError> {
+        self.client()?;
+        let mut config = self.client_config(self.settings.token.clone());
+        config.on_retry = Some(std::sync::Arc::new(|line: &str| eprintln!("note: {line}")));
+        Ok(Client::new(config)?)
+    }
+
+    fn client_config(&self, token: Option<String>) -> ClientConfig {
         let mut config = ClientConfig::new(&self.settings.api_url, token);
         config.timeout = Duration::from_secs(30);
         config.allow_insecure = self.allow_insecure;
-        Ok(Client::new(config)?)
+        config
     }
 }
 
@@ -495,6 +519,7 @@ pub async fn run(cli: Cli, env: EnvLookup<'_>, streams: Streams) -> Result<u8, C
             .await
             .map_err(|error| CliError::failure(format!("{error:#}"))),
         Command::Build(args) => build::run(args, &context(&global, printer, env, streams)?).await,
+        Command::Report(args) => report::run(args, &context(&global, printer, env, streams)?).await,
         Command::User(args) => {
             accounts::run_user(args, &context(&global, printer, env, streams)?).await
         }

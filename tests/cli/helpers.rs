@@ -107,6 +107,14 @@ impl Bldst {
         command
     }
 
+    /// Starts `bldst ARGS` with stdout and stderr piped, for commands that run while the test
+    /// acts (`build watch`).
+    pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        let mut command = self.command();
+        command.args(args);
+        command.spawn().expect("run bldst")
+    }
+
     /// Runs `bldst ARGS` with stdin closed.
     pub async fn run(&self, args: &[&str]) -> Outcome {
         self.run_in(args, None, None).await

@@ -11,6 +11,8 @@ mod builds;
 mod examples;
 mod helpers;
 mod outputs;
+mod reports;
 mod run;
 mod streams;
 mod usage;
+mod watch;

@@ -10,6 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use buildstate_domain::reports::{
+    DurationReport, FailureReport, RecoveryReport, StuckReport, SuccessReport,
+};
 pub use buildstate_domain::wire::BuildQuery;
 use buildstate_domain::wire::{
     Build, BuildPage, CreateToken, CreateUser, CreatedToken, ErrorBody, ErrorCode, GateAnswer,
@@ -208,6 +211,12 @@ fn build_query_pairs(query: &BuildQuery) -> Vec<(&'static str, String)> {
         .into_iter()
         .filter_map(|(name, value)| Some((name, value?)))
         .collect()
+}
+
+/// The query string of a report's window.
+fn window_pairs(days: Option<u32>) -> Vec<(&'static str, String)> {
+    days.map(|days| vec![("days", days.to_string())])
+        .unwrap_or_default()
 }
 
 /// A buildstate API client. Cheap to clone.
@@ -442,6 +451,129 @@ impl Client {
             None,
         )
         .await
+    }
+
+    // ----- reports ------------------------------------------------------------------------
+
+    /// Success rate by platform and by image type over builds started in the last `days` (the
+    /// server's default window, 7 days, when `None`).
+    pub async fn success_report(&self, days: Option<u32>) -> Result<SuccessReport> {
+        self.report("/reports/success", &window_pairs(days)).await
+    }
+
+    /// Failures, builds and retries by stage code in the window.
+    pub async fn failure_report(&self, days: Option<u32>) -> Result<FailureReport> {
+        self.report("/reports/failures", &window_pairs(days)).await
+    }
+
+    /// Stage durations (p50, p90, max) per code over completions in the window.
+    pub async fn duration_report(&self, days: Option<u32>) -> Result<DurationReport> {
+        self.report("/reports/durations", &window_pairs(days)).await
+    }
+
+    /// Stuck and blocked builds. `after_secs` and `after_by_code` (`CODE=SECONDS` pairs
+    /// separated by `,`) replace the server's configured thresholds when given.
+    pub async fn stuck_report(
+        &self,
+        after_secs: Option<u64>,
+        after_by_code: Option<&str>,
+    ) -> Result<StuckReport> {
+        let mut pairs = Vec::new();
+        if let Some(secs) = after_secs {
+            pairs.push(("after_secs", secs.to_string()));
+        }
+        if let Some(by_code) = after_by_code {
+            pairs.push(("after_by_code", by_code.to_owned()));
+        }
+        self.report("/reports/stuck", &pairs).await
+    }
+
+    /// Time to recover from a stage's first failure, per code and overall, in the window.
+    pub async fn recovery_report(&self, days: Option<u32>) -> Result<RecoveryReport> {
+        self.report("/reports/recovery", &window_pairs(days)).await
+    }
+
+    async fn report<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
+        self.send::<(), _>(Method::GET, path, None, query, None)
+            .await
+    }
+
+    // ----- events -------------------------------------------------------------------------
+
+    /// Opens `GET /builds/{id}/events`: the build's transitions as they are recorded, after
+    /// history entry `after` when given (sent as `Last-Event-ID`, so the server first replays
+    /// what came after it), else from now on. Refusals (no such build, a bad token) are
+    /// [`ClientError::Api`]; an unreachable server is tried `max_attempts` times, as every call.
+    ///
+    /// The stream has no overall timeout; [`crate::events::BuildEvents::next`] gives up on a
+    /// connection that stays silent longer than [`crate::events::IDLE_LIMIT`] (the server
+    /// sends a keep-alive every 15 s).
+    pub async fn build_events(
+        &self,
+        id: &BuildId,
+        after: Option<i64>,
+    ) -> Result<crate::events::BuildEvents> {
+        let url = format!("{}/builds/{id}/events", self.config.base_url);
+        let mut attempt = 1;
+        loop {
+            let mut request = self
+                .http
+                .get(&url)
+                .header(reqwest::header::ACCEPT, "text/event-stream")
+                // The client's timeout covers whole answers; a stream has no end.
+                .timeout(crate::events::STREAM_TIMEOUT);
+            if let Some(token) = &self.config.token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(after) = after {
+                request = request.header("Last-Event-ID", after.to_string());
+            }
+            match request.send().await {
+                Ok(response) if response.status().is_success() => {
+                    tracing::debug!(target: "bldst::http", "GET {url} -> {} (stream, after {after:?})", response.status().as_u16());
+                    return Ok(crate::events::BuildEvents::new(url, response));
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    if !is_retryable(status, true) || attempt >= self.config.max_attempts {
+                        return Err(read_answer::<serde_json::Value>(&url, response)
+                            .await
+                            .err()
+                            .unwrap_or_else(|| ClientError::Protocol {
+                                url: url.clone(),
+                                status: status.as_u16(),
+                                detail: "not an event stream".to_owned(),
+                            }));
+                    }
+                }
+                Err(error) => {
+                    if attempt >= self.config.max_attempts {
+                        return Err(ClientError::Unreachable {
+                            url: self.config.base_url.clone(),
+                            attempts: attempt,
+                            cause: error_chain(&error),
+                        });
+                    }
+                }
+            }
+            if let Some(log) = &self.config.on_retry {
+                log(&format!(
+                    "GET /builds/{id}/events: no usable answer (attempt {attempt} of {}); retrying",
+                    self.config.max_attempts
+                ));
+            }
+            let backoff = self
+                .config
+                .retry_base
+                .saturating_mul(1 << (attempt - 1).min(16));
+            tokio::time::sleep(backoff.min(MAX_RETRY_WAIT)).await;
+            attempt += 1;
+        }
+    }
+
+    /// The configuration this client was made with (the follow loop reads its retry policy).
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
     }
 
     // ----- accounts and health ------------------------------------------------------------

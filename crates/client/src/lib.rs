@@ -3,6 +3,7 @@
 //! this crate and prints.
 //!
 //! - [`api`]: the typed REST client (timeouts, bounded retries, idempotent reports).
+//! - [`events`]: following a build live over the event stream, resuming where it broke off.
 //! - [`env`]: the environment as a lookup the caller passes in, never the process's directly.
 //! - [`ci`]: which CI system and run a front end is running in.
 //! - [`message`]: report messages read from files, keeping the tail of long logs.
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod ci;
 pub mod env;
+pub mod events;
 pub mod failure;
 pub mod gate_wait;
 pub mod lease;

@@ -205,6 +205,27 @@ pub struct HistoryEntry {
     pub outputs: Option<Outputs>,
 }
 
+/// One event of `GET /builds/{id}/events` and `GET /events` (`event: transition`): a history
+/// entry and its build as it stood right after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildEvent {
+    pub build: Build,
+    pub entry: HistoryEntry,
+}
+
+impl BuildEvent {
+    /// The event's id in the stream of every build, `recorded-at-ms:build-id:seq`: ordered as
+    /// the history is replayed. (A build's own stream uses the entry's `seq`.)
+    pub fn stream_id(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.entry.recorded_at.timestamp_millis(),
+            self.build.id,
+            self.entry.seq
+        )
+    }
+}
+
 /// `GET /builds/{id}/history`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

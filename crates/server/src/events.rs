@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use buildstate_domain::wire::{Build, HistoryEntry};
 use buildstate_domain::BuildId;
-use serde::Serialize;
 use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 
@@ -31,25 +30,9 @@ const BACKLOG: usize = 1024;
 /// How long to wait before listening again after the connection could not be re-established.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
-/// One history entry with its build as it stood right after it.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct BuildEvent {
-    pub build: Build,
-    pub entry: HistoryEntry,
-}
-
-impl BuildEvent {
-    /// The event's id in the stream of every build: `recorded-at-ms:build-id:seq`, ordered as
-    /// the history is replayed ([`crate::db::FeedPoint`]).
-    pub fn stream_id(&self) -> String {
-        format!(
-            "{}:{}:{}",
-            self.entry.recorded_at.timestamp_millis(),
-            self.build.id,
-            self.entry.seq
-        )
-    }
-}
+/// One history entry with its build as it stood right after it (a wire type: the clients
+/// read the same shape from the event stream).
+pub use buildstate_domain::wire::BuildEvent;
 
 /// An event and whether this process recorded it.
 #[derive(Debug, Clone)]
