@@ -45,6 +45,9 @@ WORKDIR /var/lib/buildstate
 USER 65534:65534
 ENV BUILDSTATE_LISTEN=0.0.0.0:8000
 EXPOSE 8000
+# No curl or shell needed: the binary asks its own /ready (https when BUILDSTATE_TLS_CERT is set).
+HEALTHCHECK --interval=15s --timeout=6s --start-period=20s --retries=3 \
+    CMD ["/usr/local/bin/bldst", "server", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/bldst"]
 CMD ["server"]
 

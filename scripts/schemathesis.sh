@@ -73,9 +73,8 @@ run_against() {
     # `GET /builds/{id}/events`). A stream that is accepted never ends, by design (it carries
     # transitions as they happen), so schemathesis waits for a body that never completes and no
     # response check can run; a request timeout would only turn each into an error. Their
-    # refusals (a bad `Last-Event-ID` or `after`, an unknown build, no token) and their
-    # document (parameters, the `x-itemSchema` of each event) are checked by tests/api/reports.rs
-    # instead.
+    # refusals of a bad `Last-Event-ID` or `after`, and their document (those parameters, the
+    # `x-itemSchema` of each event), are checked by tests/api/reports.rs instead.
     "$venv/bin/schemathesis" --config-file scripts/schemathesis.toml --no-color run \
         "http://$address/openapi.json" \
         --exclude-path-regex '^/events$|^/builds/\{id\}/events$' \

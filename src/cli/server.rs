@@ -77,6 +77,79 @@ enum ServerCommand {
         /// The new file.
         path: std::path::PathBuf,
     },
+    /// Ask a running server whether it is ready (`GET /ready`): exit 0 if so, 1 if not.
+    ///
+    /// For a container's health check, where the image has no curl or shell: by default it
+    /// asks the server this configuration describes (--listen, with 127.0.0.1 for 0.0.0.0,
+    /// and https when --tls-cert is set; that loopback certificate is not verified, since
+    /// nothing secret is sent). One line on stderr says why when not ready.
+    #[command(after_help = "Examples:
+  bldst server healthcheck                                  # the server at $BUILDSTATE_LISTEN
+  bldst server healthcheck --url https://buildstate.example.com/ready")]
+    Healthcheck {
+        /// Ask this URL instead (its certificate is verified).
+        #[arg(long, value_name = "URL")]
+        url: Option<reqwest::Url>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout_secs: u64,
+    },
+}
+
+/// The `/ready` URL of the server `config` describes, and whether its certificate is to be
+/// verified (not for our own loopback listener).
+fn ready_url(
+    config: &ServerConfig,
+    url: Option<reqwest::Url>,
+) -> anyhow::Result<(reqwest::Url, bool)> {
+    if let Some(url) = url {
+        return Ok((url, true));
+    }
+    let mut address = config.listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = reqwest::Url::parse(&format!("{scheme}://{address}/ready"))?;
+    Ok((url, false))
+}
+
+/// `bldst server healthcheck`: 0 when `/ready` answers 200, 1 otherwise.
+async fn healthcheck(
+    config: &ServerConfig,
+    url: Option<reqwest::Url>,
+    timeout_secs: u64,
+) -> anyhow::Result<u8> {
+    let (url, verify) = ready_url(config, url)?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(timeout_secs))
+        .danger_accept_invalid_certs(!verify)
+        .build()?;
+    match client.get(url.clone()).send().await {
+        Ok(answer) if answer.status().is_success() => Ok(exit::SUCCESS),
+        Ok(answer) => {
+            eprintln!("not ready: {url} answered {}", answer.status());
+            Ok(exit::FAILURE)
+        }
+        Err(error) => {
+            // reqwest's own sentence is generic; its causes say what went wrong.
+            let mut reason = error.to_string();
+            let mut cause = std::error::Error::source(&error);
+            while let Some(inner) = cause {
+                reason = format!("{reason}: {inner}");
+                cause = inner.source();
+            }
+            eprintln!("not ready: {reason}");
+            Ok(exit::FAILURE)
+        }
+    }
 }
 
 /// A cut-off from a date, a date and time, or an age (before now).
@@ -239,6 +312,9 @@ pub async fn run(args: ServerArgs, printer: &Printer) -> anyhow::Result<u8> {
                 cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             );
             Ok(exit::SUCCESS)
+        }
+        Some(ServerCommand::Healthcheck { url, timeout_secs }) => {
+            healthcheck(&args.config, url, timeout_secs).await
         }
         Some(ServerCommand::Backup { path }) => {
             let state = args.config.app_state().await?;

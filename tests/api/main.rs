@@ -11,6 +11,7 @@ mod builds;
 mod client;
 mod concurrency;
 mod health;
+mod healthcheck;
 mod helpers;
 mod leases;
 mod limits;
