@@ -6,34 +6,13 @@
 #
 #   bash bench/resource.sh [RUNS]        # RUNS per command, 50 by default
 #
-# CLIENT_BIN: the client binary (default: scripts/build-static.sh's). SERVER_BIN: the server
-# (default: target/release/bldst, built if missing).
+# CLIENT_BIN and SERVER_BIN choose the binaries (bench/local-server.sh, which starts the server).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 RUNS=${1:-50}
-CLIENT_BIN=${CLIENT_BIN:-$repo/$(scripts/build-static.sh)}
-if [ -z "${SERVER_BIN:-}" ]; then
-    cargo build --release --bin bldst >&2
-    SERVER_BIN=$repo/target/release/bldst
-fi
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export DATABASE_URL="sqlite://$work/buildstate.db" SECRET_KEY=bench-only BUILDSTATE_LISTEN="127.0.0.1:$port"
-token=$("$SERVER_BIN" server bootstrap --username bench --email bench@example.com 2>/dev/null)
-"$SERVER_BIN" server >"$work/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 100); do
-    curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break
-    sleep 0.1
-done
+# shellcheck source=bench/local-server.sh
+. "$repo/bench/local-server.sh"
 
 mkdir -p "$work/opt/resource" "$work/in" "$work/out"
 for name in check in out; do ln -s "$CLIENT_BIN" "$work/opt/resource/$name"; done
