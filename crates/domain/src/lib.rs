@@ -1,5 +1,5 @@
 //! buildstate's domain: state codes, statuses, the transition and retry rules, gating and the
-//! wire types, exactly as `PRODUCT.md` states them.
+//! wire types, exactly as `docs/rules.md` states them for users.
 //!
 //! Nothing here does I/O or reads a clock: the server, the CLI, the Concourse resource and the
 //! GitHub Action all call these functions, so none of them re-implements a rule.

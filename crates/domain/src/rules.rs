@@ -1,4 +1,4 @@
-//! The transition rules of PRODUCT.md: what a report or an operator action does to a build.
+//! The transition rules (docs/rules.md): what a report or an operator action does to a build.
 //!
 //! Everything here is pure: the caller passes the build's current [`Progress`], the request and
 //! the clock, and gets back the new progress plus the history [`Event`]s to append, or the
