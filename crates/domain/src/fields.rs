@@ -122,9 +122,11 @@ fn is_slug_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
 }
 
-/// What [`slug`] accepts.
+/// What [`slug`] accepts, as the OpenAPI document states it.
+#[cfg(feature = "openapi")]
 const SLUG_PATTERN: &str = "^[a-z0-9._-]{1,64}$";
-/// What a URL-safe id accepts.
+/// What a URL-safe id accepts, as the OpenAPI document states it.
+#[cfg(feature = "openapi")]
 const ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
 
 fn slug(field: &'static str, text: &str) -> Result<(), InvalidField> {
