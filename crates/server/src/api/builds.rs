@@ -2,7 +2,6 @@
 //! stage's lease, history, gate, and the operator actions.
 
 use axum::extract::{Path, State};
-use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use buildstate_domain::limits::{
@@ -25,21 +24,12 @@ use sha2::{Digest, Sha256};
 use utoipa::IntoParams;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, Authenticated};
+use super::extract::{bearer_token, ApiJson, ApiQuery, Authenticated};
 use super::AppState;
 use crate::db::{BuildFilter, StoreError, TransitionRequest};
 
 fn invalid_outputs(error: InvalidOutputs) -> ApiError {
     ApiError::invalid_field(error.field.clone(), error.to_string())
-}
-
-/// The bearer token the request was sent with (authentication has already checked it).
-fn presented_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
-    Some(token.trim())
 }
 
 /// Parses the `{id}` path segment; a malformed id cannot exist, so it is "not found".
@@ -233,7 +223,7 @@ pub async fn report_transition(
         .outputs
         .check_status(report.status)
         .map_err(invalid_outputs)?;
-    if let Some(token) = presented_token(&headers) {
+    if let Some(token) = bearer_token(&headers) {
         report
             .outputs
             .refuse_token(token)

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use buildstate_domain::wire::ErrorCode;
 use buildstate_domain::Scope;
 use chrono::{Duration, Utc};
@@ -126,6 +126,18 @@ impl Authenticated {
     }
 }
 
+/// The secret of the request's `Authorization: Bearer …` header, trimmed; `None` when there
+/// is none or it is empty. The one place that reads it: authentication and the report
+/// handler's "an output must not be the caller's own token" check.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let secret = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?
+        .trim();
+    (!secret.is_empty()).then_some(secret)
+}
+
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
@@ -133,21 +145,7 @@ impl FromRequestParts<AppState> for Authenticated {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(ApiError::missing_token)?;
-        let secret = header
-            .to_str()
-            .ok()
-            .and_then(|value| {
-                value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|secret| !secret.is_empty())
-            .ok_or_else(ApiError::missing_token)?;
+        let secret = bearer_token(&parts.headers).ok_or_else(ApiError::missing_token)?;
         let secret_hash = state.hasher.hash(secret);
         let mut actor = match state.recent_tokens.get(&secret_hash) {
             Some(actor) => actor,
