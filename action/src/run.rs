@@ -584,11 +584,9 @@ fn dashboard_url(env: &EnvMap, id: &BuildId) -> String {
     match inputs::raw(env, "dashboard-url") {
         Some(template) if template.contains("{id}") => template.replace("{id}", id.as_str()),
         Some(base) => format!("{}/{id}", base.trim_end_matches('/')),
-        None => format!(
-            "{}/dashboard/#/builds/{id}",
-            inputs::raw(env, "api-url")
-                .unwrap_or_default()
-                .trim_end_matches('/')
+        None => buildstate_client::api::dashboard_url(
+            &inputs::raw(env, "api-url").unwrap_or_default(),
+            id,
         ),
     }
 }

@@ -75,13 +75,8 @@ pub fn metadata(build: &Build, api_url: &str) -> Value {
         {"name": "state_name", "value": build.state_name},
         {"name": "status", "value": build.status.as_str()},
         {"name": "attempt", "value": attempt.to_string()},
-        {"name": "dashboard", "value": dashboard_url(api_url, &build.id)},
+        {"name": "dashboard", "value": buildstate_client::api::dashboard_url(api_url, &build.id)},
     ])
-}
-
-/// Where a person reads the build: the API's page for it.
-fn dashboard_url(api_url: &str, id: &BuildId) -> String {
-    format!("{}/builds/{id}", api_url.trim_end_matches('/'))
 }
 
 /// The attempt at the build's state that runs next (or runs now): failures so far plus one.

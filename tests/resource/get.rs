@@ -69,7 +69,7 @@ async fn in_writes_the_build_the_gates_and_the_stage_lists(app: TestApp) {
     assert_eq!(metadata(&answer, "status"), "failed");
     assert_eq!(metadata(&answer, "attempt"), "2");
     assert_eq!(metadata(&answer, "build_id"), build.id.to_string());
-    assert!(metadata(&answer, "dashboard").ends_with(&format!("/builds/{}", build.id)));
+    assert!(metadata(&answer, "dashboard").ends_with(&format!("/dashboard/#/builds/{}", build.id)));
     assert!(answer["metadata"]
         .as_array()
         .expect("list")

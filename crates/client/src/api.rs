@@ -781,6 +781,13 @@ async fn read_answer<T: DeserializeOwned>(url: &str, response: reqwest::Response
     }
 }
 
+/// Where a person reads build `id` on the server at `api_url`: its page in the dashboard the
+/// server serves (`/dashboard/`, which asks for the token itself; the JSON API's
+/// `/builds/{id}` would answer a browser 401).
+pub fn dashboard_url(api_url: &str, id: &BuildId) -> String {
+    format!("{}/dashboard/#/builds/{id}", api_url.trim_end_matches('/'))
+}
+
 /// A fresh random idempotency key.
 pub fn new_idempotency_key() -> String {
     use rand::distributions::{Alphanumeric, DistString};
