@@ -88,6 +88,8 @@ pub struct ScratchDatabase {
     name: String,
     admin: AdminUrl,
     psql: Psql,
+    /// Dropped when this goes out of scope, unless kept for a later run.
+    drop_at_end: bool,
 }
 
 impl ScratchDatabase {
@@ -109,12 +111,34 @@ impl ScratchDatabase {
             name: name.to_owned(),
             admin: admin.clone(),
             psql: psql.clone(),
+            drop_at_end: true,
         })
+    }
+
+    /// Database `name` as an earlier run left it (see [`ScratchDatabase::keep`]); kept again.
+    #[allow(dead_code)] // bldst-reports-bench's `--reuse`; bldst-bench compiles this module too
+    pub fn existing(admin: &AdminUrl, psql: &Psql, name: &str) -> Self {
+        ScratchDatabase {
+            url: admin.for_database(name),
+            name: name.to_owned(),
+            admin: admin.clone(),
+            psql: psql.clone(),
+            drop_at_end: false,
+        }
+    }
+
+    /// Leaves the database in place at the end, for a later run to measure again.
+    #[allow(dead_code)] // bldst-reports-bench's `--keep`; bldst-bench compiles this module too
+    pub fn keep(&mut self) {
+        self.drop_at_end = false;
     }
 }
 
 impl Drop for ScratchDatabase {
     fn drop(&mut self) {
+        if !self.drop_at_end {
+            return;
+        }
         let drop_sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         if let Err(error) = self.psql.execute(self.admin.as_str(), &drop_sql) {
             eprintln!(

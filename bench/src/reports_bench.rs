@@ -49,6 +49,15 @@ struct Options {
     postgres_url: String,
     #[arg(long, default_value = "psql")]
     psql: PathBuf,
+    /// Leave the seeded databases in place at the end (the SQLite file always stays), for a
+    /// later `--reuse` run.
+    #[arg(long)]
+    keep: bool,
+    /// Measure the databases a `--keep` run left instead of seeding new ones: the same history
+    /// served by another `bldst` (before and after a change). That `bldst` applies the
+    /// migrations the databases lack first; how long that took is printed.
+    #[arg(long)]
+    reuse: bool,
 }
 
 /// What the dashboard's reports page and first page ask for.
@@ -100,7 +109,9 @@ async fn run(options: Options) -> anyhow::Result<()> {
         let scratch;
         let url = match backend.as_str() {
             "sqlite" => {
-                let _ = std::fs::remove_file(&options.sqlite_path);
+                if !options.reuse {
+                    let _ = std::fs::remove_file(&options.sqlite_path);
+                }
                 format!("sqlite://{}", options.sqlite_path.display())
             }
             "postgres" => {
@@ -108,28 +119,56 @@ async fn run(options: Options) -> anyhow::Result<()> {
                 let psql = postgres::Psql {
                     program: options.psql.clone(),
                 };
-                scratch = postgres::ScratchDatabase::create(&admin, &psql, "bldst_reports_bench")?;
+                let name = "bldst_reports_bench";
+                let mut database = if options.reuse {
+                    postgres::ScratchDatabase::existing(&admin, &psql, name)
+                } else {
+                    postgres::ScratchDatabase::create(&admin, &psql, name)?
+                };
+                if options.keep {
+                    database.keep();
+                }
+                scratch = database;
                 scratch.url.clone()
             }
             other => anyhow::bail!("unknown backend `{other}`: sqlite or postgres"),
         };
-        // The server applies the migrations; the history goes in behind its back (it caches
-        // nothing the reports or the list read).
-        let server = server::ServerProcess::start(&options.bldst, &url, log_dir.path(), backend)
+        let server = if options.reuse {
+            let started = Instant::now();
+            let server = server::ServerProcess::start_on_existing(
+                &options.bldst,
+                &url,
+                log_dir.path(),
+                backend,
+            )
             .await
-            .context("starting the server on an empty database")?;
-        let started = Instant::now();
-        let seeded = seed::seed(&url, options.builds, options.in_progress_chance, 42).await?;
-        eprintln!(
-            "{backend}: seeded {} builds, {} transitions in {:.1}s ({} completed, {} blocked, {} cancelled, {} unfinished)",
-            seeded.builds,
-            seeded.transitions,
-            started.elapsed().as_secs_f64(),
-            seeded.completed,
-            seeded.blocked,
-            seeded.cancelled,
-            seeded.unfinished
-        );
+            .context("starting the server on the database an earlier run seeded")?;
+            eprintln!(
+                "{backend}: reused the seeded database; migrations and start took {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            server
+        } else {
+            // The server applies the migrations; the history goes in behind its back (it
+            // caches nothing the reports or the list read).
+            let server =
+                server::ServerProcess::start(&options.bldst, &url, log_dir.path(), backend)
+                    .await
+                    .context("starting the server on an empty database")?;
+            let started = Instant::now();
+            let seeded = seed::seed(&url, options.builds, options.in_progress_chance, 42).await?;
+            eprintln!(
+                "{backend}: seeded {} builds, {} transitions in {:.1}s ({} completed, {} blocked, {} cancelled, {} unfinished)",
+                seeded.builds,
+                seeded.transitions,
+                started.elapsed().as_secs_f64(),
+                seeded.completed,
+                seeded.blocked,
+                seeded.cancelled,
+                seeded.unfinished
+            );
+            server
+        };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()?;

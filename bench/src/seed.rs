@@ -13,13 +13,15 @@
 use std::fmt::Write as _;
 
 use anyhow::Context as _;
+use buildstate_domain::reports::completion_durations;
+use buildstate_domain::EventKind;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use sqlx::postgres::PgPoolCopyExt as _;
 
 /// How many builds are generated and written at a time (bounds memory).
 const CHUNK_BUILDS: usize = 5_000;
-/// Rows per multi-row `INSERT` on SQLite (12 columns × 1000 stays under its 32 766 variables).
+/// Rows per multi-row `INSERT` on SQLite (13 columns × 1000 stays under its 32 766 variables).
 const SQLITE_ROWS_PER_INSERT: usize = 1_000;
 
 const DAY_MS: i64 = 86_400_000;
@@ -48,6 +50,8 @@ struct Entry {
     message: Option<&'static str>,
     attempt: Option<i64>,
     recorded_at: i64,
+    /// The stage's duration on a completion, as the server stores it (migration 0008).
+    duration_ms: Option<i64>,
 }
 
 /// One build row and its history.
@@ -65,6 +69,8 @@ struct SeededBuild {
     created_at: i64,
     updated_at: i64,
     history: Vec<Entry>,
+    /// When the last entry that was not a skipped stage was recorded.
+    last_record_at: Option<i64>,
 }
 
 /// What was written.
@@ -159,6 +165,7 @@ impl Generator {
             created_at,
             updated_at: created_at,
             history: Vec::with_capacity(32),
+            last_record_at: None,
         };
         let mut t = created_at;
         build.push(0, "started", None, None, t);
@@ -267,6 +274,18 @@ impl SeededBuild {
         at: i64,
     ) {
         let seq = self.history.len() as i64 + 1;
+        let millis = chrono::DateTime::from_timestamp_millis;
+        let duration_ms = kind
+            .parse::<EventKind>()
+            .ok()
+            .and_then(|kind| {
+                let previous = self.last_record_at.and_then(millis);
+                completion_durations(previous, [(kind, millis(at)?)]).pop()
+            })
+            .flatten();
+        if kind != "skipped" {
+            self.last_record_at = Some(at);
+        }
         self.history.push(Entry {
             seq,
             state,
@@ -274,6 +293,7 @@ impl SeededBuild {
             message,
             attempt,
             recorded_at: at,
+            duration_ms,
         });
         if message.is_some() || kind != "skipped" {
             self.last_message = message;
@@ -379,7 +399,7 @@ impl Store {
 const BUILD_COLUMNS: &str = "id, build_key, platform, image_type, description, labels, state, \
      status, failures, max_retries, next_attempt_at, last_message, last_seq, created_at, updated_at";
 const HISTORY_COLUMNS: &str = "build_id, seq, state, kind, message, attempt, reported_by, \
-     token_id, source, recorded_at";
+     token_id, source, recorded_at, duration_ms";
 
 async fn write_sqlite(pool: &sqlx::SqlitePool, builds: &[SeededBuild]) -> anyhow::Result<()> {
     let mut transaction = pool.begin().await?;
@@ -421,7 +441,8 @@ async fn write_sqlite(pool: &sqlx::SqlitePool, builds: &[SeededBuild]) -> anyhow
                 .push_bind("ci-bot")
                 .push_bind(None::<String>)
                 .push_bind(source(build))
-                .push_bind(entry.recorded_at);
+                .push_bind(entry.recorded_at)
+                .push_bind(entry.duration_ms);
         });
         insert.build().execute(&mut *transaction).await?;
     }
@@ -492,9 +513,10 @@ async fn write_postgres(pool: &sqlx::PgPool, builds: &[SeededBuild]) -> anyhow::
             csv(&mut rows, entry.message);
             let _ = writeln!(
                 rows,
-                ",{},ci-bot,,{source},{}",
+                ",{},ci-bot,,{source},{},{}",
                 entry.attempt.map_or_else(String::new, |n| n.to_string()),
-                entry.recorded_at
+                entry.recorded_at,
+                entry.duration_ms.map_or_else(String::new, |n| n.to_string())
             );
         }
     }

@@ -36,6 +36,29 @@ impl ServerProcess {
         log_dir: &Path,
         name: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_with_admin(bldst, database_url, log_dir, name, true).await
+    }
+
+    /// As [`ServerProcess::start`], on a database an earlier run left behind: its admin
+    /// `bench` exists, so a new token is made for it (`bldst server token create`). That
+    /// command applies any migrations the database lacks, before the server starts.
+    #[allow(dead_code)] // bldst-reports-bench's `--reuse`; bldst-bench compiles this module too
+    pub async fn start_on_existing(
+        bldst: &Path,
+        database_url: &str,
+        log_dir: &Path,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_with_admin(bldst, database_url, log_dir, name, false).await
+    }
+
+    async fn start_with_admin(
+        bldst: &Path,
+        database_url: &str,
+        log_dir: &Path,
+        name: &str,
+        first_admin: bool,
+    ) -> anyhow::Result<Self> {
         let listen = free_loopback_address()?;
         let command = |args: &[&str]| {
             let mut command = Command::new(bldst);
@@ -56,14 +79,21 @@ impl ServerProcess {
             command
         };
 
-        let bootstrap = command(&[
-            "server",
-            "bootstrap",
-            "--username",
-            "bench",
-            "--email",
-            "bench@example.com",
-        ])
+        let admin_args: &[&str] = if first_admin {
+            &[
+                "server",
+                "bootstrap",
+                "--username",
+                "bench",
+                "--email",
+                "bench@example.com",
+            ]
+        } else {
+            &[
+                "server", "token", "create", "--username", "bench", "--scope", "admin",
+            ]
+        };
+        let bootstrap = command(admin_args)
         .output()
         .await
         .with_context(|| format!("failed to run `{} server bootstrap`", bldst.display()))?;

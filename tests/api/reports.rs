@@ -16,6 +16,7 @@ use crate::support::{Backend, TestApp};
 
 on_both_backends!(
     reports_answer_success_failures_durations_stuck_and_recovery,
+    stage_durations_are_the_nearest_rank_percentiles_of_every_completion,
     stuck_thresholds_out_of_range_are_refused_naming_the_parameter,
     resume_points_the_document_does_not_allow_are_refused_naming_them,
     the_event_stream_delivers_transitions_and_resumes_after_last_event_id,
@@ -170,6 +171,88 @@ fn stage(stages: &Value, code: u64) -> &Value {
         .iter()
         .find(|stage| stage["state"] == code)
         .unwrap_or_else(|| panic!("stage {code} in {stages}"))
+}
+
+/// The durations report against the history it summarizes: each stage's count, p50, p90 and
+/// maximum equal the nearest-rank statistics of the durations the history's timestamps give
+/// (a completion lasts from the build's previous record, skipped stages aside), over builds
+/// whose stages took different times, with a failure, a jump past skipped stages and a
+/// completion with no time of its own among them.
+async fn stage_durations_are_the_nearest_rank_percentiles_of_every_completion(app: TestApp) {
+    let client = app.client();
+    let mut builds = Vec::new();
+    for n in 0..7_u64 {
+        let id = start(&client, "aws", "rhel8", 3).await;
+        // Stage 0 first: a jump completing it would give it the time since the build started.
+        send(&client, &id, 0, ReportStatus::Completed).await;
+        send(&client, &id, 5, ReportStatus::InProgress).await;
+        // Different lengths, in an order that is not the builds' order.
+        tokio::time::sleep(Duration::from_millis(2 + (n * 5) % 17)).await;
+        if n == 3 {
+            send(&client, &id, 5, ReportStatus::Failed).await;
+            tokio::time::sleep(Duration::from_millis(4)).await;
+        }
+        send(&client, &id, 5, ReportStatus::Completed).await;
+        tokio::time::sleep(Duration::from_millis(1 + n)).await;
+        // A jump: 10 and 15 skipped, 20 completed, timed from stage 5's completion.
+        send(&client, &id, 20, ReportStatus::Completed).await;
+        builds.push(id);
+    }
+
+    let mut expected: std::collections::BTreeMap<u64, Vec<i64>> = Default::default();
+    for id in &builds {
+        let history = client.history(id, 0, 100).await.expect("history").entries;
+        let durations = buildstate_domain::reports::completion_durations(
+            None,
+            history.iter().map(|entry| (entry.kind, entry.recorded_at)),
+        );
+        for (entry, duration) in history.iter().zip(durations) {
+            if let Some(millis) = duration {
+                expected
+                    .entry(u64::from(entry.state))
+                    .or_default()
+                    .push(millis);
+            }
+        }
+    }
+    assert_eq!(
+        expected.get(&5).map(Vec::len),
+        Some(7),
+        "every stage-5 completion took time: {expected:?}"
+    );
+    assert_eq!(expected.get(&20).map(Vec::len), Some(7));
+
+    let report = get_json(&app, "/reports/durations").await;
+    let reported: Vec<u64> = report["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|stage| stage["state"].as_u64().expect("state"))
+        .collect();
+    assert_eq!(
+        reported,
+        expected.keys().copied().collect::<Vec<_>>(),
+        "{report}"
+    );
+    for (code, millis) in expected {
+        let stats = buildstate_domain::reports::DurationStats::of_millis(millis).expect("some");
+        let at = stage(&report["stages"], code);
+        assert_eq!(
+            (
+                at["count"].as_u64(),
+                at["p50_secs"].as_f64(),
+                at["p90_secs"].as_f64(),
+                at["max_secs"].as_f64()
+            ),
+            (
+                Some(stats.count),
+                Some(stats.p50_secs),
+                Some(stats.p90_secs),
+                Some(stats.max_secs)
+            ),
+            "stage {code}: {report}"
+        );
+    }
 }
 
 /// Three builds: one published, one blocked at 10, one that failed at 10 and recovered.

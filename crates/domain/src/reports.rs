@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fields::{BuildId, ImageType, Platform};
 use crate::state::StateCode;
-use crate::status::BuildStatus;
+use crate::status::{BuildStatus, EventKind};
 
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
@@ -133,8 +133,59 @@ impl DurationStats {
 /// The nearest-rank percentile `p` (1..=100) of sorted, non-empty `values`.
 pub fn nearest_rank(sorted: &[i64], p: u32) -> i64 {
     let n = sorted.len();
-    let rank = (u64::from(p) * n as u64).div_ceil(100).max(1) as usize;
+    let rank = nearest_rank_position(n as u64, p) as usize;
     sorted[rank.min(n) - 1]
+}
+
+/// Which value (1-based, in ascending order) is the nearest-rank percentile `p` (1..=100) of
+/// `n` values: ⌈p·n/100⌉, at least 1. The store ranks durations in SQL and asks for the same
+/// positions, as `(p * n + 99) / 100` in integer arithmetic.
+pub fn nearest_rank_position(n: u64, p: u32) -> u64 {
+    (u64::from(p) * n).div_ceil(100).max(1)
+}
+
+impl DurationStats {
+    /// Stats of `count` durations from the values at the positions
+    /// [`nearest_rank_position`] gives for 50 and 90, and the largest: what a database that
+    /// ranked the durations hands back, so the stats equal [`DurationStats::of_millis`] of the
+    /// whole set.
+    pub fn of_ranked_millis(count: u64, p50: i64, p90: i64, max: i64) -> Self {
+        let secs = |value: i64| value as f64 / 1000.0;
+        DurationStats {
+            count,
+            p50_secs: secs(p50),
+            p90_secs: secs(p90),
+            max_secs: secs(max),
+        }
+    }
+}
+
+/// The duration each entry of a build's history contributes to the durations report, given
+/// the entries one report (or operator action) appends, in order, and when the entry before
+/// them was recorded (`None`: unknown, e.g. pruned).
+///
+/// A completion took the time since the build's previous record, skipped stages aside (they
+/// are written with the report that jumps past them); a completion with no time of its own
+/// (the previous record in the same millisecond, as when a jump completes stage 0 and then the
+/// reported stage) and every other kind of entry get `None`. The store keeps this with each
+/// entry as it is written, so the report reads one indexed column instead of pairing each
+/// completion with the record before it.
+pub fn completion_durations(
+    previous: Option<DateTime<Utc>>,
+    entries: impl IntoIterator<Item = (EventKind, DateTime<Utc>)>,
+) -> Vec<Option<i64>> {
+    let mut previous = previous;
+    entries
+        .into_iter()
+        .map(|(kind, at)| {
+            if kind == EventKind::Skipped {
+                return None;
+            }
+            let since = previous.replace(at);
+            let millis = since.map(|since| (at - since).num_milliseconds());
+            millis.filter(|&millis| kind == EventKind::Completed && millis > 0)
+        })
+        .collect()
 }
 
 /// Durations of one stage code.
@@ -345,6 +396,78 @@ mod tests {
             (2.0, 3.0, 3.0)
         );
         assert_eq!(DurationStats::of_millis(Vec::new()), None);
+    }
+
+    #[test]
+    fn ranked_stats_equal_the_stats_of_the_whole_set() {
+        for n in 1..=25_i64 {
+            // Distinct values, shuffled, so a wrong position gives a wrong value.
+            let values: Vec<i64> = (1..=n).map(|v| (v * 7919) % 1009 + v * 1000).collect();
+            let mut sorted = values.clone();
+            sorted.sort_unstable();
+            let at = |p: u32| sorted[nearest_rank_position(n as u64, p) as usize - 1];
+            let n_u = n as u64;
+            assert_eq!(
+                (50 * n_u + 99) / 100,
+                nearest_rank_position(n_u, 50),
+                "the SQL formula, n = {n}"
+            );
+            assert_eq!((90 * n_u + 99) / 100, nearest_rank_position(n_u, 90));
+            assert_eq!(
+                Some(DurationStats::of_ranked_millis(
+                    n_u,
+                    at(50),
+                    at(90),
+                    sorted[sorted.len() - 1]
+                )),
+                DurationStats::of_millis(values),
+                "n = {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_completion_lasts_from_the_previous_record_skipped_stages_aside() {
+        use EventKind as K;
+        let t = |millis: i64| DateTime::from_timestamp_millis(1_700_000_000_000 + millis);
+        let at = |millis| t(millis).expect("in range");
+        // In progress at 0, completed 1.5 s later.
+        assert_eq!(
+            completion_durations(t(0), [(K::Completed, at(1500))]),
+            [Some(1500)]
+        );
+        // A jump: stage 0 completed, 5 skipped, 10 completed, all in one report. The first
+        // completion takes the time since the build started; the second has none of its own.
+        assert_eq!(
+            completion_durations(
+                t(0),
+                [
+                    (K::Completed, at(900)),
+                    (K::Skipped, at(900)),
+                    (K::Completed, at(900))
+                ]
+            ),
+            [Some(900), None, None]
+        );
+        // Failures, starts and operator actions have no duration, but they are records: the
+        // completion after them counts from them.
+        assert_eq!(
+            completion_durations(
+                t(0),
+                [
+                    (K::Failed, at(100)),
+                    (K::Retried, at(300)),
+                    (K::Completed, at(1000))
+                ]
+            ),
+            [None, None, Some(700)]
+        );
+        // Nothing known before (history pruned): no duration; the clock going back: none.
+        assert_eq!(completion_durations(None, [(K::Completed, at(5))]), [None]);
+        assert_eq!(
+            completion_durations(t(10), [(K::Completed, at(5))]),
+            [None]
+        );
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! The reports' queries: success rates, failures, stage durations, stuck and blocked builds,
 //! time to recover. The arithmetic (rates, percentiles, thresholds) is the domain's
 //! (`buildstate_domain::reports`); this module only reads rows, with the same parameterized
-//! SQL on both dialects, each query served by an index of migration 0006.
+//! SQL on both dialects, each query served by an index of migration 0006 (durations: 0008).
 
 use std::collections::BTreeMap;
 
 use buildstate_domain::reports::{
-    AttentionBuild, DurationReport, DurationStats, FailureReport, RecoveryReport, StageDurations,
+    nearest_rank_position, AttentionBuild, DurationReport, DurationStats, FailureReport, RecoveryReport, StageDurations,
     StageFailures, StageRecovery, StageRecoveryTotal, StuckReport, StuckThresholds, SuccessCounts,
     SuccessReport,
 };
@@ -147,37 +147,49 @@ impl Database {
 
     /// p50/p90 of each stage's duration, over completions since `since`.
     pub async fn duration_report(&self, since: DateTime<Utc>) -> StoreResult<DurationReport> {
-        // The previous report of the same build, skipped stages aside (they are recorded with
-        // the report that jumps past them). Entries of the same report share a timestamp, so a
-        // stage completed by a jump (stage 0) has no duration of its own: `recorded_at > prev`.
+        // Each completion carries its duration (migration 0008). The database ranks them per
+        // stage and hands back only the values at the nearest ranks of p50 and p90 and the
+        // largest: a few rows per stage, whatever the window holds. `(p * n + 99) / 100` is
+        // `nearest_rank_position(n, p)` in integer arithmetic, which both dialects share.
         let rows = sqlx::query(
-            "SELECT state, recorded_at - prev AS millis FROM \
-             (SELECT state, kind, recorded_at, \
-              LAG(recorded_at) OVER (PARTITION BY build_id ORDER BY seq) AS prev \
-              FROM build_history WHERE recorded_at >= $1 AND kind <> 'skipped') steps \
-             WHERE kind = 'completed' AND prev IS NOT NULL AND recorded_at > prev",
+            "SELECT state, n, rn, duration_ms FROM \
+             (SELECT state, duration_ms, \
+              ROW_NUMBER() OVER (PARTITION BY state ORDER BY duration_ms) AS rn, \
+              COUNT(*) OVER (PARTITION BY state) AS n \
+              FROM build_history WHERE recorded_at >= $1 AND duration_ms IS NOT NULL) ranked \
+             WHERE rn = (50 * n + 99) / 100 OR rn = (90 * n + 99) / 100 OR rn = n",
         )
         .bind(since.timestamp_millis())
         .fetch_all(&self.reader)
         .await
         .map_err(in_report("durations"))?;
-        let mut by_state: BTreeMap<StateCode, Vec<i64>> = BTreeMap::new();
+        // Per stage: how many, and the value at each rank handed back.
+        let mut by_state: BTreeMap<StateCode, (u64, BTreeMap<u64, i64>)> = BTreeMap::new();
         for row in &rows {
-            by_state
-                .entry(state_column(row, "state")?)
-                .or_default()
-                .push(row.try_get("millis")?);
+            let (n, ranked) = by_state.entry(state_column(row, "state")?).or_default();
+            *n = count(row, "n")?;
+            ranked.insert(count(row, "rn")?, row.try_get("duration_ms")?);
         }
         let stages = by_state
             .into_iter()
-            .filter_map(|(state, millis)| {
-                DurationStats::of_millis(millis).map(|stats| StageDurations {
+            .map(|(state, (n, ranked))| {
+                let at = |position: u64| {
+                    ranked.get(&position).copied().ok_or_else(|| {
+                        anyhow::anyhow!("the durations at stage {state} lack rank {position} of {n}")
+                    })
+                };
+                Ok(StageDurations {
                     state,
                     state_name: self.names.name(state).to_owned(),
-                    stats,
+                    stats: DurationStats::of_ranked_millis(
+                        n,
+                        at(nearest_rank_position(n, 50))?,
+                        at(nearest_rank_position(n, 90))?,
+                        at(n)?,
+                    ),
                 })
             })
-            .collect();
+            .collect::<anyhow::Result<_>>()?;
         Ok(DurationReport { since, stages })
     }
 
@@ -309,5 +321,165 @@ impl Database {
             },
             stages,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Migration 0008 on history written before it: every completion gets the duration the
+    //! write path gives a new one, and the durations report reads them. On a real SQLite file,
+    //! and on a scratch PostgreSQL database when `BUILDSTATE_TEST_POSTGRES_URL` is set.
+
+    use std::borrow::Cow;
+
+    use buildstate_domain::reports::{completion_durations, DurationStats};
+    use buildstate_domain::EventKind;
+    use sqlx::{AnyPool, Connection as _};
+
+    use crate::db::{Database, Dialect};
+    use crate::names::StateNames;
+
+    const T0: i64 = 1_900_000_000_000;
+
+    /// One build's history as an older server wrote it: (seq, state, kind, ms after T0).
+    const HISTORY: [(i64, i64, &str, i64); 11] = [
+        (1, 0, "started", 0),
+        (2, 0, "completed", 1_000),
+        (3, 5, "in_progress", 1_500),
+        (4, 5, "completed", 4_000),
+        // A jump: 10 and 15 skipped, 20 completed, timed from stage 5's completion.
+        (5, 10, "skipped", 6_000),
+        (6, 15, "skipped", 6_000),
+        (7, 20, "completed", 6_000),
+        (8, 25, "failed", 7_000),
+        (9, 25, "retried", 7_200),
+        (10, 25, "completed", 9_200),
+        // The same millisecond as the entry before it: no time of its own.
+        (11, 30, "completed", 9_200),
+    ];
+
+    async fn backfills_the_durations_of_earlier_history(url: &str) {
+        sqlx::any::install_default_drivers();
+        let mut migrator = match Dialect::from_url(url).expect("dialect") {
+            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite"),
+            Dialect::Postgres => sqlx::migrate!("migrations/postgres"),
+        };
+        let all = migrator.migrations.clone();
+        migrator.migrations = Cow::Owned(
+            all.iter()
+                .filter(|migration| migration.version < 8)
+                .cloned()
+                .collect(),
+        );
+        let pool = AnyPool::connect(url).await.expect("connect");
+        migrator.run(&pool).await.expect("migrations before 0008");
+        sqlx::query(
+            "INSERT INTO builds (id, platform, image_type, labels, state, status, failures, \
+             max_retries, last_seq, created_at, updated_at) \
+             VALUES ('b_old', 'aws', 'rhel8', '{}', 35, 'running', 0, 3, 11, $1, $2)",
+        )
+        .bind(T0)
+        .bind(T0 + 9_200)
+        .execute(&pool)
+        .await
+        .expect("insert build");
+        for (seq, state, kind, at) in HISTORY {
+            sqlx::query(
+                "INSERT INTO build_history (build_id, seq, state, kind, recorded_at) \
+                 VALUES ('b_old', $1, $2, $3, $4)",
+            )
+            .bind(seq)
+            .bind(state)
+            .bind(kind)
+            .bind(T0 + at)
+            .execute(&pool)
+            .await
+            .expect("insert history");
+        }
+        pool.close().await;
+
+        let db = Database::connect(url, StateNames::default(), 2)
+            .await
+            .expect("the server's migrations, 0008 included");
+        let stored: Vec<Option<i64>> =
+            sqlx::query_scalar("SELECT duration_ms FROM build_history ORDER BY seq")
+                .fetch_all(&db.reader)
+                .await
+                .expect("durations");
+        assert_eq!(
+            stored,
+            [
+                None,
+                Some(1_000),
+                None,
+                Some(2_500),
+                None,
+                None,
+                Some(2_000),
+                None,
+                None,
+                Some(2_000),
+                None
+            ]
+        );
+        let written = completion_durations(
+            None,
+            HISTORY.iter().map(|(_, _, kind, at)| {
+                let kind: EventKind = kind.parse().expect("kind");
+                let at = chrono::DateTime::from_timestamp_millis(T0 + at).expect("time");
+                (kind, at)
+            }),
+        );
+        assert_eq!(stored, written, "the backfill and the write path agree");
+
+        let since = chrono::DateTime::from_timestamp_millis(T0).expect("time");
+        let report = db.duration_report(since).await.expect("report");
+        let by_stage: Vec<(i64, Option<DurationStats>)> = report
+            .stages
+            .into_iter()
+            .map(|stage| (i64::from(stage.state), Some(stage.stats)))
+            .collect();
+        assert_eq!(
+            by_stage,
+            [
+                (0, DurationStats::of_millis(vec![1_000])),
+                (5, DurationStats::of_millis(vec![2_500])),
+                (20, DurationStats::of_millis(vec![2_000])),
+                (25, DurationStats::of_millis(vec![2_000])),
+            ]
+        );
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn migration_0008_backfills_durations_on_sqlite() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+        backfills_the_durations_of_earlier_history(&url).await;
+    }
+
+    #[tokio::test]
+    async fn migration_0008_backfills_durations_on_postgres() {
+        let Ok(admin_url) = std::env::var("BUILDSTATE_TEST_POSTGRES_URL") else {
+            eprintln!("BUILDSTATE_TEST_POSTGRES_URL is not set: PostgreSQL not tested");
+            return;
+        };
+        let name = format!("bst_test_{}", crate::secrets::random_id(12).to_lowercase());
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to BUILDSTATE_TEST_POSTGRES_URL");
+        // The name is ours (letters and digits); identifiers cannot be bound.
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create scratch database");
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base);
+        backfills_the_durations_of_earlier_history(&format!("{base}/{name}")).await;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await
+            .expect("drop scratch database");
     }
 }
