@@ -387,8 +387,12 @@ impl Store {
                 pool.close().await;
             }
             Store::Postgres(pool) => {
-                sqlx::query("ANALYZE builds").execute(&pool).await?;
-                sqlx::query("ANALYZE build_history").execute(&pool).await?;
+                // VACUUM too: autovacuum would have marked a months-old history all-visible,
+                // which index-only scans (the durations report's) depend on.
+                sqlx::query("VACUUM ANALYZE builds").execute(&pool).await?;
+                sqlx::query("VACUUM ANALYZE build_history")
+                    .execute(&pool)
+                    .await?;
                 pool.close().await;
             }
         }

@@ -138,8 +138,8 @@ pub fn nearest_rank(sorted: &[i64], p: u32) -> i64 {
 }
 
 /// Which value (1-based, in ascending order) is the nearest-rank percentile `p` (1..=100) of
-/// `n` values: ⌈p·n/100⌉, at least 1. The store ranks durations in SQL and asks for the same
-/// positions, as `(p * n + 99) / 100` in integer arithmetic.
+/// `n` values: ⌈p·n/100⌉, at least 1. The store picks the same positions in SQL: PostgreSQL's
+/// `percentile_disc(p / 100)`, SQLite's ranks at `(p * n + 99) / 100`.
 pub fn nearest_rank_position(n: u64, p: u32) -> u64 {
     (u64::from(p) * n).div_ceil(100).max(1)
 }
