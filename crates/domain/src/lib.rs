@@ -7,6 +7,7 @@
 pub mod fields;
 pub mod gate;
 pub mod limits;
+pub mod notes;
 pub mod outputs;
 pub mod reports;
 pub mod rules;

@@ -21,7 +21,7 @@ use buildstate_domain::wire::{
     TokenInfo, TransitionResult, User,
 };
 use buildstate_domain::{
-    apply_operator_action, apply_report, BuildId, BuildKey, BuildStatus, Event, ImageType, Lease,
+    apply_operator_action, apply_report, notes, BuildId, BuildKey, BuildStatus, Event, ImageType, Lease,
     OperatorAction, Outputs, Platform, Progress, Refusal, Report, RetryPolicy, Role, Scope,
     StageOutputs, StateCode, Transition, Username,
 };
@@ -66,6 +66,18 @@ impl From<sqlx::Error> for StoreError {
 }
 
 type StoreResult<T> = Result<T, StoreError>;
+
+impl StoreError {
+    /// Says what the store was doing when something failed underneath (a database error):
+    /// "failed to record a transition on build `b_…`". Refusals, conflicts and not-found
+    /// answers are the caller's to word and pass through unchanged.
+    fn during(what: impl FnOnce() -> String) -> impl FnOnce(StoreError) -> StoreError {
+        move |error| match error {
+            StoreError::Other(error) => StoreError::Other(error.context(format!("failed to {}", what()))),
+            other => other,
+        }
+    }
+}
 
 /// Which SQL dialect the store talks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,6 +492,20 @@ impl Database {
         policy: &RetryPolicy,
         actor: &Actor,
     ) -> StoreResult<TransitionResult> {
+        self.record_transition_unnamed(id, request, policy, actor)
+            .await
+            .map_err(StoreError::during(|| {
+                format!("record a transition on build `{id}`")
+            }))
+    }
+
+    async fn record_transition_unnamed(
+        &self,
+        id: &BuildId,
+        request: &TransitionRequest,
+        policy: &RetryPolicy,
+        actor: &Actor,
+    ) -> StoreResult<TransitionResult> {
         let mut tx = self.writer.begin().await?;
         let (build, mut stage_outputs, last_recorded_at) = self
             .build_and_outputs_in(&mut tx, id.as_str(), true)
@@ -514,12 +540,8 @@ impl Database {
             ..*policy
         };
         let result = match apply_report(&build.progress(), &request.report, &policy, now)? {
-            Transition::AlreadyDone { stage, current } => TransitionResult {
-                note: if build.status == BuildStatus::Completed {
-                    format!("stage {stage} was already completed; the build is completed")
-                } else {
-                    format!("stage {stage} was already completed; the build is at {current}")
-                },
+            Transition::AlreadyDone { stage, .. } => TransitionResult {
+                note: notes::already_completed(stage, &build.progress()),
                 build,
                 changed: false,
                 recorded: Vec::new(),
@@ -547,7 +569,11 @@ impl Database {
                     )
                     .await?;
                 TransitionResult {
-                    note: describe_transition(&events, &updated),
+                    note: notes::describe_transition(
+                        &events,
+                        &updated.progress(),
+                        updated.max_retries,
+                    ),
                     build: updated,
                     changed: true,
                     recorded,
@@ -579,6 +605,22 @@ impl Database {
         reason: &str,
         actor: &Actor,
     ) -> StoreResult<TransitionResult> {
+        self.apply_operator_action_unnamed(id, action, reason, actor)
+            .await
+            .map_err(StoreError::during(|| match action {
+                OperatorAction::Retry => format!("retry build `{id}`"),
+                OperatorAction::Reset { to } => format!("reset build `{id}` to stage {to}"),
+                OperatorAction::Cancel => format!("cancel build `{id}`"),
+            }))
+    }
+
+    async fn apply_operator_action_unnamed(
+        &self,
+        id: &BuildId,
+        action: OperatorAction,
+        reason: &str,
+        actor: &Actor,
+    ) -> StoreResult<TransitionResult> {
         let mut tx = self.writer.begin().await?;
         let (build, mut stage_outputs, last_recorded_at) = self
             .build_and_outputs_in(&mut tx, id.as_str(), true)
@@ -601,7 +643,7 @@ impl Database {
             .await?;
         tx.commit().await?;
         Ok(TransitionResult {
-            note: describe_transition(&events, &updated),
+            note: notes::describe_transition(&events, &updated.progress(), updated.max_retries),
             build: updated,
             changed: true,
             recorded,
@@ -1094,8 +1136,8 @@ const HISTORY_COLUMNS: &str = "build_id, seq, state, kind, message, attempt, rep
 /// Parameters per history row written, in the order of [`HISTORY_COLUMNS`] and `duration_ms`.
 const HISTORY_PARAMS: usize = 12;
 
-/// The history rows `events` become, numbered from `first_seq`. The message goes on the last
-/// event (the one the report is about); skipped stages get a note of their own.
+/// The history rows `events` become, numbered from `first_seq`, with the messages
+/// [`notes::entry_message`] gives them.
 fn history_entries(
     first_seq: i64,
     events: &[Event],
@@ -1110,21 +1152,7 @@ fn history_entries(
         .iter()
         .enumerate()
         .map(|(offset, event)| {
-            let is_last = offset + 1 == events.len();
-            let message = match (event.kind, is_last) {
-                _ if event.note.is_some() => event.note.clone(),
-                (buildstate_domain::EventKind::Skipped, _) => {
-                    Some("not used by this pipeline: skipped by a later report".to_owned())
-                }
-                // Only a jump completes stage 0 without it being the reported stage.
-                (buildstate_domain::EventKind::Completed, false)
-                    if event.state == StateCode::TRIGGERED =>
-                {
-                    Some("triggered when the build was created".to_owned())
-                }
-                (_, true) => message.map(str::to_owned),
-                (_, false) => None,
-            };
+            let message = notes::entry_message(event, offset, events.len(), message);
             HistoryEntry {
                 seq: first_seq + offset as i64,
                 state: event.state,
@@ -1207,43 +1235,6 @@ async fn insert_history(
         .execute(&mut **tx)
         .await?;
     Ok(())
-}
-
-/// One sentence on what a change did, for `TransitionResult::note`.
-fn describe_transition(events: &[Event], build: &Build) -> String {
-    use buildstate_domain::EventKind as K;
-    let skipped = events.iter().filter(|e| e.kind == K::Skipped).count();
-    let skipped = if skipped > 0 {
-        format!(" ({skipped} stage(s) recorded as skipped)")
-    } else {
-        String::new()
-    };
-    let Some(last) = events.last() else {
-        return "nothing changed".to_owned();
-    };
-    let what = match (last.kind, build.status) {
-        (K::Completed, BuildStatus::Completed) => {
-            "stage 100 completed: the build is completed".to_owned()
-        }
-        (K::Completed, _) => format!(
-            "stage {} completed; next stage is {}",
-            last.state, build.state
-        ),
-        (K::InProgress, _) => format!("stage {} is in progress", last.state),
-        (K::Failed, BuildStatus::Blocked) => format!(
-            "stage {} failed {} times, more than the {} allowed retries: the build is blocked",
-            last.state, build.failures, build.max_retries
-        ),
-        (K::Failed, _) => format!(
-            "stage {} failed ({} of {} retries used); it will be retried",
-            last.state, build.failures, build.max_retries
-        ),
-        (K::Retried, _) => format!("stage {} will be retried", last.state),
-        (K::Reset, _) => format!("the build was reset to stage {}", last.state),
-        (K::Cancelled, _) => "the build was cancelled".to_owned(),
-        (kind, _) => format!("recorded {kind} at stage {}", last.state),
-    };
-    what + &skipped
 }
 
 fn sqlite_url_creating_file(url: &str) -> String {
