@@ -520,7 +520,9 @@ async fn write_postgres(pool: &sqlx::PgPool, builds: &[SeededBuild]) -> anyhow::
                 ",{},ci-bot,,{source},{},{}",
                 entry.attempt.map_or_else(String::new, |n| n.to_string()),
                 entry.recorded_at,
-                entry.duration_ms.map_or_else(String::new, |n| n.to_string())
+                entry
+                    .duration_ms
+                    .map_or_else(String::new, |n| n.to_string())
             );
         }
     }

@@ -90,13 +90,19 @@ impl ServerProcess {
             ]
         } else {
             &[
-                "server", "token", "create", "--username", "bench", "--scope", "admin",
+                "server",
+                "token",
+                "create",
+                "--username",
+                "bench",
+                "--scope",
+                "admin",
             ]
         };
         let bootstrap = command(admin_args)
-        .output()
-        .await
-        .with_context(|| format!("failed to run `{} server bootstrap`", bldst.display()))?;
+            .output()
+            .await
+            .with_context(|| format!("failed to run `{} server bootstrap`", bldst.display()))?;
         anyhow::ensure!(
             bootstrap.status.success(),
             "`bldst server bootstrap` failed ({}): {}",

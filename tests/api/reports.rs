@@ -200,6 +200,7 @@ async fn stage_durations_are_the_nearest_rank_percentiles_of_every_completion(ap
     }
 
     let mut expected: std::collections::BTreeMap<u64, Vec<i64>> = Default::default();
+    let code_of = |state| u64::try_from(i64::from(state)).expect("codes are positive");
     for id in &builds {
         let history = client.history(id, 0, 100).await.expect("history").entries;
         let durations = buildstate_domain::reports::completion_durations(
@@ -209,7 +210,7 @@ async fn stage_durations_are_the_nearest_rank_percentiles_of_every_completion(ap
         for (entry, duration) in history.iter().zip(durations) {
             if let Some(millis) = duration {
                 expected
-                    .entry(u64::from(entry.state))
+                    .entry(code_of(entry.state))
                     .or_default()
                     .push(millis);
             }

@@ -202,7 +202,10 @@ mod tests {
             entry_message(&takeover, 0, 2, Some("mine")),
             Some("the lease of run `a` expired".to_owned())
         );
-        assert_eq!(entry_message(&started, 1, 2, Some("mine")), Some("mine".to_owned()));
+        assert_eq!(
+            entry_message(&started, 1, 2, Some("mine")),
+            Some("mine".to_owned())
+        );
         assert_eq!(entry_message(&started, 0, 2, Some("mine")), None);
     }
 

@@ -464,10 +464,7 @@ mod tests {
         );
         // Nothing known before (history pruned): no duration; the clock going back: none.
         assert_eq!(completion_durations(None, [(K::Completed, at(5))]), [None]);
-        assert_eq!(
-            completion_durations(t(10), [(K::Completed, at(5))]),
-            [None]
-        );
+        assert_eq!(completion_durations(t(10), [(K::Completed, at(5))]), [None]);
     }
 
     #[test]
