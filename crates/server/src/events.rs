@@ -1,9 +1,11 @@
 //! Transitions as they happen, for the event stream, the metrics and the webhooks.
 //!
 //! Every change a handler commits is [`EventHub::publish`]ed: subscribers in this process get
-//! it at once through a broadcast channel. On PostgreSQL the change is also announced with
-//! `NOTIFY` on [`CHANNEL`] (payload: the process that made it, the build, and its first and last
-//! new sequence numbers); every other server process `LISTEN`s, reads those entries back and
+//! it at once through a broadcast channel. On PostgreSQL the store has also announced the change
+//! with `pg_notify` on [`CHANNEL`] in the transaction that recorded it (payload: the process that
+//! made it, the build, and its first and last new sequence numbers), so the announcement goes
+//! out exactly when the change commits; every other server process `LISTEN`s, reads those
+//! entries back and
 //! hands them to its own subscribers — the same mechanism as token revocations
 //! ([`crate::revocations`]), no extra component. Events carry whether they were made here, so
 //! webhooks fire once (from the process that recorded the change), not once per process.
@@ -47,7 +49,7 @@ pub struct EventHub {
     sender: broadcast::Sender<Published>,
     /// Identifies this process in announcements, to skip its own.
     process: Arc<str>,
-    /// On PostgreSQL: the database URL to listen on and the store to announce through.
+    /// On PostgreSQL: the database URL to listen on and the store to read announced entries from.
     postgres: Option<(Arc<str>, Database)>,
     /// Entries published lately (build id, seq): a report replayed for its idempotency key
     /// answers with the entries it recorded the first time, which must not be published twice.
@@ -71,7 +73,7 @@ impl EventHub {
             .then(|| (Arc::from(database_url), db.clone()));
         EventHub {
             sender,
-            process: Arc::from(crate::secrets::random_id(12)),
+            process: Arc::from(db.process()),
             postgres,
             published: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -85,12 +87,11 @@ impl EventHub {
         self.sender.subscribe()
     }
 
-    /// Hands `entries` (just committed on `build`) to this process's subscribers and, on
-    /// PostgreSQL, announces them to the other processes. Never fails the request that made
-    /// them: an announcement that cannot be sent is logged (other processes' streams then
-    /// catch up on their clients' next reconnect). `false` when there was nothing new.
+    /// Hands `entries` (just committed on `build`) to this process's subscribers (the store
+    /// announced them to the other processes as it committed them). `false` when there was
+    /// nothing new.
     pub fn publish(&self, build: &Build, entries: &[HistoryEntry]) -> bool {
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        let Some(last) = entries.last() else {
             return false;
         };
         let key = (build.id.to_string(), last.seq);
@@ -106,15 +107,6 @@ impl EventHub {
                     entry: entry.clone(),
                 }),
                 made_here: true,
-            });
-        }
-        if let Some((_, db)) = &self.postgres {
-            let payload = format!("{} {} {} {}", self.process, build.id, first.seq, last.seq);
-            let db = db.clone();
-            tokio::spawn(async move {
-                if let Err(error) = db.announce(CHANNEL, &payload).await {
-                    tracing::warn!(error = %error, "failed to announce a transition to the other server processes");
-                }
             });
         }
         true

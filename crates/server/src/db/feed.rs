@@ -106,20 +106,3 @@ impl Database {
         Ok(inserted.rows_affected() == 1)
     }
 }
-
-impl Database {
-    /// PostgreSQL only: `NOTIFY` every server process listening on `channel`.
-    pub async fn announce(&self, channel: &str, payload: &str) -> StoreResult<()> {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(channel)
-            .bind(payload)
-            .execute(&self.writer)
-            .await
-            .map_err(|error| {
-                StoreError::Other(
-                    anyhow::Error::new(error).context(format!("failed to notify `{channel}`")),
-                )
-            })?;
-        Ok(())
-    }
-}
