@@ -44,6 +44,7 @@ Exit codes:
       another run holds the stage)
    5  authentication: no token, or an invalid, expired or too narrow one
    6  the server was unreachable after retries
+   7  rate limited: the token's write limit still refused after the retries (429)
   10  build gate: skip (the stage already completed)
   11  build gate: wait (the stage is backing off, or another run holds it); build run: did
       not wait
@@ -228,6 +229,7 @@ pub fn exit_kind(code: u8) -> &'static str {
         exit::CONFLICT => "conflict",
         exit::AUTH => "authentication",
         exit::UNREACHABLE => "unreachable",
+        exit::RATE_LIMITED => "rate_limited",
         exit::GATE_SKIP => "skip",
         exit::GATE_WAIT => "wait",
         exit::GATE_STOP => "stop",

@@ -10,6 +10,7 @@ use buildstate_domain::{BuildId, Refusal, Scope};
 use serde_json::json;
 
 use crate::db::StoreError;
+use crate::ratelimit::{Limit, OverLimit};
 
 /// An error answer. 5xx answers say little; their cause is logged once, here.
 #[derive(Debug)]
@@ -20,6 +21,8 @@ pub struct ApiError {
     field: Option<String>,
     details: Option<serde_json::Value>,
     cause: Option<anyhow::Error>,
+    /// Sent as `Retry-After` (whole seconds).
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -31,6 +34,7 @@ impl ApiError {
             field: None,
             details: None,
             cause: None,
+            retry_after: None,
         }
     }
 
@@ -290,6 +294,45 @@ impl ApiError {
         error
     }
 
+    /// A rate limit refused the request: 429 naming the limit, with `Retry-After`. `because`,
+    /// for a failed authentication, is why it failed, so the cause is not hidden by the limit.
+    pub fn rate_limited(over: &OverLimit, because: Option<&ApiError>) -> Self {
+        let wait = over.retry_after.as_secs();
+        let window = over.window.as_secs();
+        let (limit, message) = match over.limit {
+            Limit::FailedAuthentications => (
+                "failed_authentications",
+                format!(
+                    "{}too many failed authentications from this address (more than {} in {window} s): \
+                     requests from it that fail to authenticate are refused for {wait} s; \
+                     a valid token is still accepted",
+                    because.map(|error| format!("{}; ", error.message)).unwrap_or_default(),
+                    over.allowed,
+                ),
+            ),
+            Limit::Writes => (
+                "writes",
+                format!(
+                    "too many writes with this token (more than {} in {window} s): retry in {wait} s",
+                    over.allowed
+                ),
+            ),
+        };
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            message,
+        )
+        .with_details(json!({
+            "limit": limit,
+            "allowed": over.allowed,
+            "window_seconds": window,
+            "retry_after_seconds": wait,
+        }));
+        error.retry_after = Some(over.retry_after);
+        error
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -334,6 +377,12 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(wait) = self.retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs().max(1)),
+            );
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
