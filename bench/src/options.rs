@@ -43,6 +43,28 @@ impl ReportKind {
     }
 }
 
+/// How the server under test enforces its rate limits (`--rate-limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimits {
+    /// No limits (`BUILDSTATE_RATE_LIMIT_WRITES=0`, `…_FAILED_AUTHS=0`).
+    Off,
+    /// Counted in the server process (no `REDIS_URL`).
+    Process,
+    /// Counted in a `redis-server` the benchmark starts for itself (`REDIS_URL`).
+    Redis,
+}
+
+impl RateLimits {
+    pub fn name(self) -> &'static str {
+        match self {
+            RateLimits::Off => "off",
+            RateLimits::Process => "process",
+            RateLimits::Redis => "redis",
+        }
+    }
+}
+
 /// Load-tests a release `bldst server` with transition reports, beside pgbench's ceiling.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "bldst-bench", version)]
@@ -102,6 +124,16 @@ pub struct Options {
     pub heartbeat_stages: u32,
     #[arg(long, default_value_t = 10)]
     pub heartbeat_every_secs: u64,
+    /// Rate limiting in the server: `off` (the default) runs the report benchmark above; more
+    /// than one mode (e.g. `off,process,redis`) instead measures what rate limiting costs a
+    /// plain report: one server per mode, each counting every write but never refusing one,
+    /// the modes alternating within each round; no pgbench, heartbeat or other report kinds.
+    #[arg(long, value_delimiter = ',', default_value = "off")]
+    pub rate_limits: Vec<RateLimits>,
+    /// The `redis-server` program for `--rate-limits redis` (started on a free port, no
+    /// persistence, stopped at the end; never the machine's own Redis).
+    #[arg(long, default_value = "redis-server")]
+    pub redis_server: PathBuf,
     /// A safety bound: no client sends more requests than this in one phase.
     #[arg(long, default_value_t = 5_000_000)]
     pub max_requests_per_client: u64,

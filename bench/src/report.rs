@@ -287,7 +287,7 @@ impl Results {
 }
 
 /// The median (the mean of the middle two for an even count); 0 for none.
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut values: Vec<f64> = values.collect();
     values.sort_by(f64::total_cmp);
     match values.len() {

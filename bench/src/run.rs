@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::load::{self, Target, Window};
-use crate::options::{Backend, Options, ReportKind};
+use crate::options::{Backend, Options, RateLimits, ReportKind};
 use crate::pgbench::{self, Script};
 use crate::postgres::{AdminUrl, Psql, ScratchDatabase};
 use crate::procfs::{self, CpuSnapshot};
@@ -23,6 +23,9 @@ const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// Runs every round and writes the report.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     options.check()?;
+    if options.rate_limits != [RateLimits::Off] {
+        return crate::rate_limits::run(options).await;
+    }
     let started_at = chrono::Utc::now();
     let work_dir = tempfile::Builder::new()
         .prefix("bldst-bench-")
@@ -120,7 +123,8 @@ async fn run_backend(
         }
     };
     let log_name = format!("{}-{round}", backend.name());
-    let server = ServerProcess::start(&options.bldst, &database_url, work_dir, &log_name).await?;
+    let server =
+        ServerProcess::start(&options.bldst, &database_url, work_dir, &log_name, &[]).await?;
     let idle_rss_mib = procfs::status_kib(server.pid, "VmRSS")? as f64 / KIB_PER_MIB;
     let target = Target {
         base_url: server.base_url.clone(),
@@ -233,7 +237,7 @@ async fn run_heartbeat_phase(
     })
 }
 
-async fn run_server_phase(
+pub(crate) async fn run_server_phase(
     options: &Options,
     backend: Backend,
     server: &ServerProcess,
@@ -316,7 +320,7 @@ async fn run_ceiling(
     })
 }
 
-async fn quiet(options: &Options) -> anyhow::Result<f64> {
+pub(crate) async fn quiet(options: &Options) -> anyhow::Result<f64> {
     procfs::wait_for_quiet(
         options.quiet_below_cores,
         Duration::from_secs(options.quiet_wait_secs),

@@ -29,12 +29,15 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Bootstraps an admin on `database_url`, starts the server on it and waits for `/ready`.
     /// Backoff is zero and builds may fail up to 100 times, so every report of the benchmark's
-    /// cycle is accepted. The server's output goes to `log_dir/NAME.log`.
+    /// cycle is accepted. Rate limits are off unless `env` turns them on (the benchmark's one
+    /// token writes thousands of times a second). The server's output goes to
+    /// `log_dir/NAME.log`.
     pub async fn start(
         bldst: &Path,
         database_url: &str,
         log_dir: &Path,
         name: &str,
+        env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
         let listen = free_loopback_address()?;
         let command = |args: &[&str]| {
@@ -52,7 +55,13 @@ impl ServerProcess {
                 .env("BUILDSTATE_LISTEN", &listen)
                 .env("BUILDSTATE_BACKOFF_BASE_SECS", "0")
                 .env("BUILDSTATE_MAX_RETRIES", "100")
+                .env("BUILDSTATE_RATE_LIMIT_WRITES", "0")
+                .env("BUILDSTATE_RATE_LIMIT_FAILED_AUTHS", "0")
+                .env_remove("REDIS_URL")
                 .stdin(Stdio::null());
+            for (name, value) in env {
+                command.env(name, value);
+            }
             command
         };
 
@@ -127,6 +136,11 @@ impl ServerProcess {
             "the server was not ready after {READY_TIMEOUT:?}:\n{}",
             self.log_tail()
         )
+    }
+
+    /// The server's whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     /// The last lines of the server's log, for error messages.

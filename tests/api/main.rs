@@ -17,6 +17,7 @@ mod leases;
 mod limits;
 mod logs;
 mod outputs;
+mod rate_limits;
 mod replicas;
 mod reports;
 mod retention;

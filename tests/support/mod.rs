@@ -11,6 +11,7 @@
 
 pub mod image;
 pub mod process;
+pub mod redis;
 
 use std::future::Future;
 use std::time::Duration;
