@@ -79,8 +79,17 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                 );
                 let env = environment(mode, redis.as_ref());
                 samples.extend(
-                    run_mode(&options, backend, mode, round, &env, work_dir.path(), &psql, &admin)
-                        .await?,
+                    run_mode(
+                        &options,
+                        backend,
+                        mode,
+                        round,
+                        &env,
+                        work_dir.path(),
+                        &psql,
+                        &admin,
+                    )
+                    .await?,
                 );
             }
         }
@@ -117,7 +126,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 fn environment(mode: RateLimits, redis: Option<&OwnRedis>) -> Vec<(&'static str, String)> {
     let on = || {
         vec![
-            ("BUILDSTATE_RATE_LIMIT_WRITES", UNREACHED_WRITE_LIMIT.to_owned()),
+            (
+                "BUILDSTATE_RATE_LIMIT_WRITES",
+                UNREACHED_WRITE_LIMIT.to_owned(),
+            ),
             ("BUILDSTATE_RATE_LIMIT_FAILED_AUTHS", "30".to_owned()),
         ]
     };
@@ -180,17 +192,23 @@ async fn run_mode(
         if backend == Backend::Postgres {
             psql.execute(admin.as_str(), "CHECKPOINT")?;
         }
-        let phase =
-            match run_server_phase(options, backend, &server, &target, clients, ReportKind::Plain)
-                .await
-            {
-                Ok(phase) => phase,
-                Err(error) => {
-                    let tail = server.log_tail();
-                    let _ = server.stop().await;
-                    return Err(error.context(format!("server log ends with:\n{tail}")));
-                }
-            };
+        let phase = match run_server_phase(
+            options,
+            backend,
+            &server,
+            &target,
+            clients,
+            ReportKind::Plain,
+        )
+        .await
+        {
+            Ok(phase) => phase,
+            Err(error) => {
+                let tail = server.log_tail();
+                let _ = server.stop().await;
+                return Err(error.context(format!("server log ends with:\n{tail}")));
+            }
+        };
         eprintln!(
             "  {clients:>3} clients: {:>8.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
             phase.transitions_per_sec, phase.latency.p50_ms, phase.latency.p99_ms, phase.errors,
@@ -253,12 +271,13 @@ fn markdown(options: &Options, results: &RateLimitResults) -> String {
                 results
                     .samples
                     .iter()
-                    .filter(|s| s.backend == backend && s.phase.clients == clients && s.mode == mode)
+                    .filter(|s| {
+                        s.backend == backend && s.phase.clients == clients && s.mode == mode
+                    })
                     .collect()
             };
-            let rate = |samples: &[&Sample]| {
-                median(samples.iter().map(|s| s.phase.transitions_per_sec))
-            };
+            let rate =
+                |samples: &[&Sample]| median(samples.iter().map(|s| s.phase.transitions_per_sec));
             let off = of(RateLimits::Off);
             if off.is_empty() {
                 continue;
@@ -354,5 +373,5 @@ async fn pong(port: u16) -> bool {
         return false;
     }
     let mut answer = [0u8; 7];
-    matches!(stream.read_exact(&mut answer).await, Ok(_) if &answer == b"+PONG\r\n")
+    stream.read_exact(&mut answer).await.is_ok() && &answer == b"+PONG\r\n"
 }

@@ -154,7 +154,8 @@ pub enum Command {
     },
     /// Run the REST server (SQLite by default, PostgreSQL when DATABASE_URL says so).
     #[cfg(feature = "server")]
-    Server(server::ServerArgs),
+    // Boxed: the server's settings are many times the size of every other command's.
+    Server(Box<server::ServerArgs>),
 }
 
 /// A failure with the exit code it maps to and one line for stderr.
@@ -517,7 +518,7 @@ pub async fn run(cli: Cli, env: EnvLookup<'_>, streams: Streams) -> Result<u8, C
             Ok(exit::SUCCESS)
         }
         #[cfg(feature = "server")]
-        Command::Server(args) => server::run(args, &printer)
+        Command::Server(args) => server::run(*args, &printer)
             .await
             .map_err(|error| CliError::failure(format!("{error:#}"))),
         Command::Build(args) => build::run(args, &context(&global, printer, env, streams)?).await,

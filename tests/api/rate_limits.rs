@@ -126,9 +126,16 @@ async fn failed_authentications_and_writes_through_one_process_count_on_the_othe
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     }
     let (status, retry_after, body) = read_with(&b, WRONG_TOKEN).await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the fourth, on the other process");
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the fourth, on the other process"
+    );
     let retry_after = retry_after.expect("Retry-After");
-    assert!((1..=300).contains(&retry_after), "the cool-down: {retry_after}");
+    assert!(
+        (1..=300).contains(&retry_after),
+        "the cool-down: {retry_after}"
+    );
     assert_eq!(body["error"]["code"], "rate_limited");
     assert_eq!(body["error"]["details"]["limit"], "failed_authentications");
     let message = body["error"]["message"].as_str().expect("message");
@@ -137,9 +144,17 @@ async fn failed_authentications_and_writes_through_one_process_count_on_the_othe
         "the cause, then the limit: {message}"
     );
     let (status, _, _) = read_with(&a, WRONG_TOKEN).await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "and on the first process");
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "and on the first process"
+    );
     let (status, _, _) = read_with(&b, &token).await;
-    assert_eq!(status, StatusCode::OK, "a valid token from the address is still served");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a valid token from the address is still served"
+    );
 
     // Writes with one token, spread over both.
     for server in [&a, &b, &a] {
@@ -176,7 +191,10 @@ async fn when_redis_stops_the_limits_hold_per_process_and_are_shared_again_when_
     for _ in 0..3 {
         for server in [&a, &b] {
             let (status, _, body) = write_with(server, &token).await;
-            assert!(status.is_success(), "a write without Redis: {status} {body}");
+            assert!(
+                status.is_success(),
+                "a write without Redis: {status} {body}"
+            );
             let (status, _, body) = read_with(server, &token).await;
             assert_eq!(status, StatusCode::OK, "{body}");
         }
@@ -195,7 +213,11 @@ async fn when_redis_stops_the_limits_hold_per_process_and_are_shared_again_when_
         "the limit, counted by the process alone"
     );
     let (status, _, _) = read_with(&b, WRONG_TOKEN).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "the other process counts apart");
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the other process counts apart"
+    );
     for server in [&a, &b] {
         let limits = rate_limits(server, &token).await;
         assert_eq!(limits["store"], "process", "{limits}");
@@ -262,7 +284,11 @@ async fn without_redis_url_each_process_enforces_the_limits_on_its_own() {
         ]
     );
     assert_eq!(other, StatusCode::UNAUTHORIZED, "not shared without Redis");
-    assert_eq!(good, StatusCode::OK, "a valid token is served during the cool-down");
+    assert_eq!(
+        good,
+        StatusCode::OK,
+        "a valid token is served during the cool-down"
+    );
     assert_eq!(
         rate_limits(&a, &token).await,
         json!({"store": "process", "redis_configured": false})
@@ -281,6 +307,49 @@ async fn a_malformed_redis_url_stops_the_server_at_start_naming_the_setting() {
         .expect("bldst runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("REDIS_URL is not a usable Redis URL"), "{stderr}");
-    assert!(!stderr.contains("hunter2"), "the password is never printed: {stderr}");
+    assert!(
+        stderr.contains("REDIS_URL is not a usable Redis URL"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is never printed: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_address_is_counted() {
+    // Arrange: one failed authentication per address; the proxy appends the client's address.
+    let app = crate::support::TestApp::spawn_with(crate::support::Backend::Sqlite, |config| {
+        config.rate_limit_failed_auths = 1;
+        config.client_address_header = Some("x-forwarded-for".parse().expect("header name"));
+    })
+    .await
+    .expect("SQLite is always there");
+    let from = |client: &'static str| {
+        app.http()
+            .get(app.url("/builds"))
+            .bearer_auth(WRONG_TOKEN)
+            // What a client wrote comes first; the proxy's entry, last, is the one trusted.
+            .header("x-forwarded-for", format!("203.0.113.9, {client}"))
+            .send()
+    };
+
+    // Act
+    let first = from("10.0.0.1").await.expect("answer").status();
+    let second = from("10.0.0.1").await.expect("answer").status();
+    let other = from("10.0.0.2").await.expect("answer").status();
+
+    // Assert
+    assert_eq!(first, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        second,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the same client, over its limit"
+    );
+    assert_eq!(
+        other,
+        StatusCode::UNAUTHORIZED,
+        "another client behind the same proxy"
+    );
 }

@@ -21,7 +21,14 @@ async fn one_write_per(window_secs: u64) -> TestApp {
 async fn create_build(bldst: &Bldst) -> String {
     let created = bldst
         .run(&[
-            "build", "create", "--platform", "aws", "--image-type", "rhel8", "--output", "json",
+            "build",
+            "create",
+            "--platform",
+            "aws",
+            "--image-type",
+            "rhel8",
+            "--output",
+            "json",
         ])
         .await
         .ok();
@@ -38,7 +45,14 @@ async fn a_rate_limited_report_is_retried_after_the_wait_and_lands() {
     // Act: refused with Retry-After (at most 2 s), retried once the window has ended.
     let updated = bldst
         .run(&[
-            "--verbose", "build", "update", &id, "--state", "0", "--status", "completed",
+            "--verbose",
+            "build",
+            "update",
+            &id,
+            "--state",
+            "0",
+            "--status",
+            "completed",
         ])
         .await
         .ok();
@@ -49,7 +63,12 @@ async fn a_rate_limited_report_is_retried_after_the_wait_and_lands() {
         .lines()
         .filter(|line| line.contains("/transitions -> "))
         .collect();
-    assert_eq!(requests.len(), 2, "refused, then retried: {}", updated.stderr);
+    assert_eq!(
+        requests.len(),
+        2,
+        "refused, then retried: {}",
+        updated.stderr
+    );
     assert!(requests[0].contains("-> 429"), "{}", updated.stderr);
     assert!(requests[1].contains("-> 200"), "{}", updated.stderr);
     let build: Build = json(
@@ -71,12 +90,28 @@ async fn a_limit_longer_than_the_client_waits_exits_7_naming_the_limit() {
 
     // Act
     let refused = bldst
-        .run(&["build", "update", &id, "--state", "0", "--status", "completed"])
+        .run(&[
+            "build",
+            "update",
+            &id,
+            "--state",
+            "0",
+            "--status",
+            "completed",
+        ])
         .await
         .expect_code(7);
     let as_json = bldst
         .run(&[
-            "build", "update", &id, "--state", "0", "--status", "completed", "--output", "json",
+            "build",
+            "update",
+            &id,
+            "--state",
+            "0",
+            "--status",
+            "completed",
+            "--output",
+            "json",
         ])
         .await
         .expect_code(7);

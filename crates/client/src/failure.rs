@@ -155,8 +155,11 @@ mod tests {
     #[test]
     fn a_cool_down_after_failed_authentications_is_an_authentication_failure() {
         let error = ClientError::Api {
+            status: 429,
+            code: ErrorCode::RateLimited,
+            message: "the server's sentence".to_owned(),
+            field: None,
             details: Some(serde_json::json!({"limit": "failed_authentications"})),
-            ..api(429, ErrorCode::RateLimited)
         };
         assert_eq!(exit_code(&error), exit::AUTH);
     }

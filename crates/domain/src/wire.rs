@@ -581,7 +581,7 @@ pub struct RateLimitStatus {
     pub redis_unreachable_since: Option<DateTime<Utc>>,
 }
 
-/// See [`RateLimitStatus::store`].
+/// Where the rate limits are counted: `redis` (shared) or `process` (this process alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "snake_case")]

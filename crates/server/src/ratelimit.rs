@@ -28,8 +28,8 @@ use buildstate_domain::wire::{RateLimitStatus, RateLimitStore};
 use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-/// The limits, as configured (`bldst server --help`, README: Rate limits). A zero count
-/// turns that limit off.
+/// The limits, as configured (`bldst server --help`, README: Rate limits; the defaults are
+/// the flags'). A zero count turns that limit off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitSettings {
     /// Failed authentications one address may have in [`Self::failed_auth_window`].
@@ -40,20 +40,6 @@ pub struct RateLimitSettings {
     /// Writes one token may make in [`Self::writes_window`].
     pub writes: u32,
     pub writes_window: Duration,
-}
-
-impl Default for RateLimitSettings {
-    /// Far above what a pipeline does (a pipeline never fails to authenticate; a busy one
-    /// writes a few times a minute), low enough to stop a loop.
-    fn default() -> Self {
-        RateLimitSettings {
-            failed_auths: 30,
-            failed_auth_window: Duration::from_secs(60),
-            failed_auth_cooldown: Duration::from_secs(300),
-            writes: 3000,
-            writes_window: Duration::from_secs(60),
-        }
-    }
 }
 
 /// Which limit refused a request.
@@ -72,6 +58,8 @@ pub struct OverLimit {
     pub window: Duration,
     /// When the client may try again (the `Retry-After` header, rounded up to seconds).
     pub retry_after: Duration,
+    /// The first request refused in this window: worth a log line (the rest are not).
+    pub first_refusal: bool,
 }
 
 /// The Lua script run for every counted request: one round trip, atomic on the Redis side.
@@ -386,6 +374,7 @@ fn over(counted: Counted, limit: Limit, allowed: u32, window: Duration) -> Resul
         allowed,
         window,
         retry_after: Duration::from_secs(u64::try_from(secs).unwrap_or(u64::MAX)),
+        first_refusal: counted.count == u64::from(allowed) + 1,
     })
 }
 

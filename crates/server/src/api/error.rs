@@ -21,8 +21,6 @@ pub struct ApiError {
     field: Option<String>,
     details: Option<serde_json::Value>,
     cause: Option<anyhow::Error>,
-    /// Sent as `Retry-After` (whole seconds).
-    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -34,7 +32,6 @@ impl ApiError {
             field: None,
             details: None,
             cause: None,
-            retry_after: None,
         }
     }
 
@@ -318,7 +315,9 @@ impl ApiError {
                 ),
             ),
         };
-        let mut error = ApiError::new(
+        // `Retry-After` is written from `retry_after_seconds` (see `into_response`): no field
+        // of its own, so every handler's `Result<_, ApiError>` stays small.
+        ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RateLimited,
             message,
@@ -327,10 +326,8 @@ impl ApiError {
             "limit": limit,
             "allowed": over.allowed,
             "window_seconds": window,
-            "retry_after_seconds": wait,
-        }));
-        error.retry_after = Some(over.retry_after);
-        error
+            "retry_after_seconds": wait.max(1),
+        }))
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -368,6 +365,9 @@ impl IntoResponse for ApiError {
                 "request failed"
             );
         }
+        let retry_after = (self.status == StatusCode::TOO_MANY_REQUESTS)
+            .then(|| self.details.as_ref()?.get("retry_after_seconds")?.as_u64())
+            .flatten();
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,
@@ -377,11 +377,10 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
-        if let Some(wait) = self.retry_after {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(wait.as_secs().max(1)),
-            );
+        if let Some(wait) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response

@@ -195,7 +195,13 @@ async fn failed_authentication(parts: &Parts, state: &AppState, refusal: ApiErro
     match state.rate_limits.failed_authentication(address).await {
         Ok(()) => refusal,
         Err(over) => {
-            tracing::warn!(client = %address, "failed authentications over the limit: cooling down");
+            if over.first_refusal {
+                tracing::warn!(
+                    client = %address,
+                    cooldown_secs = over.retry_after.as_secs(),
+                    "too many failed authentications from one address: its failing requests are refused until the cool-down ends"
+                );
+            }
             ApiError::rate_limited(&over, Some(&refusal))
         }
     }
