@@ -20,5 +20,6 @@ mod outputs;
 mod replicas;
 mod reports;
 mod retention;
+mod server_image;
 mod text_rules;
 mod tls;
