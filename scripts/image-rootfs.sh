@@ -5,8 +5,11 @@
 # so the tested image is the Dockerfile's final stage over the same layout.
 #
 # Both images: the binary at /usr/local/bin/bldst, the CA bundle at
-# /etc/ssl/certs/ca-certificates.crt, and a world-writable, sticky /tmp (SQLite's and anything
-# else's temporary files; there is no other writable place for a non-root user).
+# /etc/ssl/certs/ca-certificates.crt, a world-writable, sticky /tmp (SQLite's and anything
+# else's temporary files; there is no other writable place for a non-root user), and
+# /etc/nsswitch.conf saying `hosts: files dns`: without it glibc asks DNS first and reads the
+# /etc/hosts the container runtime writes (localhost, --add-host, links) only when DNS is
+# unreachable.
 #
 # The client image (default): the Concourse resource's /opt/resource/{check,in,out}, the
 # GitHub Action's entrypoint /usr/local/bin/bldst-action and `bldst_cli`, as links to the
@@ -32,6 +35,8 @@ cp "$binary" "$root/usr/local/bin/bldst"
 chmod 0755 "$root/usr/local/bin/bldst"
 cp "$bundle" "$root/etc/ssl/certs/ca-certificates.crt"
 chmod 0644 "$root/etc/ssl/certs/ca-certificates.crt"
+printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
+chmod 0644 "$root/etc/nsswitch.conf"
 if [ "$server" = true ]; then
     mkdir -p "$root/var/lib" "$dir/state/buildstate"
     chmod 0700 "$dir/state/buildstate"

@@ -153,6 +153,7 @@ async fn the_server_image_serves_sqlite_by_default_and_postgresql_as_user_65534(
         files,
         [
             "etc",
+            "etc/nsswitch.conf",
             "etc/ssl",
             "etc/ssl/certs",
             "etc/ssl/certs/ca-certificates.crt",
@@ -185,14 +186,26 @@ async fn the_server_image_serves_sqlite_by_default_and_postgresql_as_user_65534(
         .expect("the default SQLite file");
     assert_eq!(database.uid(), SERVER_UID);
 
-    // PostgreSQL, as the compose file runs it: DATABASE_URL and SECRET_KEY.
+    // PostgreSQL, as the compose file runs it: DATABASE_URL (with a host name, which the
+    // static binary resolves through the /etc/hosts a container runtime writes) and
+    // SECRET_KEY.
     let Some(scratch) = ScratchDatabase::create().await else {
         return;
     };
+    let by_name = scratch
+        .url
+        .replacen("@127.0.0.1:", "@postgres.buildstate.test:", 1)
+        .replacen("@localhost:", "@postgres.buildstate.test:", 1);
+    assert!(by_name.contains("@postgres.buildstate.test:"), "{by_name}");
+    std::fs::write(
+        root.join("etc/hosts"),
+        "127.0.0.1 localhost\n127.0.0.1 postgres.buildstate.test\n",
+    )
+    .expect("the image's /etc/hosts");
     serve_a_build_and_stop(
         &image,
         &[
-            ("DATABASE_URL", &scratch.url),
+            ("DATABASE_URL", &by_name),
             ("SECRET_KEY", "image-test-secret-key"),
         ],
     )
