@@ -170,3 +170,34 @@ impl Options {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Options {
+        Options::parse_from(["bldst-bench", "--bldst", "bldst"].iter().chain(args))
+    }
+
+    #[test]
+    fn several_server_processes_share_the_database_connections() {
+        let options = parse(&["--backends", "postgres", "--server-processes", "1,3"]);
+        options.check().expect("valid");
+        assert_eq!(options.server_processes, [1, 3]);
+        assert_eq!(options.pool_per_process(1), 32);
+        assert_eq!(options.pool_per_process(3), 11);
+    }
+
+    #[test]
+    fn several_server_processes_are_refused_on_sqlite() {
+        let options = parse(&["--server-processes", "1,3"]);
+        let error = options
+            .check()
+            .expect_err("sqlite is in the default backends");
+        assert!(error.to_string().contains("--backends postgres"), "{error}");
+        let zero = parse(&["--backends", "postgres", "--server-processes", "0"]);
+        assert!(zero.check().is_err());
+    }
+}
