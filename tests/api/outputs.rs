@@ -17,6 +17,7 @@ on_both_backends!(
     a_reset_drops_the_outputs_of_the_stages_it_reopens,
     a_replayed_completion_returns_the_same_outputs,
     every_bad_output_is_a_422_naming_it_and_writes_nothing,
+    a_build_whose_outputs_predate_the_merged_column_shows_and_updates_them,
 );
 
 fn outputs(pairs: &[(&str, &str)]) -> Outputs {
@@ -224,4 +225,72 @@ async fn every_bad_output_is_a_422_naming_it_and_writes_nothing(app: TestApp) {
     assert_eq!(refused.code(), Some(&ErrorCode::InvalidField));
     let after = client.get_build(&id).await.expect("get");
     assert_eq!(after, before, "nothing was written");
+}
+
+/// Builds that had outputs before migration 0007 have no merged view stored (NULL): they are
+/// shown from their per-stage outputs, reports that leave the outputs alone keep it that way,
+/// and the next change of outputs writes the merged view.
+async fn a_build_whose_outputs_predate_the_merged_column_shows_and_updates_them(app: TestApp) {
+    let client = app.client();
+    let id = start_build(&client).await;
+    for (state, pairs) in [
+        (10, vec![("ami_id", "ami-0aaa")]),
+        (
+            15,
+            vec![("ami_id", "ami-0bbb"), ("instance_ip", "10.0.0.7")],
+        ),
+    ] {
+        client
+            .report_transition(&id, &completed_with(state, &pairs), None)
+            .await
+            .expect("complete");
+    }
+    let before = client.get_build(&id).await.expect("get");
+    let expected = [
+        ("ami_id".into(), "ami-0bbb".into(), 15),
+        ("instance_ip".into(), "10.0.0.7".into(), 15),
+    ];
+    assert_eq!(merged(&before), expected);
+    let merged_column = format!("SELECT outputs FROM builds WHERE id = '{id}'");
+    assert!(
+        app.execute_sql(&merged_column).await.is_some(),
+        "written by the completions"
+    );
+
+    app.execute_sql(&format!(
+        "UPDATE builds SET outputs = NULL WHERE id = '{id}'"
+    ))
+    .await;
+    assert_eq!(merged(&client.get_build(&id).await.expect("get")), expected);
+    let listed = client.list_builds(&Default::default()).await.expect("list");
+    assert_eq!(
+        merged(&listed.builds[0]),
+        expected,
+        "the list shows them too"
+    );
+    let started = client
+        .report_transition(&id, &report(20, ReportStatus::InProgress), None)
+        .await
+        .expect("in_progress 20");
+    assert_eq!(merged(&started.build), expected);
+    assert_eq!(app.execute_sql(&merged_column).await, None, "left alone");
+
+    let completed = client
+        .report_transition(&id, &completed_with(20, &[("snapshot_id", "snap-1")]), None)
+        .await
+        .expect("complete 20");
+    let with_snapshot = [
+        ("ami_id".into(), "ami-0bbb".into(), 15),
+        ("instance_ip".into(), "10.0.0.7".into(), 15),
+        ("snapshot_id".into(), "snap-1".into(), 20),
+    ];
+    assert_eq!(merged(&completed.build), with_snapshot);
+    assert!(
+        app.execute_sql(&merged_column).await.is_some(),
+        "written again"
+    );
+    assert_eq!(
+        merged(&client.get_build(&id).await.expect("get")),
+        with_snapshot
+    );
 }

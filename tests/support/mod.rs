@@ -185,6 +185,21 @@ impl TestApp {
         format!("{}{path}", self.base_url)
     }
 
+    /// Runs one statement on the test's database directly and returns the first column of its
+    /// first row, if it gives any: for a state the API cannot make, such as a row as an older
+    /// release left it.
+    pub async fn execute_sql(&self, sql: &str) -> Option<String> {
+        sqlx::any::install_default_drivers();
+        let mut connection = sqlx::AnyConnection::connect(&self.database_url)
+            .await
+            .expect("connect to the test database");
+        let row = sqlx::query(sql)
+            .fetch_optional(&mut connection)
+            .await
+            .unwrap_or_else(|error| panic!("{sql}: {error}"));
+        row.and_then(|row| sqlx::Row::try_get::<Option<String>, _>(&row, 0).expect("a text column"))
+    }
+
     /// Another server on this app's database, with its own pools and caches: what a deployment
     /// of several server processes sharing one PostgreSQL looks like. It stops when dropped.
     pub async fn spawn_peer(&self, adjust: impl FnOnce(&mut ServerConfig)) -> Peer {

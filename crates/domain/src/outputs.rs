@@ -269,6 +269,21 @@ impl StageOutputs {
         merged
     }
 
+    /// Whether `events` can change a build's per-stage outputs, judged without them:
+    /// `none_stored` says the build has none. Only a completion with outputs can add some, and
+    /// only a completion or a reset can remove some. When this is false a store need not read,
+    /// decode or rewrite them (most reports: `in_progress`, `failed`); when it is true,
+    /// [`apply`](StageOutputs::apply) says whether they did change.
+    pub fn may_change(events: &[Event], none_stored: bool) -> bool {
+        events.iter().any(|event| match event.kind {
+            EventKind::Completed => {
+                !none_stored || event.outputs.as_ref().is_some_and(|o| !o.is_empty())
+            }
+            EventKind::Reset => !none_stored,
+            _ => false,
+        })
+    }
+
     /// Follows the history `events` a change appends: a completion with outputs replaces its
     /// stage's outputs; a reset to S drops the outputs of S and every later stage (they are
     /// reopened and will run again). Returns whether anything changed.
@@ -521,5 +536,79 @@ mod tests {
         )]);
         stages.apply(&[event(10, EventKind::Completed, None)]);
         assert!(stages.is_empty());
+    }
+
+    #[test]
+    fn may_change_is_false_only_where_apply_changes_nothing() {
+        let with_outputs = || Some(outputs(&[("ami_id", "ami-A")]));
+        let stored_10 = || {
+            let mut stages = StageOutputs::default();
+            stages.apply(&[event(10, EventKind::Completed, with_outputs())]);
+            stages
+        };
+        // (events, stored outputs, may_change)
+        let cases: Vec<(Vec<Event>, StageOutputs, bool)> = vec![
+            (
+                vec![event(15, EventKind::InProgress, None)],
+                stored_10(),
+                false,
+            ),
+            (vec![event(15, EventKind::Failed, None)], stored_10(), false),
+            (
+                vec![event(15, EventKind::Skipped, None)],
+                stored_10(),
+                false,
+            ),
+            (
+                vec![event(15, EventKind::Retried, None)],
+                stored_10(),
+                false,
+            ),
+            (
+                vec![event(15, EventKind::TakenOver, None)],
+                stored_10(),
+                false,
+            ),
+            (
+                vec![event(15, EventKind::Completed, None)],
+                StageOutputs::default(),
+                false,
+            ),
+            (
+                vec![event(5, EventKind::Reset, None)],
+                StageOutputs::default(),
+                false,
+            ),
+            (
+                vec![event(15, EventKind::Completed, with_outputs())],
+                StageOutputs::default(),
+                true,
+            ),
+            // Conservative: a completion or a reset may touch outputs that are stored.
+            (
+                vec![event(15, EventKind::Completed, None)],
+                stored_10(),
+                true,
+            ),
+            (vec![event(20, EventKind::Reset, None)], stored_10(), true),
+            (vec![event(5, EventKind::Reset, None)], stored_10(), true),
+            (
+                vec![
+                    event(15, EventKind::Skipped, None),
+                    event(20, EventKind::Completed, with_outputs()),
+                ],
+                StageOutputs::default(),
+                true,
+            ),
+        ];
+        for (events, stored, expected) in cases {
+            let may_change = StageOutputs::may_change(&events, stored.is_empty());
+            assert_eq!(may_change, expected, "{events:?} on {stored:?}");
+            let mut after = stored.clone();
+            if !after.apply(&events) {
+                continue;
+            }
+            assert!(may_change, "{events:?} changed {stored:?} unannounced");
+        }
     }
 }

@@ -55,7 +55,9 @@ pub mod schemas {
 
 /// Optional whole numbers that accept `480.0` as well as `480`: JSON Schema counts both as
 /// integers, so a client (or a fuzzer) that writes the first must not be refused. `480.5`,
-/// negative numbers and numbers beyond the field's type are refused, saying which.
+/// negative numbers for an unsigned field and numbers beyond the field's type are refused,
+/// saying which. One visitor serves every integer type: each JSON number is widened to `i128`
+/// (which holds every `i64` and `u64`) and then narrowed to the field's type.
 mod whole_number {
     use serde::de::{Deserializer, Error, Visitor};
     use std::fmt;
@@ -64,11 +66,29 @@ mod whole_number {
     pub fn option<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
     where
         D: Deserializer<'de>,
-        T: TryFrom<u64>,
+        T: TryFrom<i128>,
     {
         struct Whole<T>(PhantomData<T>);
 
-        impl<'de, T: TryFrom<u64>> Visitor<'de> for Whole<T> {
+        impl<T: TryFrom<i128>> Whole<T> {
+            fn narrow<E: Error>(value: i128, shown: impl fmt::Display) -> Result<Option<T>, E> {
+                T::try_from(value)
+                    .map(Some)
+                    .map_err(|_| Self::out_of_range(value < 0, shown))
+            }
+
+            /// Only an unsigned field refuses -1: there a negative value is "negative", whatever
+            /// its size.
+            fn out_of_range<E: Error>(negative: bool, shown: impl fmt::Display) -> E {
+                if negative && T::try_from(-1).is_err() {
+                    E::custom(format!("`{shown}` is negative"))
+                } else {
+                    E::custom(format!("`{shown}` is too large"))
+                }
+            }
+        }
+
+        impl<'de, T: TryFrom<i128>> Visitor<'de> for Whole<T> {
             type Value = Option<T>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -84,82 +104,27 @@ mod whole_number {
             }
 
             fn visit_u64<E: Error>(self, value: u64) -> Result<Self::Value, E> {
-                T::try_from(value)
-                    .map(Some)
-                    .map_err(|_| E::custom(format!("`{value}` is too large")))
+                Self::narrow(i128::from(value), value)
             }
 
             fn visit_i64<E: Error>(self, value: i64) -> Result<Self::Value, E> {
-                let value = u64::try_from(value)
-                    .map_err(|_| E::custom(format!("`{value}` is negative")))?;
-                self.visit_u64(value)
+                Self::narrow(i128::from(value), value)
             }
 
             fn visit_f64<E: Error>(self, value: f64) -> Result<Self::Value, E> {
                 if value.fract() != 0.0 || !value.is_finite() {
                     return Err(E::custom(format!("`{value}` is not a whole number")));
                 }
-                if value < 0.0 {
-                    return Err(E::custom(format!("`{value}` is negative")));
+                // Beyond ±2^127 no integer field can hold it; within, the cast is exact.
+                if value.abs() >= i128::MAX as f64 {
+                    return Err(Self::out_of_range(value < 0.0, value));
                 }
-                if value >= u64::MAX as f64 {
-                    return Err(E::custom(format!("`{value}` is too large")));
-                }
-                // Whole, non-negative and below u64::MAX: the cast is exact.
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                self.visit_u64(value as u64)
+                #[allow(clippy::cast_possible_truncation)]
+                Self::narrow(value as i128, value)
             }
         }
 
         deserializer.deserialize_any(Whole(PhantomData))
-    }
-
-    /// [`option`] for signed numbers: `-130.0` is `-130`.
-    pub fn option_i64<'de, D>(deserializer: D) -> Result<Option<i64>, D::Error>
-    where
-        D: Deserializer<'de>,
-    {
-        struct Whole;
-
-        impl<'de> Visitor<'de> for Whole {
-            type Value = Option<i64>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a whole number")
-            }
-
-            fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-
-            fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-
-            fn visit_i64<E: Error>(self, value: i64) -> Result<Self::Value, E> {
-                Ok(Some(value))
-            }
-
-            fn visit_u64<E: Error>(self, value: u64) -> Result<Self::Value, E> {
-                i64::try_from(value)
-                    .map(Some)
-                    .map_err(|_| E::custom(format!("`{value}` is too large")))
-            }
-
-            fn visit_f64<E: Error>(self, value: f64) -> Result<Self::Value, E> {
-                if value.fract() != 0.0 || !value.is_finite() {
-                    return Err(E::custom(format!("`{value}` is not a whole number")));
-                }
-                if value < i64::MIN as f64 || value >= i64::MAX as f64 {
-                    return Err(E::custom(format!("`{value}` is too large")));
-                }
-                // Whole and within i64: the cast is exact.
-                #[allow(clippy::cast_possible_truncation)]
-                Ok(Some(value as i64))
-            }
-        }
-
-        deserializer.deserialize_any(Whole)
     }
 }
 
@@ -273,7 +238,7 @@ pub struct ReportTransition {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole_number::option_i64"
+        deserialize_with = "whole_number::option"
     )]
     #[cfg_attr(
         feature = "openapi",
@@ -325,7 +290,7 @@ pub struct LeaseRequest {
     #[cfg_attr(feature = "openapi", schema(schema_with = schemas::run))]
     pub run: Option<String>,
     /// The lease's fencing value.
-    #[serde(default, deserialize_with = "whole_number::option_i64")]
+    #[serde(default, deserialize_with = "whole_number::option")]
     #[cfg_attr(
         feature = "openapi",
         schema(
@@ -823,6 +788,19 @@ mod tests {
         let lease: LeaseRequest =
             serde_json::from_str(r#"{"state":0,"fence":-130.0}"#).expect("a whole fence");
         assert_eq!(lease.fence, Some(-130));
+        for (json, reason) in [
+            ("9223372036854775808", "is too large"),
+            ("-1e30", "is too large"),
+            ("1e40", "is too large"),
+            ("-130.5", "is not a whole number"),
+        ] {
+            let error =
+                serde_json::from_str::<LeaseRequest>(&format!(r#"{{"state":0,"fence":{json}}}"#))
+                    .expect_err(json);
+            assert!(error.to_string().contains(reason), "{json}: {error}");
+        }
+        let error = token("-1e40").expect_err("far below zero");
+        assert!(error.to_string().contains("is negative"), "{error}");
         let too_many: Result<StartBuild, _> = serde_json::from_str(
             r#"{"platform":"aws","image_type":"rhel8","max_retries":4294967296}"#,
         );

@@ -23,7 +23,7 @@ use buildstate_domain::wire::{
 use buildstate_domain::{
     apply_operator_action, apply_report, BuildId, BuildKey, BuildStatus, Event, ImageType, Lease,
     OperatorAction, Outputs, Platform, Progress, Refusal, Report, RetryPolicy, Role, Scope,
-    StageOutputs, StateCode, Transition, Username,
+    StageOutput, StageOutputs, StateCode, Transition, Username,
 };
 use chrono::{DateTime, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -374,16 +374,6 @@ impl Database {
         id: &str,
         lock: bool,
     ) -> StoreResult<Build> {
-        Ok(self.build_and_outputs_in(tx, id, lock).await?.0)
-    }
-
-    /// The build and the per-stage outputs its merged view is made of.
-    async fn build_and_outputs_in(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        id: &str,
-        lock: bool,
-    ) -> StoreResult<(Build, StageOutputs)> {
         let lock = if lock { self.dialect.for_update() } else { "" };
         let row = sqlx::query(&format!(
             "SELECT {BUILD_COLUMNS} FROM builds WHERE id = $1{lock}"
@@ -392,7 +382,28 @@ impl Database {
         .fetch_optional(&mut **tx)
         .await?
         .ok_or_else(|| build_not_found(id))?;
-        Ok((self.build_from_row(&row)?, stage_outputs_from_row(&row)?))
+        self.build_from_row(&row)
+    }
+
+    /// The build, locked, and its per-stage outputs as stored: a change decodes those only if
+    /// it may touch them (see [`StoredOutputs::after`]).
+    async fn locked_build_and_outputs(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &str,
+    ) -> StoreResult<(Build, StoredOutputs)> {
+        let row = sqlx::query(&format!(
+            "SELECT {BUILD_COLUMNS_BUT_OUTPUTS}, outputs, stage_outputs FROM builds WHERE id = $1{}",
+            self.dialect.for_update()
+        ))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| build_not_found(id))?;
+        let stored = StoredOutputs {
+            per_stage: row.try_get("stage_outputs")?,
+        };
+        Ok((self.build_from_row(&row)?, stored))
     }
 
     /// Builds matching `filter`, newest first.
@@ -443,9 +454,8 @@ impl Database {
         actor: &Actor,
     ) -> StoreResult<TransitionResult> {
         let mut tx = self.writer.begin().await?;
-        let (build, mut stage_outputs) = self
-            .build_and_outputs_in(&mut tx, id.as_str(), true)
-            .await?;
+        let (mut build, stored_outputs) =
+            self.locked_build_and_outputs(&mut tx, id.as_str()).await?;
         // Read the clock only once the row is ours: a report that waited for the lock must not
         // judge a backoff that was set after it arrived.
         let now = Utc::now();
@@ -496,7 +506,10 @@ impl Database {
                     now,
                 );
                 let last_message = request.message.as_deref().or(build.last_message.as_deref());
-                let outputs_changed = stage_outputs.apply(&events);
+                let outputs = match stored_outputs.after(&events)? {
+                    Some(changed) => OutputsAfter::Changed(changed),
+                    None => OutputsAfter::Unchanged(std::mem::take(&mut build.outputs)),
+                };
                 let updated = self
                     .save_progress(
                         &mut tx,
@@ -504,7 +517,7 @@ impl Database {
                         &progress,
                         &recorded,
                         last_message,
-                        outputs_changed.then_some(&stage_outputs),
+                        outputs,
                         now,
                     )
                     .await?;
@@ -542,14 +555,16 @@ impl Database {
         actor: &Actor,
     ) -> StoreResult<TransitionResult> {
         let mut tx = self.writer.begin().await?;
-        let (build, mut stage_outputs) = self
-            .build_and_outputs_in(&mut tx, id.as_str(), true)
-            .await?;
+        let (mut build, stored_outputs) =
+            self.locked_build_and_outputs(&mut tx, id.as_str()).await?;
         let now = Utc::now();
         let (progress, event) = apply_operator_action(&build.progress(), action)?;
         let events = [event];
         let recorded = history_entries(build.last_seq + 1, &events, Some(reason), None, actor, now);
-        let outputs_changed = stage_outputs.apply(&events);
+        let outputs = match stored_outputs.after(&events)? {
+            Some(changed) => OutputsAfter::Changed(changed),
+            None => OutputsAfter::Unchanged(std::mem::take(&mut build.outputs)),
+        };
         let updated = self
             .save_progress(
                 &mut tx,
@@ -557,7 +572,7 @@ impl Database {
                 &progress,
                 &recorded,
                 build.last_message.as_deref(),
-                outputs_changed.then_some(&stage_outputs),
+                outputs,
                 now,
             )
             .await?;
@@ -621,8 +636,9 @@ impl Database {
         self.build_from_row(&row)
     }
 
-    /// Appends `recorded` to the build's history and saves its new progress (and, when given,
-    /// its per-stage outputs), returning the updated build. On PostgreSQL both go in one
+    /// Appends `recorded` to the build's history and saves its new progress (and its outputs,
+    /// when they changed), returning the updated build. The outputs are not read back:
+    /// `outputs` says what the row now holds. On PostgreSQL both go in one
     /// statement (an INSERT in a `WITH`), saving a round trip while the row lock is held;
     /// SQLite cannot modify in a `WITH`, and its writes are local calls anyway.
     #[allow(clippy::too_many_arguments)]
@@ -633,24 +649,27 @@ impl Database {
         progress: &Progress,
         recorded: &[HistoryEntry],
         last_message: Option<&str>,
-        stage_outputs: Option<&StageOutputs>,
+        outputs: OutputsAfter,
         now: DateTime<Utc>,
     ) -> StoreResult<Build> {
         let last_seq = recorded.last().map_or(0, |entry| entry.seq);
         let lease = progress.lease.as_ref();
-        let stage_outputs = stage_outputs.map(stage_outputs_json).transpose()?;
+        let (written, merged) = match outputs {
+            OutputsAfter::Changed(changed) => (Some(changed.json), changed.merged),
+            OutputsAfter::Unchanged(merged) => (None, merged),
+        };
         // RETURNING hands back the updated row in the same round trip (SQLite has it since 3.35).
         let update = format!(
             "UPDATE builds SET state = $1, status = $2, failures = $3, next_attempt_at = $4, \
              last_message = $5, last_seq = $6, updated_at = $7, lease_holder = $8, \
              lease_fence = $9, lease_expires_at = $10, \
-             stage_outputs = COALESCE($11, stage_outputs) WHERE id = $12 \
-             RETURNING {BUILD_COLUMNS}"
+             stage_outputs = COALESCE($11, stage_outputs), outputs = COALESCE($12, outputs) \
+             WHERE id = $13 RETURNING {BUILD_COLUMNS_BUT_OUTPUTS}"
         );
         let sql = match self.dialect {
             Dialect::Postgres => format!(
                 "WITH appended AS (INSERT INTO build_history ({HISTORY_COLUMNS}) VALUES {}) {update}",
-                history_placeholders(13, recorded.len())
+                history_placeholders(14, recorded.len())
             ),
             Dialect::Sqlite => {
                 insert_history(tx, id, recorded).await?;
@@ -668,13 +687,14 @@ impl Database {
             .bind(lease.map(|lease| lease.holder.as_str()))
             .bind(lease.map(|lease| lease.fence))
             .bind(lease.map(|lease| lease.expires_at.timestamp_millis()))
-            .bind(stage_outputs)
+            .bind(written.as_ref().map(|json| json.per_stage.as_str()))
+            .bind(written.as_ref().map(|json| json.merged.as_str()))
             .bind(id);
         if self.dialect == Dialect::Postgres {
             query = bind_history(query, id, recorded);
         }
         let row = query.fetch_one(&mut **tx).await?;
-        self.build_from_row(&row)
+        self.build_with_outputs(&row, merged)
     }
 
     /// History entries with `seq > after`, oldest first, at most `limit`.
@@ -740,6 +760,11 @@ impl Database {
     }
 
     fn build_from_row(&self, row: &AnyRow) -> StoreResult<Build> {
+        self.build_with_outputs(row, merged_outputs_from_row(row)?)
+    }
+
+    /// A build from a row of [`BUILD_COLUMNS_BUT_OUTPUTS`] (or more) and its merged outputs.
+    fn build_with_outputs(&self, row: &AnyRow, outputs: MergedOutputs) -> StoreResult<Build> {
         let state = state_column(row, "state")?;
         let labels: String = row.try_get("labels")?;
         let labels: BTreeMap<String, String> =
@@ -762,7 +787,7 @@ impl Database {
             last_seq: row.try_get("last_seq")?,
             created_at: time(row, "created_at")?,
             updated_at: time(row, "updated_at")?,
-            outputs: stage_outputs_from_row(row)?.merged(),
+            outputs,
             lease: lease_from_row(row)?,
         })
     }
@@ -1038,9 +1063,22 @@ impl Database {
     }
 }
 
-const BUILD_COLUMNS: &str = "id, build_key, platform, image_type, description, labels, state, \
-     status, failures, max_retries, next_attempt_at, last_message, last_seq, created_at, \
-     updated_at, stage_outputs, lease_holder, lease_fence, lease_expires_at";
+/// Every column of a build but its per-stage outputs (a write that knows them already need not
+/// read them back).
+macro_rules! build_columns_but_outputs {
+    () => {
+        "id, build_key, platform, image_type, description, labels, state, status, failures, \
+         max_retries, next_attempt_at, last_message, last_seq, created_at, updated_at, \
+         lease_holder, lease_fence, lease_expires_at"
+    };
+}
+const BUILD_COLUMNS_BUT_OUTPUTS: &str = build_columns_but_outputs!();
+/// Every column a build is read from: the merged outputs, and the per-stage ones only for a
+/// build whose merged view was not written yet (it had outputs before migration 0007).
+const BUILD_COLUMNS: &str = concat!(
+    build_columns_but_outputs!(),
+    ", outputs, CASE WHEN outputs IS NULL THEN stage_outputs END AS stage_outputs"
+);
 
 fn build_not_found(id: &str) -> StoreError {
     StoreError::NotFound {
@@ -1275,11 +1313,27 @@ fn history_from_row(row: &AnyRow) -> StoreResult<HistoryEntry> {
     })
 }
 
+/// A build's outputs as the API shows them: each key once, with the stage that set it.
+type MergedOutputs = BTreeMap<String, StageOutput>;
+
+/// The merged outputs of a row of [`BUILD_COLUMNS`]: the `outputs` column, or for a build whose
+/// outputs last changed before it existed, the merge of its per-stage outputs.
+fn merged_outputs_from_row(row: &AnyRow) -> StoreResult<MergedOutputs> {
+    match row.try_get::<Option<String>, _>("outputs")? {
+        Some(json) => Ok(serde_json::from_str(&json).context("stored merged outputs are invalid")?),
+        None => {
+            let per_stage: Option<String> = row.try_get("stage_outputs")?;
+            let per_stage =
+                per_stage.context("a build without merged outputs lacks its stage outputs")?;
+            Ok(decode_stage_outputs(&per_stage)?.merged())
+        }
+    }
+}
+
 /// The per-stage outputs column: `{"10": {"ami_id": "…"}, …}`.
-fn stage_outputs_from_row(row: &AnyRow) -> StoreResult<StageOutputs> {
-    let json: String = row.try_get("stage_outputs")?;
+fn decode_stage_outputs(json: &str) -> StoreResult<StageOutputs> {
     let stages: BTreeMap<String, Outputs> =
-        serde_json::from_str(&json).context("stored stage outputs are invalid")?;
+        serde_json::from_str(json).context("stored stage outputs are invalid")?;
     let stages = stages
         .into_iter()
         .map(|(stage, outputs)| {
@@ -1292,13 +1346,58 @@ fn stage_outputs_from_row(row: &AnyRow) -> StoreResult<StageOutputs> {
     Ok(stages.into())
 }
 
-fn stage_outputs_json(stage_outputs: &StageOutputs) -> StoreResult<String> {
+fn encode_stage_outputs(stage_outputs: &StageOutputs) -> StoreResult<String> {
     let by_code: BTreeMap<String, &Outputs> = stage_outputs
         .stages()
         .iter()
         .map(|(stage, outputs)| (stage.to_string(), outputs))
         .collect();
     Ok(serde_json::to_string(&by_code).context("serialize stage outputs")?)
+}
+
+/// A build's per-stage outputs as stored, still encoded: most changes leave them alone, and
+/// decoding them (every stage's every key) was most of what outputs cost a report.
+struct StoredOutputs {
+    per_stage: String,
+}
+
+impl StoredOutputs {
+    /// The outputs after `events`, encoded for the row, if `events` change them.
+    fn after(&self, events: &[Event]) -> StoreResult<Option<ChangedOutputs>> {
+        if !StageOutputs::may_change(events, self.per_stage == "{}") {
+            return Ok(None);
+        }
+        let mut stages = decode_stage_outputs(&self.per_stage)?;
+        if !stages.apply(events) {
+            return Ok(None);
+        }
+        let merged = stages.merged();
+        Ok(Some(ChangedOutputs {
+            json: OutputsJson {
+                per_stage: encode_stage_outputs(&stages)?,
+                merged: serde_json::to_string(&merged).context("serialize merged outputs")?,
+            },
+            merged,
+        }))
+    }
+}
+
+/// Both outputs columns of a changed build, and the merged view the answer shows.
+struct ChangedOutputs {
+    json: OutputsJson,
+    merged: MergedOutputs,
+}
+
+struct OutputsJson {
+    per_stage: String,
+    merged: String,
+}
+
+/// What a change does to a build's outputs: rewrites both columns, or leaves them as the
+/// build (read under the lock) shows them.
+enum OutputsAfter {
+    Changed(ChangedOutputs),
+    Unchanged(MergedOutputs),
 }
 
 fn lease_from_row(row: &AnyRow) -> StoreResult<Option<Lease>> {
