@@ -172,12 +172,13 @@ async fn run_mode(
             url
         }
     };
-    let server = ServerProcess::start(&options.bldst, &database_url, work_dir, &name, env).await?;
+    let server =
+        ServerProcess::start_with_env(&options.bldst, &database_url, work_dir, &name, env).await?;
     let target = Target {
-        base_url: server.base_url.clone(),
+        base_urls: vec![server.base_url.clone()],
         token: server.admin_token.clone(),
     };
-    let store = store(&target).await?;
+    let store = store(&server).await?;
     let expected = match mode {
         RateLimits::Redis => "redis",
         RateLimits::Off | RateLimits::Process => "process",
@@ -195,7 +196,7 @@ async fn run_mode(
         let phase = match run_server_phase(
             options,
             backend,
-            &server,
+            &[server.pid],
             &target,
             clients,
             ReportKind::Plain,
@@ -231,10 +232,10 @@ async fn run_mode(
 }
 
 /// `/status`'s `rate_limits.store`.
-async fn store(target: &Target) -> anyhow::Result<String> {
+async fn store(server: &ServerProcess) -> anyhow::Result<String> {
     let status: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/status", target.base_url))
-        .bearer_auth(&target.token)
+        .get(format!("{}/status", server.base_url))
+        .bearer_auth(&server.admin_token)
         .send()
         .await?
         .error_for_status()?

@@ -116,7 +116,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
         // The server applies the migrations; the history goes in behind its back (it caches
         // nothing the reports or the list read).
         let server =
-            server::ServerProcess::start(&options.bldst, &url, log_dir.path(), backend, &[])
+            server::ServerProcess::start(&options.bldst, &url, None, log_dir.path(), backend)
                 .await
                 .context("starting the server on an empty database")?;
         let started = Instant::now();

@@ -21,5 +21,6 @@ mod rate_limits;
 mod replicas;
 mod reports;
 mod retention;
+mod server_image;
 mod text_rules;
 mod tls;

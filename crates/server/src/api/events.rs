@@ -27,7 +27,7 @@ use super::error::ApiError;
 use super::extract::{ApiQuery, Authenticated};
 use super::AppState;
 use crate::db::FeedPoint;
-use crate::events::BuildEvent;
+use crate::events::{BuildEvent, Published};
 
 /// Entries replayed per read while catching a client up.
 const REPLAY_PAGE: u32 = 500;
@@ -48,6 +48,39 @@ fn sse_event(event: &BuildEvent, id: String) -> Option<Event> {
         .id(id)
         .json_data(event)
         .ok()
+}
+
+/// Sends one event to the client as `id`; false once the client has gone.
+async fn send(sender: &mpsc::Sender<Event>, event: &BuildEvent, id: String) -> bool {
+    match sse_event(event, id) {
+        Some(sse) => sender.send(sse).await.is_ok(),
+        // Not serializable: skipped, as the history's reader would never produce one.
+        None => true,
+    }
+}
+
+/// Forwards live events to the client until it goes away, falls too far behind or the server
+/// shuts down (a client that lagged reconnects with `Last-Event-ID`): each event `id_of`
+/// gives an id, that is, the ones this stream has not sent yet.
+async fn forward_live(
+    mut live: broadcast::Receiver<Published>,
+    sender: &mpsc::Sender<Event>,
+    mut id_of: impl FnMut(&BuildEvent) -> Option<String>,
+) {
+    loop {
+        let published = match live.recv().await {
+            Ok(published) => published,
+            Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => {
+                return;
+            }
+        };
+        let Some(id) = id_of(&published.event) else {
+            continue;
+        };
+        if !send(sender, &published.event, id).await {
+            return;
+        }
+    }
 }
 
 /// A history sequence number as the OpenAPI document declares it (`0` or more, plain digits):
@@ -119,7 +152,7 @@ pub async fn build_events(
         },
     };
     // Subscribe before reading the history, so nothing falls between the two.
-    let mut live = state.events.subscribe();
+    let live = state.events.subscribe();
     let mut build = state.db.get_build(&id).await?;
     let (sender, receiver) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -142,10 +175,7 @@ pub async fn build_events(
                         build: build.clone(),
                         entry,
                     };
-                    let Some(sse) = sse_event(&event, last_seq.to_string()) else {
-                        continue;
-                    };
-                    if sender.send(sse).await.is_err() {
+                    if !send(&sender, &event, last_seq.to_string()).await {
                         return;
                     }
                 }
@@ -154,28 +184,14 @@ pub async fn build_events(
                 }
             }
         }
-        loop {
-            let published = match live.recv().await {
-                Ok(published) => published,
-                // Too far behind, or shutting down: the client reconnects with Last-Event-ID.
-                Err(
-                    broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed,
-                ) => {
-                    return;
-                }
-            };
-            let event = &published.event;
+        forward_live(live, &sender, |event| {
             if event.build.id != id || event.entry.seq <= last_seq {
-                continue;
+                return None;
             }
             last_seq = event.entry.seq;
-            let Some(sse) = sse_event(event, last_seq.to_string()) else {
-                continue;
-            };
-            if sender.send(sse).await.is_err() {
-                return;
-            }
-        }
+            Some(last_seq.to_string())
+        })
+        .await;
     });
     Ok(stream_of(receiver))
 }
@@ -232,7 +248,7 @@ pub async fn all_events(
             })
         })
         .transpose()?;
-    let mut live = state.events.subscribe();
+    let live = state.events.subscribe();
     let (sender, receiver) = mpsc::channel(64);
     tokio::spawn(async move {
         let mut last = resume.clone();
@@ -249,10 +265,7 @@ pub async fn all_events(
                 for (build, entry) in page {
                     let event = BuildEvent { build, entry };
                     point = point_of(&event);
-                    let Some(sse) = sse_event(&event, event.stream_id()) else {
-                        continue;
-                    };
-                    if sender.send(sse).await.is_err() {
+                    if !send(&sender, &event, event.stream_id()).await {
                         return;
                     }
                 }
@@ -262,30 +275,14 @@ pub async fn all_events(
                 }
             }
         }
-        loop {
-            let published = match live.recv().await {
-                Ok(published) => published,
-                Err(
-                    broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed,
-                ) => {
-                    return;
-                }
-            };
-            let event = &published.event;
-            // Only what the replay did not already send.
-            if last
+        // Only what the replay did not already send.
+        forward_live(live, &sender, |event| {
+            let replayed = last
                 .as_ref()
-                .is_some_and(|last| !is_after(&point_of(event), last))
-            {
-                continue;
-            }
-            let Some(sse) = sse_event(event, event.stream_id()) else {
-                continue;
-            };
-            if sender.send(sse).await.is_err() {
-                return;
-            }
-        }
+                .is_some_and(|last| !is_after(&point_of(event), last));
+            (!replayed).then(|| event.stream_id())
+        })
+        .await;
     });
     Ok(stream_of(receiver))
 }
