@@ -3,20 +3,27 @@
 #   docker build -t buildstate/bldst .                        # the client image (default, last stage)
 #   docker build -t buildstate/server --target server .       # the REST server
 #
+# Both are `FROM scratch`: one static `bldst` (scripts/build-static.sh), the CA bundle, /tmp,
+# and nothing else — no shell, no package manager, no dynamic loader.
+#
 # The client image is the Concourse resource type `state-store` (/opt/resource/check, in, out)
-# and the GitHub Action's image: one static `bldst` without the server feature (so neither
-# axum nor sqlx), the CA bundle, and nothing else — `FROM scratch`, no shell. It has no `USER`
-# (GitHub runs Docker actions as root and needs to write the workspace it mounts) and an
-# exec-form, absolute ENTRYPOINT: `bldst-action`, the GitHub Action (`action.yml`'s
-# `runs.image: Dockerfile` builds this last stage). The same binary is every front end: it
-# picks one by the name it is started under (check/in/out: the resource, called by path as
-# Concourse does; bldst-action: the action; anything else: the command line, e.g.
+# and the GitHub Action's image: `bldst` without the server feature (so neither axum nor sqlx).
+# It has no `USER` (GitHub runs Docker actions as root and needs to write the workspace it
+# mounts) and an exec-form, absolute ENTRYPOINT: `bldst-action`, the GitHub Action
+# (`action.yml`'s `runs.image: Dockerfile` builds this last stage). The same binary is every
+# front end: it picks one by the name it is started under (check/in/out: the resource, called
+# by path as Concourse does; bldst-action: the action; anything else: the command line, e.g.
 # `docker run --entrypoint /usr/local/bin/bldst IMAGE build list`).
 #
-# The `rootfs` stage compiles and assembles the root filesystem with scripts/image-rootfs.sh;
-# the final stage only copies it. The image test (tests/resource/image.rs) runs the same script
-# on a locally built static binary and passes the result with `--build-context rootfs=DIR`,
-# which stands in for this stage, so it builds the real final stage without pulling anything.
+# The server image runs `bldst server` (with SQLite compiled in) as user 65534, which owns
+# /var/lib/buildstate, the working directory where the default SQLite file lands.
+#
+# Each `*rootfs` stage compiles and assembles its image's root filesystem with
+# scripts/image-rootfs.sh; the final stages only copy it. The image tests
+# (tests/resource/image.rs, tests/action/image.rs, tests/api/server_image.rs) run the same
+# scripts on locally built static binaries and pass the result with
+# `--build-context rootfs=DIR` (or `server-rootfs=DIR`), which stands in for that stage, so they
+# build the real final stages without pulling anything.
 
 ARG RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
 
@@ -26,21 +33,20 @@ COPY . .
 RUN scripts/build-static.sh > /tmp/binary \
  && scripts/image-rootfs.sh "$(cat /tmp/binary)" /etc/ssl/certs/ca-certificates.crt /
 
-FROM ${RUST_IMAGE} AS server-build
+FROM ${RUST_IMAGE} AS server-rootfs
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin bldst
+RUN scripts/build-static.sh server > /tmp/binary \
+ && scripts/image-rootfs.sh --server "$(cat /tmp/binary)" /etc/ssl/certs/ca-certificates.crt /
 
-FROM docker.io/library/debian:bookworm-slim AS server
-# Debian's security updates move ca-certificates' version: pinning it would break the build.
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
- && rm -rf /var/lib/apt/lists/* \
- && mkdir -p /var/lib/buildstate \
- && chown 65534:65534 /var/lib/buildstate
-COPY --from=server-build /src/target/release/bldst /usr/local/bin/bldst
-# The default SQLite file lands here; mount a volume, or set DATABASE_URL to PostgreSQL.
+FROM scratch AS server
+COPY --from=server-rootfs /rootfs/ /
+# The server's only writable directory besides /tmp. Owned by 65534 here, not in the stage:
+# COPY keeps no owner from a local build context (the tests'), and a volume mounted there
+# takes this owner on first use.
+COPY --from=server-rootfs --chown=65534:65534 /state/ /var/lib/
+# The default SQLite file (sqlite://buildstate.db) lands here; mount a volume, or set
+# DATABASE_URL to PostgreSQL. Migrations are applied at start either way.
 WORKDIR /var/lib/buildstate
 USER 65534:65534
 ENV BUILDSTATE_LISTEN=0.0.0.0:8000

@@ -63,14 +63,21 @@ pub struct LoadOutcome {
     pub first_errors: Vec<String>,
 }
 
-/// Where the clients send their reports.
+/// Where the clients send their reports: one server process, or several on one database.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub base_url: String,
+    /// Never empty.
+    pub base_urls: Vec<String>,
     pub token: String,
 }
 
 impl Target {
+    /// The process client `index` talks to: the processes in turn, as a round-robin load
+    /// balancer spreads connections.
+    pub fn base_url(&self, index: usize) -> &str {
+        &self.base_urls[index % self.base_urls.len()]
+    }
+
     fn authorization(&self) -> anyhow::Result<HeaderValue> {
         let mut value = HeaderValue::from_str(&format!("Bearer {}", self.token))
             .context("the admin token is not a valid header value")?;
@@ -85,7 +92,7 @@ pub async fn create_builds(target: &Target, clients: u32) -> anyhow::Result<Vec<
     let mut ids = Vec::with_capacity(clients as usize);
     for client in 0..clients {
         let response = http
-            .post(format!("{}/builds", target.base_url))
+            .post(format!("{}/builds", target.base_url(client as usize)))
             .header(AUTHORIZATION, target.authorization()?)
             .json(&serde_json::json!({
                 "platform": "aws",
@@ -225,7 +232,7 @@ impl Client {
         kind: ReportKind,
         index: usize,
     ) -> anyhow::Result<Self> {
-        let steps = lap(&target.base_url, build_id, kind, index)
+        let steps = lap(target.base_url(index), build_id, kind, index)
             .into_iter()
             .map(|(url, body, is_transition)| Step {
                 url,
@@ -330,7 +337,10 @@ pub async fn claim_stages(target: &Target, build_ids: &[String]) -> anyhow::Resu
     let http = http_client()?;
     for (index, build_id) in build_ids.iter().enumerate() {
         let response = http
-            .post(format!("{}/builds/{build_id}/transitions", target.base_url))
+            .post(format!(
+                "{}/builds/{build_id}/transitions",
+                target.base_url(index)
+            ))
             .header(AUTHORIZATION, target.authorization()?)
             .json(&serde_json::json!({
                 "state": 0,
@@ -375,7 +385,11 @@ pub async fn run_heartbeats(
         }
         let index = next % build_ids.len().max(1);
         next += 1;
-        let url = format!("{}/builds/{}/heartbeat", target.base_url, build_ids[index]);
+        let url = format!(
+            "{}/builds/{}/heartbeat",
+            target.base_url(index),
+            build_ids[index]
+        );
         let body = serde_json::json!({"state": 0, "run": heartbeat_run(index)}).to_string();
         let http = http[index % CONNECTIONS].clone();
         let authorization = authorization.clone();

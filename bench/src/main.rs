@@ -10,6 +10,7 @@ mod options;
 mod pgbench;
 mod postgres;
 mod procfs;
+mod rate_limits;
 mod report;
 mod run;
 mod server;

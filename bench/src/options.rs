@@ -43,6 +43,28 @@ impl ReportKind {
     }
 }
 
+/// How the server under test enforces its rate limits (`--rate-limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimits {
+    /// No limits (`BUILDSTATE_RATE_LIMIT_WRITES=0`, `…_FAILED_AUTHS=0`).
+    Off,
+    /// Counted in the server process (no `REDIS_URL`).
+    Process,
+    /// Counted in a `redis-server` the benchmark starts for itself (`REDIS_URL`).
+    Redis,
+}
+
+impl RateLimits {
+    pub fn name(self) -> &'static str {
+        match self {
+            RateLimits::Off => "off",
+            RateLimits::Process => "process",
+            RateLimits::Redis => "redis",
+        }
+    }
+}
+
 /// Load-tests a release `bldst server` with transition reports, beside pgbench's ceiling.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "bldst-bench", version)]
@@ -53,6 +75,17 @@ pub struct Options {
     /// Stores to run the server on.
     #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
     pub backends: Vec<Backend>,
+    /// Server processes on one database, each count a run of its own beside the others in every
+    /// round (`1,3`: one process, then three): the clients are spread over the processes in
+    /// turn, as a round-robin load balancer spreads them. Above 1 needs PostgreSQL only
+    /// (`--backends postgres`): a SQLite file belongs to one process.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub server_processes: Vec<u32>,
+    /// PostgreSQL connections of a run's server processes together: each process's pool is
+    /// this divided by the process count (rounded up), so that one process and three compare
+    /// with the same connections and stay inside PostgreSQL's `max_connections`.
+    #[arg(long, default_value_t = 32)]
+    pub database_connections: u32,
     /// Concurrent clients, one build each; every count is a phase of its own.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     pub clients: Vec<u32>,
@@ -102,12 +135,27 @@ pub struct Options {
     pub heartbeat_stages: u32,
     #[arg(long, default_value_t = 10)]
     pub heartbeat_every_secs: u64,
+    /// Rate limiting in the server: `off` (the default) runs the report benchmark above; more
+    /// than one mode (e.g. `off,process,redis`) instead measures what rate limiting costs a
+    /// plain report: one server per mode, each counting every write but never refusing one,
+    /// the modes alternating within each round; no pgbench, heartbeat or other report kinds.
+    #[arg(long, value_delimiter = ',', default_value = "off")]
+    pub rate_limits: Vec<RateLimits>,
+    /// The `redis-server` program for `--rate-limits redis` (started on a free port, no
+    /// persistence, stopped at the end; never the machine's own Redis).
+    #[arg(long, default_value = "redis-server")]
+    pub redis_server: PathBuf,
     /// A safety bound: no client sends more requests than this in one phase.
     #[arg(long, default_value_t = 5_000_000)]
     pub max_requests_per_client: u64,
 }
 
 impl Options {
+    /// The pool of each of `processes` server processes (see `--database-connections`).
+    pub fn pool_per_process(&self, processes: u32) -> u32 {
+        self.database_connections.div_ceil(processes.max(1))
+    }
+
     pub fn warmup(&self) -> Duration {
         Duration::from_secs(self.warmup_secs)
     }
@@ -127,6 +175,20 @@ impl Options {
         anyhow::ensure!((1..=20).contains(&self.rounds), "--rounds must be 1 to 20");
         anyhow::ensure!(!self.kinds.is_empty(), "--kinds lists no report shape");
         anyhow::ensure!(
+            !self.server_processes.is_empty()
+                && self.server_processes.iter().all(|&n| (1..=8).contains(&n)),
+            "--server-processes must list counts from 1 to 8"
+        );
+        anyhow::ensure!(
+            self.server_processes.iter().all(|&n| n == 1) || self.backends == [Backend::Postgres],
+            "--server-processes above 1 needs `--backends postgres`: a SQLite file belongs to one \
+             server process"
+        );
+        anyhow::ensure!(
+            (1..=256).contains(&self.database_connections),
+            "--database-connections must be 1 to 256"
+        );
+        anyhow::ensure!(
             self.heartbeat_stages <= 100_000,
             "--heartbeat-stages must be at most 100000"
         );
@@ -138,5 +200,36 @@ impl Options {
             crate::postgres::AdminUrl::parse(&self.postgres_url)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Options {
+        Options::parse_from(["bldst-bench", "--bldst", "bldst"].iter().chain(args))
+    }
+
+    #[test]
+    fn several_server_processes_share_the_database_connections() {
+        let options = parse(&["--backends", "postgres", "--server-processes", "1,3"]);
+        options.check().expect("valid");
+        assert_eq!(options.server_processes, [1, 3]);
+        assert_eq!(options.pool_per_process(1), 32);
+        assert_eq!(options.pool_per_process(3), 11);
+    }
+
+    #[test]
+    fn several_server_processes_are_refused_on_sqlite() {
+        let options = parse(&["--server-processes", "1,3"]);
+        let error = options
+            .check()
+            .expect_err("sqlite is in the default backends");
+        assert!(error.to_string().contains("--backends postgres"), "{error}");
+        let zero = parse(&["--backends", "postgres", "--server-processes", "0"]);
+        assert!(zero.check().is_err());
     }
 }

@@ -133,9 +133,9 @@ pub async fn run(
         .with_context(|| format!("failed to start `{}`", pgbench.display()))?;
 
     tokio::time::sleep(warmup).await;
-    let cpu_from = CpuSnapshot::take(None)?;
+    let cpu_from = CpuSnapshot::take(&[])?;
     tokio::time::sleep(duration).await;
-    let cpu = cpu_from.until(&CpuSnapshot::take(None)?);
+    let cpu = cpu_from.until(&CpuSnapshot::take(&[])?);
     let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
         .context("pgbench did not finish a minute after its time was up")??;

@@ -25,10 +25,15 @@ fn status_field_kib(status: &str, field: &str) -> Option<u64> {
     })
 }
 
-/// Samples `VmRSS` of `pid` every `every` until the returned sender is used or dropped;
-/// the task answers the samples, in KiB.
+/// `status_kib` summed over `pids` (the server processes of one run).
+pub fn total_status_kib(pids: &[u32], field: &str) -> anyhow::Result<u64> {
+    pids.iter().map(|&pid| status_kib(pid, field)).sum()
+}
+
+/// Samples the `VmRSS` of `pids`, summed, every `every` until the returned sender is used or
+/// dropped; the task answers the samples, in KiB.
 pub fn sample_rss(
-    pid: u32,
+    pids: Vec<u32>,
     every: Duration,
 ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Vec<u64>>) {
     let (stop, mut stopped) = oneshot::channel::<()>();
@@ -40,7 +45,7 @@ pub fn sample_rss(
             tokio::select! {
                 _ = &mut stopped => break,
                 _ = ticks.tick() => {
-                    match status_kib(pid, "VmRSS") {
+                    match total_status_kib(&pids, "VmRSS") {
                         Ok(kib) => samples.push(kib),
                         Err(_) => break, // the process is gone
                     }
@@ -121,7 +126,7 @@ pub async fn wait_for_quiet(below_cores: f64, patience: Duration) -> anyhow::Res
 pub struct CpuUse {
     /// The whole machine, every process.
     pub machine_cores: f64,
-    /// The `bldst server` process.
+    /// The `bldst server` processes, together.
     pub server_cores: Option<f64>,
     /// This load generator.
     pub load_generator_cores: Option<f64>,
@@ -137,10 +142,21 @@ pub struct CpuSnapshot {
 }
 
 impl CpuSnapshot {
-    pub fn take(server_pid: Option<u32>) -> anyhow::Result<Self> {
+    /// Counters now; `server_pids` are summed (none: no server figure).
+    pub fn take(server_pids: &[u32]) -> anyhow::Result<Self> {
+        let server = if server_pids.is_empty() {
+            None
+        } else {
+            Some(
+                server_pids
+                    .iter()
+                    .map(|&pid| process_cpu_seconds(pid))
+                    .sum::<anyhow::Result<f64>>()?,
+            )
+        };
         Ok(CpuSnapshot {
             machine_busy: machine_busy_seconds()?,
-            server: server_pid.map(process_cpu_seconds).transpose()?,
+            server,
             load_generator: Some(process_cpu_seconds(std::process::id())?),
             at: std::time::Instant::now(),
         })

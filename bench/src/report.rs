@@ -1,5 +1,5 @@
-//! What a run measured and its report: the median of the rounds per store and client count, its
-//! ratio to pgbench's ceiling, as a Markdown table on stdout and in `bench/results/`, with every
+//! What a run measured and its report: the median of the rounds per store, count of server
+//! processes and client count, its ratio to one process's and to pgbench's ceiling, as a Markdown table on stdout and in `bench/results/`, with every
 //! round's raw figures beside it as JSON.
 
 use std::fmt::Write as _;
@@ -58,13 +58,15 @@ pub struct ServerPhase {
     pub cpu: CpuUse,
 }
 
-/// One store: its phases and the server's memory over its whole life.
+/// One store with one or more server processes on one database: its phases and the servers'
+/// memory (summed over the processes) over their whole life.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendRun {
     pub backend: Backend,
+    pub processes: u32,
     /// `VmRSS` once ready, before any load.
     pub idle_rss_mib: f64,
-    /// `VmHWM`: the most the server was ever resident, read just before it was stopped.
+    /// `VmHWM`: the most the servers were ever resident, read just before they were stopped.
     pub high_water_rss_mib: f64,
     pub phases: Vec<ServerPhase>,
     pub heartbeat: Option<HeartbeatPhase>,
@@ -119,14 +121,19 @@ pub struct Round {
     pub ceiling: Vec<CeilingPhase>,
 }
 
-/// One store and client count, summarized over the rounds.
+/// One store, process count and client count, summarized over the rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub backend: Backend,
+    pub processes: u32,
     pub clients: u32,
     pub kind: ReportKind,
-    /// This kind's throughput over the plain report's at the same store and client count.
+    /// This kind's throughput over the plain report's at the same store, process count and
+    /// client count.
     pub vs_plain: Option<f64>,
+    /// This throughput over one process's at the same store, client count and kind (when
+    /// this is a run of several and one process was measured too).
+    pub vs_one_process: Option<f64>,
     /// The median round's throughput, and the extremes.
     pub transitions_per_sec: f64,
     pub transitions_per_sec_min: f64,
@@ -210,13 +217,19 @@ impl Results {
         };
 
         let mut summary = Vec::new();
-        for &backend in &options.backends {
+        let runs = options.backends.iter().flat_map(|&backend| {
+            options
+                .server_processes
+                .iter()
+                .map(move |&processes| (backend, processes))
+        });
+        for (backend, processes) in runs {
             for &clients in &options.clients {
                 for &kind in &options.kinds {
                     let phases: Vec<&ServerPhase> = rounds
                         .iter()
                         .flat_map(|round| &round.backends)
-                        .filter(|run| run.backend == backend)
+                        .filter(|run| run.backend == backend && run.processes == processes)
                         .flat_map(|run| &run.phases)
                         .filter(|phase| phase.clients == clients && phase.kind == kind)
                         .collect();
@@ -240,9 +253,11 @@ impl Results {
                     };
                     summary.push(Summary {
                         backend,
+                        processes,
                         clients,
                         kind,
                         vs_plain: None,
+                        vs_one_process: None,
                         transitions_per_sec,
                         transitions_per_sec_min: throughput().fold(f64::INFINITY, f64::min),
                         transitions_per_sec_max: throughput().fold(0.0, f64::max),
@@ -261,17 +276,29 @@ impl Results {
                 }
             }
         }
-        let plain_rates: Vec<(Backend, u32, f64)> = summary
+        let rates: Vec<(Backend, u32, u32, ReportKind, f64)> = summary
             .iter()
-            .filter(|row| row.kind == ReportKind::Plain)
-            .map(|row| (row.backend, row.clients, row.transitions_per_sec))
+            .map(|row| {
+                let key = (row.backend, row.processes, row.clients, row.kind);
+                (key.0, key.1, key.2, key.3, row.transitions_per_sec)
+            })
             .collect();
-        for row in &mut summary {
-            row.vs_plain = plain_rates
+        let rate_of = |backend: Backend, processes: u32, clients: u32, kind: ReportKind| {
+            rates
                 .iter()
-                .find(|(backend, clients, _)| *backend == row.backend && *clients == row.clients)
-                .filter(|(_, _, rate)| *rate > 0.0)
-                .map(|(_, _, rate)| row.transitions_per_sec / rate);
+                .find(|rate| {
+                    rate.0 == backend && rate.1 == processes && rate.2 == clients && rate.3 == kind
+                })
+                .map(|rate| rate.4)
+                .filter(|rate| *rate > 0.0)
+        };
+        for row in &mut summary {
+            row.vs_plain = rate_of(row.backend, row.processes, row.clients, ReportKind::Plain)
+                .map(|rate| row.transitions_per_sec / rate);
+            row.vs_one_process = (row.processes > 1)
+                .then(|| rate_of(row.backend, 1, row.clients, row.kind))
+                .flatten()
+                .map(|rate| row.transitions_per_sec / rate);
         }
         Results {
             started_at,
@@ -286,8 +313,28 @@ impl Results {
     }
 }
 
+/// A run's name in the report: the store, and the process count when above one.
+pub fn run_label(backend: Backend, processes: u32) -> String {
+    match processes {
+        1 => backend.name().to_owned(),
+        n => format!("{} × {n} processes", backend.name()),
+    }
+}
+
+/// The phases of `row`'s store, process count, client count and kind, every round.
+fn phases_of<'a>(results: &'a Results, row: &Summary) -> Vec<&'a ServerPhase> {
+    results
+        .rounds
+        .iter()
+        .flat_map(|round| &round.backends)
+        .filter(|run| run.backend == row.backend && run.processes == row.processes)
+        .flat_map(|run| &run.phases)
+        .filter(|phase| phase.clients == row.clients && phase.kind == row.kind)
+        .collect()
+}
+
 /// The median (the mean of the middle two for an even count); 0 for none.
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut values: Vec<f64> = values.collect();
     values.sort_by(f64::total_cmp);
     match values.len() {
@@ -322,21 +369,23 @@ pub fn markdown(results: &Results) -> String {
     };
     let _ = writeln!(
         out,
-        "| backend | clients | report | req/s | vs plain | (min–max) | p50 ms | p99 ms | errors | peak RSS MiB | pgbench tps | ratio | pgbench+auth tps | ratio (+auth) |"
+        "| backend | processes | clients | report | req/s | vs plain | vs 1 process | (min–max) | p50 ms | p99 ms | errors | peak RSS MiB | pgbench tps | ratio | pgbench+auth tps | ratio (+auth) |"
     );
     let _ = writeln!(
         out,
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for row in &results.summary {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {} | {:.0}–{:.0} | {:.2} | {:.2} | {} | {:.1} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {:.0}–{:.0} | {:.2} | {:.2} | {} | {:.1} | {} | {} | {} | {} |",
             row.backend.name(),
+            row.processes,
             row.clients,
             row.kind.name(),
             row.transitions_per_sec,
             or_dash(row.vs_plain, 2),
+            or_dash(row.vs_one_process, 2),
             row.transitions_per_sec_min,
             row.transitions_per_sec_max,
             row.p50_ms,
@@ -350,13 +399,22 @@ pub fn markdown(results: &Results) -> String {
         );
     }
 
-    let _ = writeln!(out, "\nServer memory, MiB (largest over the rounds):\n");
-    for &backend in [Backend::Sqlite, Backend::Postgres].iter() {
+    let _ = writeln!(
+        out,
+        "\nServer memory, MiB (all of a run's processes together; largest over the rounds):\n"
+    );
+    let mut labels: Vec<(Backend, u32)> = Vec::new();
+    for run in results.rounds.iter().flat_map(|round| &round.backends) {
+        if !labels.contains(&(run.backend, run.processes)) {
+            labels.push((run.backend, run.processes));
+        }
+    }
+    for &(backend, processes) in &labels {
         let runs: Vec<&BackendRun> = results
             .rounds
             .iter()
             .flat_map(|round| &round.backends)
-            .filter(|run| run.backend == backend)
+            .filter(|run| run.backend == backend && run.processes == processes)
             .collect();
         if runs.is_empty() {
             continue;
@@ -366,7 +424,7 @@ pub fn markdown(results: &Results) -> String {
         let _ = writeln!(
             out,
             "- {}: idle {:.1}; sampled under load (VmRSS every 100 ms) {:.1}; VmHWM over the server's life {:.1}",
-            backend.name(),
+            run_label(backend, processes),
             largest(|run| run.idle_rss_mib),
             largest(|run| run.phases.iter().map(|phase| phase.peak_rss_mib).fold(0.0, f64::max)),
             largest(|run| run.high_water_rss_mib),
@@ -389,7 +447,7 @@ pub fn markdown(results: &Results) -> String {
                     let value = round
                         .backends
                         .iter()
-                        .filter(|run| run.backend == row.backend)
+                        .filter(|run| run.backend == row.backend && run.processes == row.processes)
                         .flat_map(|run| &run.phases)
                         .find(|phase| phase.clients == row.clients && phase.kind == row.kind)
                         .map(|phase| phase.transitions_per_sec);
@@ -399,7 +457,7 @@ pub fn markdown(results: &Results) -> String {
             let _ = writeln!(
                 out,
                 "| server on {}, {} | {} |{cells}",
-                row.backend.name(),
+                run_label(row.backend, row.processes),
                 row.kind.name(),
                 row.clients
             );
@@ -444,18 +502,11 @@ pub fn markdown(results: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "| run | clients | busy before (other work) | whole machine | bldst server | load generator | rest (PostgreSQL, OS) | server CPU µs per request |"
+        "| run | clients | busy before (other work) | whole machine | bldst server(s) | load generator | rest (PostgreSQL, OS) | server CPU µs per request |"
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for row in &results.summary {
-        let phases: Vec<&ServerPhase> = results
-            .rounds
-            .iter()
-            .flat_map(|round| &round.backends)
-            .filter(|run| run.backend == row.backend)
-            .flat_map(|run| &run.phases)
-            .filter(|phase| phase.clients == row.clients && phase.kind == row.kind)
-            .collect();
+        let phases = phases_of(results, row);
         let mean = |value: &dyn Fn(&ServerPhase) -> f64| {
             phases.iter().map(|phase| value(phase)).sum::<f64>() / phases.len().max(1) as f64
         };
@@ -468,7 +519,7 @@ pub fn markdown(results: &Results) -> String {
         let _ = writeln!(
             out,
             "| server on {}, {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
-            row.backend.name(),
+            run_label(row.backend, row.processes),
             row.kind.name(),
             row.clients,
             mean(&|phase| phase.background_cores),
@@ -504,11 +555,14 @@ pub fn markdown(results: &Results) -> String {
         );
     }
 
-    let heartbeats: Vec<&HeartbeatPhase> = results
+    let heartbeats: Vec<(String, &HeartbeatPhase)> = results
         .rounds
         .iter()
         .flat_map(|round| &round.backends)
-        .filter_map(|run| run.heartbeat.as_ref())
+        .filter_map(|run| {
+            let phase = run.heartbeat.as_ref()?;
+            Some((run_label(run.backend, run.processes), phase))
+        })
         .collect();
     if !heartbeats.is_empty() {
         let _ = writeln!(
@@ -517,14 +571,14 @@ pub fn markdown(results: &Results) -> String {
         );
         let _ = writeln!(
             out,
-            "| backend | stages | every s | heartbeats/s | p50 ms | p99 ms | errors | busy before | bldst server, % of one core |"
+            "| backend | stages | every s | heartbeats/s | p50 ms | p99 ms | errors | busy before | bldst server(s), % of one core |"
         );
         let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for phase in &heartbeats {
+        for (label, phase) in &heartbeats {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {:.1} | {:.2} | {:.2} | {} | {:.2} | {} |",
-                phase.backend.name(),
+                label,
                 phase.stages,
                 phase.every_secs,
                 phase.heartbeats_per_sec,

@@ -135,9 +135,14 @@ async fn run(options: Options) -> anyhow::Result<()> {
         };
         let server = if options.reuse {
             let started = Instant::now();
-            let server = server::ServerProcess::start_on_existing(
+            let token = server::existing_admin_token(&options.bldst, &url)
+                .await
+                .context("applying the migrations to the database an earlier run seeded")?;
+            let server = server::ServerProcess::start_another(
                 &options.bldst,
                 &url,
+                None,
+                token,
                 log_dir.path(),
                 backend,
             )
@@ -160,7 +165,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
             // The server applies the migrations; the history goes in behind its back (it
             // caches nothing the reports or the list read).
             let server =
-                server::ServerProcess::start(&options.bldst, &url, log_dir.path(), backend)
+                server::ServerProcess::start(&options.bldst, &url, None, log_dir.path(), backend)
                     .await
                     .context("starting the server on an empty database")?;
             let started = Instant::now();

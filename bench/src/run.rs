@@ -1,5 +1,6 @@
 //! The benchmark from start to end: for each round, the server phases (every store, every
-//! client count), then the pgbench ceiling at the same client counts; then the report.
+//! count of server processes, every client count), then the pgbench ceiling at the same client
+//! counts; then the report.
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::load::{self, Target, Window};
-use crate::options::{Backend, Options, ReportKind};
+use crate::options::{Backend, Options, RateLimits, ReportKind};
 use crate::pgbench::{self, Script};
 use crate::postgres::{AdminUrl, Psql, ScratchDatabase};
 use crate::procfs::{self, CpuSnapshot};
@@ -23,6 +24,9 @@ const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// Runs every round and writes the report.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     options.check()?;
+    if options.rate_limits != [RateLimits::Off] {
+        return crate::rate_limits::run(options).await;
+    }
     let started_at = chrono::Utc::now();
     let work_dir = tempfile::Builder::new()
         .prefix("bldst-bench-")
@@ -50,9 +54,24 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     for round in 1..=options.rounds {
         let mut backends = Vec::new();
         for &backend in &options.backends {
-            eprintln!("== round {round}/{}: {} ==", options.rounds, backend.name());
-            let run = run_backend(&options, backend, round, work_dir.path(), &psql, &admin).await?;
-            backends.push(run);
+            for &processes in &options.server_processes {
+                eprintln!(
+                    "== round {round}/{}: {} ==",
+                    options.rounds,
+                    report::run_label(backend, processes)
+                );
+                let run = run_backend(
+                    &options,
+                    backend,
+                    processes,
+                    round,
+                    work_dir.path(),
+                    &psql,
+                    &admin,
+                )
+                .await?;
+                backends.push(run);
+            }
         }
         let mut ceiling = Vec::new();
         if let Some(database) = &ceiling_database {
@@ -93,9 +112,29 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     report::write_results(&options.results_dir, &results, &markdown)
 }
 
+/// Stops every server of a run, each with SIGTERM.
+async fn stop_all(servers: Vec<ServerProcess>) -> anyhow::Result<()> {
+    for server in servers {
+        server.stop().await?;
+    }
+    Ok(())
+}
+
+/// Every server's log tail, for an error.
+fn log_tails(servers: &[ServerProcess]) -> String {
+    servers
+        .iter()
+        .map(ServerProcess::log_tail)
+        .collect::<Vec<_>>()
+        .join("\n--\n")
+}
+
+/// One store with `processes` server processes on one fresh database: every client count and
+/// report shape, then the heartbeats.
 async fn run_backend(
     options: &Options,
     backend: Backend,
+    processes: u32,
     round: u32,
     work_dir: &Path,
     psql: &Psql,
@@ -112,19 +151,57 @@ async fn run_backend(
             let database = ScratchDatabase::create(
                 admin,
                 psql,
-                &format!("bldst_bench_{}_server", std::process::id()),
+                &format!("bldst_bench_{}_server_{processes}", std::process::id()),
             )?;
             let url = database.url.clone();
             scratch = Some(database);
             url
         }
     };
-    let log_name = format!("{}-{round}", backend.name());
-    let server = ServerProcess::start(&options.bldst, &database_url, work_dir, &log_name).await?;
-    let idle_rss_mib = procfs::status_kib(server.pid, "VmRSS")? as f64 / KIB_PER_MIB;
+    let pool = options.pool_per_process(processes);
+    let mut servers: Vec<ServerProcess> = Vec::new();
+    for process in 1..=processes {
+        let log_name = format!("{}-x{processes}-{round}-{process}", backend.name());
+        // The first bootstraps the database; the others share its admin token.
+        let started = match servers.first() {
+            None => {
+                ServerProcess::start(
+                    &options.bldst,
+                    &database_url,
+                    Some(pool),
+                    work_dir,
+                    &log_name,
+                )
+                .await
+            }
+            Some(first) => {
+                ServerProcess::start_another(
+                    &options.bldst,
+                    &database_url,
+                    Some(pool),
+                    first.admin_token.clone(),
+                    work_dir,
+                    &log_name,
+                )
+                .await
+            }
+        };
+        match started {
+            Ok(server) => servers.push(server),
+            Err(error) => {
+                stop_all(servers).await?;
+                return Err(error);
+            }
+        }
+    }
+    let pids: Vec<u32> = servers.iter().map(|server| server.pid).collect();
+    let idle_rss_mib = procfs::total_status_kib(&pids, "VmRSS")? as f64 / KIB_PER_MIB;
     let target = Target {
-        base_url: server.base_url.clone(),
-        token: server.admin_token.clone(),
+        base_urls: servers
+            .iter()
+            .map(|server| server.base_url.clone())
+            .collect(),
+        token: servers[0].admin_token.clone(),
     };
     let mut phases = Vec::new();
     for &clients in &options.clients {
@@ -135,11 +212,11 @@ async fn run_backend(
                 psql.execute(admin.as_str(), "CHECKPOINT")?;
             }
             let phase =
-                match run_server_phase(options, backend, &server, &target, clients, kind).await {
+                match run_server_phase(options, backend, &pids, &target, clients, kind).await {
                     Ok(phase) => phase,
                     Err(error) => {
-                        let tail = server.log_tail();
-                        let _ = server.stop().await;
+                        let tail = log_tails(&servers);
+                        let _ = stop_all(servers).await;
                         return Err(error.context(format!("server log ends with:\n{tail}")));
                     }
                 };
@@ -156,7 +233,7 @@ async fn run_backend(
         }
     }
     let heartbeat = if options.heartbeat_stages > 0 {
-        match run_heartbeat_phase(options, backend, &server, &target).await {
+        match run_heartbeat_phase(options, backend, &pids, &target).await {
             Ok(phase) => {
                 eprintln!(
                     "  heartbeats: {} stages every {} s: {:.1}/s, p99 {:.2} ms, {} errors, server {} % of one core",
@@ -173,19 +250,20 @@ async fn run_backend(
                 Some(phase)
             }
             Err(error) => {
-                let tail = server.log_tail();
-                let _ = server.stop().await;
+                let tail = log_tails(&servers);
+                let _ = stop_all(servers).await;
                 return Err(error.context(format!("server log ends with:\n{tail}")));
             }
         }
     } else {
         None
     };
-    let high_water_rss_mib = procfs::status_kib(server.pid, "VmHWM")? as f64 / KIB_PER_MIB;
-    server.stop().await?;
+    let high_water_rss_mib = procfs::total_status_kib(&pids, "VmHWM")? as f64 / KIB_PER_MIB;
+    stop_all(servers).await?;
     drop(scratch);
     Ok(BackendRun {
         backend,
+        processes,
         idle_rss_mib,
         high_water_rss_mib,
         phases,
@@ -198,7 +276,7 @@ async fn run_backend(
 async fn run_heartbeat_phase(
     options: &Options,
     backend: Backend,
-    server: &ServerProcess,
+    server_pids: &[u32],
     target: &Target,
 ) -> anyhow::Result<HeartbeatPhase> {
     let build_ids = load::create_builds(target, options.heartbeat_stages).await?;
@@ -208,9 +286,9 @@ async fn run_heartbeat_phase(
     let window = Window::starting_now(options.warmup(), options.duration());
     let measure_cpu = async {
         tokio::time::sleep_until(window.measure_from.into()).await;
-        let from = CpuSnapshot::take(Some(server.pid))?;
+        let from = CpuSnapshot::take(server_pids)?;
         tokio::time::sleep_until(window.end.into()).await;
-        Ok::<_, anyhow::Error>(from.until(&CpuSnapshot::take(Some(server.pid))?))
+        Ok::<_, anyhow::Error>(from.until(&CpuSnapshot::take(server_pids)?))
     };
     let (outcome, cpu) = tokio::join!(
         load::run_heartbeats(target, &build_ids, every, window),
@@ -233,23 +311,23 @@ async fn run_heartbeat_phase(
     })
 }
 
-async fn run_server_phase(
+pub(crate) async fn run_server_phase(
     options: &Options,
     backend: Backend,
-    server: &ServerProcess,
+    server_pids: &[u32],
     target: &Target,
     clients: u32,
     kind: ReportKind,
 ) -> anyhow::Result<ServerPhase> {
     let build_ids = load::create_builds(target, clients).await?;
     let background_cores = quiet(options).await?;
-    let (stop_sampling, sampler) = procfs::sample_rss(server.pid, RSS_SAMPLE_EVERY);
+    let (stop_sampling, sampler) = procfs::sample_rss(server_pids.to_vec(), RSS_SAMPLE_EVERY);
     let window = Window::starting_now(options.warmup(), options.duration());
     let measure_cpu = async {
         tokio::time::sleep_until(window.measure_from.into()).await;
-        let from = CpuSnapshot::take(Some(server.pid))?;
+        let from = CpuSnapshot::take(server_pids)?;
         tokio::time::sleep_until(window.end.into()).await;
-        Ok::<_, anyhow::Error>(from.until(&CpuSnapshot::take(Some(server.pid))?))
+        Ok::<_, anyhow::Error>(from.until(&CpuSnapshot::take(server_pids)?))
     };
     let (outcome, cpu) = tokio::join!(
         load::run_clients(
@@ -316,7 +394,7 @@ async fn run_ceiling(
     })
 }
 
-async fn quiet(options: &Options) -> anyhow::Result<f64> {
+pub(crate) async fn quiet(options: &Options) -> anyhow::Result<f64> {
     procfs::wait_for_quiet(
         options.quiet_below_cores,
         Duration::from_secs(options.quiet_wait_secs),

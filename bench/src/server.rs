@@ -1,6 +1,6 @@
-//! The server under test: a release `bldst server` child process on a free loopback port, with
-//! an admin token from `bldst server bootstrap`, stopped with SIGTERM like a service manager
-//! would.
+//! The server under test: release `bldst server` child processes on free loopback ports (one,
+//! or several on one PostgreSQL database), with an admin token from `bldst server bootstrap`,
+//! stopped with SIGTERM like a service manager would.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -26,102 +26,193 @@ pub struct ServerProcess {
     log_path: PathBuf,
 }
 
+/// `bldst ARGS` with this run's settings: the database, the benchmark's key, no backoff and
+/// up to 100 failures a stage (so every report of the benchmark's cycle is accepted), and the
+/// PostgreSQL pool size (the server's default if `None`).
+fn server_command(
+    bldst: &Path,
+    database_url: &str,
+    database_max_connections: Option<u32>,
+    args: &[&str],
+) -> Command {
+    let mut command = Command::new(bldst);
+    command.args(args);
+    // Only this run's settings: a BUILDSTATE_* of the caller's shell must not leak in.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("BUILDSTATE_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("DATABASE_URL", database_url)
+        .env("SECRET_KEY", BENCH_SECRET_KEY)
+        .env("BUILDSTATE_BACKOFF_BASE_SECS", "0")
+        .env("BUILDSTATE_MAX_RETRIES", "100")
+        // Rate limits off (the benchmark's one token writes thousands of times a second);
+        // `--rate-limits` turns them on through `ServerProcess::start_with_env`.
+        .env("BUILDSTATE_RATE_LIMIT_WRITES", "0")
+        .env("BUILDSTATE_RATE_LIMIT_FAILED_AUTHS", "0")
+        .env_remove("REDIS_URL")
+        .stdin(Stdio::null());
+    if let Some(pool) = database_max_connections {
+        command.env("BUILDSTATE_DATABASE_MAX_CONNECTIONS", pool.to_string());
+    }
+    command
+}
+
+/// Creates the first admin on `database_url` (applying the migrations) and answers its token,
+/// which every server process on that database (all with the benchmark's key) accepts.
+async fn bootstrap(bldst: &Path, database_url: &str) -> anyhow::Result<String> {
+    let bootstrap = server_command(
+        bldst,
+        database_url,
+        Some(1),
+        &[
+            "server",
+            "bootstrap",
+            "--username",
+            "bench",
+            "--email",
+            "bench@example.com",
+        ],
+    )
+    .output()
+    .await
+    .with_context(|| format!("failed to run `{} server bootstrap`", bldst.display()))?;
+    anyhow::ensure!(
+        bootstrap.status.success(),
+        "`bldst server bootstrap` failed ({}): {}",
+        bootstrap.status,
+        String::from_utf8_lossy(&bootstrap.stderr).trim()
+    );
+    let admin_token = String::from_utf8(bootstrap.stdout)
+        .context("the bootstrap token is not UTF-8")?
+        .trim()
+        .to_owned();
+    anyhow::ensure!(
+        !admin_token.is_empty(),
+        "`bldst server bootstrap` printed no token"
+    );
+    Ok(admin_token)
+}
+
+/// A new admin token for `bench` on a database an earlier run bootstrapped and left behind
+/// (`bldst server token create`); that command applies any migrations the database lacks.
+#[allow(dead_code)] // bldst-reports-bench's `--reuse`; bldst-bench compiles this module too
+pub async fn existing_admin_token(bldst: &Path, database_url: &str) -> anyhow::Result<String> {
+    let created = server_command(
+        bldst,
+        database_url,
+        Some(1),
+        &[
+            "server",
+            "token",
+            "create",
+            "--username",
+            "bench",
+            "--scope",
+            "admin",
+        ],
+    )
+    .output()
+    .await
+    .with_context(|| format!("failed to run `{} server token create`", bldst.display()))?;
+    anyhow::ensure!(
+        created.status.success(),
+        "`bldst server token create` failed ({}): {}",
+        created.status,
+        String::from_utf8_lossy(&created.stderr).trim()
+    );
+    let token = String::from_utf8(created.stdout)
+        .context("the token is not UTF-8")?
+        .trim()
+        .to_owned();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "`bldst server token create` printed no token"
+    );
+    Ok(token)
+}
+
 impl ServerProcess {
-    /// Bootstraps an admin on `database_url`, starts the server on it and waits for `/ready`.
-    /// Backoff is zero and builds may fail up to 100 times, so every report of the benchmark's
-    /// cycle is accepted. The server's output goes to `log_dir/NAME.log`.
+    /// Bootstraps an admin on `database_url`, starts the server on it with a pool of
+    /// `database_max_connections` (the server's default if `None`) and waits for `/ready`.
+    /// The server's output goes to `log_dir/NAME.log`.
     pub async fn start(
         bldst: &Path,
         database_url: &str,
+        database_max_connections: Option<u32>,
         log_dir: &Path,
         name: &str,
     ) -> anyhow::Result<Self> {
-        Self::start_with_admin(bldst, database_url, log_dir, name, true).await
+        let admin_token = bootstrap(bldst, database_url).await?;
+        Self::start_another(
+            bldst,
+            database_url,
+            database_max_connections,
+            admin_token,
+            log_dir,
+            name,
+        )
+        .await
     }
 
-    /// As [`ServerProcess::start`], on a database an earlier run left behind: its admin
-    /// `bench` exists, so a new token is made for it (`bldst server token create`). That
-    /// command applies any migrations the database lacks, before the server starts.
-    #[allow(dead_code)] // bldst-reports-bench's `--reuse`; bldst-bench compiles this module too
-    pub async fn start_on_existing(
+    /// Starts a server on a database [`ServerProcess::start`] bootstrapped, with a pool of
+    /// `database_max_connections` (the default if `None`), and waits for `/ready`: one of
+    /// several processes on one database. Its output goes to `log_dir/NAME.log`.
+    pub async fn start_another(
+        bldst: &Path,
+        database_url: &str,
+        database_max_connections: Option<u32>,
+        admin_token: String,
+        log_dir: &Path,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        Self::launch(
+            bldst,
+            database_url,
+            database_max_connections,
+            admin_token,
+            log_dir,
+            name,
+            &[],
+        )
+        .await
+    }
+
+    /// Like [`ServerProcess::start`], with `env` on top of the benchmark's settings (e.g.
+    /// the rate limits on, `REDIS_URL`).
+    pub async fn start_with_env(
         bldst: &Path,
         database_url: &str,
         log_dir: &Path,
         name: &str,
+        env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
-        Self::start_with_admin(bldst, database_url, log_dir, name, false).await
+        let admin_token = bootstrap(bldst, database_url).await?;
+        Self::launch(bldst, database_url, None, admin_token, log_dir, name, env).await
     }
 
-    async fn start_with_admin(
+    async fn launch(
         bldst: &Path,
         database_url: &str,
+        database_max_connections: Option<u32>,
+        admin_token: String,
         log_dir: &Path,
         name: &str,
-        first_admin: bool,
+        env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
         let listen = free_loopback_address()?;
-        let command = |args: &[&str]| {
-            let mut command = Command::new(bldst);
-            command.args(args);
-            // Only this run's settings: a BUILDSTATE_* of the caller's shell must not leak in.
-            for (key, _) in std::env::vars_os() {
-                if key.to_string_lossy().starts_with("BUILDSTATE_") {
-                    command.env_remove(key);
-                }
-            }
-            command
-                .env("DATABASE_URL", database_url)
-                .env("SECRET_KEY", BENCH_SECRET_KEY)
-                .env("BUILDSTATE_LISTEN", &listen)
-                .env("BUILDSTATE_BACKOFF_BASE_SECS", "0")
-                .env("BUILDSTATE_MAX_RETRIES", "100")
-                .stdin(Stdio::null());
-            command
-        };
-
-        let admin_args: &[&str] = if first_admin {
-            &[
-                "server",
-                "bootstrap",
-                "--username",
-                "bench",
-                "--email",
-                "bench@example.com",
-            ]
-        } else {
-            &[
-                "server",
-                "token",
-                "create",
-                "--username",
-                "bench",
-                "--scope",
-                "admin",
-            ]
-        };
-        let bootstrap = command(admin_args)
-            .output()
-            .await
-            .with_context(|| format!("failed to run `{} server bootstrap`", bldst.display()))?;
-        anyhow::ensure!(
-            bootstrap.status.success(),
-            "`bldst server bootstrap` failed ({}): {}",
-            bootstrap.status,
-            String::from_utf8_lossy(&bootstrap.stderr).trim()
-        );
-        let admin_token = String::from_utf8(bootstrap.stdout)
-            .context("the bootstrap token is not UTF-8")?
-            .trim()
-            .to_owned();
-        anyhow::ensure!(
-            !admin_token.is_empty(),
-            "`bldst server bootstrap` printed no token"
-        );
-
         let log_path = log_dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("failed to create {}", log_path.display()))?;
-        let child = command(&["server"])
+        let mut command =
+            server_command(bldst, database_url, database_max_connections, &["server"]);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command
+            .env("BUILDSTATE_LISTEN", &listen)
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true)
@@ -163,6 +254,11 @@ impl ServerProcess {
             "the server was not ready after {READY_TIMEOUT:?}:\n{}",
             self.log_tail()
         )
+    }
+
+    /// The server's whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     /// The last lines of the server's log, for error messages.

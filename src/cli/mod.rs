@@ -44,6 +44,7 @@ Exit codes:
       another run holds the stage)
    5  authentication: no token, or an invalid, expired or too narrow one
    6  the server was unreachable after retries
+   7  rate limited: the token's write limit still refused after the retries (429)
   10  build gate: skip (the stage already completed)
   11  build gate: wait (the stage is backing off, or another run holds it); build run: did
       not wait
@@ -153,7 +154,8 @@ pub enum Command {
     },
     /// Run the REST server (SQLite by default, PostgreSQL when DATABASE_URL says so).
     #[cfg(feature = "server")]
-    Server(server::ServerArgs),
+    // Boxed: the server's settings are many times the size of every other command's.
+    Server(Box<server::ServerArgs>),
 }
 
 /// A failure with the exit code it maps to and one line for stderr.
@@ -228,6 +230,7 @@ pub fn exit_kind(code: u8) -> &'static str {
         exit::CONFLICT => "conflict",
         exit::AUTH => "authentication",
         exit::UNREACHABLE => "unreachable",
+        exit::RATE_LIMITED => "rate_limited",
         exit::GATE_SKIP => "skip",
         exit::GATE_WAIT => "wait",
         exit::GATE_STOP => "stop",
@@ -515,7 +518,7 @@ pub async fn run(cli: Cli, env: EnvLookup<'_>, streams: Streams) -> Result<u8, C
             Ok(exit::SUCCESS)
         }
         #[cfg(feature = "server")]
-        Command::Server(args) => server::run(args, &printer)
+        Command::Server(args) => server::run(*args, &printer)
             .await
             .map_err(|error| CliError::failure(format!("{error:#}"))),
         Command::Build(args) => build::run(args, &context(&global, printer, env, streams)?).await,

@@ -85,6 +85,7 @@ async fn the_built_image_runs_check_in_and_out_with_an_empty_environment() {
         files,
         [
             "etc",
+            "etc/nsswitch.conf",
             "etc/ssl",
             "etc/ssl/certs",
             "etc/ssl/certs/ca-certificates.crt",

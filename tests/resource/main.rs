@@ -14,3 +14,4 @@ mod image;
 mod outputs;
 mod pipelines;
 mod put;
+mod rate_limits;

@@ -11,6 +11,7 @@
 
 pub mod image;
 pub mod process;
+pub mod redis;
 
 use std::future::Future;
 use std::time::Duration;
@@ -54,9 +55,54 @@ pub struct TestApp {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _sqlite_dir: Option<tempfile::TempDir>,
-    scratch_database: Option<(String, String)>,
-    /// Held until the scratch database is dropped (PostgreSQL only).
-    _postgres_turn: Option<SemaphorePermit<'static>>,
+    /// Dropped after the server stops (PostgreSQL only).
+    _scratch_database: Option<ScratchDatabase>,
+}
+
+/// A scratch PostgreSQL database on `BUILDSTATE_TEST_POSTGRES_URL`'s server, dropped with this
+/// value; it holds one of the [`POSTGRES_SERVERS_AT_ONCE`] turns meanwhile.
+pub struct ScratchDatabase {
+    /// The database's URL.
+    pub url: String,
+    admin_url: String,
+    name: String,
+    _turn: SemaphorePermit<'static>,
+}
+
+impl ScratchDatabase {
+    /// Creates one, or `None` (saying so) when the PostgreSQL URL is not set.
+    pub async fn create() -> Option<ScratchDatabase> {
+        let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
+            eprintln!("skipped: set {POSTGRES_URL_VAR} to run the PostgreSQL variant");
+            return None;
+        };
+        let turn = POSTGRES_SERVERS
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let (url, name) = create_scratch_database(&admin_url).await;
+        Some(ScratchDatabase {
+            url,
+            admin_url,
+            name,
+            _turn: turn,
+        })
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs outside async context: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(drop_scratch_database(&admin_url, &name));
+        })
+        .join();
+    }
 }
 
 impl TestApp {
@@ -73,7 +119,6 @@ impl TestApp {
     ) -> Option<TestApp> {
         let mut sqlite_dir = None;
         let mut scratch_database = None;
-        let mut postgres_turn = None;
         let database_url = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temporary directory");
@@ -82,18 +127,9 @@ impl TestApp {
                 url
             }
             Backend::Postgres => {
-                let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
-                    eprintln!("skipped: set {POSTGRES_URL_VAR} to run the PostgreSQL variant");
-                    return None;
-                };
-                postgres_turn = Some(
-                    POSTGRES_SERVERS
-                        .acquire()
-                        .await
-                        .expect("the semaphore is never closed"),
-                );
-                let (url, name) = create_scratch_database(&admin_url).await;
-                scratch_database = Some((admin_url, name));
+                let database = ScratchDatabase::create().await?;
+                let url = database.url.clone();
+                scratch_database = Some(database);
                 url
             }
         };
@@ -124,8 +160,7 @@ impl TestApp {
             shutdown: Some(shutdown),
             server: Some(server),
             _sqlite_dir: sqlite_dir,
-            scratch_database,
-            _postgres_turn: postgres_turn,
+            _scratch_database: scratch_database,
         })
     }
 
@@ -203,19 +238,9 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        // The scratch database (a field) is dropped after this, once the server is told to stop.
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
-        }
-        if let Some((admin_url, name)) = self.scratch_database.take() {
-            // Drop runs outside async context: use a thread with its own runtime.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(drop_scratch_database(&admin_url, &name));
-            })
-            .join();
         }
     }
 }

@@ -29,12 +29,22 @@ impl ServerProcess {
             .env("SECRET_KEY", "test-secret-key")
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
-            .env_remove("BUILDSTATE_LOG_FORMAT")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env_remove("BUILDSTATE_LOG_FORMAT");
         for (name, value) in env {
             command.env(name, value);
         }
+        let scheme = if args.contains(&"--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
+        Self::spawn(command, scheme).await
+    }
+
+    /// Starts `command`, a `bldst server` however it is run (e.g. inside an image), and waits
+    /// until it logs the address it listens on; `scheme` is `http` or `https`.
+    pub async fn spawn(mut command: Command, scheme: &str) -> Self {
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("bldst server starts");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -62,11 +72,6 @@ impl ServerProcess {
                     log.lock().expect("log lines").join("\n")
                 );
             }
-        };
-        let scheme = if args.contains(&"--tls-cert") {
-            "https"
-        } else {
-            "http"
         };
         ServerProcess {
             base_url: format!("{scheme}://{address}"),

@@ -1,8 +1,9 @@
 //! The typed REST client of the buildstate API, used by the CLI, the Concourse resource and the
 //! GitHub Action.
 //!
-//! Every call has a timeout. Connection failures, 429 (honouring `Retry-After`), 502, 503 and
-//! 504 are retried a bounded number of times with exponential backoff; other 4xx never are.
+//! Every call has a timeout. Connection failures, 429 (honouring `Retry-After`, unless it asks
+//! for more than [`MAX_RETRY_WAIT`]), 502, 503 and 504 are retried a bounded number of times
+//! with exponential backoff; other 4xx never are.
 //! Reports carry an `Idempotency-Key` that stays the same across retries, so a retried report
 //! is applied at most once. Error answers are parsed back from the JSON envelope into
 //! [`ClientError::Api`], whose message is the server's sentence.
@@ -144,7 +145,8 @@ fn refuse_plain_http_to_another_host(base_url: &str) -> Result<()> {
     )))
 }
 
-/// The longest wait between two attempts, whatever `Retry-After` says.
+/// The longest wait between two attempts. A `Retry-After` asking for longer ends the retries:
+/// the call fails at once with the server's answer.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
 /// Why a call failed.
@@ -664,7 +666,13 @@ impl Client {
                     if !is_retryable(status, repeatable) || attempt >= self.config.max_attempts {
                         return read_answer(&url, response).await;
                     }
-                    retry_after_header(&response)
+                    let retry_after = retry_after_header(&response);
+                    // Asked to wait longer than this client ever waits: a retry sooner would be
+                    // refused again, so the server's answer (which says how long) is final.
+                    if retry_after.is_some_and(|wait| wait > MAX_RETRY_WAIT) {
+                        return read_answer(&url, response).await;
+                    }
+                    retry_after
                 }
                 Err(error) => {
                     tracing::debug!(

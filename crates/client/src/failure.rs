@@ -23,6 +23,9 @@ pub mod exit {
     pub const AUTH: u8 = 5;
     /// The server did not answer, after retries.
     pub const UNREACHABLE: u8 = 6;
+    /// The token's write limit still refused after the retries (429 `rate_limited`): wait,
+    /// or spread the work over more tokens.
+    pub const RATE_LIMITED: u8 = 7;
     /// `build gate`: run the stage.
     pub const GATE_RUN: u8 = 0;
     /// `build gate`: skip the stage, it already completed.
@@ -39,7 +42,12 @@ pub mod exit {
 /// The exit code for a failed API call: the one place that maps client errors to codes.
 pub fn exit_code(error: &ClientError) -> u8 {
     match error {
-        ClientError::Api { status, .. } => match status {
+        ClientError::Api {
+            status, details, ..
+        } => match status {
+            // Cooling down after failed authentications: the token is what to fix.
+            429 if limit_of(details.as_ref()) == Some("failed_authentications") => exit::AUTH,
+            429 => exit::RATE_LIMITED,
             401 | 403 => exit::AUTH,
             404 => exit::NOT_FOUND,
             409 => exit::CONFLICT,
@@ -50,6 +58,11 @@ pub fn exit_code(error: &ClientError) -> u8 {
         ClientError::Protocol { .. } => exit::FAILURE,
         ClientError::Config(_) => exit::USAGE,
     }
+}
+
+/// Which limit a 429 names (`details.limit`).
+fn limit_of(details: Option<&serde_json::Value>) -> Option<&str> {
+    details?.get("limit")?.as_str()
 }
 
 /// The exit code of a gate decision (`bldst build gate`).
@@ -80,6 +93,10 @@ pub fn describe(error: &ClientError, hints: &Hints<'_>) -> String {
         ClientError::Api { code, message, .. } => match code {
             ErrorCode::MissingToken => format!("no API token: {}", hints.no_token),
             ErrorCode::InvalidToken => format!("{message}: {}", hints.bad_token),
+            ErrorCode::RateLimited => format!(
+                "{message} (the server still refused after every retry; it enforces \
+                 BUILDSTATE_RATE_LIMIT_* limits)"
+            ),
             _ => message.clone(),
         },
         ClientError::Unreachable { .. } => {
@@ -124,6 +141,7 @@ mod tests {
             (409, exit::CONFLICT),
             (422, exit::USAGE),
             (500, exit::FAILURE),
+            (429, exit::RATE_LIMITED),
         ];
         for (status, code) in cases {
             assert_eq!(
@@ -132,6 +150,18 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    fn a_cool_down_after_failed_authentications_is_an_authentication_failure() {
+        let error = ClientError::Api {
+            status: 429,
+            code: ErrorCode::RateLimited,
+            message: "the server's sentence".to_owned(),
+            field: None,
+            details: Some(serde_json::json!({"limit": "failed_authentications"})),
+        };
+        assert_eq!(exit_code(&error), exit::AUTH);
     }
 
     #[test]

@@ -521,6 +521,40 @@ pub struct StatusOverview {
     pub version: String,
 }
 
+/// `GET /status`: the overview, and how this process enforces the rate limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StatusAnswer {
+    #[serde(flatten)]
+    pub overview: StatusOverview,
+    /// Absent from servers older than the rate limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimitStatus>,
+}
+
+/// Where the rate limits are counted right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RateLimitStatus {
+    /// `redis`: shared by every server process; `process`: this process counts alone
+    /// (no `REDIS_URL`, or Redis does not answer).
+    pub store: RateLimitStore,
+    /// Whether `REDIS_URL` is set.
+    pub redis_configured: bool,
+    /// Since when Redis has not answered, while it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_unreachable_since: Option<DateTime<Utc>>,
+}
+
+/// Where the rate limits are counted: `redis` (shared) or `process` (this process alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitStore {
+    Redis,
+    Process,
+}
+
 /// Every 4xx and 5xx answer: `{"error": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -612,6 +646,9 @@ pub enum ErrorCode {
     LeaseLost,
     /// A heartbeat or release for a stage this run does not hold (409).
     NotLeased,
+    /// Too many failed authentications from the address, or too many writes with the token
+    /// (429, with `Retry-After` and `details.limit`, `details.retry_after_seconds`).
+    RateLimited,
     /// The server failed (500); the cause is in its log.
     InternalError,
     /// The server cannot serve now, e.g. its database is down (503).
@@ -674,6 +711,7 @@ error_codes! {
     StageLeased => "stage_leased",
     LeaseLost => "lease_lost",
     NotLeased => "not_leased",
+    RateLimited => "rate_limited",
     InternalError => "internal_error",
     Unavailable => "unavailable",
 }

@@ -9,6 +9,7 @@ pub mod db;
 pub mod events;
 pub mod metrics;
 pub mod names;
+pub mod ratelimit;
 pub mod revocations;
 pub mod secrets;
 pub mod serving;
@@ -149,6 +150,46 @@ pub struct ServerConfig {
         default_value_t = 1000
     )]
     pub webhook_retry_base_millis: u64,
+    /// `redis://[:PASSWORD@]HOST[:PORT][/DB]` (or `rediss://` for TLS): share the rate limits
+    /// with every server process using the same Redis. Unset: each process counts alone.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// The longest, in milliseconds, a request waits for Redis to count it; slower, and the
+    /// process counts on its own until Redis answers again.
+    #[arg(long, env = "BUILDSTATE_REDIS_TIMEOUT_MILLIS", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub redis_timeout_millis: u64,
+    /// Failed authentications (unknown, revoked or expired token) one client address may have
+    /// per window before its failing attempts are answered 429 for the cool-down; 0: no limit.
+    #[arg(long, env = "BUILDSTATE_RATE_LIMIT_FAILED_AUTHS", default_value_t = 30)]
+    pub rate_limit_failed_auths: u32,
+    /// The window of `--rate-limit-failed-auths`, in seconds.
+    #[arg(long, env = "BUILDSTATE_RATE_LIMIT_FAILED_AUTH_WINDOW_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub rate_limit_failed_auth_window_secs: u64,
+    /// How long, in seconds, an address over `--rate-limit-failed-auths` has its failing
+    /// attempts answered 429 (a valid token is still served).
+    #[arg(long, env = "BUILDSTATE_RATE_LIMIT_FAILED_AUTH_COOLDOWN_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub rate_limit_failed_auth_cooldown_secs: u64,
+    /// Writes (POST, PUT, PATCH, DELETE) one token may make per window; 0: no limit.
+    #[arg(long, env = "BUILDSTATE_RATE_LIMIT_WRITES", default_value_t = 3000)]
+    pub rate_limit_writes: u32,
+    /// The window of `--rate-limit-writes`, in seconds.
+    #[arg(long, env = "BUILDSTATE_RATE_LIMIT_WRITES_WINDOW_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub rate_limit_writes_window_secs: u64,
+    /// Behind a proxy or load balancer: the header it puts the client's address in (e.g.
+    /// `X-Forwarded-For`; its last entry is used). Unset: the connection's address. Set it only
+    /// when every request comes through that proxy, or clients could claim any address.
+    #[arg(long, env = "BUILDSTATE_CLIENT_ADDRESS_HEADER", value_name = "HEADER",
+          value_parser = parse_header_name)]
+    pub client_address_header: Option<axum::http::HeaderName>,
+}
+
+fn parse_header_name(text: &str) -> Result<axum::http::HeaderName, String> {
+    axum::http::HeaderName::try_from(text.trim())
+        .map_err(|_| format!("`{text}` is not an HTTP header name (e.g. X-Forwarded-For)"))
 }
 
 fn parse_lease_secs(text: &str) -> Result<f64, String> {
@@ -191,6 +232,41 @@ impl ServerConfig {
             webhooks_file: None,
             stuck_check_secs: 60,
             webhook_retry_base_millis: 1000,
+            redis_url: None,
+            redis_timeout_millis: 50,
+            rate_limit_failed_auths: 30,
+            rate_limit_failed_auth_window_secs: 60,
+            rate_limit_failed_auth_cooldown_secs: 300,
+            rate_limit_writes: 3000,
+            rate_limit_writes_window_secs: 60,
+            client_address_header: None,
+        }
+    }
+
+    /// The rate limits these flags set.
+    pub fn rate_limit_settings(&self) -> ratelimit::RateLimitSettings {
+        ratelimit::RateLimitSettings {
+            failed_auths: self.rate_limit_failed_auths,
+            failed_auth_window: Duration::from_secs(self.rate_limit_failed_auth_window_secs),
+            failed_auth_cooldown: Duration::from_secs(self.rate_limit_failed_auth_cooldown_secs),
+            writes: self.rate_limit_writes,
+            writes_window: Duration::from_secs(self.rate_limit_writes_window_secs),
+        }
+    }
+
+    /// The rate limiter: through Redis when `REDIS_URL` is set, else per process.
+    pub async fn rate_limiter(&self) -> anyhow::Result<ratelimit::RateLimiter> {
+        let settings = self.rate_limit_settings();
+        match self.redis_url.as_deref().map(str::trim) {
+            None | Some("") => Ok(ratelimit::RateLimiter::per_process(settings)),
+            Some(url) => {
+                ratelimit::RateLimiter::shared(
+                    settings,
+                    url,
+                    Duration::from_millis(self.redis_timeout_millis),
+                )
+                .await
+            }
         }
     }
 
@@ -235,6 +311,7 @@ impl ServerConfig {
                 cap: Duration::from_secs(300),
             },
         )?;
+        let rate_limits = self.rate_limiter().await?;
         let db =
             Database::connect(&self.database_url, names, self.database_max_connections).await?;
         Ok(AppState::new(AppInner {
@@ -257,6 +334,8 @@ impl ServerConfig {
             recent_tokens: api::RecentTokens::new(Duration::from_millis(self.token_cache_millis)),
             revocation_feed: revocations::RevocationFeed::for_database(&self.database_url),
             limits: self.limits(),
+            rate_limits,
+            client_address_header: self.client_address_header.clone(),
             tls: match (&self.tls_cert, &self.tls_key) {
                 (Some(cert), Some(key)) => Some(serving::Tls::from_pem_files(cert, key)?),
                 _ => None,
@@ -282,6 +361,7 @@ pub async fn serve(
         state.idempotency_ttl,
     ));
     let followers = [
+        Some(tokio::spawn(state.rate_limits.clone().watch_redis())),
         state.events.follow().await,
         (!state.webhooks.is_empty()).then(|| state.webhooks.follow(&state.events)),
         (!state.webhooks.is_empty()).then(|| {
@@ -333,6 +413,11 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         address = %listener.local_addr()?,
         database = state.db.dialect().name(),
         tls = state.tls.is_some(),
+        rate_limits = if state.rate_limits.status().redis_configured {
+            "redis"
+        } else {
+            "process"
+        },
         "buildstate server listening"
     );
     if state.db.count_admins().await? == 0 {

@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use std::path::Path;
 
 use anyhow::Context as _;
+use axum::extract::ConnectInfo;
 use axum::{BoxError, Router};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -135,14 +137,16 @@ pub async fn serve_connections(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let served = match tls {
-                None => serve_one(stream, app, &http, &limits, watcher).await,
+                None => serve_one(stream, peer, app, &http, &limits, watcher).await,
                 // The handshake happens here, not in the accept loop, so a slow client delays
                 // only itself; it must finish within the header read timeout.
                 Some(Tls(acceptor)) => {
                     match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
                         .await
                     {
-                        Ok(Ok(stream)) => serve_one(stream, app, &http, &limits, watcher).await,
+                        Ok(Ok(stream)) => {
+                            serve_one(stream, peer, app, &http, &limits, watcher).await
+                        }
                         Ok(Err(error)) => Err(error.into()),
                         Err(_) => {
                             Err("the TLS handshake took longer than the header read timeout".into())
@@ -173,6 +177,7 @@ pub async fn serve_connections(
 /// Serves one connection's requests until it closes.
 async fn serve_one<S>(
     stream: S,
+    peer: SocketAddr,
     app: Router,
     http: &hyper::server::conn::http1::Builder,
     limits: &Limits,
@@ -183,7 +188,9 @@ where
 {
     let requests = Arc::new(Requests::default());
     let io = TokioIo::new(Watched::new(stream, Arc::clone(&requests), limits));
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        // The client's address, for the per-address limit on failed authentications.
+        request.extensions_mut().insert(ConnectInfo(peer));
         let in_flight = InFlight::enter(&requests);
         let app = app.clone();
         async move {

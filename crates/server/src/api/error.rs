@@ -10,6 +10,7 @@ use buildstate_domain::{BuildId, Refusal, Scope};
 use serde_json::json;
 
 use crate::db::StoreError;
+use crate::ratelimit::{Limit, OverLimit};
 
 /// An error answer. 5xx answers say little; their cause is logged once, here.
 #[derive(Debug)]
@@ -290,6 +291,45 @@ impl ApiError {
         error
     }
 
+    /// A rate limit refused the request: 429 naming the limit, with `Retry-After`. `because`,
+    /// for a failed authentication, is why it failed, so the cause is not hidden by the limit.
+    pub fn rate_limited(over: &OverLimit, because: Option<&ApiError>) -> Self {
+        let wait = over.retry_after.as_secs();
+        let window = over.window.as_secs();
+        let (limit, message) = match over.limit {
+            Limit::FailedAuthentications => (
+                "failed_authentications",
+                format!(
+                    "{}too many failed authentications from this address (more than {} in {window} s): \
+                     requests from it that fail to authenticate are refused for {wait} s; \
+                     a valid token is still accepted",
+                    because.map(|error| format!("{}; ", error.message)).unwrap_or_default(),
+                    over.allowed,
+                ),
+            ),
+            Limit::Writes => (
+                "writes",
+                format!(
+                    "too many writes with this token (more than {} in {window} s): retry in {wait} s",
+                    over.allowed
+                ),
+            ),
+        };
+        // `Retry-After` is written from `retry_after_seconds` (see `into_response`): no field
+        // of its own, so every handler's `Result<_, ApiError>` stays small.
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            message,
+        )
+        .with_details(json!({
+            "limit": limit,
+            "allowed": over.allowed,
+            "window_seconds": window,
+            "retry_after_seconds": wait.max(1),
+        }))
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -325,6 +365,9 @@ impl IntoResponse for ApiError {
                 "request failed"
             );
         }
+        let retry_after = (self.status == StatusCode::TOO_MANY_REQUESTS)
+            .then(|| self.details.as_ref()?.get("retry_after_seconds")?.as_u64())
+            .flatten();
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,
@@ -334,6 +377,11 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(wait) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

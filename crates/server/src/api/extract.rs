@@ -2,14 +2,16 @@
 //! JSON bodies (with the failing field's path), query strings and bearer tokens.
 
 use axum::body::Bytes;
+use axum::extract::ConnectInfo;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
 use buildstate_domain::wire::ErrorCode;
 use buildstate_domain::Scope;
 use chrono::{Duration, Utc};
 use serde::de::DeserializeOwned;
+use std::net::{IpAddr, SocketAddr};
 
 use super::error::ApiError;
 use super::AppState;
@@ -145,19 +147,29 @@ impl FromRequestParts<AppState> for Authenticated {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // No token at all is a client set up wrong, not a guess: it is not counted.
         let secret = bearer_token(&parts.headers).ok_or_else(ApiError::missing_token)?;
         let secret_hash = state.hasher.hash(secret);
-        let mut actor = match state.recent_tokens.get(&secret_hash) {
-            Some(actor) => actor,
-            None => state
-                .db
-                .actor_by_token_hash(&secret_hash)
-                .await?
-                .ok_or_else(ApiError::invalid_token)?,
+        let found = match state.recent_tokens.get(&secret_hash) {
+            Some(actor) => Some(actor),
+            None => state.db.actor_by_token_hash(&secret_hash).await?,
         };
         let now = Utc::now();
-        if actor.expires_at.is_some_and(|expires_at| expires_at <= now) {
-            return Err(ApiError::token_expired());
+        let mut actor = match found {
+            None => {
+                return Err(failed_authentication(parts, state, ApiError::invalid_token()).await)
+            }
+            Some(actor) if actor.expires_at.is_some_and(|expires_at| expires_at <= now) => {
+                return Err(failed_authentication(parts, state, ApiError::token_expired()).await)
+            }
+            Some(actor) => actor,
+        };
+        if is_write(&parts.method) {
+            state
+                .rate_limits
+                .write(&actor.token_id)
+                .await
+                .map_err(|over| ApiError::rate_limited(&over, None))?;
         }
         let stale = actor
             .last_used_at
@@ -169,4 +181,47 @@ impl FromRequestParts<AppState> for Authenticated {
         state.recent_tokens.remember(secret_hash, &actor);
         Ok(Authenticated(actor))
     }
+}
+
+/// Whether a request changes state, for the per-token write limit.
+fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Counts a failed authentication against the client's address: `refusal` (401) while the
+/// address is under its limit, 429 naming it and the cool-down once over.
+async fn failed_authentication(parts: &Parts, state: &AppState, refusal: ApiError) -> ApiError {
+    let address = client_address(parts, state.client_address_header.as_ref());
+    match state.rate_limits.failed_authentication(address).await {
+        Ok(()) => refusal,
+        Err(over) => {
+            if over.first_refusal {
+                tracing::warn!(
+                    client = %address,
+                    cooldown_secs = over.retry_after.as_secs(),
+                    "too many failed authentications from one address: its failing requests are refused until the cool-down ends"
+                );
+            }
+            ApiError::rate_limited(&over, Some(&refusal))
+        }
+    }
+}
+
+/// The client's address: the last address in `header` when the server is told to trust one
+/// (a proxy in front appends the address it saw; what comes before it, the client could have
+/// written), else the connection's peer.
+pub fn client_address(parts: &Parts, header: Option<&HeaderName>) -> IpAddr {
+    let forwarded = header
+        .and_then(|name| parts.headers.get_all(name).iter().next_back())
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.rsplit(',').next())
+        .and_then(|last| last.trim().parse::<IpAddr>().ok());
+    forwarded
+        .or_else(|| {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip())
+        })
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
 }

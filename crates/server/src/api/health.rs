@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use buildstate_domain::wire::{ErrorBody, Health, StatusOverview};
+use buildstate_domain::wire::{ErrorBody, Health, StatusAnswer};
 use buildstate_domain::Scope;
 
 use super::error::ApiError;
@@ -52,14 +52,18 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Health>) 
     }
 }
 
-/// Overview: build counts by status and by platform.
+/// Overview: build counts by status and by platform, and where this process counts the rate
+/// limits (`redis`, or `process` with since when Redis has not answered).
 #[utoipa::path(get, path = "/status", tag = "health",
-    responses((status = 200, body = StatusOverview), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = StatusAnswer), (status = 401, body = ErrorBody)),
     security(("bearer" = ["read"])))]
 pub async fn status(
     State(state): State<AppState>,
     auth: Authenticated,
-) -> Result<Json<StatusOverview>, ApiError> {
+) -> Result<Json<StatusAnswer>, ApiError> {
     auth.require(Scope::Read)?;
-    Ok(Json(state.db.status_overview().await?))
+    Ok(Json(StatusAnswer {
+        overview: state.db.status_overview().await?,
+        rate_limits: Some(state.rate_limits.status()),
+    }))
 }

@@ -50,6 +50,10 @@ pub struct AppInner {
     pub revocation_feed: Option<crate::revocations::RevocationFeed>,
     /// What one client may take: body size, timeouts, connections.
     pub limits: crate::serving::Limits,
+    /// Failed authentications per address and writes per token ([`crate::ratelimit`]).
+    pub rate_limits: crate::ratelimit::RateLimiter,
+    /// The header a trusted proxy puts the client's address in, if any.
+    pub client_address_header: Option<axum::http::HeaderName>,
     /// Set: the listener speaks HTTPS.
     pub tls: Option<crate::serving::Tls>,
     /// Where committed changes are published (event stream, webhooks).

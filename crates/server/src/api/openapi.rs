@@ -16,7 +16,9 @@ use utoipa::Modify;
 ///   422 (a field broke a rule);
 /// - query parameters: 400 (an unknown parameter, or not of the parameter's type) and 422 (a
 ///   value broke a rule);
-/// - a path id: 404 (no such resource; a malformed id cannot exist).
+/// - a path id: 404 (no such resource; a malformed id cannot exist);
+/// - a bearer token, again: 429 with `Retry-After` (too many failed authentications from the
+///   address; on writes also too many writes with the token; `crate::ratelimit`).
 ///
 /// An answer a handler documents itself keeps its own description.
 #[derive(Debug)]
@@ -26,20 +28,23 @@ impl Modify for StandardAnswers {
     fn modify(&self, openapi: &mut OpenApi) {
         for item in openapi.paths.paths.values_mut() {
             let operations = [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.delete,
-                &mut item.patch,
+                (&mut item.get, false),
+                (&mut item.post, true),
+                (&mut item.put, true),
+                (&mut item.delete, true),
+                (&mut item.patch, true),
             ];
-            for operation in operations.into_iter().flatten() {
-                add_standard_answers(operation);
+            for (operation, writes) in operations {
+                if let Some(operation) = operation {
+                    add_standard_answers(operation, writes);
+                }
             }
         }
     }
 }
 
-fn add_standard_answers(operation: &mut Operation) {
+/// `writes`: the operation changes state, so the per-token write limit applies too.
+fn add_standard_answers(operation: &mut Operation, writes: bool) {
     let mut answers: Vec<(&str, &str)> = Vec::new();
     let scopes: Vec<String> = operation
         .security
@@ -80,6 +85,19 @@ fn add_standard_answers(operation: &mut Operation) {
     if path {
         answers.push(("404", "no such resource"));
     }
+    if operation.security.is_some() {
+        let responses = &mut operation.responses.responses;
+        if !responses.contains_key("429") {
+            let description = if writes {
+                "a rate limit: too many failed authentications from this address, or too many \
+                 writes with this token; `Retry-After` says when to try again"
+            } else {
+                "a rate limit: too many failed authentications from this address; `Retry-After` \
+                 says when to try again"
+            };
+            responses.insert("429".to_owned(), rate_limited_answer(description));
+        }
+    }
     for (status, description) in answers {
         operation
             .responses
@@ -92,6 +110,30 @@ fn add_standard_answers(operation: &mut Operation) {
 fn error_answer(description: &str) -> RefOr<utoipa::openapi::Response> {
     ResponseBuilder::new()
         .description(description)
+        .content(
+            "application/json",
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+fn rate_limited_answer(description: &str) -> RefOr<utoipa::openapi::Response> {
+    let seconds = utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .minimum(Some(1))
+        .build();
+    ResponseBuilder::new()
+        .description(description)
+        .header(
+            "Retry-After",
+            utoipa::openapi::header::HeaderBuilder::new()
+                .schema(seconds)
+                .description(Some("seconds to wait before trying again"))
+                .build(),
+        )
         .content(
             "application/json",
             utoipa::openapi::ContentBuilder::new()
