@@ -2,8 +2,8 @@
 //!
 //! Both are fixed windows counted in one store: Redis when `REDIS_URL` is set, so every
 //! replica behind a load balancer shares one count, or this process's memory otherwise.
-//! Redis costs one round trip per counted request (a small Lua script: `INCR`, then `PEXPIRE`
-//! on the first hit, then `PTTL`), bounded by a short timeout. When Redis fails or is slow the
+//! Redis costs one round trip per counted request (a pipeline: `INCR`, `PEXPIRE … NX`), bounded
+//! by a short timeout. When Redis fails or is slow the
 //! process counts on its own instead — it never answers 5xx for a limit — logs the switch
 //! once, shows it in `/status`, and a background probe switches back (logged once) as soon as
 //! Redis answers again. Counts do not carry over between the two stores: a switch starts
@@ -62,26 +62,13 @@ pub struct OverLimit {
     pub first_refusal: bool,
 }
 
-/// The Lua script run for every counted request: one round trip, atomic on the Redis side.
-/// KEYS[1] the counter; ARGV: window ms, cool-down ms (0: none), the allowed count. Returns the
-/// count including this request and the counter's remaining life in ms. The first refused
-/// request restarts the counter's life as the cool-down, so the cool-down runs from it.
-const COUNT_SCRIPT: &str = r"
-local count = redis.call('INCR', KEYS[1])
-local limit = tonumber(ARGV[3])
-if count == 1 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-elseif count == limit + 1 and tonumber(ARGV[2]) > 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
-end
-return {count, ttl}
-";
-
+/// Redis counts with one pipelined round trip per counted request, `INCR` and
+/// `PEXPIRE … NX`: the counter's window starts with its first request (`NX` sets a life only on
+/// a counter that has none; Redis 7). Neither needs to be atomic with the other: if the counter
+/// expires between the two, `PEXPIRE` finds nothing and the next `INCR` starts a new window.
+/// Only a refused request asks more: the first one of a window starts the cool-down
+/// (`PEXPIRE`), the others ask the remaining life (`PTTL`) for `Retry-After`. A Lua script
+/// doing all of it cost Redis twice the instructions of this pipeline (BENCHMARKS.md).
 /// The Redis keys' prefix, so the counters are easy to find (and to leave alone) in a shared
 /// Redis.
 const KEY_PREFIX: &str = "buildstate:ratelimit";
@@ -107,7 +94,6 @@ struct Shared {
     client: redis::Client,
     /// Set once connected; the manager reconnects by itself after that.
     connection: Mutex<Option<ConnectionManager>>,
-    script: redis::Script,
     /// The longest a counted request waits for Redis before counting locally.
     timeout: Duration,
     reachable: AtomicBool,
@@ -185,7 +171,6 @@ impl RateLimiter {
             shared: Some(Shared {
                 client,
                 connection: Mutex::new(None),
-                script: redis::Script::new(COUNT_SCRIPT),
                 timeout,
                 reachable: AtomicBool::new(false),
                 unreachable_since: Mutex::new(None),
@@ -386,7 +371,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Runs [`COUNT_SCRIPT`] on `key`, within the timeout.
+    /// Counts one request on `key`: one pipeline, and a second trip to start the cool-down on
+    /// the first refusal, each within the timeout.
     async fn count(
         &self,
         key: &str,
@@ -397,21 +383,59 @@ impl Shared {
         let Some(mut connection) = lock(&self.connection).clone() else {
             anyhow::bail!("not connected");
         };
-        let mut invocation = self.script.key(key);
-        invocation
+        let no_answer = || anyhow::anyhow!("no answer within {} ms", self.timeout.as_millis());
+        let mut pipeline = redis::pipe();
+        pipeline
+            .incr(key, 1)
+            .cmd("PEXPIRE")
+            .arg(key)
             .arg(millis(window))
-            .arg(millis(cooldown))
-            .arg(allowed);
-        let answer: (i64, i64) =
-            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
+            .arg("NX")
+            .ignore();
+        let (count,): (i64,) =
+            tokio::time::timeout(self.timeout, pipeline.query_async(&mut connection))
                 .await
-                .map_err(|_| {
-                    anyhow::anyhow!("no answer within {} ms", self.timeout.as_millis())
-                })??;
-        Ok(Counted {
-            count: u64::try_from(answer.0).unwrap_or(0),
-            remaining: Duration::from_millis(u64::try_from(answer.1).unwrap_or(0)),
-        })
+                .map_err(|_| no_answer())??;
+        let count = u64::try_from(count).unwrap_or(0);
+        let remaining = if count <= u64::from(allowed) {
+            // Not refused: `Retry-After` is not needed.
+            window
+        } else if count == u64::from(allowed) + 1 && !cooldown.is_zero() {
+            // The first refused request: the counter lives on for the cool-down, from now.
+            let _: i64 = tokio::time::timeout(
+                self.timeout,
+                redis::cmd("PEXPIRE")
+                    .arg(key)
+                    .arg(millis(cooldown))
+                    .query_async(&mut connection),
+            )
+            .await
+            .map_err(|_| no_answer())??;
+            cooldown
+        } else {
+            let remaining_ms: i64 = tokio::time::timeout(
+                self.timeout,
+                redis::cmd("PTTL").arg(key).query_async(&mut connection),
+            )
+            .await
+            .map_err(|_| no_answer())??;
+            if remaining_ms == -1 {
+                // A counter without a life (set by hand?) would refuse forever: give it one.
+                let _: i64 = tokio::time::timeout(
+                    self.timeout,
+                    redis::cmd("PEXPIRE")
+                        .arg(key)
+                        .arg(millis(window))
+                        .arg("NX")
+                        .query_async(&mut connection),
+                )
+                .await
+                .map_err(|_| no_answer())??;
+            }
+            // Negative: the counter just expired (a new window has begun) or had no life.
+            u64::try_from(remaining_ms).map_or(window, Duration::from_millis)
+        };
+        Ok(Counted { count, remaining })
     }
 
     /// Connects if not yet connected, and pings.
