@@ -63,10 +63,9 @@ fn server_command(
 /// Creates the first admin on `database_url` (applying the migrations) and answers its token,
 /// which every server process on that database (all with the benchmark's key) accepts.
 async fn bootstrap(bldst: &Path, database_url: &str) -> anyhow::Result<String> {
-    let bootstrap = server_command(
+    printed_token(
         bldst,
         database_url,
-        Some(1),
         &[
             "server",
             "bootstrap",
@@ -76,34 +75,16 @@ async fn bootstrap(bldst: &Path, database_url: &str) -> anyhow::Result<String> {
             "bench@example.com",
         ],
     )
-    .output()
     .await
-    .with_context(|| format!("failed to run `{} server bootstrap`", bldst.display()))?;
-    anyhow::ensure!(
-        bootstrap.status.success(),
-        "`bldst server bootstrap` failed ({}): {}",
-        bootstrap.status,
-        String::from_utf8_lossy(&bootstrap.stderr).trim()
-    );
-    let admin_token = String::from_utf8(bootstrap.stdout)
-        .context("the bootstrap token is not UTF-8")?
-        .trim()
-        .to_owned();
-    anyhow::ensure!(
-        !admin_token.is_empty(),
-        "`bldst server bootstrap` printed no token"
-    );
-    Ok(admin_token)
 }
 
 /// A new admin token for `bench` on a database an earlier run bootstrapped and left behind
 /// (`bldst server token create`); that command applies any migrations the database lacks.
 #[allow(dead_code)] // bldst-reports-bench's `--reuse`; bldst-bench compiles this module too
 pub async fn existing_admin_token(bldst: &Path, database_url: &str) -> anyhow::Result<String> {
-    let created = server_command(
+    printed_token(
         bldst,
         database_url,
-        Some(1),
         &[
             "server",
             "token",
@@ -114,23 +95,33 @@ pub async fn existing_admin_token(bldst: &Path, database_url: &str) -> anyhow::R
             "admin",
         ],
     )
-    .output()
     .await
-    .with_context(|| format!("failed to run `{} server token create`", bldst.display()))?;
+}
+
+/// Runs `bldst ARGS` on `database_url` and answers the token it prints.
+async fn printed_token(bldst: &Path, database_url: &str, args: &[&str]) -> anyhow::Result<String> {
+    // The subcommand, for messages: the words before the first flag.
+    let words: Vec<&str> = args
+        .iter()
+        .copied()
+        .take_while(|arg| !arg.starts_with("--"))
+        .collect();
+    let command = format!("bldst {}", words.join(" "));
+    let output = server_command(bldst, database_url, Some(1), args)
+        .output()
+        .await
+        .with_context(|| format!("failed to run `{command}` ({})", bldst.display()))?;
     anyhow::ensure!(
-        created.status.success(),
-        "`bldst server token create` failed ({}): {}",
-        created.status,
-        String::from_utf8_lossy(&created.stderr).trim()
+        output.status.success(),
+        "`{command}` failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
     );
-    let token = String::from_utf8(created.stdout)
-        .context("the token is not UTF-8")?
+    let token = String::from_utf8(output.stdout)
+        .with_context(|| format!("the token `{command}` printed is not UTF-8"))?
         .trim()
         .to_owned();
-    anyhow::ensure!(
-        !token.is_empty(),
-        "`bldst server token create` printed no token"
-    );
+    anyhow::ensure!(!token.is_empty(), "`{command}` printed no token");
     Ok(token)
 }
 

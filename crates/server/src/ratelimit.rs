@@ -219,47 +219,44 @@ impl RateLimiter {
     /// limit (the caller answers 429 instead of 401).
     pub async fn failed_authentication(&self, address: IpAddr) -> Result<(), OverLimit> {
         let settings = &self.0.settings;
-        if settings.failed_auths == 0 {
-            return Ok(());
-        }
-        let key = format!("{KEY_PREFIX}:failed-auth:{address}");
-        let counted = self
-            .count(
-                &key,
-                settings.failed_auth_window,
-                settings.failed_auth_cooldown,
-                settings.failed_auths,
-            )
-            .await;
-        over(
-            counted,
+        self.check(
             Limit::FailedAuthentications,
+            || format!("{KEY_PREFIX}:failed-auth:{address}"),
             settings.failed_auths,
             settings.failed_auth_window,
+            settings.failed_auth_cooldown,
         )
+        .await
     }
 
     /// Counts a write with the token `token_id`; `Err` once the token is over its limit.
     pub async fn write(&self, token_id: &str) -> Result<(), OverLimit> {
         let settings = &self.0.settings;
-        if settings.writes == 0 {
-            return Ok(());
-        }
-        let key = format!("{KEY_PREFIX}:writes:{token_id}");
-        let counted = self
-            .count(
-                &key,
-                settings.writes_window,
-                Duration::ZERO,
-                settings.writes,
-            )
-            .await;
-        over(
-            counted,
+        self.check(
             Limit::Writes,
+            || format!("{KEY_PREFIX}:writes:{token_id}"),
             settings.writes,
             settings.writes_window,
+            Duration::ZERO,
         )
+        .await
+    }
+
+    /// Counts one request against `limit` (`allowed` per `window`, 0: no limit) on the counter
+    /// `key` names; `Err` once it is over.
+    async fn check(
+        &self,
+        limit: Limit,
+        key: impl FnOnce() -> String,
+        allowed: u32,
+        window: Duration,
+        cooldown: Duration,
+    ) -> Result<(), OverLimit> {
+        if allowed == 0 {
+            return Ok(());
+        }
+        let counted = self.count(&key(), window, cooldown, allowed).await;
+        over(counted, limit, allowed, window)
     }
 
     /// Counts one request on `key`, in Redis while it answers, else here.
