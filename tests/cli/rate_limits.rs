@@ -2,7 +2,7 @@
 //! the real `bldst` binary: retried after the wait and applied, or — when the wait asked for
 //! is longer than the client ever waits — a clear sentence and exit code 7.
 
-use buildstate_domain::wire::{Build, StartedBuild};
+use buildstate_domain::wire::Build;
 use serde_json::Value;
 
 use crate::helpers::{json, Bldst};
@@ -18,29 +18,12 @@ async fn one_write_per(window_secs: u64) -> TestApp {
     .expect("SQLite is always there")
 }
 
-async fn create_build(bldst: &Bldst) -> String {
-    let created = bldst
-        .run(&[
-            "build",
-            "create",
-            "--platform",
-            "aws",
-            "--image-type",
-            "rhel8",
-            "--output",
-            "json",
-        ])
-        .await
-        .ok();
-    json::<StartedBuild>(&created.stdout).build.id.to_string()
-}
-
 #[tokio::test]
 async fn a_rate_limited_report_is_retried_after_the_wait_and_lands() {
     // Arrange: the build's creation uses the window's one write.
     let app = one_write_per(2).await;
     let bldst = Bldst::admin(&app);
-    let id = create_build(&bldst).await;
+    let id = bldst.create_build(&[]).await.to_string();
 
     // Act: refused with Retry-After (at most 2 s), retried once the window has ended.
     let updated = bldst
@@ -86,7 +69,7 @@ async fn a_limit_longer_than_the_client_waits_exits_7_naming_the_limit() {
     // Arrange: a 10-minute window, far past the client's longest wait (30 s).
     let app = one_write_per(600).await;
     let bldst = Bldst::admin(&app);
-    let id = create_build(&bldst).await;
+    let id = bldst.create_build(&[]).await.to_string();
 
     // Act
     let refused = bldst
