@@ -543,6 +543,62 @@ async fn a_transition_recorded_by_one_process_reaches_the_streams_of_another(app
     );
     let (_, data) = everything_on_peer.next().await;
     assert_eq!(data["build"]["id"], id.to_string());
+
+    // A refused report records nothing and announces nothing: the peer's next event is the
+    // report after it.
+    send(&app.client(), &id, 0, ReportStatus::Failed).await;
+    assert_eq!(on_peer.next().await.1["entry"]["kind"], "failed");
+    let refused = app
+        .client()
+        .report_transition(&id, &report(10, ReportStatus::Completed), None)
+        .await;
+    assert!(refused.is_err(), "stage 10 before the failed stage 0 reran");
+    send(&app.client(), &id, 0, ReportStatus::Completed).await;
+    let (event_id, data) = on_peer.next().await;
+    assert_eq!(
+        (event_id.as_str(), &data["entry"]["kind"]),
+        ("4", &Value::from("completed"))
+    );
+
+    // Changes published faster than one announcement travels queue up and go out together:
+    // a third process (a hub of this test's own on the same database) publishes 30 builds'
+    // first entries back to back, and the peer relays every one of them, beside the
+    // announcement the first process made of each.
+    let client = app.client();
+    let builds: Vec<BuildId> =
+        futures::future::join_all((0..30).map(|_| start(&client, "gcp", "rhel8", 3))).await;
+    let mut started = Vec::new();
+    for build in &builds {
+        let first = app
+            .state
+            .db
+            .history_after(build, 0, 1)
+            .await
+            .expect("history");
+        let build = app.state.db.get_build(build).await.expect("build");
+        started.push((build, first.entries));
+    }
+    let third = buildstate_server::events::EventHub::new(&app.state.db, &app.database_url);
+    let _following = third.follow().await.expect("PostgreSQL");
+    for (build, entries) in &started {
+        assert!(third.publish(build, entries));
+    }
+    let mut announcements: std::collections::BTreeMap<String, usize> =
+        builds.iter().map(|build| (build.to_string(), 0)).collect();
+    let relayed = tokio::time::timeout(Duration::from_secs(30), async {
+        while announcements.values().any(|&count| count < 2) {
+            let (_, data) = everything_on_peer.next().await;
+            let build = data["build"]["id"].as_str().expect("id");
+            if let Some(count) = announcements.get_mut(build) {
+                *count += 1;
+            }
+        }
+    })
+    .await;
+    assert!(
+        relayed.is_ok(),
+        "announcements missing on the peer: {announcements:?}"
+    );
 }
 
 async fn metrics_count_builds_transitions_and_requests(app: TestApp) {

@@ -168,9 +168,6 @@ pub struct Database {
     /// Serves writes: on SQLite a single connection, see the module comment.
     writer: AnyPool,
     names: StateNames,
-    /// Names this server process in the transition announcements it makes (PostgreSQL), so
-    /// its own event hub can skip them ([`crate::events`]).
-    process: std::sync::Arc<str>,
 }
 
 /// WAL lets readers run beside the writer; NORMAL sync is durable across crashes of the
@@ -259,7 +256,6 @@ impl Database {
             reader,
             writer,
             names,
-            process: std::sync::Arc::from(crate::secrets::random_id(12)),
         };
         database.migrate().await?;
         Ok(database)
@@ -278,19 +274,6 @@ impl Database {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
-    }
-
-    /// What names this process in transition announcements.
-    pub fn process(&self) -> &str {
-        &self.process
-    }
-
-    /// The payload announcing `entries` of build `id` on [`crate::events::CHANNEL`]: this
-    /// process, the build, the first and last new sequence numbers.
-    fn announcement(&self, id: &str, entries: &[HistoryEntry]) -> String {
-        let first = entries.first().map_or(0, |entry| entry.seq);
-        let last = entries.last().map_or(0, |entry| entry.seq);
-        format!("{} {id} {first} {last}", self.process)
     }
 
     /// Closes every connection (waits for the ones in use).
@@ -373,14 +356,6 @@ impl Database {
             now,
         );
         insert_history(&mut tx, &id, &entries, None).await?;
-        if self.dialect == Dialect::Postgres {
-            // In the transaction: delivered when it commits, never if it rolls back.
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(crate::events::CHANNEL)
-                .bind(self.announcement(&id, &entries))
-                .execute(&mut *tx)
-                .await?;
-        }
         let build = self.build_in(&mut tx, &id, false).await?;
         tx.commit().await?;
         Ok((build, false))
@@ -756,11 +731,9 @@ impl Database {
     /// Appends `recorded` to the build's history (the entry before them recorded at the time
     /// given beside them) and saves its new progress (and its outputs, when they changed),
     /// returning the updated build. The outputs are not read back: `outputs` says what the row
-    /// now holds. On PostgreSQL both go in one
-    /// statement (an INSERT in a `WITH`), saving a round trip while the row lock is held, and
-    /// the same statement announces the new entries to every server process (`pg_notify`, so
-    /// the announcement goes out when the transaction commits and never if it rolls back);
-    /// SQLite cannot modify in a `WITH`, and its writes are local calls anyway.
+    /// now holds. On PostgreSQL both go in one statement (an INSERT in a `WITH`), saving a
+    /// round trip while the row lock is held; SQLite cannot modify in a `WITH`, and its writes
+    /// are local calls anyway.
     #[allow(clippy::too_many_arguments)]
     async fn save_progress(
         &self,
@@ -779,26 +752,18 @@ impl Database {
             OutputsAfter::Unchanged(merged) => (None, merged),
         };
         // RETURNING hands back the updated row in the same round trip (SQLite has it since 3.35).
-        let announced = match self.dialect {
-            // A CTE runs only if referenced: this makes `announced` (below) run, once.
-            Dialect::Postgres => " AND EXISTS (SELECT 1 FROM announced)",
-            Dialect::Sqlite => "",
-        };
         let update = format!(
             "UPDATE builds SET state = $1, status = $2, failures = $3, next_attempt_at = $4, \
              last_message = $5, last_seq = $6, updated_at = $7, lease_holder = $8, \
              lease_fence = $9, lease_expires_at = $10, \
              stage_outputs = COALESCE($11, stage_outputs), outputs = COALESCE($12, outputs) \
-             WHERE id = $13{announced} RETURNING {BUILD_COLUMNS_BUT_OUTPUTS}"
+             WHERE id = $13 RETURNING {BUILD_COLUMNS_BUT_OUTPUTS}"
         );
         let sql = match self.dialect {
             Dialect::Postgres => format!(
                 "WITH appended AS (INSERT INTO build_history ({HISTORY_COLUMNS}, duration_ms) \
-                 VALUES {placeholders}), announced AS (SELECT pg_notify(${channel}, ${payload})) \
-                 {update}",
+                 VALUES {placeholders}) {update}",
                 placeholders = history_placeholders(14, recorded.len()),
-                channel = 14 + recorded.len() * HISTORY_PARAMS,
-                payload = 15 + recorded.len() * HISTORY_PARAMS,
             ),
             Dialect::Sqlite => {
                 insert_history(tx, id, recorded, previous).await?;
@@ -820,9 +785,7 @@ impl Database {
             .bind(written.as_ref().map(|json| json.merged.as_str()))
             .bind(id);
         if self.dialect == Dialect::Postgres {
-            query = bind_history(query, id, recorded, previous)
-                .bind(crate::events::CHANNEL)
-                .bind(self.announcement(id, recorded));
+            query = bind_history(query, id, recorded, previous);
         }
         let row = query.fetch_one(&mut **tx).await?;
         self.build_with_outputs(&row, merged)

@@ -1,25 +1,35 @@
 //! Transitions as they happen, for the event stream, the metrics and the webhooks.
 //!
 //! Every change a handler commits is [`EventHub::publish`]ed: subscribers in this process get
-//! it at once through a broadcast channel. On PostgreSQL the store has also announced the change
-//! with `pg_notify` on [`CHANNEL`] in the transaction that recorded it (payload: the process that
-//! made it, the build, and its first and last new sequence numbers), so the announcement goes
-//! out exactly when the change commits; every other server process `LISTEN`s, reads those
-//! entries back and
-//! hands them to its own subscribers — the same mechanism as token revocations
-//! ([`crate::revocations`]), no extra component. Events carry whether they were made here, so
-//! webhooks fire once (from the process that recorded the change), not once per process.
+//! it at once through a broadcast channel. On PostgreSQL the hub also announces it to the
+//! other server processes with `pg_notify` on [`CHANNEL`] (one line per change: the process that
+//! made it, the build, its first and last new sequence numbers); every other process `LISTEN`s,
+//! reads those entries back and hands them to its own subscribers — the same mechanism as
+//! token revocations ([`crate::revocations`]), no extra component. Events carry whether they
+//! were made here, so webhooks fire once (from the process that recorded the change), not once
+//! per process.
+//!
+//! Announcements go out after the change commits, from one task that sends whatever has queued
+//! up meanwhile as one notification: never for a change that rolled back (only committed
+//! changes are published). Not inside the report's own transaction: PostgreSQL serializes
+//! the commits of every notifying transaction behind one database-wide lock, so a report that
+//! notified as it committed queued behind every other report's commit and its WAL flush
+//! (a quarter of the database's throughput at 8 clients, measured with pgbench: see
+//! BENCHMARKS.md). The price: a process killed between a commit and its announcement leaves
+//! the other processes' live streams without that change until their clients reconnect with
+//! `Last-Event-ID`, which reads it from the history.
 //!
 //! A subscriber that falls behind is dropped; the stream's client then reconnects with
 //! `Last-Event-ID` and reads what it missed from the history.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use buildstate_domain::wire::{Build, HistoryEntry};
 use buildstate_domain::BuildId;
 use sqlx::postgres::PgListener;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::db::Database;
 
@@ -31,6 +41,12 @@ const BACKLOG: usize = 1024;
 
 /// How long to wait before listening again after the connection could not be re-established.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+
+/// The most one notification carries: PostgreSQL refuses payloads of 8000 bytes or more.
+const MAX_PAYLOAD: usize = 7900;
+
+/// How long a stopping server waits for its last announcements to go out.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// One history entry with its build as it stood right after it (a wire type: the clients
 /// read the same shape from the event stream).
@@ -54,6 +70,11 @@ pub struct EventHub {
     /// Entries published lately (build id, seq): a report replayed for its idempotency key
     /// answers with the entries it recorded the first time, which must not be published twice.
     published: moka::sync::Cache<(String, i64), ()>,
+    /// On PostgreSQL, once [`EventHub::follow`] started the announcing task: where published
+    /// changes queue for it, one line each.
+    announcements: Arc<OnceLock<mpsc::UnboundedSender<String>>>,
+    /// Announcements queued and not yet sent (what a stopping server waits for).
+    unannounced: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for EventHub {
@@ -73,12 +94,14 @@ impl EventHub {
             .then(|| (Arc::from(database_url), db.clone()));
         EventHub {
             sender,
-            process: Arc::from(db.process()),
+            process: Arc::from(crate::secrets::random_id(12)),
             postgres,
             published: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(24 * 3600))
                 .build(),
+            announcements: Arc::default(),
+            unannounced: Arc::default(),
         }
     }
 
@@ -87,11 +110,10 @@ impl EventHub {
         self.sender.subscribe()
     }
 
-    /// Hands `entries` (just committed on `build`) to this process's subscribers (the store
-    /// announced them to the other processes as it committed them). `false` when there was
-    /// nothing new.
+    /// Hands `entries` (just committed on `build`) to this process's subscribers and queues
+    /// their announcement to the other processes. `false` when there was nothing new.
     pub fn publish(&self, build: &Build, entries: &[HistoryEntry]) -> bool {
-        let Some(last) = entries.last() else {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return false;
         };
         let key = (build.id.to_string(), last.seq);
@@ -109,13 +131,44 @@ impl EventHub {
                 made_here: true,
             });
         }
+        if let Some(announcements) = self.announcements.get() {
+            let line = format!("{} {} {} {}", self.process, build.id, first.seq, last.seq);
+            self.unannounced.fetch_add(1, Ordering::SeqCst);
+            if announcements.send(line).is_err() {
+                // The announcing task has stopped: the server is shutting down.
+                self.unannounced.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         true
     }
 
-    /// On PostgreSQL, starts following other processes' announcements (returns once
-    /// listening, or after logging why not); `None` elsewhere.
+    /// Waits (a bounded time) until every change published so far has been announced to the
+    /// other processes: a server that stops right after a report still tells them.
+    pub async fn flush(&self) {
+        let deadline = tokio::time::Instant::now() + FLUSH_WAIT;
+        while self.unannounced.load(Ordering::SeqCst) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    unannounced = self.unannounced.load(Ordering::SeqCst),
+                    "stopping before every change was announced to the other server processes"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// On PostgreSQL, starts announcing this process's changes and following the other
+    /// processes' announcements (returns once listening, or after logging why not); `None`
+    /// elsewhere.
     pub async fn follow(&self) -> Option<tokio::task::JoinHandle<()>> {
         let (url, db) = self.postgres.clone()?;
+        let (sender, queued) = mpsc::unbounded_channel();
+        let announcer = self
+            .announcements
+            .set(sender)
+            .is_ok()
+            .then(|| tokio::spawn(announce(queued, db.clone(), self.unannounced.clone())));
         let listener = match listen(&url).await {
             Ok(listener) => Some(listener),
             Err(error) => {
@@ -125,6 +178,8 @@ impl EventHub {
         };
         let hub = self.clone();
         Some(tokio::spawn(async move {
+            // Both run until the server aborts this task, after flushing.
+            let _stops_with_this_task = announcer.map(|task| task.abort_handle()).map(AbortOnDrop);
             hub.relay(listener, &url, &db).await;
         }))
     }
@@ -138,8 +193,10 @@ impl EventHub {
             };
             match connected.recv().await {
                 Ok(notification) => {
-                    if let Err(error) = self.relay_one(notification.payload(), db).await {
-                        tracing::warn!(error = %error, "failed to relay a transition from another server process");
+                    for line in notification.payload().lines() {
+                        if let Err(error) = self.relay_one(line, db).await {
+                            tracing::warn!(error = %error, "failed to relay a transition from another server process");
+                        }
                     }
                 }
                 Err(error) => {
@@ -180,8 +237,83 @@ impl EventHub {
     }
 }
 
+/// Sends queued announcements until the queue closes: each time, everything that queued while
+/// the previous notification was on its way, as few notifications as fit (one line per change).
+/// Under load that is one notification for many reports; idle, one per report, right after it.
+async fn announce(
+    mut queued: mpsc::UnboundedReceiver<String>,
+    db: Database,
+    unannounced: Arc<AtomicUsize>,
+) {
+    let mut lines = Vec::new();
+    while queued.recv_many(&mut lines, 10_000).await > 0 {
+        for payload in payloads(&lines) {
+            if let Err(error) = db.notify(CHANNEL, &payload).await {
+                // Their streams catch up when their clients reconnect.
+                tracing::warn!(error = %error, "failed to announce transitions to the other server processes");
+            }
+        }
+        unannounced.fetch_sub(lines.len(), Ordering::SeqCst);
+        lines.clear();
+    }
+}
+
+/// `lines` joined by newlines into as few payloads as fit under [`MAX_PAYLOAD`] each.
+fn payloads(lines: &[String]) -> Vec<String> {
+    let mut payloads = Vec::new();
+    let mut current = String::new();
+    for line in lines {
+        if !current.is_empty() && current.len() + 1 + line.len() > MAX_PAYLOAD {
+            payloads.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push('\n');
+        }
+        current.push_str(line);
+    }
+    if !current.is_empty() {
+        payloads.push(current);
+    }
+    payloads
+}
+
+/// Aborts a task when dropped: the announcing task ends with the relay that owns it.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn listen(url: &str) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect(url).await?;
     listener.listen(CHANNEL).await?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_fit_what_postgresql_accepts_and_keep_every_line() {
+        let lines: Vec<String> = (0..400)
+            .map(|n| format!("proc{n:08} b_{n:020} {n} {}", n + 1))
+            .collect();
+        let payloads = payloads(&lines);
+        assert!(payloads.len() > 1, "400 lines do not fit one payload");
+        assert!(payloads.iter().all(|payload| payload.len() <= MAX_PAYLOAD));
+        let back: Vec<&str> = payloads
+            .iter()
+            .flat_map(|payload| payload.lines())
+            .collect();
+        assert_eq!(back, lines.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn one_line_is_one_payload() {
+        assert_eq!(payloads(&["p b_1 2 3".to_owned()]), vec!["p b_1 2 3"]);
+        assert!(payloads(&[]).is_empty());
+    }
 }

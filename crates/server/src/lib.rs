@@ -374,7 +374,9 @@ pub async fn serve(
     ];
     let limits = state.limits.clone();
     let tls = state.tls.clone();
+    let events = state.events.clone();
     serving::serve_connections(listener, api::router(state), limits, tls, shutdown).await;
+    events.flush().await;
     housekeeping.abort();
     if let Some(revocations) = revocations {
         revocations.abort();

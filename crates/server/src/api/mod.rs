@@ -122,9 +122,8 @@ impl AppState {
         AppState(Arc::new(inner))
     }
 
-    /// After a change commits: count it and publish it (event stream, webhooks; the store
-    /// announced it to the other processes as it committed). `build` is the build right after
-    /// `entries`.
+    /// After a change commits: count it and publish it (event stream, webhooks, the other
+    /// server processes). `build` is the build right after `entries`.
     pub fn announce(
         &self,
         build: &buildstate_domain::wire::Build,

@@ -81,6 +81,22 @@ impl Database {
         rows.iter().map(history_from_row).collect()
     }
 
+    /// Sends `payload` on PostgreSQL's notification `channel` (every listening server process
+    /// receives it once this autocommit statement commits).
+    pub async fn notify(&self, channel: &str, payload: &str) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(&self.writer)
+            .await
+            .map_err(|error| {
+                StoreError::Other(
+                    anyhow::Error::new(error).context(format!("failed to notify `{channel}`")),
+                )
+            })?;
+        Ok(())
+    }
+
     /// Marks `build` as alerted for being stuck since `quiet_since`; `true` only for the first
     /// caller (of any process), so each quiet spell alerts once.
     pub async fn mark_stuck_alerted(
