@@ -86,6 +86,13 @@ pub struct Options {
     /// with the same connections and stay inside PostgreSQL's `max_connections`.
     #[arg(long, default_value_t = 32)]
     pub database_connections: u32,
+    /// Runtime worker threads of a run's server processes together, split like the
+    /// connections (each process gets this divided by the process count, at least one, through
+    /// tokio's `TOKIO_WORKER_THREADS`), so that three processes get the machine one process
+    /// gets instead of three times its threads. 0: each process takes tokio's default (one
+    /// thread per core, each).
+    #[arg(long, default_value_t = 0)]
+    pub worker_threads: u32,
     /// Concurrent clients, one build each; every count is a phase of its own.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     pub clients: Vec<u32>,
@@ -154,6 +161,16 @@ impl Options {
     /// The pool of each of `processes` server processes (see `--database-connections`).
     pub fn pool_per_process(&self, processes: u32) -> u32 {
         self.database_connections.div_ceil(processes.max(1))
+    }
+
+    /// The environment giving each of `processes` server processes its share of
+    /// `--worker-threads` (nothing when that is 0).
+    pub fn threads_per_process(&self, processes: u32) -> Vec<(&'static str, String)> {
+        if self.worker_threads == 0 {
+            return Vec::new();
+        }
+        let share = (self.worker_threads / processes.max(1)).max(1);
+        vec![("TOKIO_WORKER_THREADS", share.to_string())]
     }
 
     pub fn warmup(&self) -> Duration {

@@ -145,6 +145,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
                 token,
                 log_dir.path(),
                 backend,
+                &[],
             )
             .await
             .context("starting the server on the database an earlier run seeded")?;

@@ -159,18 +159,20 @@ async fn run_backend(
         }
     };
     let pool = options.pool_per_process(processes);
+    let threads = options.threads_per_process(processes);
     let mut servers: Vec<ServerProcess> = Vec::new();
     for process in 1..=processes {
         let log_name = format!("{}-x{processes}-{round}-{process}", backend.name());
         // The first bootstraps the database; the others share its admin token.
         let started = match servers.first() {
             None => {
-                ServerProcess::start(
+                ServerProcess::start_sized(
                     &options.bldst,
                     &database_url,
                     Some(pool),
                     work_dir,
                     &log_name,
+                    &threads,
                 )
                 .await
             }
@@ -182,6 +184,7 @@ async fn run_backend(
                     first.admin_token.clone(),
                     work_dir,
                     &log_name,
+                    &threads,
                 )
                 .await
             }

@@ -136,14 +136,29 @@ impl ServerProcess {
         log_dir: &Path,
         name: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_sized(bldst, database_url, database_max_connections, log_dir, name, &[])
+            .await
+    }
+
+    /// Like [`ServerProcess::start`], with `env` on top of the benchmark's settings (e.g. its
+    /// share of the worker threads).
+    pub async fn start_sized(
+        bldst: &Path,
+        database_url: &str,
+        database_max_connections: Option<u32>,
+        log_dir: &Path,
+        name: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let admin_token = bootstrap(bldst, database_url).await?;
-        Self::start_another(
+        Self::launch(
             bldst,
             database_url,
             database_max_connections,
             admin_token,
             log_dir,
             name,
+            env,
         )
         .await
     }
@@ -158,6 +173,7 @@ impl ServerProcess {
         admin_token: String,
         log_dir: &Path,
         name: &str,
+        env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
         Self::launch(
             bldst,
@@ -166,7 +182,7 @@ impl ServerProcess {
             admin_token,
             log_dir,
             name,
-            &[],
+            env,
         )
         .await
     }
