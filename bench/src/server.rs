@@ -136,8 +136,15 @@ impl ServerProcess {
         log_dir: &Path,
         name: &str,
     ) -> anyhow::Result<Self> {
-        Self::start_sized(bldst, database_url, database_max_connections, log_dir, name, &[])
-            .await
+        Self::start_sized(
+            bldst,
+            database_url,
+            database_max_connections,
+            log_dir,
+            name,
+            &[],
+        )
+        .await
     }
 
     /// Like [`ServerProcess::start`], with `env` on top of the benchmark's settings (e.g. its
