@@ -50,6 +50,18 @@ impl Database {
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> StoreResult<(Build, bool)> {
+        self.start_build_unnamed(request, max_retries, actor, now)
+            .await
+            .map_err(StoreError::during(|| "start a build".to_owned()))
+    }
+
+    async fn start_build_unnamed(
+        &self,
+        request: &StartBuild,
+        max_retries: u32,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> StoreResult<(Build, bool)> {
         if let Some(key) = &request.key {
             if let Some(build) = self.unfinished_build_with_key(key.as_str()).await? {
                 return Ok((build, true));
@@ -116,6 +128,12 @@ impl Database {
 
     /// One build by id.
     pub async fn get_build(&self, id: &BuildId) -> StoreResult<Build> {
+        self.get_build_unnamed(id)
+            .await
+            .map_err(StoreError::during(|| format!("read build `{id}`")))
+    }
+
+    async fn get_build_unnamed(&self, id: &BuildId) -> StoreResult<Build> {
         let row = sqlx::query(&format!("SELECT {BUILD_COLUMNS} FROM builds WHERE id = $1"))
             .bind(id.as_str())
             .fetch_optional(&self.reader)
@@ -257,19 +275,70 @@ impl Database {
         policy: &RetryPolicy,
         actor: &Actor,
     ) -> StoreResult<TransitionResult> {
-        self.record_transition_unnamed(id, request, policy, actor)
-            .await
-            .map_err(StoreError::during(|| {
-                format!("record a transition on build `{id}`")
-            }))
+        let idempotency = request.idempotency.as_ref();
+        self.change_build(id, idempotency, actor, |build, now| {
+            let policy = RetryPolicy {
+                max_retries: build.max_retries,
+                ..*policy
+            };
+            Ok(
+                match apply_report(&build.progress(), &request.report, &policy, now)? {
+                    Transition::AlreadyDone { stage, .. } => Decision::AlreadyDone {
+                        note: notes::already_completed(stage, &build.progress()),
+                    },
+                    Transition::Applied { progress, events } => Decision::Apply {
+                        progress,
+                        events,
+                        message: request.message.as_deref(),
+                        source: request.source.as_deref(),
+                        last_message: request.message.as_deref(),
+                    },
+                },
+            )
+        })
+        .await
+        .map_err(StoreError::during(|| {
+            format!("record a transition on build `{id}`")
+        }))
     }
 
-    async fn record_transition_unnamed(
+    /// Retry, reset or cancel a build, recording the operator's reason.
+    pub async fn apply_operator_action(
         &self,
         id: &BuildId,
-        request: &TransitionRequest,
-        policy: &RetryPolicy,
+        action: OperatorAction,
+        reason: &str,
         actor: &Actor,
+    ) -> StoreResult<TransitionResult> {
+        self.change_build(id, None, actor, |build, _now| {
+            let (progress, event) = apply_operator_action(&build.progress(), action)?;
+            Ok(Decision::Apply {
+                progress,
+                events: vec![event],
+                message: Some(reason),
+                source: None,
+                last_message: None,
+            })
+        })
+        .await
+        .map_err(StoreError::during(|| match action {
+            OperatorAction::Retry => format!("retry build `{id}`"),
+            OperatorAction::Reset { to } => format!("reset build `{id}` to stage {to}"),
+            OperatorAction::Cancel => format!("cancel build `{id}`"),
+        }))
+    }
+
+    /// Changes a build by the rules, the one way reports and operator actions do: begins a
+    /// transaction, locks the build, reads the clock, answers again a request whose
+    /// `idempotency` key (with the hash of its body) was already applied, lets `decide` rule on
+    /// the build as locked at that time, saves what it decided with its history entries,
+    /// remembers the answer under the idempotency key, and commits.
+    async fn change_build<'a>(
+        &self,
+        id: &BuildId,
+        idempotency: Option<&(String, String)>,
+        actor: &Actor,
+        decide: impl FnOnce(&Build, DateTime<Utc>) -> StoreResult<Decision<'a>>,
     ) -> StoreResult<TransitionResult> {
         let mut tx = self.writer.begin().await?;
         let (mut build, stored_outputs, last_recorded_at) =
@@ -277,7 +346,7 @@ impl Database {
         // Read the clock only once the row is ours: a report that waited for the lock must not
         // judge a backoff that was set after it arrived.
         let now = Utc::now();
-        if let Some((key, request_hash)) = &request.idempotency {
+        if let Some((key, request_hash)) = idempotency {
             let earlier = sqlx::query(
                 "SELECT request_hash, response_body FROM idempotency_keys \
                  WHERE build_id = $1 AND idempotency_key = $2",
@@ -299,27 +368,23 @@ impl Database {
                 return Ok(first);
             }
         }
-        let policy = RetryPolicy {
-            max_retries: build.max_retries,
-            ..*policy
-        };
-        let result = match apply_report(&build.progress(), &request.report, &policy, now)? {
-            Transition::AlreadyDone { stage, .. } => TransitionResult {
-                note: notes::already_completed(stage, &build.progress()),
+        let result = match decide(&build, now)? {
+            Decision::AlreadyDone { note } => TransitionResult {
+                note,
                 build,
                 changed: false,
                 recorded: Vec::new(),
             },
-            Transition::Applied { progress, events } => {
-                let recorded = history_entries(
-                    build.last_seq + 1,
-                    &events,
-                    request.message.as_deref(),
-                    request.source.as_deref(),
-                    actor,
-                    now,
-                );
-                let last_message = request.message.as_deref().or(build.last_message.as_deref());
+            Decision::Apply {
+                progress,
+                events,
+                message,
+                source,
+                last_message,
+            } => {
+                let recorded =
+                    history_entries(build.last_seq + 1, &events, message, source, actor, now);
+                let last_message = last_message.or(build.last_message.as_deref());
                 let outputs = match stored_outputs.after(&events)? {
                     Some(changed) => OutputsAfter::Changed(changed),
                     None => OutputsAfter::Unchanged(std::mem::take(&mut build.outputs)),
@@ -347,7 +412,7 @@ impl Database {
                 }
             }
         };
-        if let Some((key, request_hash)) = &request.idempotency {
+        if let Some((key, request_hash)) = idempotency {
             sqlx::query(
                 "INSERT INTO idempotency_keys (build_id, idempotency_key, request_hash, \
                  response_body, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -364,65 +429,25 @@ impl Database {
         Ok(result)
     }
 
-    /// Retry, reset or cancel a build, recording the operator's reason.
-    pub async fn apply_operator_action(
-        &self,
-        id: &BuildId,
-        action: OperatorAction,
-        reason: &str,
-        actor: &Actor,
-    ) -> StoreResult<TransitionResult> {
-        self.apply_operator_action_unnamed(id, action, reason, actor)
-            .await
-            .map_err(StoreError::during(|| match action {
-                OperatorAction::Retry => format!("retry build `{id}`"),
-                OperatorAction::Reset { to } => format!("reset build `{id}` to stage {to}"),
-                OperatorAction::Cancel => format!("cancel build `{id}`"),
-            }))
-    }
-
-    async fn apply_operator_action_unnamed(
-        &self,
-        id: &BuildId,
-        action: OperatorAction,
-        reason: &str,
-        actor: &Actor,
-    ) -> StoreResult<TransitionResult> {
-        let mut tx = self.writer.begin().await?;
-        let (mut build, stored_outputs, last_recorded_at) =
-            self.locked_build_and_outputs(&mut tx, id.as_str()).await?;
-        let now = Utc::now();
-        let (progress, event) = apply_operator_action(&build.progress(), action)?;
-        let events = [event];
-        let recorded = history_entries(build.last_seq + 1, &events, Some(reason), None, actor, now);
-        let outputs = match stored_outputs.after(&events)? {
-            Some(changed) => OutputsAfter::Changed(changed),
-            None => OutputsAfter::Unchanged(std::mem::take(&mut build.outputs)),
-        };
-        let updated = self
-            .save_progress(
-                &mut tx,
-                id.as_str(),
-                &progress,
-                (&recorded, last_recorded_at),
-                build.last_message.as_deref(),
-                outputs,
-                now,
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(TransitionResult {
-            note: notes::describe_transition(&events, &updated.progress(), updated.max_retries),
-            build: updated,
-            changed: true,
-            recorded,
-        })
-    }
-
     /// A heartbeat: the caller (run `run`, or the holder of lease `fence`) extends its lease on
     /// `stage`. Appends no history: a thousand running stages beating every few seconds would
     /// drown it.
     pub async fn renew_lease(
+        &self,
+        id: &BuildId,
+        stage: StateCode,
+        run: Option<&str>,
+        fence: Option<i64>,
+        policy: &RetryPolicy,
+    ) -> StoreResult<Lease> {
+        self.renew_lease_unnamed(id, stage, run, fence, policy)
+            .await
+            .map_err(StoreError::during(|| {
+                format!("renew the lease on stage {stage} of build `{id}`")
+            }))
+    }
+
+    async fn renew_lease_unnamed(
         &self,
         id: &BuildId,
         stage: StateCode,
@@ -448,6 +473,20 @@ impl Database {
     /// The holder gives its lease on `stage` up without a report: the build stays
     /// `in_progress` and any run may claim the stage at once.
     pub async fn release_lease(
+        &self,
+        id: &BuildId,
+        stage: StateCode,
+        run: Option<&str>,
+        fence: Option<i64>,
+    ) -> StoreResult<Build> {
+        self.release_lease_unnamed(id, stage, run, fence)
+            .await
+            .map_err(StoreError::during(|| {
+                format!("release the lease on stage {stage} of build `{id}`")
+            }))
+    }
+
+    async fn release_lease_unnamed(
         &self,
         id: &BuildId,
         stage: StateCode,
@@ -540,8 +579,21 @@ impl Database {
         after: i64,
         limit: u32,
     ) -> StoreResult<HistoryPage> {
+        self.history_after_unnamed(id, after, limit)
+            .await
+            .map_err(StoreError::during(|| {
+                format!("read the history of build `{id}`")
+            }))
+    }
+
+    async fn history_after_unnamed(
+        &self,
+        id: &BuildId,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<HistoryPage> {
         // Distinguish "no such build" from "no entries after `after`".
-        self.get_build(id).await?;
+        self.get_build_unnamed(id).await?;
         let rows = sqlx::query(
             "SELECT seq, state, kind, message, attempt, reported_by, token_id, source, \
              recorded_at, outputs FROM build_history WHERE build_id = $1 AND seq > $2 \
@@ -612,4 +664,20 @@ impl Database {
 enum OutputsAfter {
     Changed(ChangedOutputs),
     Unchanged(MergedOutputs),
+}
+
+/// What the rules decide a change does to a build (see [`Database::change_build`]).
+enum Decision<'a> {
+    /// Nothing: the build and its history stay as they are (a report of a stage already
+    /// completed); `note` says so.
+    AlreadyDone { note: String },
+    /// The build moves to `progress` and `events` are appended to its history, with `message`
+    /// and `source`; `last_message` replaces the build's last message (`None` keeps it).
+    Apply {
+        progress: Progress,
+        events: Vec<Event>,
+        message: Option<&'a str>,
+        source: Option<&'a str>,
+        last_message: Option<&'a str>,
+    },
 }
