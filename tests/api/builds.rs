@@ -4,7 +4,11 @@
 use buildstate::client::BuildQuery;
 use buildstate_domain::wire::ErrorCode;
 use buildstate_domain::wire::ReportTransition;
-use buildstate_domain::{BuildStatus, EventKind, GateDecision, ReportStatus};
+use buildstate_domain::{
+    BuildStatus, EventKind, GateDecision, OperatorAction, Report, ReportStatus, RetryPolicy, Role,
+    Scope,
+};
+use buildstate_server::db::{Actor, StoreError, TransitionRequest};
 use futures::future::join_all;
 
 use crate::helpers::{code, report, send, start_build, start_request};
@@ -23,6 +27,7 @@ on_both_backends!(
     history_pages_after_a_sequence_number,
     builds_list_newest_first_with_filters_and_pages,
     reset_and_cancel_need_a_reason_and_are_recorded,
+    a_database_error_names_the_operation_and_the_build,
 );
 
 /// The product's story: 0 → 10 (skipping 0 and 5), 15 fails, the re-run resumes at 15.
@@ -608,4 +613,85 @@ async fn reset_and_cancel_need_a_reason_and_are_recorded(app: TestApp) {
         [code(0), code(60)],
         "history is never rewritten by a reset (0 triggered, then the jump to 60)"
     );
+}
+
+/// A database error says what the store was doing and to which build: with the builds table
+/// gone, every build verb fails, each naming itself (refusals and not-found answers are
+/// tested with the verbs; they keep their own wording).
+async fn a_database_error_names_the_operation_and_the_build(app: TestApp) {
+    let id = start_build(&app.client()).await;
+    // Both SQLite and PostgreSQL rename a table in place; the server's pooled connections
+    // then find no `builds`.
+    app.execute_sql("ALTER TABLE builds RENAME TO builds_gone")
+        .await;
+    let db = &app.state.db;
+    let actor = Actor {
+        token_id: "t_test".into(),
+        user_id: "u_test".into(),
+        username: "admin".parse().expect("username"),
+        role: Role::Admin,
+        scope: Scope::Admin,
+        expires_at: None,
+        last_used_at: None,
+    };
+    let policy = RetryPolicy::default();
+    let transition = TransitionRequest {
+        report: Report::new(code(15), ReportStatus::InProgress),
+        message: None,
+        source: None,
+        idempotency: None,
+    };
+    let answers: Vec<(String, Result<(), StoreError>)> = vec![
+        (
+            "start a build".into(),
+            db.start_build(&start_request(None), 3, &actor, chrono::Utc::now())
+                .await
+                .map(drop),
+        ),
+        (
+            format!("read build `{id}`"),
+            db.get_build(&id).await.map(drop),
+        ),
+        (
+            format!("read the history of build `{id}`"),
+            db.history_after(&id, 0, 10).await.map(drop),
+        ),
+        (
+            format!("record a transition on build `{id}`"),
+            db.record_transition(&id, &transition, &policy, &actor)
+                .await
+                .map(drop),
+        ),
+        (
+            format!("cancel build `{id}`"),
+            db.apply_operator_action(&id, OperatorAction::Cancel, "testing", &actor)
+                .await
+                .map(drop),
+        ),
+        (
+            format!("renew the lease on stage 15 of build `{id}`"),
+            db.renew_lease(&id, code(15), Some("run-1"), None, &policy)
+                .await
+                .map(drop),
+        ),
+        (
+            format!("release the lease on stage 15 of build `{id}`"),
+            db.release_lease(&id, code(15), Some("run-1"), None)
+                .await
+                .map(drop),
+        ),
+    ];
+    let unnamed: Vec<String> = answers
+        .into_iter()
+        .filter_map(|(operation, answer)| match answer {
+            Err(StoreError::Other(error)) => {
+                let error = format!("{error:#}");
+                let named = error.starts_with(&format!("failed to {operation}: "))
+                    && error.contains("database query failed");
+                (!named).then(|| format!("{operation}: {error}"))
+            }
+            other => Some(format!("{operation}: not a database error: {other:?}")),
+        })
+        .collect();
+    assert!(unnamed.is_empty(), "{unnamed:#?}");
 }

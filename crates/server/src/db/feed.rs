@@ -7,7 +7,8 @@ use buildstate_domain::BuildId;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::{history_from_row, Database, StoreError, StoreResult, HISTORY_COLUMNS};
+use super::rows::{history_from_row, HISTORY_COLUMNS};
+use super::{Database, StoreError, StoreResult};
 
 /// A place in the stream of every build's history: the entries are ordered by the time they
 /// were recorded, then build id, then sequence number.

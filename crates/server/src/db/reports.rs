@@ -16,7 +16,8 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{parsed, state_column, time, u32_column, Database, Dialect, StoreError, StoreResult};
+use super::rows::{parsed, state_column, time, u32_column};
+use super::{Database, Dialect, StoreError, StoreResult};
 
 /// The most stuck (and, separately, blocked) builds one report lists, oldest first.
 pub const MAX_ATTENTION_BUILDS: u32 = 500;

@@ -1,0 +1,683 @@
+//! Builds and their transitions: starting, reading and listing builds and their history, and
+//! every change to one (reports, operator actions, leases), each made under the build's row lock.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use buildstate_domain::wire::{
+    Build, BuildPage, HistoryEntry, HistoryPage, StartBuild, StatusOverview, TransitionResult,
+};
+use buildstate_domain::{
+    apply_operator_action, apply_report, notes, BuildId, BuildKey, BuildStatus, Event, ImageType,
+    Lease, OperatorAction, Platform, Progress, Report, RetryPolicy, StateCode, Transition,
+};
+use chrono::{DateTime, Utc};
+use sqlx::{Any, Row, Transaction};
+
+use super::rows::{
+    bind_history, build_not_found, history_entries, history_from_row, history_placeholders,
+    insert_history, optional_time, ChangedOutputs, MergedOutputs, StoredOutputs, BUILD_COLUMNS,
+    BUILD_COLUMNS_BUT_OUTPUTS, HISTORY_COLUMNS,
+};
+use super::{Actor, Database, Dialect, StoreError, StoreResult};
+
+/// Filters of `GET /builds`.
+#[derive(Debug, Clone, Default)]
+pub struct BuildFilter {
+    pub platform: Option<Platform>,
+    pub image_type: Option<ImageType>,
+    pub status: Option<BuildStatus>,
+    pub state: Option<StateCode>,
+    pub key: Option<BuildKey>,
+}
+
+/// A report to record, with what the rules need beside it.
+#[derive(Debug, Clone)]
+pub struct TransitionRequest {
+    pub report: Report,
+    pub message: Option<String>,
+    pub source: Option<String>,
+    /// With the hash of the request body it came with.
+    pub idempotency: Option<(String, String)>,
+}
+
+impl Database {
+    /// Starts a build, or returns the unfinished build with the same key (`true`: resumed).
+    pub async fn start_build(
+        &self,
+        request: &StartBuild,
+        max_retries: u32,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> StoreResult<(Build, bool)> {
+        self.start_build_unnamed(request, max_retries, actor, now)
+            .await
+            .map_err(StoreError::during(|| "start a build".to_owned()))
+    }
+
+    async fn start_build_unnamed(
+        &self,
+        request: &StartBuild,
+        max_retries: u32,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> StoreResult<(Build, bool)> {
+        if let Some(key) = &request.key {
+            if let Some(build) = self.unfinished_build_with_key(key.as_str()).await? {
+                return Ok((build, true));
+            }
+        }
+        let id = format!("b_{}", crate::secrets::random_id(20));
+        let labels = serde_json::to_string(request.labels.as_map()).context("labels")?;
+        let mut tx = self.writer.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO builds (id, build_key, platform, image_type, description, labels, state, \
+             status, failures, max_retries, next_attempt_at, last_message, last_seq, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, 0, 'running', 0, $7, NULL, NULL, 1, $8, $8)",
+        )
+        .bind(&id)
+        .bind(request.key.as_ref().map(|key| key.as_str()))
+        .bind(request.platform.as_str())
+        .bind(request.image_type.as_str())
+        .bind(request.description.as_deref())
+        .bind(labels)
+        .bind(i64::from(max_retries))
+        .bind(now.timestamp_millis())
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // Another request started the same key first: resume that build.
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                drop(tx);
+                let key = request.key.as_ref().map(|key| key.as_str()).unwrap_or("");
+                return match self.unfinished_build_with_key(key).await? {
+                    Some(build) => Ok((build, true)),
+                    None => Err(StoreError::Conflict(format!(
+                        "a build with key `{key}` was started concurrently; try again"
+                    ))),
+                };
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let started = Event::plain(StateCode::TRIGGERED, buildstate_domain::EventKind::Started);
+        let entries = history_entries(
+            1,
+            &[started],
+            request.description.as_deref(),
+            None,
+            actor,
+            now,
+        );
+        insert_history(&mut tx, &id, &entries, None).await?;
+        let build = self.build_in(&mut tx, &id, false).await?;
+        tx.commit().await?;
+        Ok((build, false))
+    }
+
+    async fn unfinished_build_with_key(&self, key: &str) -> StoreResult<Option<Build>> {
+        let row = sqlx::query(&format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE build_key = $1 \
+             AND status NOT IN ('completed', 'cancelled')"
+        ))
+        .bind(key)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|row| self.build_from_row(&row)).transpose()
+    }
+
+    /// One build by id.
+    pub async fn get_build(&self, id: &BuildId) -> StoreResult<Build> {
+        self.get_build_unnamed(id)
+            .await
+            .map_err(StoreError::during(|| format!("read build `{id}`")))
+    }
+
+    async fn get_build_unnamed(&self, id: &BuildId) -> StoreResult<Build> {
+        let row = sqlx::query(&format!("SELECT {BUILD_COLUMNS} FROM builds WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| build_not_found(id.as_str()))?;
+        self.build_from_row(&row)
+    }
+
+    async fn build_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &str,
+        lock: bool,
+    ) -> StoreResult<Build> {
+        let lock = if lock { self.dialect.for_update() } else { "" };
+        let row = sqlx::query(&format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE id = $1{lock}"
+        ))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| build_not_found(id))?;
+        self.build_from_row(&row)
+    }
+
+    /// The build, locked, its per-stage outputs as stored (a change decodes those only if it
+    /// may touch them, see [`StoredOutputs::after`]) and when its last history entry was
+    /// recorded (what the next completion's duration counts from).
+    async fn locked_build_and_outputs(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &str,
+    ) -> StoreResult<(Build, StoredOutputs, Option<DateTime<Utc>>)> {
+        // The last entry comes with the row, by its primary key: no extra round trip.
+        let row = sqlx::query(&format!(
+            "SELECT {BUILD_COLUMNS_BUT_OUTPUTS}, outputs, stage_outputs, \
+             (SELECT h.recorded_at FROM build_history h \
+              WHERE h.build_id = builds.id AND h.seq = builds.last_seq) AS last_recorded_at \
+             FROM builds WHERE id = $1{}",
+            self.dialect.for_update()
+        ))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| build_not_found(id))?;
+        let stored = StoredOutputs {
+            per_stage: row.try_get("stage_outputs")?,
+        };
+        Ok((
+            self.build_from_row(&row)?,
+            stored,
+            optional_time(&row, "last_recorded_at")?,
+        ))
+    }
+
+    /// Builds matching `filter`, newest first.
+    pub async fn list_builds(
+        &self,
+        filter: &BuildFilter,
+        limit: u32,
+        offset: u64,
+    ) -> StoreResult<BuildPage> {
+        // Only the filters given go into the query, each compared with a bound parameter. A
+        // catch-all `($1 IS NULL OR platform = $1)` would hide the column from the planner
+        // (SQLite plans a statement once, without its values): a filtered list walked the
+        // whole newest-first index, 240 ms at 100,000 builds, instead of the status and
+        // platform indexes of migration 0008.
+        enum Value<'a> {
+            Text(&'a str),
+            Number(i64),
+        }
+        let filters: Vec<(&str, Value)> = [
+            (
+                "platform",
+                filter.platform.as_ref().map(|v| Value::Text(v.as_str())),
+            ),
+            (
+                "image_type",
+                filter.image_type.as_ref().map(|v| Value::Text(v.as_str())),
+            ),
+            ("status", filter.status.map(|v| Value::Text(v.as_str()))),
+            ("state", filter.state.map(|v| Value::Number(i64::from(v)))),
+            (
+                "build_key",
+                filter.key.as_ref().map(|v| Value::Text(v.as_str())),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(column, value)| Some((column, value?)))
+        .collect();
+        let conditions: Vec<String> = filters
+            .iter()
+            .enumerate()
+            .map(|(n, (column, _))| format!("{column} = ${}", n + 1))
+            .collect();
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {BUILD_COLUMNS} FROM builds {where_clause} \
+             ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}",
+            filters.len() + 1,
+            filters.len() + 2
+        );
+        let mut query = sqlx::query(&sql);
+        for (_, value) in filters {
+            query = match value {
+                Value::Text(text) => query.bind(text),
+                Value::Number(number) => query.bind(number),
+            };
+        }
+        let rows = query
+            .bind(i64::from(limit) + 1)
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.reader)
+            .await?;
+        let more = rows.len() > limit as usize;
+        let builds = rows
+            .iter()
+            .take(limit as usize)
+            .map(|row| self.build_from_row(row))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next_offset = more.then(|| offset + u64::from(limit));
+        Ok(BuildPage {
+            builds,
+            next_offset,
+        })
+    }
+
+    /// Applies a report under the build's row lock and appends its history, or returns the
+    /// first answer again when its idempotency key was already applied. The rules see the
+    /// clock as read under the lock.
+    pub async fn record_transition(
+        &self,
+        id: &BuildId,
+        request: &TransitionRequest,
+        policy: &RetryPolicy,
+        actor: &Actor,
+    ) -> StoreResult<TransitionResult> {
+        let idempotency = request.idempotency.as_ref();
+        self.change_build(id, idempotency, actor, |build, now| {
+            let policy = RetryPolicy {
+                max_retries: build.max_retries,
+                ..*policy
+            };
+            Ok(
+                match apply_report(&build.progress(), &request.report, &policy, now)? {
+                    Transition::AlreadyDone { stage, .. } => Decision::AlreadyDone {
+                        note: notes::already_completed(stage, &build.progress()),
+                    },
+                    Transition::Applied { progress, events } => Decision::Apply {
+                        progress,
+                        events,
+                        message: request.message.as_deref(),
+                        source: request.source.as_deref(),
+                        last_message: request.message.as_deref(),
+                    },
+                },
+            )
+        })
+        .await
+        .map_err(StoreError::during(|| {
+            format!("record a transition on build `{id}`")
+        }))
+    }
+
+    /// Retry, reset or cancel a build, recording the operator's reason.
+    pub async fn apply_operator_action(
+        &self,
+        id: &BuildId,
+        action: OperatorAction,
+        reason: &str,
+        actor: &Actor,
+    ) -> StoreResult<TransitionResult> {
+        self.change_build(id, None, actor, |build, _now| {
+            let (progress, event) = apply_operator_action(&build.progress(), action)?;
+            Ok(Decision::Apply {
+                progress,
+                events: vec![event],
+                message: Some(reason),
+                source: None,
+                last_message: None,
+            })
+        })
+        .await
+        .map_err(StoreError::during(|| match action {
+            OperatorAction::Retry => format!("retry build `{id}`"),
+            OperatorAction::Reset { to } => format!("reset build `{id}` to stage {to}"),
+            OperatorAction::Cancel => format!("cancel build `{id}`"),
+        }))
+    }
+
+    /// Changes a build by the rules, the one way reports and operator actions do: begins a
+    /// transaction, locks the build, reads the clock, answers again a request whose
+    /// `idempotency` key (with the hash of its body) was already applied, lets `decide` rule on
+    /// the build as locked at that time, saves what it decided with its history entries,
+    /// remembers the answer under the idempotency key, and commits.
+    async fn change_build<'a>(
+        &self,
+        id: &BuildId,
+        idempotency: Option<&(String, String)>,
+        actor: &Actor,
+        decide: impl FnOnce(&Build, DateTime<Utc>) -> StoreResult<Decision<'a>>,
+    ) -> StoreResult<TransitionResult> {
+        let mut tx = self.writer.begin().await?;
+        let (mut build, stored_outputs, last_recorded_at) =
+            self.locked_build_and_outputs(&mut tx, id.as_str()).await?;
+        // Read the clock only once the row is ours: a report that waited for the lock must not
+        // judge a backoff that was set after it arrived.
+        let now = Utc::now();
+        if let Some((key, request_hash)) = idempotency {
+            let earlier = sqlx::query(
+                "SELECT request_hash, response_body FROM idempotency_keys \
+                 WHERE build_id = $1 AND idempotency_key = $2",
+            )
+            .bind(id.as_str())
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(earlier) = earlier {
+                let earlier_hash: String = earlier.try_get("request_hash")?;
+                if &earlier_hash != request_hash {
+                    return Err(StoreError::Conflict(format!(
+                        "idempotency key `{key}` was already used for a different report on build `{id}`"
+                    )));
+                }
+                let body: String = earlier.try_get("response_body")?;
+                let first: TransitionResult = serde_json::from_str(&body)
+                    .context("stored idempotent answer is unreadable")?;
+                return Ok(first);
+            }
+        }
+        let result = match decide(&build, now)? {
+            Decision::AlreadyDone { note } => TransitionResult {
+                note,
+                build,
+                changed: false,
+                recorded: Vec::new(),
+            },
+            Decision::Apply {
+                progress,
+                events,
+                message,
+                source,
+                last_message,
+            } => {
+                let recorded =
+                    history_entries(build.last_seq + 1, &events, message, source, actor, now);
+                let last_message = last_message.or(build.last_message.as_deref());
+                let outputs = match stored_outputs.after(&events)? {
+                    Some(changed) => OutputsAfter::Changed(changed),
+                    None => OutputsAfter::Unchanged(std::mem::take(&mut build.outputs)),
+                };
+                let updated = self
+                    .save_progress(
+                        &mut tx,
+                        id.as_str(),
+                        &progress,
+                        (&recorded, last_recorded_at),
+                        last_message,
+                        outputs,
+                        now,
+                    )
+                    .await?;
+                TransitionResult {
+                    note: notes::describe_transition(
+                        &events,
+                        &updated.progress(),
+                        updated.max_retries,
+                    ),
+                    build: updated,
+                    changed: true,
+                    recorded,
+                }
+            }
+        };
+        if let Some((key, request_hash)) = idempotency {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (build_id, idempotency_key, request_hash, \
+                 response_body, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id.as_str())
+            .bind(key)
+            .bind(request_hash)
+            .bind(serde_json::to_string(&result).context("serialize answer")?)
+            .bind(now.timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// A heartbeat: the caller (run `run`, or the holder of lease `fence`) extends its lease on
+    /// `stage`. Appends no history: a thousand running stages beating every few seconds would
+    /// drown it.
+    pub async fn renew_lease(
+        &self,
+        id: &BuildId,
+        stage: StateCode,
+        run: Option<&str>,
+        fence: Option<i64>,
+        policy: &RetryPolicy,
+    ) -> StoreResult<Lease> {
+        self.renew_lease_unnamed(id, stage, run, fence, policy)
+            .await
+            .map_err(StoreError::during(|| {
+                format!("renew the lease on stage {stage} of build `{id}`")
+            }))
+    }
+
+    async fn renew_lease_unnamed(
+        &self,
+        id: &BuildId,
+        stage: StateCode,
+        run: Option<&str>,
+        fence: Option<i64>,
+        policy: &RetryPolicy,
+    ) -> StoreResult<Lease> {
+        let mut tx = self.writer.begin().await?;
+        let build = self.build_in(&mut tx, id.as_str(), true).await?;
+        // As for reports: the clock is read once the row is ours.
+        let now = Utc::now();
+        let lease =
+            buildstate_domain::renew_lease(&build.progress(), stage, run, fence, policy, now)?;
+        sqlx::query("UPDATE builds SET lease_expires_at = $1 WHERE id = $2")
+            .bind(lease.expires_at.timestamp_millis())
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(lease)
+    }
+
+    /// The holder gives its lease on `stage` up without a report: the build stays
+    /// `in_progress` and any run may claim the stage at once.
+    pub async fn release_lease(
+        &self,
+        id: &BuildId,
+        stage: StateCode,
+        run: Option<&str>,
+        fence: Option<i64>,
+    ) -> StoreResult<Build> {
+        self.release_lease_unnamed(id, stage, run, fence)
+            .await
+            .map_err(StoreError::during(|| {
+                format!("release the lease on stage {stage} of build `{id}`")
+            }))
+    }
+
+    async fn release_lease_unnamed(
+        &self,
+        id: &BuildId,
+        stage: StateCode,
+        run: Option<&str>,
+        fence: Option<i64>,
+    ) -> StoreResult<Build> {
+        let mut tx = self.writer.begin().await?;
+        let build = self.build_in(&mut tx, id.as_str(), true).await?;
+        let now = Utc::now();
+        buildstate_domain::release_lease(&build.progress(), stage, run, fence, now)?;
+        let row = sqlx::query(&format!(
+            "UPDATE builds SET lease_holder = NULL, lease_fence = NULL, \
+             lease_expires_at = NULL, updated_at = $1 WHERE id = $2 RETURNING {BUILD_COLUMNS}"
+        ))
+        .bind(now.timestamp_millis())
+        .bind(id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.build_from_row(&row)
+    }
+
+    /// Appends `recorded` to the build's history (the entry before them recorded at the time
+    /// given beside them) and saves its new progress (and its outputs, when they changed),
+    /// returning the updated build. The outputs are not read back: `outputs` says what the row
+    /// now holds. On PostgreSQL both go in one statement (an INSERT in a `WITH`), saving a
+    /// round trip while the row lock is held; SQLite cannot modify in a `WITH`, and its writes
+    /// are local calls anyway.
+    #[allow(clippy::too_many_arguments)]
+    async fn save_progress(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &str,
+        progress: &Progress,
+        (recorded, previous): (&[HistoryEntry], Option<DateTime<Utc>>),
+        last_message: Option<&str>,
+        outputs: OutputsAfter,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Build> {
+        let last_seq = recorded.last().map_or(0, |entry| entry.seq);
+        let lease = progress.lease.as_ref();
+        let (written, merged) = match outputs {
+            OutputsAfter::Changed(changed) => (Some(changed.json), changed.merged),
+            OutputsAfter::Unchanged(merged) => (None, merged),
+        };
+        // RETURNING hands back the updated row in the same round trip (SQLite has it since 3.35).
+        let update = format!(
+            "UPDATE builds SET state = $1, status = $2, failures = $3, next_attempt_at = $4, \
+             last_message = $5, last_seq = $6, updated_at = $7, lease_holder = $8, \
+             lease_fence = $9, lease_expires_at = $10, \
+             stage_outputs = COALESCE($11, stage_outputs), outputs = COALESCE($12, outputs) \
+             WHERE id = $13 RETURNING {BUILD_COLUMNS_BUT_OUTPUTS}"
+        );
+        let sql = match self.dialect {
+            Dialect::Postgres => format!(
+                "WITH appended AS (INSERT INTO build_history ({HISTORY_COLUMNS}, duration_ms) \
+                 VALUES {placeholders}) {update}",
+                placeholders = history_placeholders(14, recorded.len()),
+            ),
+            Dialect::Sqlite => {
+                insert_history(tx, id, recorded, previous).await?;
+                update
+            }
+        };
+        let mut query = sqlx::query(&sql)
+            .bind(i64::from(progress.state))
+            .bind(progress.status.as_str())
+            .bind(i64::from(progress.failures))
+            .bind(progress.next_attempt_at.map(|at| at.timestamp_millis()))
+            .bind(last_message)
+            .bind(last_seq)
+            .bind(now.timestamp_millis())
+            .bind(lease.map(|lease| lease.holder.as_str()))
+            .bind(lease.map(|lease| lease.fence))
+            .bind(lease.map(|lease| lease.expires_at.timestamp_millis()))
+            .bind(written.as_ref().map(|json| json.per_stage.as_str()))
+            .bind(written.as_ref().map(|json| json.merged.as_str()))
+            .bind(id);
+        if self.dialect == Dialect::Postgres {
+            query = bind_history(query, id, recorded, previous);
+        }
+        let row = query.fetch_one(&mut **tx).await?;
+        self.build_with_outputs(&row, merged)
+    }
+
+    /// History entries with `seq > after`, oldest first, at most `limit`.
+    pub async fn history_after(
+        &self,
+        id: &BuildId,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<HistoryPage> {
+        self.history_after_unnamed(id, after, limit)
+            .await
+            .map_err(StoreError::during(|| {
+                format!("read the history of build `{id}`")
+            }))
+    }
+
+    async fn history_after_unnamed(
+        &self,
+        id: &BuildId,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<HistoryPage> {
+        // Distinguish "no such build" from "no entries after `after`".
+        self.get_build_unnamed(id).await?;
+        let rows = sqlx::query(
+            "SELECT seq, state, kind, message, attempt, reported_by, token_id, source, \
+             recorded_at, outputs FROM build_history WHERE build_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(id.as_str())
+        .bind(after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.reader)
+        .await?;
+        let more = rows.len() > limit as usize;
+        let entries = rows
+            .iter()
+            .take(limit as usize)
+            .map(history_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next_after = if more {
+            entries.last().map(|entry| entry.seq)
+        } else {
+            None
+        };
+        Ok(HistoryPage {
+            entries,
+            next_after,
+        })
+    }
+
+    /// Counts by status and by platform.
+    pub async fn status_overview(&self) -> StoreResult<StatusOverview> {
+        let count_by = |column: &'static str| async move {
+            let rows = sqlx::query(&format!(
+                "SELECT {column} AS name, COUNT(*) AS n FROM builds GROUP BY {column}"
+            ))
+            .fetch_all(&self.reader)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let name: String = row.try_get("name")?;
+                    let count: i64 = row.try_get("n")?;
+                    Ok((name, u64::try_from(count).unwrap_or(0)))
+                })
+                .collect::<StoreResult<BTreeMap<String, u64>>>()
+        };
+        let by_status = count_by("status").await?;
+        let by_platform = count_by("platform").await?;
+        Ok(StatusOverview {
+            builds: by_status.values().sum(),
+            by_status,
+            by_platform,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+    }
+
+    /// Forgets the answers of idempotent reports recorded before `cutoff`; returns how many.
+    /// A client retries within minutes, so keeping a day of answers is plenty, and without
+    /// this the table would grow with every report.
+    pub async fn forget_idempotency_keys_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
+        let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(cutoff.timestamp_millis())
+            .execute(&self.writer)
+            .await?;
+        Ok(deleted.rows_affected())
+    }
+}
+
+/// What a change does to a build's outputs: rewrites both columns, or leaves them as the
+/// build (read under the lock) shows them.
+enum OutputsAfter {
+    Changed(ChangedOutputs),
+    Unchanged(MergedOutputs),
+}
+
+/// What the rules decide a change does to a build (see [`Database::change_build`]).
+enum Decision<'a> {
+    /// Nothing: the build and its history stay as they are (a report of a stage already
+    /// completed); `note` says so.
+    AlreadyDone { note: String },
+    /// The build moves to `progress` and `events` are appended to its history, with `message`
+    /// and `source`; `last_message` replaces the build's last message (`None` keeps it).
+    Apply {
+        progress: Progress,
+        events: Vec<Event>,
+        message: Option<&'a str>,
+        source: Option<&'a str>,
+        last_message: Option<&'a str>,
+    },
+}

@@ -1,0 +1,373 @@
+//! How rows and the store's types map onto each other: the column lists the queries select and
+//! insert, reading a build, a history entry, a lease, a token or a user from a row, writing
+//! history rows, and a build's per-stage and merged outputs as their columns hold them.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use anyhow::Context as _;
+use buildstate_domain::wire::{Build, HistoryEntry, TokenInfo, User};
+use buildstate_domain::{notes, Event, Lease, Outputs, StageOutput, StageOutputs, StateCode};
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::{Actor, Database, StoreError, StoreResult};
+
+/// Every column of a build but its per-stage outputs (a write that knows them already need not
+/// read them back).
+macro_rules! build_columns_but_outputs {
+    () => {
+        "id, build_key, platform, image_type, description, labels, state, status, failures, \
+         max_retries, next_attempt_at, last_message, last_seq, created_at, updated_at, \
+         lease_holder, lease_fence, lease_expires_at"
+    };
+}
+pub(super) const BUILD_COLUMNS_BUT_OUTPUTS: &str = build_columns_but_outputs!();
+/// Every column a build is read from: the merged outputs, and the per-stage ones only for a
+/// build whose merged view was not written yet (it had outputs before migration 0007).
+pub(super) const BUILD_COLUMNS: &str = concat!(
+    build_columns_but_outputs!(),
+    ", outputs, CASE WHEN outputs IS NULL THEN stage_outputs END AS stage_outputs"
+);
+
+pub(super) fn build_not_found(id: &str) -> StoreError {
+    StoreError::NotFound {
+        what: "build",
+        id: id.to_owned(),
+    }
+}
+
+pub(super) const HISTORY_COLUMNS: &str =
+    "build_id, seq, state, kind, message, attempt, reported_by, token_id, source, \
+     recorded_at, outputs";
+/// Parameters per history row written, in the order of [`HISTORY_COLUMNS`] and `duration_ms`.
+const HISTORY_PARAMS: usize = 12;
+
+/// The history rows `events` become, numbered from `first_seq`, with the messages
+/// [`notes::entry_message`] gives them.
+pub(super) fn history_entries(
+    first_seq: i64,
+    events: &[Event],
+    message: Option<&str>,
+    source: Option<&str>,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Vec<HistoryEntry> {
+    // Stored in milliseconds: answer with what a later read returns.
+    let recorded_at = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+    events
+        .iter()
+        .enumerate()
+        .map(|(offset, event)| {
+            let message = notes::entry_message(event, offset, events.len(), message);
+            HistoryEntry {
+                seq: first_seq + offset as i64,
+                state: event.state,
+                kind: event.kind,
+                message,
+                attempt: event.attempt,
+                reported_by: Some(actor.username.to_string()),
+                token_id: Some(actor.token_id.clone()),
+                source: source.map(str::to_owned),
+                recorded_at,
+                outputs: event.outputs.clone(),
+            }
+        })
+        .collect()
+}
+
+/// `($first, …, $first+9), (…)`: numbered placeholders for `rows` history rows.
+pub(super) fn history_placeholders(first: usize, rows: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let start = first + row * HISTORY_PARAMS;
+            let params: Vec<String> = (start..start + HISTORY_PARAMS)
+                .map(|n| format!("${n}"))
+                .collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Binds `rows` in the order of [`history_placeholders`], with each one's stage duration
+/// (counted from `previous`, when the entry before them was recorded).
+pub(super) fn bind_history<'q>(
+    mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    build_id: &'q str,
+    rows: &'q [HistoryEntry],
+    previous: Option<DateTime<Utc>>,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    let durations = buildstate_domain::reports::completion_durations(
+        previous,
+        rows.iter().map(|row| (row.kind, row.recorded_at)),
+    );
+    for (row, duration) in rows.iter().zip(durations) {
+        query = query
+            .bind(build_id)
+            .bind(row.seq)
+            .bind(i64::from(row.state))
+            .bind(row.kind.as_str())
+            .bind(row.message.as_deref())
+            .bind(row.attempt.map(i64::from))
+            .bind(row.reported_by.as_deref())
+            .bind(row.token_id.as_deref())
+            .bind(row.source.as_deref())
+            .bind(row.recorded_at.timestamp_millis())
+            .bind(
+                row.outputs
+                    .as_ref()
+                    .and_then(|outputs| serde_json::to_string(outputs).ok()),
+            )
+            .bind(duration);
+    }
+    query
+}
+
+/// Appends history rows in one statement (`previous`: when the entry before them was recorded).
+pub(super) async fn insert_history(
+    tx: &mut Transaction<'static, Any>,
+    build_id: &str,
+    rows: &[HistoryEntry],
+    previous: Option<DateTime<Utc>>,
+) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO build_history ({HISTORY_COLUMNS}, duration_ms) VALUES {}",
+        history_placeholders(1, rows.len())
+    );
+    bind_history(sqlx::query(&sql), build_id, rows, previous)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub(super) fn parsed<T>(row: &AnyRow, column: &str) -> StoreResult<T>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: String = row.try_get(column)?;
+    text.parse()
+        .map_err(|error| anyhow::anyhow!("column `{column}` holds `{text}`: {error}").into())
+}
+
+fn optional_parsed<T>(row: &AnyRow, column: &str) -> StoreResult<Option<T>>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|text| {
+        text.parse()
+            .map_err(|error| anyhow::anyhow!("column `{column}` holds `{text}`: {error}").into())
+    })
+    .transpose()
+}
+
+pub(super) fn state_column(row: &AnyRow, column: &str) -> StoreResult<StateCode> {
+    let value: i64 = row.try_get(column)?;
+    StateCode::new(value).map_err(|error| anyhow::Error::new(error).into())
+}
+
+pub(super) fn u32_column(row: &AnyRow, column: &str) -> StoreResult<u32> {
+    let value: i64 = row.try_get(column)?;
+    u32::try_from(value).map_err(|_| anyhow::anyhow!("column `{column}` holds {value}").into())
+}
+
+fn from_millis(millis: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(millis)
+        .ok_or_else(|| anyhow::anyhow!("timestamp {millis} is out of range").into())
+}
+
+pub(super) fn time(row: &AnyRow, column: &str) -> StoreResult<DateTime<Utc>> {
+    from_millis(row.try_get(column)?)
+}
+
+pub(super) fn optional_time(row: &AnyRow, column: &str) -> StoreResult<Option<DateTime<Utc>>> {
+    let millis: Option<i64> = row.try_get(column)?;
+    millis.map(from_millis).transpose()
+}
+
+pub(super) fn history_from_row(row: &AnyRow) -> StoreResult<HistoryEntry> {
+    let attempt: Option<i64> = row.try_get("attempt")?;
+    Ok(HistoryEntry {
+        seq: row.try_get("seq")?,
+        state: state_column(row, "state")?,
+        kind: parsed(row, "kind")?,
+        message: row.try_get("message")?,
+        attempt: attempt.and_then(|n| u32::try_from(n).ok()),
+        reported_by: row.try_get("reported_by")?,
+        token_id: row.try_get("token_id")?,
+        source: row.try_get("source")?,
+        recorded_at: time(row, "recorded_at")?,
+        outputs: row
+            .try_get::<Option<String>, _>("outputs")?
+            .map(|json| serde_json::from_str::<Outputs>(&json))
+            .transpose()
+            .context("stored history outputs are invalid")?,
+    })
+}
+
+/// A build's outputs as the API shows them: each key once, with the stage that set it.
+pub(super) type MergedOutputs = BTreeMap<String, StageOutput>;
+
+/// The merged outputs of a row of [`BUILD_COLUMNS`]: the `outputs` column, or for a build whose
+/// outputs last changed before it existed, the merge of its per-stage outputs.
+fn merged_outputs_from_row(row: &AnyRow) -> StoreResult<MergedOutputs> {
+    match row.try_get::<Option<String>, _>("outputs")? {
+        Some(json) => Ok(serde_json::from_str(&json).context("stored merged outputs are invalid")?),
+        None => {
+            let per_stage: Option<String> = row.try_get("stage_outputs")?;
+            let per_stage =
+                per_stage.context("a build without merged outputs lacks its stage outputs")?;
+            Ok(decode_stage_outputs(&per_stage)?.merged())
+        }
+    }
+}
+
+/// The per-stage outputs column: `{"10": {"ami_id": "…"}, …}`.
+fn decode_stage_outputs(json: &str) -> StoreResult<StageOutputs> {
+    let stages: BTreeMap<String, Outputs> =
+        serde_json::from_str(json).context("stored stage outputs are invalid")?;
+    let stages = stages
+        .into_iter()
+        .map(|(stage, outputs)| {
+            let stage = stage
+                .parse::<StateCode>()
+                .context("stored stage outputs name an invalid stage")?;
+            Ok((stage, outputs))
+        })
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    Ok(stages.into())
+}
+
+fn encode_stage_outputs(stage_outputs: &StageOutputs) -> StoreResult<String> {
+    let by_code: BTreeMap<String, &Outputs> = stage_outputs
+        .stages()
+        .iter()
+        .map(|(stage, outputs)| (stage.to_string(), outputs))
+        .collect();
+    Ok(serde_json::to_string(&by_code).context("serialize stage outputs")?)
+}
+
+/// A build's per-stage outputs as stored, still encoded: most changes leave them alone, and
+/// decoding them (every stage's every key) was most of what outputs cost a report.
+pub(super) struct StoredOutputs {
+    pub(super) per_stage: String,
+}
+
+impl StoredOutputs {
+    /// The outputs after `events`, encoded for the row, if `events` change them.
+    pub(super) fn after(&self, events: &[Event]) -> StoreResult<Option<ChangedOutputs>> {
+        if !StageOutputs::may_change(events, self.per_stage == "{}") {
+            return Ok(None);
+        }
+        let mut stages = decode_stage_outputs(&self.per_stage)?;
+        if !stages.apply(events) {
+            return Ok(None);
+        }
+        let merged = stages.merged();
+        Ok(Some(ChangedOutputs {
+            json: OutputsJson {
+                per_stage: encode_stage_outputs(&stages)?,
+                merged: serde_json::to_string(&merged).context("serialize merged outputs")?,
+            },
+            merged,
+        }))
+    }
+}
+
+/// Both outputs columns of a changed build, and the merged view the answer shows.
+pub(super) struct ChangedOutputs {
+    pub(super) json: OutputsJson,
+    pub(super) merged: MergedOutputs,
+}
+
+pub(super) struct OutputsJson {
+    pub(super) per_stage: String,
+    pub(super) merged: String,
+}
+
+fn lease_from_row(row: &AnyRow) -> StoreResult<Option<Lease>> {
+    let holder: Option<String> = row.try_get("lease_holder")?;
+    let fence: Option<i64> = row.try_get("lease_fence")?;
+    let Some((holder, fence)) = holder.zip(fence) else {
+        return Ok(None);
+    };
+    Ok(Some(Lease {
+        stage: state_column(row, "state")?,
+        holder,
+        fence,
+        expires_at: optional_time(row, "lease_expires_at")?.unwrap_or(DateTime::<Utc>::MIN_UTC),
+    }))
+}
+
+pub(super) const TOKEN_COLUMNS: &str = "t.id, u.username, t.description, t.scope, t.created_at, \
+     t.expires_at, t.last_used_at, t.revoked_at, t.created_by";
+
+pub(super) fn token_from_row(row: &AnyRow) -> StoreResult<TokenInfo> {
+    Ok(TokenInfo {
+        id: row.try_get("id")?,
+        username: parsed(row, "username")?,
+        description: row.try_get("description")?,
+        scope: parsed(row, "scope")?,
+        created_at: time(row, "created_at")?,
+        expires_at: optional_time(row, "expires_at")?,
+        last_used_at: optional_time(row, "last_used_at")?,
+        revoked_at: optional_time(row, "revoked_at")?,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
+pub(super) fn user_from_row(row: &AnyRow) -> StoreResult<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        username: parsed(row, "username")?,
+        email: parsed(row, "email")?,
+        role: parsed(row, "role")?,
+        created_at: time(row, "created_at")?,
+    })
+}
+
+impl Database {
+    pub(super) fn build_from_row(&self, row: &AnyRow) -> StoreResult<Build> {
+        self.build_with_outputs(row, merged_outputs_from_row(row)?)
+    }
+
+    /// A build from a row of [`BUILD_COLUMNS_BUT_OUTPUTS`] (or more) and its merged outputs.
+    pub(super) fn build_with_outputs(
+        &self,
+        row: &AnyRow,
+        outputs: MergedOutputs,
+    ) -> StoreResult<Build> {
+        let state = state_column(row, "state")?;
+        let labels: String = row.try_get("labels")?;
+        let labels: BTreeMap<String, String> =
+            serde_json::from_str(&labels).context("stored labels are not JSON")?;
+        Ok(Build {
+            id: parsed(row, "id")?,
+            key: optional_parsed(row, "build_key")?,
+            platform: parsed(row, "platform")?,
+            image_type: parsed(row, "image_type")?,
+            description: row.try_get("description")?,
+            labels: labels.try_into().context("stored labels are invalid")?,
+            state_name: self.names.name(state).to_owned(),
+            phase: state.phase(),
+            state,
+            status: parsed(row, "status")?,
+            failures: u32_column(row, "failures")?,
+            max_retries: u32_column(row, "max_retries")?,
+            next_attempt_at: optional_time(row, "next_attempt_at")?,
+            last_message: row.try_get("last_message")?,
+            last_seq: row.try_get("last_seq")?,
+            created_at: time(row, "created_at")?,
+            updated_at: time(row, "updated_at")?,
+            outputs,
+            lease: lease_from_row(row)?,
+        })
+    }
+}
