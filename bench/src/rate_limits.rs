@@ -173,7 +173,7 @@ async fn run_mode(
         }
     };
     let server =
-        ServerProcess::start_with_env(&options.bldst, &database_url, work_dir, &name, env).await?;
+        ServerProcess::start(&options.bldst, &database_url, None, work_dir, &name, env).await?;
     let target = Target {
         base_urls: vec![server.base_url.clone()],
         token: server.admin_token.clone(),

@@ -165,10 +165,16 @@ async fn run(options: Options) -> anyhow::Result<()> {
         } else {
             // The server applies the migrations; the history goes in behind its back (it
             // caches nothing the reports or the list read).
-            let server =
-                server::ServerProcess::start(&options.bldst, &url, None, log_dir.path(), backend)
-                    .await
-                    .context("starting the server on an empty database")?;
+            let server = server::ServerProcess::start(
+                &options.bldst,
+                &url,
+                None,
+                log_dir.path(),
+                backend,
+                &[],
+            )
+            .await
+            .context("starting the server on an empty database")?;
             let started = Instant::now();
             let seeded = seed::seed(&url, options.builds, options.in_progress_chance, 42).await?;
             eprintln!(

@@ -166,7 +166,7 @@ async fn run_backend(
         // The first bootstraps the database; the others share its admin token.
         let started = match servers.first() {
             None => {
-                ServerProcess::start_sized(
+                ServerProcess::start(
                     &options.bldst,
                     &database_url,
                     Some(pool),

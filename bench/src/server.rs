@@ -49,7 +49,7 @@ fn server_command(
         .env("BUILDSTATE_BACKOFF_BASE_SECS", "0")
         .env("BUILDSTATE_MAX_RETRIES", "100")
         // Rate limits off (the benchmark's one token writes thousands of times a second);
-        // `--rate-limits` turns them on through `ServerProcess::start_with_env`.
+        // `--rate-limits` turns them on through `ServerProcess::start`'s `env`.
         .env("BUILDSTATE_RATE_LIMIT_WRITES", "0")
         .env("BUILDSTATE_RATE_LIMIT_FAILED_AUTHS", "0")
         .env_remove("REDIS_URL")
@@ -127,29 +127,10 @@ async fn printed_token(bldst: &Path, database_url: &str, args: &[&str]) -> anyho
 
 impl ServerProcess {
     /// Bootstraps an admin on `database_url`, starts the server on it with a pool of
-    /// `database_max_connections` (the server's default if `None`) and waits for `/ready`.
+    /// `database_max_connections` (the server's default if `None`) and `env` on top of the
+    /// benchmark's settings (e.g. its share of the worker threads, the rate limits on, `REDIS_URL`), and waits for `/ready`.
     /// The server's output goes to `log_dir/NAME.log`.
     pub async fn start(
-        bldst: &Path,
-        database_url: &str,
-        database_max_connections: Option<u32>,
-        log_dir: &Path,
-        name: &str,
-    ) -> anyhow::Result<Self> {
-        Self::start_sized(
-            bldst,
-            database_url,
-            database_max_connections,
-            log_dir,
-            name,
-            &[],
-        )
-        .await
-    }
-
-    /// Like [`ServerProcess::start`], with `env` on top of the benchmark's settings (e.g. its
-    /// share of the worker threads).
-    pub async fn start_sized(
         bldst: &Path,
         database_url: &str,
         database_max_connections: Option<u32>,
@@ -192,19 +173,6 @@ impl ServerProcess {
             env,
         )
         .await
-    }
-
-    /// Like [`ServerProcess::start`], with `env` on top of the benchmark's settings (e.g.
-    /// the rate limits on, `REDIS_URL`).
-    pub async fn start_with_env(
-        bldst: &Path,
-        database_url: &str,
-        log_dir: &Path,
-        name: &str,
-        env: &[(&str, String)],
-    ) -> anyhow::Result<Self> {
-        let admin_token = bootstrap(bldst, database_url).await?;
-        Self::launch(bldst, database_url, None, admin_token, log_dir, name, env).await
     }
 
     async fn launch(
