@@ -440,34 +440,25 @@ impl Database {
         fence: Option<i64>,
         policy: &RetryPolicy,
     ) -> StoreResult<Lease> {
-        self.renew_lease_unnamed(id, stage, run, fence, policy)
-            .await
-            .map_err(StoreError::during(|| {
-                format!("renew the lease on stage {stage} of build `{id}`")
-            }))
-    }
-
-    async fn renew_lease_unnamed(
-        &self,
-        id: &BuildId,
-        stage: StateCode,
-        run: Option<&str>,
-        fence: Option<i64>,
-        policy: &RetryPolicy,
-    ) -> StoreResult<Lease> {
-        let mut tx = self.writer.begin().await?;
-        let build = self.build_in(&mut tx, id.as_str(), true).await?;
-        // As for reports: the clock is read once the row is ours.
-        let now = Utc::now();
-        let lease =
-            buildstate_domain::renew_lease(&build.progress(), stage, run, fence, policy, now)?;
-        sqlx::query("UPDATE builds SET lease_expires_at = $1 WHERE id = $2")
-            .bind(lease.expires_at.timestamp_millis())
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(lease)
+        async {
+            let mut tx = self.writer.begin().await?;
+            let build = self.build_in(&mut tx, id.as_str(), true).await?;
+            // As for reports: the clock is read once the row is ours.
+            let now = Utc::now();
+            let lease =
+                buildstate_domain::renew_lease(&build.progress(), stage, run, fence, policy, now)?;
+            sqlx::query("UPDATE builds SET lease_expires_at = $1 WHERE id = $2")
+                .bind(lease.expires_at.timestamp_millis())
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(lease)
+        }
+        .await
+        .map_err(StoreError::during(|| {
+            format!("renew the lease on stage {stage} of build `{id}`")
+        }))
     }
 
     /// The holder gives its lease on `stage` up without a report: the build stays
@@ -479,34 +470,26 @@ impl Database {
         run: Option<&str>,
         fence: Option<i64>,
     ) -> StoreResult<Build> {
-        self.release_lease_unnamed(id, stage, run, fence)
-            .await
-            .map_err(StoreError::during(|| {
-                format!("release the lease on stage {stage} of build `{id}`")
-            }))
-    }
-
-    async fn release_lease_unnamed(
-        &self,
-        id: &BuildId,
-        stage: StateCode,
-        run: Option<&str>,
-        fence: Option<i64>,
-    ) -> StoreResult<Build> {
-        let mut tx = self.writer.begin().await?;
-        let build = self.build_in(&mut tx, id.as_str(), true).await?;
-        let now = Utc::now();
-        buildstate_domain::release_lease(&build.progress(), stage, run, fence, now)?;
-        let row = sqlx::query(&format!(
-            "UPDATE builds SET lease_holder = NULL, lease_fence = NULL, \
-             lease_expires_at = NULL, updated_at = $1 WHERE id = $2 RETURNING {BUILD_COLUMNS}"
-        ))
-        .bind(now.timestamp_millis())
-        .bind(id.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        self.build_from_row(&row)
+        async {
+            let mut tx = self.writer.begin().await?;
+            let build = self.build_in(&mut tx, id.as_str(), true).await?;
+            let now = Utc::now();
+            buildstate_domain::release_lease(&build.progress(), stage, run, fence, now)?;
+            let row = sqlx::query(&format!(
+                "UPDATE builds SET lease_holder = NULL, lease_fence = NULL, \
+                 lease_expires_at = NULL, updated_at = $1 WHERE id = $2 RETURNING {BUILD_COLUMNS}"
+            ))
+            .bind(now.timestamp_millis())
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            self.build_from_row(&row)
+        }
+        .await
+        .map_err(StoreError::during(|| {
+            format!("release the lease on stage {stage} of build `{id}`")
+        }))
     }
 
     /// Appends `recorded` to the build's history (the entry before them recorded at the time
