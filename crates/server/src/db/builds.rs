@@ -50,69 +50,61 @@ impl Database {
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> StoreResult<(Build, bool)> {
-        self.start_build_unnamed(request, max_retries, actor, now)
-            .await
-            .map_err(StoreError::during(|| "start a build".to_owned()))
-    }
-
-    async fn start_build_unnamed(
-        &self,
-        request: &StartBuild,
-        max_retries: u32,
-        actor: &Actor,
-        now: DateTime<Utc>,
-    ) -> StoreResult<(Build, bool)> {
-        if let Some(key) = &request.key {
-            if let Some(build) = self.unfinished_build_with_key(key.as_str()).await? {
-                return Ok((build, true));
+        async {
+            if let Some(key) = &request.key {
+                if let Some(build) = self.unfinished_build_with_key(key.as_str()).await? {
+                    return Ok((build, true));
+                }
             }
-        }
-        let id = format!("b_{}", crate::secrets::random_id(20));
-        let labels = serde_json::to_string(request.labels.as_map()).context("labels")?;
-        let mut tx = self.writer.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO builds (id, build_key, platform, image_type, description, labels, state, \
-             status, failures, max_retries, next_attempt_at, last_message, last_seq, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, 0, 'running', 0, $7, NULL, NULL, 1, $8, $8)",
-        )
-        .bind(&id)
-        .bind(request.key.as_ref().map(|key| key.as_str()))
-        .bind(request.platform.as_str())
-        .bind(request.image_type.as_str())
-        .bind(request.description.as_deref())
-        .bind(labels)
-        .bind(i64::from(max_retries))
-        .bind(now.timestamp_millis())
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            // Another request started the same key first: resume that build.
-            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
-                drop(tx);
-                let key = request.key.as_ref().map(|key| key.as_str()).unwrap_or("");
-                return match self.unfinished_build_with_key(key).await? {
-                    Some(build) => Ok((build, true)),
-                    None => Err(StoreError::Conflict(format!(
-                        "a build with key `{key}` was started concurrently; try again"
-                    ))),
-                };
+            let id = format!("b_{}", crate::secrets::random_id(20));
+            let labels = serde_json::to_string(request.labels.as_map()).context("labels")?;
+            let mut tx = self.writer.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO builds (id, build_key, platform, image_type, description, labels, state, \
+                 status, failures, max_retries, next_attempt_at, last_message, last_seq, created_at, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, 0, 'running', 0, $7, NULL, NULL, 1, $8, $8)",
+            )
+            .bind(&id)
+            .bind(request.key.as_ref().map(|key| key.as_str()))
+            .bind(request.platform.as_str())
+            .bind(request.image_type.as_str())
+            .bind(request.description.as_deref())
+            .bind(labels)
+            .bind(i64::from(max_retries))
+            .bind(now.timestamp_millis())
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Ok(_) => {}
+                // Another request started the same key first: resume that build.
+                Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                    drop(tx);
+                    let key = request.key.as_ref().map(|key| key.as_str()).unwrap_or("");
+                    return match self.unfinished_build_with_key(key).await? {
+                        Some(build) => Ok((build, true)),
+                        None => Err(StoreError::Conflict(format!(
+                            "a build with key `{key}` was started concurrently; try again"
+                        ))),
+                    };
+                }
+                Err(error) => return Err(error.into()),
             }
-            Err(error) => return Err(error.into()),
+            let started = Event::plain(StateCode::TRIGGERED, buildstate_domain::EventKind::Started);
+            let entries = history_entries(
+                1,
+                &[started],
+                request.description.as_deref(),
+                None,
+                actor,
+                now,
+            );
+            insert_history(&mut tx, &id, &entries, None).await?;
+            let build = self.build_in(&mut tx, &id, false).await?;
+            tx.commit().await?;
+            Ok((build, false))
         }
-        let started = Event::plain(StateCode::TRIGGERED, buildstate_domain::EventKind::Started);
-        let entries = history_entries(
-            1,
-            &[started],
-            request.description.as_deref(),
-            None,
-            actor,
-            now,
-        );
-        insert_history(&mut tx, &id, &entries, None).await?;
-        let build = self.build_in(&mut tx, &id, false).await?;
-        tx.commit().await?;
-        Ok((build, false))
+        .await
+        .map_err(StoreError::during(|| "start a build".to_owned()))
     }
 
     async fn unfinished_build_with_key(&self, key: &str) -> StoreResult<Option<Build>> {
@@ -562,46 +554,39 @@ impl Database {
         after: i64,
         limit: u32,
     ) -> StoreResult<HistoryPage> {
-        self.history_after_unnamed(id, after, limit)
-            .await
-            .map_err(StoreError::during(|| {
-                format!("read the history of build `{id}`")
-            }))
-    }
-
-    async fn history_after_unnamed(
-        &self,
-        id: &BuildId,
-        after: i64,
-        limit: u32,
-    ) -> StoreResult<HistoryPage> {
-        // Distinguish "no such build" from "no entries after `after`".
-        self.get_build_unnamed(id).await?;
-        let rows = sqlx::query(
-            "SELECT seq, state, kind, message, attempt, reported_by, token_id, source, \
-             recorded_at, outputs FROM build_history WHERE build_id = $1 AND seq > $2 \
-             ORDER BY seq LIMIT $3",
-        )
-        .bind(id.as_str())
-        .bind(after)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.reader)
-        .await?;
-        let more = rows.len() > limit as usize;
-        let entries = rows
-            .iter()
-            .take(limit as usize)
-            .map(history_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let next_after = if more {
-            entries.last().map(|entry| entry.seq)
-        } else {
-            None
-        };
-        Ok(HistoryPage {
-            entries,
-            next_after,
-        })
+        async {
+            // Distinguish "no such build" from "no entries after `after`".
+            self.get_build_unnamed(id).await?;
+            let rows = sqlx::query(
+                "SELECT seq, state, kind, message, attempt, reported_by, token_id, source, \
+                 recorded_at, outputs FROM build_history WHERE build_id = $1 AND seq > $2 \
+                 ORDER BY seq LIMIT $3",
+            )
+            .bind(id.as_str())
+            .bind(after)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.reader)
+            .await?;
+            let more = rows.len() > limit as usize;
+            let entries = rows
+                .iter()
+                .take(limit as usize)
+                .map(history_from_row)
+                .collect::<StoreResult<Vec<_>>>()?;
+            let next_after = if more {
+                entries.last().map(|entry| entry.seq)
+            } else {
+                None
+            };
+            Ok(HistoryPage {
+                entries,
+                next_after,
+            })
+        }
+        .await
+        .map_err(StoreError::during(|| {
+            format!("read the history of build `{id}`")
+        }))
     }
 
     /// Counts by status and by platform.
