@@ -29,6 +29,21 @@ async fn three_processes(app: &TestApp) -> Vec<ServerProcess> {
     processes
 }
 
+/// Connections to the database that `LISTEN` (the last thing a following connection ran).
+async fn listening_connections(database_url: &str) -> i64 {
+    use sqlx::Connection as _;
+    let mut connection = sqlx::PgConnection::connect(database_url)
+        .await
+        .expect("connect");
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .expect("pg_stat_activity")
+}
+
 /// One client per process, taken in turn: what a round-robin load balancer does.
 fn spread(clients: &[Client], i: usize) -> Client {
     clients[i % clients.len()].clone()
@@ -127,6 +142,11 @@ async fn a_token_revoked_through_one_process_is_refused_by_the_others_at_once() 
         return;
     };
     let processes = three_processes(&app).await;
+    // Revocations and transitions arrive on one connection per process (peers.rs): PostgreSQL
+    // wakes every listening connection for every notification, so a second one per process
+    // would double what each announcement costs the database. This test's own server and the
+    // three processes: four.
+    assert_eq!(listening_connections(&app.database_url).await, 4);
     let created = app
         .client()
         .create_token(&CreateToken {

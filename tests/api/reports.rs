@@ -22,6 +22,7 @@ on_both_backends!(
     the_event_stream_delivers_transitions_and_resumes_after_last_event_id,
     the_stream_of_every_build_resumes_from_its_event_id,
     a_transition_recorded_by_one_process_reaches_the_streams_of_another,
+    a_process_announces_at_most_once_every_20_ms_and_loses_no_change,
     metrics_count_builds_transitions_and_requests,
     webhooks_are_signed_retried_and_fired_for_failed_blocked_completed_and_stuck,
 );
@@ -578,8 +579,8 @@ async fn a_transition_recorded_by_one_process_reaches_the_streams_of_another(app
         let build = app.state.db.get_build(build).await.expect("build");
         started.push((build, first.entries));
     }
-    let third = buildstate_server::events::EventHub::new(&app.state.db, &app.database_url);
-    let _following = third.follow().await.expect("PostgreSQL");
+    let third = buildstate_server::events::EventHub::new(&app.state.db);
+    let _announcing = third.start().expect("PostgreSQL");
     for (build, entries) in &started {
         assert!(third.publish(build, entries));
     }
@@ -598,6 +599,71 @@ async fn a_transition_recorded_by_one_process_reaches_the_streams_of_another(app
     assert!(
         relayed.is_ok(),
         "announcements missing on the peer: {announcements:?}"
+    );
+}
+
+/// Each notification is a transaction with a WAL flush and wakes every listening connection,
+/// so a process sends at most one per 20 ms, whatever queued meanwhile (events.rs). Publishing
+/// 50 changes 2 ms apart therefore takes a handful of notifications, not 50, and every change
+/// is in one of them.
+async fn a_process_announces_at_most_once_every_20_ms_and_loses_no_change(app: TestApp) {
+    if app.backend == Backend::Sqlite {
+        return; // Nothing to announce to.
+    }
+    let id = start(&app.client(), "aws", "rhel8", 3).await;
+    let build = app.state.db.get_build(&id).await.expect("build");
+    let first = app
+        .state
+        .db
+        .history_after(&id, 0, 1)
+        .await
+        .expect("history")
+        .entries
+        .remove(0);
+    let mut listener = sqlx::postgres::PgListener::connect(&app.database_url)
+        .await
+        .expect("listener");
+    listener
+        .listen(buildstate_server::events::CHANNEL)
+        .await
+        .expect("listen");
+    let hub = buildstate_server::events::EventHub::new(&app.state.db);
+    let _announcing = hub.start().expect("PostgreSQL");
+
+    let began = std::time::Instant::now();
+    for seq in 1..=50 {
+        let entry = buildstate_domain::wire::HistoryEntry {
+            seq: 1000 + seq,
+            ..first.clone()
+        };
+        assert!(hub.publish(&build, &[entry]));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut announced = Vec::new();
+    let mut notifications = 0_u32;
+    while announced.len() < 50 {
+        let notification = tokio::time::timeout(Duration::from_secs(30), listener.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{} of 50 changes announced", announced.len()))
+            .expect("notification");
+        notifications += 1;
+        // Only this hub's announcements: the server's own process announced the start.
+        announced.extend(
+            notification
+                .payload()
+                .lines()
+                .filter(|line| line.split(' ').nth(2).is_some_and(|seq| seq.len() == 4))
+                .map(|line| line.split(' ').nth(2).expect("seq").to_owned()),
+        );
+    }
+    let elapsed = began.elapsed();
+    let expected: Vec<String> = (1001..=1050).map(|seq| seq.to_string()).collect();
+    assert_eq!(announced, expected, "every change, once, in order");
+    // n notifications are at least (n - 1) x 20 ms apart.
+    let most = elapsed.as_millis() / 20 + 1;
+    assert!(
+        u128::from(notifications) <= most,
+        "{notifications} notifications in {elapsed:?}: at most {most} allowed"
     );
 }
 

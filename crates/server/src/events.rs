@@ -3,21 +3,26 @@
 //! Every change a handler commits is [`EventHub::publish`]ed: subscribers in this process get
 //! it at once through a broadcast channel. On PostgreSQL the hub also announces it to the
 //! other server processes with `pg_notify` on [`CHANNEL`] (one line per change: the process that
-//! made it, the build, its first and last new sequence numbers); every other process `LISTEN`s,
-//! reads those entries back and hands them to its own subscribers — the same mechanism as
-//! token revocations ([`crate::revocations`]), no extra component. Events carry whether they
-//! were made here, so webhooks fire once (from the process that recorded the change), not once
-//! per process.
+//! made it, the build, its first and last new sequence numbers); every other process `LISTEN`s
+//! ([`crate::peers`], the connection that also hears token revocations: no extra component),
+//! and its hub reads those entries back and hands them to its own subscribers. Events carry
+//! whether they were made here, so webhooks fire once (from the process that recorded the
+//! change), not once per process.
 //!
-//! Announcements go out after the change commits, from one task that sends whatever has queued
-//! up meanwhile as one notification: never for a change that rolled back (only committed
-//! changes are published). Not inside the report's own transaction: PostgreSQL serializes
-//! the commits of every notifying transaction behind one database-wide lock, so a report that
-//! notified as it committed queued behind every other report's commit and its WAL flush
-//! (a quarter of the database's throughput at 8 clients, measured with pgbench: see
-//! BENCHMARKS.md). The price: a process killed between a commit and its announcement leaves
-//! the other processes' live streams without that change until their clients reconnect with
-//! `Last-Event-ID`, which reads it from the history.
+//! Announcements go out after the change commits, from one task per process: never for a
+//! change that rolled back (only committed changes are published). Not inside the report's own
+//! transaction: PostgreSQL serializes the commits of every notifying transaction behind one
+//! database-wide lock, so a report that notified as it committed queued behind every other
+//! report's commit and its WAL flush (a quarter of the database's throughput at 8 clients,
+//! measured with pgbench: see BENCHMARKS.md). The price: a process killed between a commit and
+//! its announcement leaves the other processes' live streams without that change until their
+//! clients reconnect with `Last-Event-ID`, which reads it from the history.
+//!
+//! The task sends at most one notification every [`ANNOUNCE_EVERY`], carrying everything that
+//! queued meanwhile: a notification is a transaction of its own (PostgreSQL gives it a
+//! transaction id, so its commit flushes the WAL) and wakes every listening connection of the
+//! database, so what costs is how many there are, not how long they are. Idle, a change still
+//! goes out at once; under load, one notification carries a few dozen.
 //!
 //! A subscriber that falls behind is dropped; the stream's client then reconnects with
 //! `Last-Event-ID` and reads what it missed from the history.
@@ -28,7 +33,6 @@ use std::time::Duration;
 
 use buildstate_domain::wire::{Build, HistoryEntry};
 use buildstate_domain::BuildId;
-use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::db::Database;
@@ -39,8 +43,10 @@ pub const CHANNEL: &str = "buildstate_transition";
 /// How many events a slow subscriber may fall behind before it is dropped.
 const BACKLOG: usize = 1024;
 
-/// How long to wait before listening again after the connection could not be re-established.
-const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+/// The least time between two notifications from one process: what a peer's live stream
+/// may lag behind under load, in exchange for one notification per this time instead of one
+/// per report.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(20);
 
 /// The most one notification carries: PostgreSQL refuses payloads of 8000 bytes or more.
 const MAX_PAYLOAD: usize = 7900;
@@ -65,21 +71,23 @@ pub struct EventHub {
     sender: broadcast::Sender<Published>,
     /// Identifies this process in announcements, to skip its own.
     process: Arc<str>,
-    /// On PostgreSQL: the database URL to listen on and the store to read announced entries from.
-    postgres: Option<(Arc<str>, Database)>,
+    /// On PostgreSQL: the store to announce through and to read announced entries from.
+    postgres: Option<Database>,
     /// Entries published lately (build id, seq): a report replayed for its idempotency key
     /// answers with the entries it recorded the first time, which must not be published twice.
     published: moka::sync::Cache<(String, i64), ()>,
-    /// On PostgreSQL, once [`EventHub::follow`] started the announcing task: where published
-    /// changes queue for it, one line each.
+    /// On PostgreSQL, once [`EventHub::start`] ran: where published changes queue for the
+    /// announcing task, one line each.
     announcements: Arc<OnceLock<mpsc::UnboundedSender<String>>>,
+    /// On PostgreSQL, once [`EventHub::start`] ran: where the other processes' notifications
+    /// queue for the relaying task.
+    relays: Arc<OnceLock<mpsc::UnboundedSender<String>>>,
     /// Announcements queued and not yet sent (what a stopping server waits for).
     unannounced: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for EventHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may hold a password.
         f.debug_struct("EventHub")
             .field("process", &self.process)
             .finish_non_exhaustive()
@@ -87,11 +95,10 @@ impl std::fmt::Debug for EventHub {
 }
 
 impl EventHub {
-    /// A hub for `db`; on PostgreSQL (`database_url`) it also spans processes.
-    pub fn new(db: &Database, database_url: &str) -> Self {
+    /// A hub for `db`; on PostgreSQL it also spans processes, once [`EventHub::start`]ed.
+    pub fn new(db: &Database) -> Self {
         let (sender, _) = broadcast::channel(BACKLOG);
-        let postgres = (db.dialect() == crate::db::Dialect::Postgres)
-            .then(|| (Arc::from(database_url), db.clone()));
+        let postgres = (db.dialect() == crate::db::Dialect::Postgres).then(|| db.clone());
         EventHub {
             sender,
             process: Arc::from(crate::secrets::random_id(12)),
@@ -101,6 +108,7 @@ impl EventHub {
                 .time_to_live(Duration::from_secs(24 * 3600))
                 .build(),
             announcements: Arc::default(),
+            relays: Arc::default(),
             unannounced: Arc::default(),
         }
     }
@@ -158,50 +166,42 @@ impl EventHub {
         }
     }
 
-    /// On PostgreSQL, starts announcing this process's changes and following the other
-    /// processes' announcements (returns once listening, or after logging why not); `None`
-    /// elsewhere.
-    pub async fn follow(&self) -> Option<tokio::task::JoinHandle<()>> {
-        let (url, db) = self.postgres.clone()?;
-        let (sender, queued) = mpsc::unbounded_channel();
-        let announcer = self
-            .announcements
-            .set(sender)
-            .is_ok()
-            .then(|| tokio::spawn(announce(queued, db.clone(), self.unannounced.clone())));
-        let listener = match listen(&url).await {
-            Ok(listener) => Some(listener),
-            Err(error) => {
-                tracing::warn!(error = %error, "cannot follow other server processes' transitions yet (retrying)");
-                None
-            }
-        };
+    /// On PostgreSQL, starts announcing this process's changes to the other processes and
+    /// relaying theirs ([`EventHub::relay`]) to this process's subscribers, until the returned
+    /// task is aborted; `None` elsewhere, or if already started.
+    pub fn start(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let db = self.postgres.clone()?;
+        let (announce_to, queued) = mpsc::unbounded_channel();
+        let (relay_to, relayed) = mpsc::unbounded_channel();
+        if self.announcements.set(announce_to).is_err() || self.relays.set(relay_to).is_err() {
+            return None;
+        }
+        let announcer = tokio::spawn(announce(queued, db.clone(), self.unannounced.clone()));
         let hub = self.clone();
         Some(tokio::spawn(async move {
             // Both run until the server aborts this task, after flushing.
-            let _stops_with_this_task = announcer.map(|task| task.abort_handle()).map(AbortOnDrop);
-            hub.relay(listener, &url, &db).await;
+            let _stops_with_this_task = AbortOnDrop(announcer.abort_handle());
+            hub.relay_all(relayed, &db).await;
         }))
     }
 
-    async fn relay(&self, mut listener: Option<PgListener>, url: &str, db: &Database) {
-        loop {
-            let Some(connected) = listener.as_mut() else {
-                tokio::time::sleep(RECONNECT_PAUSE).await;
-                listener = listen(url).await.ok();
-                continue;
-            };
-            match connected.recv().await {
-                Ok(notification) => {
-                    for line in notification.payload().lines() {
-                        if let Err(error) = self.relay_one(line, db).await {
-                            tracing::warn!(error = %error, "failed to relay a transition from another server process");
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, "lost the connection that follows other server processes' transitions; reconnecting");
-                    listener = None;
+    /// Takes a notification another process sent on [`CHANNEL`] (see [`crate::peers`]): its
+    /// changes reach this process's subscribers, if it has any.
+    pub fn relay(&self, payload: &str) {
+        if self.sender.receiver_count() == 0 {
+            return;
+        }
+        if let Some(relays) = self.relays.get() {
+            // Closed only while the server stops.
+            let _ = relays.send(payload.to_owned());
+        }
+    }
+
+    async fn relay_all(&self, mut relayed: mpsc::UnboundedReceiver<String>, db: &Database) {
+        while let Some(payload) = relayed.recv().await {
+            for line in payload.lines() {
+                if let Err(error) = self.relay_one(line, db).await {
+                    tracing::warn!(error = %error, "failed to relay a transition from another server process");
                 }
             }
         }
@@ -237,9 +237,10 @@ impl EventHub {
     }
 }
 
-/// Sends queued announcements until the queue closes: each time, everything that queued while
-/// the previous notification was on its way, as few notifications as fit (one line per change).
-/// Under load that is one notification for many reports; idle, one per report, right after it.
+/// Sends queued announcements until the queue closes: each time, everything that queued since
+/// the previous notification, as few notifications as fit (one line per change), then waits
+/// out the rest of [`ANNOUNCE_EVERY`]. Under load that is one notification for many reports;
+/// idle, one per report, right after it.
 async fn announce(
     mut queued: mpsc::UnboundedReceiver<String>,
     db: Database,
@@ -247,6 +248,7 @@ async fn announce(
 ) {
     let mut lines = Vec::new();
     while queued.recv_many(&mut lines, 10_000).await > 0 {
+        let next_at = tokio::time::Instant::now() + ANNOUNCE_EVERY;
         for payload in payloads(&lines) {
             if let Err(error) = db.notify(CHANNEL, &payload).await {
                 // Their streams catch up when their clients reconnect.
@@ -255,6 +257,7 @@ async fn announce(
         }
         unannounced.fetch_sub(lines.len(), Ordering::SeqCst);
         lines.clear();
+        tokio::time::sleep_until(next_at).await;
     }
 }
 
@@ -284,12 +287,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-async fn listen(url: &str) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect(url).await?;
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
 }
 
 #[cfg(test)]

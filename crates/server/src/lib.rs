@@ -9,8 +9,8 @@ pub mod db;
 pub mod events;
 pub mod metrics;
 pub mod names;
+pub mod peers;
 pub mod ratelimit;
-pub mod revocations;
 pub mod secrets;
 pub mod serving;
 pub mod webhooks;
@@ -315,7 +315,7 @@ impl ServerConfig {
         let db =
             Database::connect(&self.database_url, names, self.database_max_connections).await?;
         Ok(AppState::new(AppInner {
-            events: events::EventHub::new(&db, &self.database_url),
+            events: events::EventHub::new(&db),
             metrics: std::sync::Arc::new(metrics::Metrics::new()),
             stuck_thresholds,
             webhooks,
@@ -332,7 +332,7 @@ impl ServerConfig {
             default_max_retries: self.max_retries,
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
             recent_tokens: api::RecentTokens::new(Duration::from_millis(self.token_cache_millis)),
-            revocation_feed: revocations::RevocationFeed::for_database(&self.database_url),
+            peers: peers::Peers::for_database(&self.database_url),
             limits: self.limits(),
             rate_limits,
             client_address_header: self.client_address_header.clone(),
@@ -352,8 +352,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let db = state.db.clone();
-    let revocations = match state.revocation_feed.clone() {
-        Some(feed) => Some(feed.follow(state.recent_tokens.clone()).await),
+    let peers = match state.peers.clone() {
+        Some(peers) => Some(
+            peers
+                .follow(peers::Followers {
+                    tokens: state.recent_tokens.clone(),
+                    events: state.events.clone(),
+                })
+                .await,
+        ),
         None => None,
     };
     let housekeeping = tokio::spawn(forget_old_idempotency_keys(
@@ -362,7 +369,7 @@ pub async fn serve(
     ));
     let followers = [
         Some(tokio::spawn(state.rate_limits.clone().watch_redis())),
-        state.events.follow().await,
+        state.events.start(),
         (!state.webhooks.is_empty()).then(|| state.webhooks.follow(&state.events)),
         (!state.webhooks.is_empty()).then(|| {
             state.webhooks.watch_stuck(
@@ -378,8 +385,8 @@ pub async fn serve(
     serving::serve_connections(listener, api::router(state), limits, tls, shutdown).await;
     events.flush().await;
     housekeeping.abort();
-    if let Some(revocations) = revocations {
-        revocations.abort();
+    if let Some(peers) = peers {
+        peers.abort();
     }
     for follower in followers.into_iter().flatten() {
         follower.abort();

@@ -46,8 +46,9 @@ pub struct AppInner {
     pub idempotency_ttl: std::time::Duration,
     /// Tokens seen in the last moment, so a busy pipeline does not look its token up per request.
     pub recent_tokens: RecentTokens,
-    /// On PostgreSQL: where revocations through other server processes are announced.
-    pub revocation_feed: Option<crate::revocations::RevocationFeed>,
+    /// On PostgreSQL: the other server processes, whose revocations and transitions this one
+    /// follows.
+    pub peers: Option<crate::peers::Peers>,
     /// What one client may take: body size, timeouts, connections.
     pub limits: crate::serving::Limits,
     /// Failed authentications per address and writes per token ([`crate::ratelimit`]).
@@ -75,7 +76,7 @@ pub struct BodyLimit(pub usize);
 /// Every request needs its token checked; looking it up in the database each time costs a
 /// fifth of a report's database work. Revoking through this process forgets every entry at
 /// once; on PostgreSQL a revocation through another process does too, as soon as its
-/// notification arrives ([`crate::revocations`]); the window bounds how long a token revoked
+/// notification arrives ([`crate::peers`]); the window bounds how long a token revoked
 /// elsewhere can work here should that notification be missed. Expiry is checked on every
 /// request.
 #[derive(Clone)]

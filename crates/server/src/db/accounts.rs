@@ -171,7 +171,7 @@ impl Database {
     /// tree is revoked until a pass finds nothing more: a token created while the first pass
     /// ran (its creator share-locked, see [`Database::create_token`]) is caught by the next.
     /// On PostgreSQL the same statements announce each revocation to every server process
-    /// sharing the database (see [`crate::revocations`]); the announcements go out when the
+    /// sharing the database (see [`crate::peers`]); the announcements go out when the
     /// revocation commits, never without it (not when the last admin token is refused).
     pub async fn revoke_token(&self, id: &str, now: DateTime<Utc>) -> StoreResult<TokenInfo> {
         let mut tx = self.writer.begin().await?;
@@ -223,7 +223,7 @@ impl Database {
                     let count: i64 = sqlx::query_scalar(&announce)
                         .bind(id)
                         .bind(now.timestamp_millis())
-                        .bind(crate::revocations::CHANNEL)
+                        .bind(crate::peers::TOKEN_REVOKED)
                         .fetch_one(&mut *tx)
                         .await?;
                     u64::try_from(count).unwrap_or(0)
