@@ -142,11 +142,6 @@ async fn a_token_revoked_through_one_process_is_refused_by_the_others_at_once() 
         return;
     };
     let processes = three_processes(&app).await;
-    // Revocations and transitions arrive on one connection per process (peers.rs): PostgreSQL
-    // wakes every listening connection for every notification, so a second one per process
-    // would double what each announcement costs the database. This test's own server and the
-    // three processes: four.
-    assert_eq!(listening_connections(&app.database_url).await, 4);
     let created = app
         .client()
         .create_token(&CreateToken {
@@ -157,6 +152,13 @@ async fn a_token_revoked_through_one_process_is_refused_by_the_others_at_once() 
         })
         .await
         .expect("create token");
+    // Revocations and transitions arrive on one connection per process (peers.rs): PostgreSQL
+    // wakes every listening connection for every notification, so a second one per process
+    // would double what each announcement costs the database. This test's own server and the
+    // three processes: four. Each listens before it serves, and all four have answered by now
+    // (the processes their readiness check, this test's server the token), so none is still
+    // connecting.
+    assert_eq!(listening_connections(&app.database_url).await, 4);
     // Each process checks the token once and then trusts it for the (long) window.
     for process in &processes {
         process
