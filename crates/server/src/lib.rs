@@ -316,6 +316,7 @@ impl ServerConfig {
             Database::connect(&self.database_url, names, self.database_max_connections).await?;
         Ok(AppState::new(AppInner {
             events: events::EventHub::new(&db),
+            peers: peers::Peers::for_database(&db, &self.database_url),
             metrics: std::sync::Arc::new(metrics::Metrics::new()),
             stuck_thresholds,
             webhooks,
@@ -332,7 +333,6 @@ impl ServerConfig {
             default_max_retries: self.max_retries,
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
             recent_tokens: api::RecentTokens::new(Duration::from_millis(self.token_cache_millis)),
-            peers: peers::Peers::for_database(&self.database_url),
             limits: self.limits(),
             rate_limits,
             client_address_header: self.client_address_header.clone(),

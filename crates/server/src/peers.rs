@@ -23,6 +23,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgListener, PgNotification};
 
 use crate::api::RecentTokens;
+use crate::db::{Database, Dialect};
 use crate::events::EventHub;
 
 /// The channel revocations are announced on; the payload is the token's id.
@@ -51,13 +52,12 @@ pub struct Followers {
 }
 
 impl Peers {
-    /// The peers of a process on `database_url`, or `None` when the database is not PostgreSQL.
-    pub fn for_database(database_url: &str) -> Option<Self> {
-        (database_url.starts_with("postgres:") || database_url.starts_with("postgresql:")).then(
-            || Peers {
-                url: database_url.to_owned(),
-            },
-        )
+    /// The peers of a process on `db` (opened from `database_url`), or `None` when the
+    /// database is not PostgreSQL.
+    pub fn for_database(db: &Database, database_url: &str) -> Option<Self> {
+        (db.dialect() == Dialect::Postgres).then(|| Peers {
+            url: database_url.to_owned(),
+        })
     }
 
     /// Starts listening. Returns once the process listens (so nothing announced after this
