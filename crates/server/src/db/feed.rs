@@ -85,17 +85,16 @@ impl Database {
     /// Sends `payload` on PostgreSQL's notification `channel` (every listening server process
     /// receives it once this autocommit statement commits).
     pub async fn notify(&self, channel: &str, payload: &str) -> StoreResult<()> {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(channel)
-            .bind(payload)
-            .execute(&self.writer)
-            .await
-            .map_err(|error| {
-                StoreError::Other(
-                    anyhow::Error::new(error).context(format!("failed to notify `{channel}`")),
-                )
-            })?;
-        Ok(())
+        async {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(&self.writer)
+                .await?;
+            Ok(())
+        }
+        .await
+        .map_err(StoreError::during(|| format!("notify `{channel}`")))
     }
 
     /// Marks `build` as alerted for being stuck since `quiet_since`; `true` only for the first
@@ -106,20 +105,21 @@ impl Database {
         quiet_since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let inserted = sqlx::query(
-            "INSERT INTO stuck_alerts (build_id, quiet_since, alerted_at) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(build.as_str())
-        .bind(quiet_since.timestamp_millis())
-        .bind(now.timestamp_millis())
-        .execute(&self.writer)
+        async {
+            let inserted = sqlx::query(
+                "INSERT INTO stuck_alerts (build_id, quiet_since, alerted_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(build.as_str())
+            .bind(quiet_since.timestamp_millis())
+            .bind(now.timestamp_millis())
+            .execute(&self.writer)
+            .await?;
+            Ok(inserted.rows_affected() == 1)
+        }
         .await
-        .map_err(|error| {
-            StoreError::Other(anyhow::Error::new(error).context(format!(
-                "failed to mark build `{build}` as alerted for being stuck"
-            )))
-        })?;
-        Ok(inserted.rows_affected() == 1)
+        .map_err(StoreError::during(|| {
+            format!("mark build `{build}` as alerted for being stuck")
+        }))
     }
 }
