@@ -1,6 +1,6 @@
 //! Users and API tokens: who may call the API, and with which scope.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use buildstate_domain::limits::MAX_TOKEN_DESCRIPTION_CHARS;
@@ -14,7 +14,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, Authenticated};
+use super::extract::{ApiJson, ApiQuery, Authenticated, Id};
 use crate::state::AppState;
 
 /// Create a user (admin).
@@ -169,7 +169,7 @@ pub async fn list_tokens(
 pub async fn revoke_token(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    Id(id): Id<TokenId>,
 ) -> Result<Json<TokenInfo>, ApiError> {
     let actor = &auth.0;
     let holder = Holder {
@@ -180,9 +180,6 @@ pub async fn revoke_token(
     if !actor.scope.allows(Scope::Write) {
         return Err(ApiError::insufficient_scope(Scope::Write, actor.scope));
     }
-    // A malformed id cannot exist (and must never reach the database: a NUL byte would be
-    // refused there as an error of ours).
-    let id: TokenId = id.parse().map_err(|_| ApiError::not_found("token", &id))?;
     let id = id.as_str();
     let target = state.db.token_info(id).await?;
     tokens::authorize_revocation(&holder, &target.username, target.scope).map_err(|refusal| {
