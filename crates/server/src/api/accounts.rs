@@ -3,12 +3,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use buildstate_domain::limits::MAX_TOKEN_DESCRIPTION_CHARS;
 use buildstate_domain::tokens::{self, Holder};
 use buildstate_domain::wire::{
     CreateToken, CreateUser, CreatedToken, ErrorBody, TokenInfo, User, Whoami,
 };
-use buildstate_domain::{fields::check_free_text, Scope, TokenId, Username};
+use buildstate_domain::{Scope, TokenId, Username};
 use chrono::Utc;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -77,18 +76,7 @@ pub async fn create_token(
     };
     tokens::authorize_token_creation(&creator, &request.username, request.scope)
         .map_err(ApiError::token_refused)?;
-    if request.description.trim().is_empty() {
-        return Err(ApiError::invalid_field(
-            "description",
-            "say what the token is for, e.g. \"concourse aws-rhel8 pipeline\"",
-        ));
-    }
-    check_free_text(
-        "description",
-        &request.description,
-        MAX_TOKEN_DESCRIPTION_CHARS,
-    )
-    .map_err(|error| ApiError::invalid_field("description", error.to_string()))?;
+    tokens::check_description(&request.description).map_err(ApiError::token_refused)?;
     let user = state.db.user_by_name(&request.username).await?;
     let now = Utc::now();
     let expires_at = tokens::grant_token(
