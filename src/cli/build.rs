@@ -15,7 +15,10 @@ use buildstate_domain::{
 };
 use clap::{Args, Subcommand};
 
-use super::{config, exit, run as run_stage, values, watch, CliError, Context};
+use super::context::Context;
+use super::error::CliError;
+use super::{config, run as run_stage, values, watch};
+use buildstate_client::failure::exit;
 
 /// History entries asked for per page when reading a whole history.
 const HISTORY_PAGE: u32 = HISTORY_PAGE_MAX;

@@ -16,8 +16,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::{presets, Cell, Color, ColumnConstraint, ContentArrangement, Row, Table};
 use serde::Serialize;
 
+use super::error::CliError;
 use super::streams::Output;
-use super::{exit, CliError};
+use buildstate_client::failure::exit;
 
 /// `--output`: how answers are printed on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

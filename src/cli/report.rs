@@ -9,8 +9,11 @@ use buildstate_domain::StateCode;
 use clap::{Args, Subcommand};
 use comfy_table::Cell;
 
+use super::context::Context;
+use super::error::CliError;
 use super::output::{time, Printer};
-use super::{exit, parse_duration, CliError, Context};
+use super::values::parse_duration;
+use buildstate_client::failure::exit;
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {

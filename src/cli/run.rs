@@ -22,8 +22,12 @@ use buildstate_domain::{BuildId, Outputs, ReportStatus, StateCode};
 use clap::Args;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{config, exit, parse_duration, values, CliError, Context};
-use crate::client::Client;
+use super::config;
+use super::context::Context;
+use super::error::CliError;
+use super::values::{self, parse_duration};
+use buildstate_client::api::Client;
+use buildstate_client::failure::exit;
 
 /// How much of the command's stderr is kept for the failure message.
 const STDERR_TAIL_BYTES: usize = 4096;
