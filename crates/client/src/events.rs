@@ -136,6 +136,6 @@ where
                 "events of build `{id}`: {why}; reconnecting after entry {last_seq}"
             ));
         }
-        tokio::time::sleep(client.config().retry_base.min(MAX_RETRY_WAIT)).await;
+        (client.config().sleep)(client.config().retry_base.min(MAX_RETRY_WAIT)).await;
     }
 }
