@@ -198,10 +198,10 @@ pub async fn run_token(args: TokenArgs, context: &Context<'_>) -> Result<u8, Cli
                 );
                 // The note goes to stderr so that `TOKEN=$(bldst token create ...)` captures
                 // exactly the secret.
-                eprintln!(
+                printer.note(&format!(
                     "created token `{}` for `{}` ({} scope, {expiry}); its secret follows (shown only this once):",
                     token.id, token.username, token.scope
-                );
+                ));
                 printer.line(&created.secret)?;
             }
         }
@@ -373,7 +373,8 @@ async fn status(context: &Context<'_>) -> Result<u8, CliError> {
 
 async fn logout(revoke: bool, context: &Context<'_>) -> Result<u8, CliError> {
     let path = config_path(context)?;
-    let saved = config::load(path).map_err(CliError::failure)?;
+    let saved =
+        config::load(path, &|line| context.printer.note(line)).map_err(CliError::failure)?;
     if revoke {
         match saved.as_ref().and_then(|saved| saved.token.clone()) {
             Some(token) => {
@@ -392,9 +393,11 @@ async fn logout(revoke: bool, context: &Context<'_>) -> Result<u8, CliError> {
                     .map_err(|error| {
                         CliError::from(error).with_hint_for(&ErrorCode::NotFound, TOKEN_LIST)
                     })?;
-                eprintln!("revoked token `{}`", whoami.token_id);
+                context
+                    .printer
+                    .note(&format!("revoked token `{}`", whoami.token_id));
             }
-            None => eprintln!("no saved token to revoke"),
+            None => context.printer.note("no saved token to revoke"),
         }
     }
     let removed = config::remove(path).map_err(CliError::failure)?;

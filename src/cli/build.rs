@@ -356,15 +356,15 @@ async fn create(args: CreateArgs, context: &Context<'_>) -> Result<(), CliError>
     }
     // The note goes to stderr, so `--quiet` output and the table stay pure data.
     if started.resumed {
-        eprintln!(
+        printer.note(&format!(
             "resumed unfinished build `{}` with key `{}`: stage {} ({})",
             build.id,
             build.key.as_ref().map_or("", BuildKey::as_str),
             build.state,
             build.status
-        );
+        ));
     } else {
-        eprintln!("started build `{}`", build.id);
+        printer.note(&format!("started build `{}`", build.id));
     }
     if args.quiet {
         printer.line(build.id.as_str())
@@ -431,7 +431,7 @@ async fn list(args: ListArgs, context: &Context<'_>) -> Result<(), CliError> {
     } else {
         printer.builds(&page.builds)?;
         if let Some(offset) = page.next_offset {
-            eprintln!("more builds: add --offset {offset}");
+            printer.note(&format!("more builds: add --offset {offset}"));
         }
         Ok(())
     }

@@ -93,7 +93,10 @@ impl Context<'_> {
     pub fn client_telling_retries(&self) -> Result<Client, CliError> {
         self.client()?;
         let mut config = self.client_config(self.settings.token.clone());
-        config.on_retry = Some(std::sync::Arc::new(|line: &str| eprintln!("note: {line}")));
+        let printer = self.printer.clone();
+        config.on_retry = Some(std::sync::Arc::new(move |line: &str| {
+            printer.note(&format!("note: {line}"));
+        }));
         Ok(Client::new(config)?)
     }
 
@@ -115,7 +118,7 @@ pub fn context<'a>(
 ) -> Result<Context<'a>, CliError> {
     let path = config::config_path(env);
     let file = match &path {
-        Some(path) => config::load(path).map_err(CliError::failure)?,
+        Some(path) => config::load(path, &|line| printer.note(line)).map_err(CliError::failure)?,
         None => None,
     };
     // `auth login --token -` reads the token from stdin; it is never a token itself.

@@ -293,6 +293,7 @@ pub async fn run(cli: Cli, env: EnvLookup<'_>, streams: Streams) -> Result<u8, C
         global.output,
         env("NO_COLOR").is_some(),
         streams.stdout.clone(),
+        streams.stderr.clone(),
         streams.stdout_is_terminal,
     )
     .with_columns(env("COLUMNS").as_deref());

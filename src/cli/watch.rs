@@ -23,16 +23,16 @@ pub async fn run(id: &BuildId, after: Option<i64>, context: &Context<'_>) -> Res
     let printer = &context.printer;
     let start = after.unwrap_or(build.last_seq).min(build.last_seq);
     if start >= build.last_seq && build.status.is_settled() {
-        eprintln!(
+        printer.note(&format!(
             "build `{id}` is {} at stage {} ({}): nothing more will happen",
             build.status, build.state, build.state_name
-        );
+        ));
         return Ok(exit_code(build.status));
     }
-    eprintln!(
+    printer.note(&format!(
         "following build `{id}` at stage {} ({}), {}; Ctrl-C stops",
         build.state, build.state_name, build.status
-    );
+    ));
     let mut failed_print = None;
     let mut final_status = None;
     let follow = follow_build(&client, id, start, |event| {
