@@ -11,7 +11,8 @@
 #
 # What is recognised: `ghcr.io/OWNER/buildstate…` image names, `OWNER/NAME[/setup]@vN` action
 # references whose NAME contains `buildstate` (and that major, N), and
-# `https://github.com/OWNER/NAME…` links to a repository whose name contains `buildstate`.
+# `https://github.com/OWNER/NAME…` links and `--repo OWNER/NAME` (gh) naming a repository
+# whose name contains `buildstate`.
 set -euo pipefail
 mode=print
 case "${1:-}" in
@@ -70,7 +71,12 @@ for file in "${files[@]}"; do
         while ($line =~ m{https://github\.com/([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]*buildstate[A-Za-z0-9_.-]*)}g) {
             $problems .= " link `$1`" if $1 ne $expected_repo;
         }
+        # gh ... --repo OWNER/NAME
+        while ($line =~ m{--repo ([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]*buildstate[A-Za-z0-9_.-]*)}g) {
+            $problems .= " repository `$1`" if $1 ne $expected_repo;
+        }
         if ($ENV{mode} eq "apply") {
+            $line =~ s{--repo [A-Za-z0-9_.-]+/[A-Za-z0-9_.-]*buildstate[A-Za-z0-9_.-]*}{--repo $expected_repo}g;
             $line =~ s{ghcr\.io/[A-Za-z0-9_.-]+/buildstate}{ghcr.io/$ENV{registry_owner}/buildstate}g;
             $line =~ s{(?<![\w./-])[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]*buildstate[A-Za-z0-9_.-]*((?:/setup)?)\@v\d+\b}{$expected_repo$1\@v$ENV{major}}g;
             $line =~ s{https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]*buildstate[A-Za-z0-9_.-]*}{https://github.com/$expected_repo}g;
