@@ -16,6 +16,7 @@ mod postgres;
 mod procfs;
 #[allow(dead_code)]
 mod server;
+mod single_thread;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,39 +59,12 @@ struct Options {
     /// Requests in flight while seeding.
     #[arg(long, default_value_t = 32)]
     clients: usize,
-    /// A PostgreSQL superuser URL on this machine; a scratch database beside it is used and
-    /// dropped at the end.
-    #[arg(
-        long,
-        env = "BLDST_BENCH_POSTGRES_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/test"
-    )]
-    postgres_url: String,
-    #[arg(long, default_value = "psql")]
-    psql: PathBuf,
+    #[command(flatten)]
+    postgres: postgres::PostgresFlags,
 }
 
 fn main() -> ExitCode {
-    let options = Options::parse();
-    // One thread drives every client, as in bldst-bench: the load generator shares the cores
-    // with the servers and the database.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(options)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    single_thread::run(run(Options::parse()))
 }
 
 async fn run(options: Options) -> anyhow::Result<()> {
@@ -122,10 +96,7 @@ async fn measure(options: &Options, store: &str, processes: usize) -> anyhow::Re
     let url = match store {
         "sqlite" => format!("sqlite://{}", dir.path().join("retries.db").display()),
         "postgres" => {
-            let admin = postgres::AdminUrl::parse(&options.postgres_url)?;
-            let psql = postgres::Psql {
-                program: options.psql.clone(),
-            };
+            let (admin, psql) = options.postgres.admin()?;
             let database = postgres::ScratchDatabase::create(&admin, &psql, "bldst_retries_bench")?;
             let url = database.url.clone();
             _scratch = database;
