@@ -2,13 +2,13 @@
 //! `retry_due` entry with 10,000 failed builds waiting, and what the retry scheduler costs a
 //! server that has nothing due. See `BENCHMARKS.md` ("Retries that happen by themselves").
 //!
-//! For each store and process count: starts release `bldst server` processes on a fresh
-//! database (a SQLite file, or a scratch PostgreSQL database), starts `--builds` builds and fails
-//! each once through their API (spread over the processes), so every build waits out the
-//! server's backoff. While they all wait, it reads the processes' CPU time from `/proc` over
-//! `--idle-secs` (only the scheduler runs: nothing is due and no request comes). Then it waits
-//! until every build has its `retry_due` and reads, from the database, how long after its
-//! `next_attempt_at` each was recorded, and whether any build got two.
+//! For each store and process count: starts `bldst server` processes on a fresh database (a
+//! SQLite file, or a scratch PostgreSQL database) and writes `--builds` builds into it that
+//! failed once and wait an hour for their retry. While they all wait, it reads the processes'
+//! CPU time from `/proc` over `--idle-secs` (only the scheduler runs: nothing is due and no
+//! request comes). Then `--trickle` of them come due one every 100 ms while the rest wait, and
+//! then the rest all at once; for each phase it reads from the database how long after its
+//! `next_attempt_at` each `retry_due` was recorded, and whether any build got two.
 
 #[allow(dead_code)]
 mod postgres;
@@ -20,8 +20,6 @@ mod single_thread;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -45,20 +43,16 @@ struct Options {
     /// Failed builds waiting for their retry.
     #[arg(long, default_value_t = 10_000)]
     builds: usize,
-    /// The servers' backoff after a first failure, in seconds: long enough for the seeding and
-    /// the idle measurement to end before the first build comes due.
-    #[arg(long, default_value_t = 120)]
-    backoff_secs: u64,
-    /// How long to read the servers' CPU while every build waits (cut short, and said so, if
-    /// the first build would come due first).
+    /// Of those, how many come due one by one (every 100 ms) while the others wait; then the
+    /// others all come due at once.
+    #[arg(long, default_value_t = 100)]
+    trickle: usize,
+    /// How long to read the servers' CPU while every build waits.
     #[arg(long, default_value_t = 60)]
     idle_secs: u64,
     /// The scheduler's tick (`BUILDSTATE_RETRY_CHECK_MILLIS`): the server's default.
     #[arg(long, default_value_t = 1000)]
     retry_check_millis: u64,
-    /// Requests in flight while seeding.
-    #[arg(long, default_value_t = 32)]
-    clients: usize,
     #[command(flatten)]
     postgres: postgres::PostgresFlags,
 }
@@ -69,8 +63,9 @@ fn main() -> ExitCode {
 
 async fn run(options: Options) -> anyhow::Result<()> {
     println!(
-        "| store | processes | builds | seeding s | idle window s | idle CPU % of a core (all processes) | recorded | twice | delay p50 ms | p99 ms | max ms |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| store | processes | phase | builds due | recorded | twice | idle CPU % of a core (all processes, {}s) | delay p50 ms | p99 ms | max ms |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        options.idle_secs
     );
     for spec in &options.runs {
         let (store, processes) = spec
@@ -83,14 +78,15 @@ async fn run(options: Options) -> anyhow::Result<()> {
             processes >= 1 && (processes == 1 || store == "postgres"),
             "`{spec}`: one process on SQLite, one or more on PostgreSQL"
         );
-        let row = measure(&options, store, processes).await?;
-        println!("{row}");
+        for row in measure(&options, store, processes).await? {
+            println!("{row}");
+        }
     }
     Ok(())
 }
 
-/// One run: its table row.
-async fn measure(options: &Options, store: &str, processes: usize) -> anyhow::Result<String> {
+/// One run: its table rows (the trickle, then the burst).
+async fn measure(options: &Options, store: &str, processes: usize) -> anyhow::Result<Vec<String>> {
     let dir = tempfile::tempdir()?;
     let _scratch;
     let url = match store {
@@ -104,17 +100,10 @@ async fn measure(options: &Options, store: &str, processes: usize) -> anyhow::Re
         }
         other => anyhow::bail!("unknown store `{other}`: sqlite or postgres"),
     };
-    let env = [
-        (
-            "BUILDSTATE_RETRY_CHECK_MILLIS",
-            options.retry_check_millis.to_string(),
-        ),
-        (
-            "BUILDSTATE_BACKOFF_BASE_SECS",
-            options.backoff_secs.to_string(),
-        ),
-        ("BUILDSTATE_MAX_RETRIES", "3".to_owned()),
-    ];
+    let env = [(
+        "BUILDSTATE_RETRY_CHECK_MILLIS",
+        options.retry_check_millis.to_string(),
+    )];
     let mut servers = vec![
         server::ServerProcess::start(&options.bldst, &url, None, dir.path(), "server-1", &env)
             .await?,
@@ -134,136 +123,182 @@ async fn measure(options: &Options, store: &str, processes: usize) -> anyhow::Re
             .await?,
         );
     }
-
-    let seeding = Instant::now();
-    let first_due = Instant::now() + Duration::from_secs(options.backoff_secs);
-    seed(options, &servers).await?;
-    let seeding_secs = seeding.elapsed().as_secs_f64();
-
-    // Nothing is due and nothing is asked: what remains is the scheduler's scan.
-    let window = Duration::from_secs(options.idle_secs)
-        .min(first_due.saturating_duration_since(Instant::now() + Duration::from_secs(2)));
-    let pids: Vec<u32> = servers.iter().map(|server| server.pid).collect();
-    let cpu_before: f64 = pids
-        .iter()
-        .map(|&pid| procfs::process_cpu_seconds(pid))
-        .sum::<anyhow::Result<f64>>()?;
-    let idle_started = Instant::now();
-    tokio::time::sleep(window).await;
-    let cpu_after: f64 = pids
-        .iter()
-        .map(|&pid| procfs::process_cpu_seconds(pid))
-        .sum::<anyhow::Result<f64>>()?;
-    let idle_secs = idle_started.elapsed().as_secs_f64();
-    let idle_cpu_percent = 100.0 * (cpu_after - cpu_before) / idle_secs;
-
-    // Every build comes due within the seeding time after the first one; give them a minute
-    // more than that.
-    let deadline = first_due + Duration::from_secs_f64(seeding_secs) + Duration::from_secs(60);
     sqlx::any::install_default_drivers();
     let mut database = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await?;
+    let ids = seed(&mut database, options.builds).await?;
+
+    // Every build waits an hour: only the scheduler's scan runs.
+    let pids: Vec<u32> = servers.iter().map(|server| server.pid).collect();
+    let cpu = || -> anyhow::Result<f64> {
+        pids.iter()
+            .map(|&pid| procfs::process_cpu_seconds(pid))
+            .sum()
+    };
+    let cpu_before = cpu()?;
+    let idle_started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(options.idle_secs)).await;
+    let idle_cpu = 100.0 * (cpu()? - cpu_before) / idle_started.elapsed().as_secs_f64();
+
+    // A trickle: `--trickle` builds come due one every 100 ms, the rest still waiting.
+    let (trickle, burst) = ids.split_at(options.trickle.min(ids.len()));
+    let now = chrono::Utc::now().timestamp_millis();
+    for (n, id) in trickle.iter().enumerate() {
+        due_at(&mut database, id, now + 2_000 + 100 * n as i64).await?;
+    }
+    let trickle_phase = delays(options, &mut database, trickle).await?;
+    // A burst: every other build comes due at the same moment.
+    let now = chrono::Utc::now().timestamp_millis();
+    sqlx::query("UPDATE builds SET next_attempt_at = $1 WHERE retry_due_seq IS NULL")
+        .bind(now + 2_000)
+        .execute(&mut database)
+        .await?;
+    let burst_phase = delays(options, &mut database, burst).await?;
+    drop(database);
+    for server in servers {
+        server.stop().await?;
+    }
+    Ok(vec![
+        trickle_phase.row(
+            store,
+            processes,
+            &format!("trickle, {} waiting", burst.len()),
+            &format!("{idle_cpu:.2}"),
+        ),
+        burst_phase.row(store, processes, "burst", "-"),
+    ])
+}
+
+/// What one phase measured.
+struct Phase {
+    due: usize,
+    twice: i64,
+    /// Milliseconds from each build's due time to its `retry_due`, sorted.
+    delays: Vec<i64>,
+}
+
+impl Phase {
+    fn row(&self, store: &str, processes: usize, phase: &str, idle_cpu: &str) -> String {
+        let percentile = |p: f64| -> String {
+            if self.delays.is_empty() {
+                return "-".to_owned();
+            }
+            let index =
+                ((self.delays.len() as f64 * p).ceil() as usize).clamp(1, self.delays.len()) - 1;
+            self.delays[index].to_string()
+        };
+        format!(
+            "| {store} | {processes} | {phase} | {} | {} | {} | {idle_cpu} | {} | {} | {} |",
+            self.due,
+            self.delays.len(),
+            self.twice,
+            percentile(0.5),
+            percentile(0.99),
+            percentile(1.0),
+        )
+    }
+}
+
+async fn due_at(
+    database: &mut sqlx::AnyConnection,
+    id: &str,
+    at_millis: i64,
+) -> anyhow::Result<()> {
+    sqlx::query("UPDATE builds SET next_attempt_at = $1 WHERE id = $2")
+        .bind(at_millis)
+        .bind(id)
+        .execute(database)
+        .await?;
+    Ok(())
+}
+
+/// Waits until every build of `ids` has its `retry_due` (for at most 150 s), a few ticks more,
+/// and answers what the phase measured.
+async fn delays(
+    options: &Options,
+    database: &mut sqlx::AnyConnection,
+    ids: &[String],
+) -> anyhow::Result<Phase> {
+    let deadline = Instant::now() + Duration::from_secs(150);
+    // The ids are the benchmark's own (`b_` and digits): no input reaches this SQL.
+    let in_list = ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
     loop {
-        let recorded: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM build_history WHERE kind = 'retry_due'")
-                .fetch_one(&mut database)
-                .await?;
-        if recorded >= options.builds as i64 || Instant::now() >= deadline {
+        let recorded: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM builds WHERE id IN ({in_list}) AND retry_due_seq IS NOT NULL"
+        ))
+        .fetch_one(&mut *database)
+        .await?;
+        if recorded >= ids.len() as i64 || Instant::now() >= deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A few more ticks: a second entry for any build would show now.
     tokio::time::sleep(Duration::from_millis(5 * options.retry_check_millis)).await;
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "SELECT h.recorded_at - b.next_attempt_at AS delay_ms FROM builds b \
-         JOIN build_history h ON h.build_id = b.id AND h.seq = b.retry_due_seq",
-    )
-    .fetch_all(&mut database)
+         JOIN build_history h ON h.build_id = b.id AND h.seq = b.retry_due_seq \
+         WHERE b.id IN ({in_list})"
+    ))
+    .fetch_all(&mut *database)
     .await?;
     let mut delays: Vec<i64> = rows
         .iter()
         .map(|row| row.try_get::<i64, _>("delay_ms"))
         .collect::<Result<_, _>>()?;
     delays.sort_unstable();
-    let twice: i64 = sqlx::query_scalar(
+    let twice: i64 = sqlx::query_scalar(&format!(
         "SELECT COUNT(*) FROM (SELECT build_id FROM build_history WHERE kind = 'retry_due' \
-         GROUP BY build_id HAVING COUNT(*) > 1) AS twice",
-    )
-    .fetch_one(&mut database)
+         AND build_id IN ({in_list}) GROUP BY build_id HAVING COUNT(*) > 1) AS twice"
+    ))
+    .fetch_one(&mut *database)
     .await?;
     let early = delays.iter().filter(|&&delay| delay < 0).count();
     anyhow::ensure!(
         early == 0,
         "{early} retries were recorded before their due time"
     );
-    drop(database);
-    for server in servers {
-        server.stop().await?;
-    }
-    let percentile = |p: f64| -> String {
-        if delays.is_empty() {
-            return "-".to_owned();
-        }
-        let index = ((delays.len() as f64 * p).ceil() as usize).clamp(1, delays.len()) - 1;
-        delays[index].to_string()
-    };
-    Ok(format!(
-        "| {store} | {processes} | {} | {seeding_secs:.1} | {idle_secs:.1} | {idle_cpu_percent:.2} | {} | {twice} | {} | {} | {} |",
-        options.builds,
-        delays.len(),
-        percentile(0.5),
-        percentile(0.99),
-        percentile(1.0),
-    ))
+    Ok(Phase {
+        due: ids.len(),
+        twice,
+        delays,
+    })
 }
 
-/// Starts `--builds` builds and fails each at stage 15, `--clients` requests at a time, spread
-/// over the servers in turn.
-async fn seed(options: &Options, servers: &[server::ServerProcess]) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let targets: Arc<Vec<(String, String)>> = Arc::new(
-        servers
-            .iter()
-            .map(|server| (server.base_url.clone(), server.admin_token.clone()))
-            .collect(),
-    );
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..options.clients {
-        let (http, next, targets, builds) =
-            (http.clone(), next.clone(), targets.clone(), options.builds);
-        workers.spawn(async move {
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= builds {
-                    return anyhow::Ok(());
-                }
-                let (base, token) = &targets[n % targets.len()];
-                let started: serde_json::Value = http
-                    .post(format!("{base}/builds"))
-                    .bearer_auth(token)
-                    .json(&serde_json::json!({"platform": "aws", "image_type": "rhel8"}))
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
-                let id = started["build"]["id"]
-                    .as_str()
-                    .context("the started build has no id")?;
-                http.post(format!("{base}/builds/{id}/transitions"))
-                    .bearer_auth(token)
-                    .json(&serde_json::json!({"state": 15, "status": "failed"}))
-                    .send()
-                    .await?
-                    .error_for_status()?;
-            }
-        });
+/// Writes `builds` builds that failed stage 15 once and wait an hour for their retry, with
+/// their two history entries (started, failed), straight into the database (as
+/// bldst-reports-bench seeds its history): through the API this took minutes on a busy
+/// machine, and only the waiting builds matter here. Answers their ids.
+async fn seed(database: &mut sqlx::AnyConnection, builds: usize) -> anyhow::Result<Vec<String>> {
+    use sqlx::Connection as _;
+    let now = chrono::Utc::now().timestamp_millis();
+    let ids: Vec<String> = (0..builds).map(|n| format!("b_{n:020}")).collect();
+    for chunk in ids.chunks(200) {
+        let mut tx = database.begin().await?;
+        for id in chunk {
+            sqlx::query(
+                "INSERT INTO builds (id, platform, image_type, labels, state, status, failures, \
+                 max_retries, next_attempt_at, last_seq, created_at, updated_at) \
+                 VALUES ($1, 'aws', 'rhel8', '{}', 15, 'failed', 1, 3, $2, 2, $3, $3)",
+            )
+            .bind(id)
+            .bind(now + 3_600_000)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO build_history (build_id, seq, state, kind, attempt, recorded_at) \
+                 VALUES ($1, 1, 0, 'started', NULL, $2), ($1, 2, 15, 'failed', 1, $2)",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
     }
-    while let Some(worker) = workers.join_next().await {
-        worker??;
-    }
-    Ok(())
+    Ok(ids)
 }
