@@ -15,7 +15,7 @@ use buildstate_domain::{
 };
 use clap::{Args, Subcommand};
 
-use super::{config, exit, run as run_stage, values, watch, CliError, Context};
+use super::{config, exit, run as run_stage, run_loop, values, watch, CliError, Context};
 
 /// History entries asked for per page when reading a whole history.
 const HISTORY_PAGE: u32 = HISTORY_PAGE_MAX;
@@ -279,7 +279,7 @@ struct ReasonArgs {
 pub async fn run(args: BuildArgs, context: &Context<'_>) -> Result<u8, CliError> {
     let printer = &context.printer;
     match args.command {
-        BuildCommand::Run(args) => return run_stage::run(args, context).await,
+        BuildCommand::Run(args) => return run_loop::run(args, context).await,
         BuildCommand::Create(args) => create(args, context).await?,
         BuildCommand::Update(args) => update(args, context).await?,
         BuildCommand::Get { id } => {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod output;
 mod report;
 mod run;
+mod run_loop;
 #[cfg(feature = "server")]
 mod server;
 pub mod streams;

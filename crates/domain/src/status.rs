@@ -111,6 +111,9 @@ wire_enum! {
         Cancelled => "cancelled",
         /// A run's lease on this stage expired and another run took the stage over.
         TakenOver => "taken_over",
+        /// The failed stage's backoff elapsed with retries left: the server made its next
+        /// attempt due (`attempt` is that attempt). Exactly one per failure.
+        RetryDue => "retry_due",
     }
 }
 
