@@ -7,8 +7,9 @@
 //!
 //! - [`schema`]: the `source` and `params` keys (unknown keys are refused), and the versions.
 //! - [`check`], [`get`] (`in`), [`put`] (`out`): the three commands, thin over
-//!   `buildstate-client`.
+//!   `buildstate-client`; [`backoff`]: `out` waiting out a failed stage's backoff.
 
+pub mod backoff;
 pub mod check;
 pub mod get;
 pub mod put;
