@@ -21,7 +21,7 @@ use crate::inputs::{self, BuildRef, Command, Inputs, OnBackoff, Summary};
 use crate::summary;
 
 /// How the failure sentences tell an action user to fix the URL or the token.
-const HINTS: Hints<'static> = Hints {
+pub(crate) const HINTS: Hints<'static> = Hints {
     no_token: "set the `api-token` input, e.g. `api-token: ${{ secrets.BUILDSTATE_TOKEN }}`",
     bad_token: "replace the secret given as `api-token` with a valid token (`bldst token create`)",
     api_url: "the `api-url` input",
@@ -123,6 +123,7 @@ impl Step<'_, '_> {
             Command::Report => self.report(&client, &inputs, stdin).await,
             Command::Gate => self.gate(&client, &inputs).await,
             Command::Get => self.get(&client, &inputs).await,
+            Command::Retry => self.retry(&client, &inputs).await,
         }
     }
 
@@ -416,6 +417,19 @@ impl Step<'_, '_> {
         }
         self.post_commit_status(inputs, &build).await?;
         Ok(exit::SUCCESS)
+    }
+
+    async fn retry(&mut self, client: &Client, inputs: &Inputs) -> Result<u8, Failure> {
+        let mut step = crate::retry::Step {
+            log: &mut *self.log,
+            outputs: &self.outputs,
+            summary: &self.summary,
+            run: &self.run,
+            env: self.env,
+        };
+        crate::retry::retry(client, inputs, &mut step)
+            .await
+            .map_err(|error| Failure::new(error.code, error.message))
     }
 
     // ----- helpers ------------------------------------------------------------------------
