@@ -36,11 +36,11 @@ pub const DECLARED: &[&str] = &[
     "outputs",
     "on-backoff",
     "max-wait",
+    "run-id",
     "github-token",
     "commit-status",
     "dashboard-url",
     "summary",
-    "run-id",
 ];
 
 /// The environment variable the runner sets for input `name`.
