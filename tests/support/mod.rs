@@ -259,12 +259,16 @@ impl Peer {
     }
 }
 
-/// A test server's configuration: a fixed key, no backoff, the small pool.
+/// A test server's configuration: a fixed key, no backoff, the small pool, and no retry
+/// scheduler: with no backoff every failure would be due at once, and a `retry_due` entry
+/// appearing beside a test's own reports would make its history depend on timing. Tests of
+/// automatic retries turn it on (`retry_check_millis`).
 fn test_config(database_url: &str) -> ServerConfig {
     let mut config = ServerConfig::for_database(database_url);
     config.secret_key = Some("test-secret-key".into());
     config.backoff_base_secs = 0;
     config.database_max_connections = TEST_POOL_SIZE;
+    config.retry_check_millis = 0;
     config
 }
 

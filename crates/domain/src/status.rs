@@ -111,8 +111,8 @@ wire_enum! {
         Cancelled => "cancelled",
         /// A run's lease on this stage expired and another run took the stage over.
         TakenOver => "taken_over",
-        /// The failed stage's backoff elapsed with retries left: the server made its next
-        /// attempt due (`attempt` is that attempt). Exactly one per failure.
+        /// The failed stage's backoff ended and it has retries left: its next attempt is due
+        /// now. Recorded by the server, once per failure; front ends start the retry on it.
         RetryDue => "retry_due",
     }
 }

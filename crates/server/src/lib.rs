@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod names;
 pub mod peers;
 pub mod ratelimit;
+pub mod retries;
 pub mod secrets;
 pub mod serving;
 pub mod webhooks;
@@ -185,6 +186,13 @@ pub struct ServerConfig {
     #[arg(long, env = "BUILDSTATE_CLIENT_ADDRESS_HEADER", value_name = "HEADER",
           value_parser = parse_header_name)]
     pub client_address_header: Option<axum::http::HeaderName>,
+    /// How often, in milliseconds, this process looks for failed builds whose backoff has
+    /// ended and records their `retry_due` entry (each at most this long after it is due);
+    /// 0: never (retries then wait for a client to make them).
+    #[arg(long, env = "BUILDSTATE_RETRY_CHECK_MILLIS",
+          default_value_t = retries::DEFAULT_RETRY_CHECK_MILLIS,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub retry_check_millis: u64,
 }
 
 fn parse_header_name(text: &str) -> Result<axum::http::HeaderName, String> {
@@ -240,6 +248,7 @@ impl ServerConfig {
             rate_limit_writes: 3000,
             rate_limit_writes_window_secs: 60,
             client_address_header: None,
+            retry_check_millis: retries::DEFAULT_RETRY_CHECK_MILLIS,
         }
     }
 
@@ -321,6 +330,7 @@ impl ServerConfig {
             stuck_thresholds,
             webhooks,
             stuck_check: Duration::from_secs(self.stuck_check_secs),
+            retry_check: Duration::from_millis(self.retry_check_millis),
             db,
             hasher: self.hasher(),
             retry_policy: RetryPolicy {
@@ -370,6 +380,7 @@ pub async fn serve(
     let followers = [
         Some(tokio::spawn(state.rate_limits.clone().watch_redis())),
         state.events.start(),
+        (!state.retry_check.is_zero()).then(|| retries::start(state.clone(), state.retry_check)),
         (!state.webhooks.is_empty()).then(|| state.webhooks.follow(&state.events)),
         (!state.webhooks.is_empty()).then(|| {
             state.webhooks.watch_stuck(

@@ -65,6 +65,9 @@ pub struct AppInner {
     pub webhooks: crate::webhooks::Webhooks,
     /// How often to look for builds that became stuck.
     pub stuck_check: std::time::Duration,
+    /// How often to look for failed builds whose retry is due ([`crate::retries`]); zero:
+    /// never.
+    pub retry_check: std::time::Duration,
 }
 
 /// The body size limit, as a request extension: [`extract::ApiJson`] names it when refusing.
