@@ -263,7 +263,7 @@ async fn wait_for(
             RetryError::api(&format!("cannot follow the retry of build `{id}`"), &error)
         })?;
     Ok(match waited {
-        RetryWait::Due { build, .. } => {
+        RetryWait::Due(build) => {
             log.line(&format!(
                 "build `{id}`: the retry of stage {} is due ({})",
                 build.state,

@@ -48,7 +48,7 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
             wait_for_retry_due(&client, id, policy, &mut on_wait).await?
         };
         match waited {
-            RetryWait::Due { build, .. } => {
+            RetryWait::Due(build) => {
                 eprintln!(
                     "bldst: the retry of stage {stage} of build `{id}` is due: running {}",
                     next_attempt_words(&build)

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use buildstate_domain::wire::{Build, HistoryEntry};
-use buildstate_domain::{BuildId, BuildStatus, EventKind};
+use buildstate_domain::wire::Build;
+use buildstate_domain::{BuildId, BuildStatus};
 use chrono::{DateTime, Utc};
 
 use crate::api::{Client, ClientError};
@@ -34,8 +34,9 @@ impl Default for RetryPolicy {
 /// Where waiting for a retry ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RetryWait {
-    /// The server recorded `retry_due` (`entry`) on the failed stage: run it again.
-    Due { build: Build, entry: HistoryEntry },
+    /// The server recorded `retry_due` on the failed stage (the build's `retry_due_seq`):
+    /// run it again.
+    Due(Build),
     /// The build is blocked: no retry will be due, a person must retry, reset or cancel it.
     Blocked(Build),
     /// The build is not failed (any more): someone else ran the stage, an operator acted, or
@@ -68,17 +69,9 @@ pub async fn wait_for_retry_due(
             BuildStatus::Blocked => return Ok(RetryWait::Blocked(build)),
             _ => return Ok(RetryWait::NotFailed(build)),
         }
-        // While a build stays failed, its newest entry is its failure, or the retry_due that
-        // followed it: one entry tells the two apart.
-        let newest = client
-            .history(id, build.last_seq - 1, 1)
-            .await?
-            .entries
-            .pop();
-        if let Some(entry) =
-            newest.filter(|entry| entry.kind == EventKind::RetryDue && entry.state == build.state)
-        {
-            return Ok(RetryWait::Due { build, entry });
+        // The server sets `retry_due_seq` with the entry, and clears it with any other change.
+        if build.retry_due_seq.is_some() {
+            return Ok(RetryWait::Due(build));
         }
         let until_due = build
             .next_attempt_at
