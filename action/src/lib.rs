@@ -8,7 +8,9 @@
 //! `$GITHUB_OUTPUT` file, Markdown in `$GITHUB_STEP_SUMMARY`. Everything that talks to the
 //! buildstate server is `buildstate-client`'s; the rules are the server's.
 //!
-//! - [`run`]: one step, with its I/O and environment passed in.
+//! - [`run`]: one step, with its I/O and environment passed in; it dispatches to one module
+//!   per command (`start`, `report`, `gate`, `get`, `retry`: after a failed run, wait for its
+//!   builds' retries, then re-run its failed jobs), which share `step`'s helpers.
 //! - [`inputs`]: `INPUT_*` parsed and checked before any network call.
 //! - [`commands`]: workflow commands, escaping, masks, balanced groups.
 //! - [`files`]: `$GITHUB_OUTPUT` (heredocs) and `$GITHUB_STEP_SUMMARY`.
@@ -16,16 +18,20 @@
 //! - [`github`]: the run's identity: report source, idempotency key, default build key.
 //! - [`github_api`]: GitHub's REST API through octocrab, for the commit status and re-runs.
 //! - [`commit_status`]: the build as a commit status, through octocrab.
-//! - [`retry`]: after a failed run, wait for its builds' retries, then re-run its failed jobs.
 
 pub mod commands;
 pub mod commit_status;
 pub mod files;
+mod gate;
+mod get;
 pub mod github;
 pub mod github_api;
 pub mod inputs;
-pub mod retry;
+mod report;
+mod retry;
 mod run;
+mod start;
+mod step;
 pub mod summary;
 
 pub use run::run;

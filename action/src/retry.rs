@@ -10,64 +10,19 @@
 
 use std::time::Duration;
 
-use buildstate_client::env::EnvMap;
-use buildstate_client::failure::{self, exit};
+use buildstate_client::failure::exit;
 use buildstate_client::retry_wait::{
     needs_a_person, next_attempt_words, wait_for_retry_due, RetryPolicy, RetryWait,
 };
-use buildstate_client::{Client, ClientError};
+use buildstate_client::Client;
 use buildstate_domain::wire::{Build, BuildQuery};
 use buildstate_domain::{BuildKey, BuildStatus};
 
 use crate::commands::{Level, Log};
-use crate::files::{OutputFile, SummaryFile};
 use crate::github::Run;
 use crate::github_api::{self, CallError};
 use crate::inputs::{Inputs, Summary};
-
-/// Why the step failed: the exit code and one sentence for the `::error` annotation.
-#[derive(Debug)]
-pub struct RetryError {
-    pub code: u8,
-    pub message: String,
-}
-
-impl RetryError {
-    fn new(code: u8, message: impl Into<String>) -> Self {
-        RetryError {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn api(attempted: &str, error: &ClientError) -> Self {
-        RetryError::new(
-            failure::exit_code(error),
-            format!(
-                "{attempted}: {}",
-                failure::describe(error, &crate::run::HINTS)
-            ),
-        )
-    }
-}
-
-/// Where the step writes: its log, outputs and job summary, and the run it is part of.
-pub struct Step<'s, 'o> {
-    pub log: &'s mut Log<'o>,
-    pub outputs: &'s OutputFile,
-    pub summary: &'s SummaryFile,
-    pub run: &'s Run,
-    pub env: &'s EnvMap,
-}
-
-impl std::fmt::Debug for Step<'_, '_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Step")
-            .field("log", &self.log)
-            .field("run", &self.run)
-            .finish_non_exhaustive()
-    }
-}
+use crate::step::{Failure, Step};
 
 /// What became of one build of the failed run.
 enum Outcome {
@@ -83,102 +38,147 @@ enum Outcome {
     Missing(BuildKey),
 }
 
-/// Runs `command: retry`.
-pub async fn retry(
-    client: &Client,
-    inputs: &Inputs,
-    step: &mut Step<'_, '_>,
-) -> Result<u8, RetryError> {
-    let run_id = failed_run_id(inputs, step.env)?;
-    let keys = keys(inputs, step.run, run_id)?;
-    step.log.group(&format!(
-        "buildstate: retry the builds of workflow run {run_id}"
-    ));
-    let policy = RetryPolicy {
-        max_wait: inputs.max_wait,
-        ..RetryPolicy::default()
-    };
-    let mut outcomes = Vec::new();
-    for key in keys {
-        let outcome = match newest_build(client, &key).await? {
-            None => Outcome::Missing(key),
-            Some(build) => wait_for(client, build, policy, step.log).await?,
+impl Step<'_, '_> {
+    /// Runs `command: retry`.
+    pub(crate) async fn retry(&mut self, client: &Client, inputs: &Inputs) -> Result<u8, Failure> {
+        let run_id = failed_run_id(inputs, self.env)?;
+        let keys = keys(inputs, &self.run, run_id)?;
+        self.log.group(&format!(
+            "buildstate: retry the builds of workflow run {run_id}"
+        ));
+        let policy = RetryPolicy {
+            max_wait: inputs.max_wait,
+            ..RetryPolicy::default()
         };
-        outcomes.push(outcome);
-    }
-    let due = outcomes
-        .iter()
-        .any(|outcome| matches!(outcome, Outcome::Due(_)));
-    let rerun = if due {
-        rerun_failed_jobs(inputs, step, run_id).await
-    } else {
-        Ok(false)
-    };
-    step.log.end_group();
-    let rerun_done = *rerun.as_ref().unwrap_or(&false);
-    set(step, "rerun", if rerun_done { "true" } else { "false" })?;
-    if inputs.summary != Summary::None {
-        let markdown = summary(&outcomes, run_id, rerun_done, inputs.max_wait);
-        let markdown = step.log.redact(&markdown);
-        step.summary
-            .append(&markdown)
-            .map_err(|problem| RetryError::new(exit::FAILURE, problem))?;
-    }
-    for outcome in &outcomes {
-        if let Outcome::Blocked(build) = outcome {
-            step.log.annotate(
-                Level::Warning,
-                &format!(
-                    "build `{}` is blocked at stage {} after {} failures and is not re-run: it {}",
-                    build.id,
-                    build.state,
-                    build.failures,
-                    needs_a_person(&build.id)
+        let mut outcomes = Vec::new();
+        for key in keys {
+            let outcome = match newest_build(client, &key).await? {
+                None => Outcome::Missing(key),
+                Some(build) => wait_for(client, build, policy, self.log).await?,
+            };
+            outcomes.push(outcome);
+        }
+        let due = outcomes
+            .iter()
+            .any(|outcome| matches!(outcome, Outcome::Due(_)));
+        let rerun = if due {
+            self.rerun_failed_jobs(inputs, run_id).await
+        } else {
+            Ok(false)
+        };
+        self.log.end_group();
+        let rerun_done = *rerun.as_ref().unwrap_or(&false);
+        self.set("rerun", if rerun_done { "true" } else { "false" })?;
+        if inputs.summary != Summary::None {
+            self.write_summary(&summary(&outcomes, run_id, rerun_done, inputs.max_wait))?;
+        }
+        for outcome in &outcomes {
+            if let Outcome::Blocked(build) = outcome {
+                self.log.annotate(
+                    Level::Warning,
+                    &format!(
+                        "build `{}` is blocked at stage {} after {} failures and is not re-run: it {}",
+                        build.id,
+                        build.state,
+                        build.failures,
+                        needs_a_person(&build.id)
+                    ),
+                );
+            }
+        }
+        rerun?;
+        let late: Vec<String> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                Outcome::TooLate(build) => Some(format!("`{}`", build.id)),
+                _ => None,
+            })
+            .collect();
+        if !late.is_empty() && !rerun_done {
+            return Err(Failure::new(
+                exit::GATE_WAIT,
+                format!(
+                    "the retry of build(s) {} is not due within `max-wait` ({}s): the failed jobs were not re-run; re-run them by hand once it is due, or raise `max-wait`",
+                    late.join(", "),
+                    inputs.max_wait.as_secs()
                 ),
-            );
+            ));
+        }
+        Ok(exit::SUCCESS)
+    }
+
+    /// Asks GitHub to re-run the failed jobs of run `run_id`: `Ok(true)` when it accepted.
+    /// A 403 is the missing `actions: write` permission, said so in the error.
+    async fn rerun_failed_jobs(&mut self, inputs: &Inputs, run_id: u64) -> Result<bool, Failure> {
+        let Some(repository) = self.run.repository.clone() else {
+            return Err(Failure::new(
+                exit::USAGE,
+                "GITHUB_REPOSITORY is not set: run `command: retry` from a workflow",
+            ));
+        };
+        let Some((owner, name)) = repository.split_once('/') else {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!("GITHUB_REPOSITORY `{repository}` is not `owner/name`"),
+            ));
+        };
+        let token = inputs.github_token.clone().unwrap_or_default();
+        let api_url = self
+            .run
+            .api_url
+            .clone()
+            .unwrap_or_else(|| "https://api.github.com".to_owned());
+        let github = github_api::client(&api_url, &token)
+            .map_err(|problem| Failure::new(exit::USAGE, problem))?;
+        match github
+            .workflows(owner, name)
+            .rerun_failed_jobs(run_id.into())
+            .await
+            .map_err(|error| github_api::call_error(error, &api_url))
+        {
+            Ok(()) => {
+                self.log.line(&format!(
+                    "asked GitHub to re-run the failed jobs of run {run_id}"
+                ));
+                Ok(true)
+            }
+            Err(CallError::Refused { status: 403, message }) => Err(Failure::new(
+                exit::AUTH,
+                format!(
+                    "GitHub refused to re-run the failed jobs of run {run_id} (403: {message}): give the workflow `permissions: actions: write` (the `github-token` input needs it)"
+                ),
+            )),
+            Err(CallError::Refused { status, message }) => Err(Failure::new(
+                exit::FAILURE,
+                format!(
+                    "GitHub answered {status} to re-running the failed jobs of run {run_id}: {message}"
+                ),
+            )),
+            Err(CallError::Failed(message)) => Err(Failure::new(exit::FAILURE, message)),
         }
     }
-    rerun?;
-    let late: Vec<String> = outcomes
-        .iter()
-        .filter_map(|outcome| match outcome {
-            Outcome::TooLate(build) => Some(format!("`{}`", build.id)),
-            _ => None,
-        })
-        .collect();
-    if !late.is_empty() && !rerun_done {
-        return Err(RetryError::new(
-            exit::GATE_WAIT,
-            format!(
-                "the retry of build(s) {} is not due within `max-wait` ({}s): the failed jobs were not re-run; re-run them by hand once it is due, or raise `max-wait`",
-                late.join(", "),
-                inputs.max_wait.as_secs()
-            ),
-        ));
-    }
-    Ok(exit::SUCCESS)
 }
 
 /// The failed run: `run-id`, else the `workflow_run` event's run.
-fn failed_run_id(inputs: &Inputs, env: &EnvMap) -> Result<u64, RetryError> {
+fn failed_run_id(inputs: &Inputs, env: &buildstate_client::env::EnvMap) -> Result<u64, Failure> {
     if let Some(id) = inputs.run_id {
         return Ok(id);
     }
     let missing = || {
-        RetryError::new(
+        Failure::new(
             exit::USAGE,
             "input `run-id`: required outside a `workflow_run` event, e.g. `${{ github.event.workflow_run.id }}`",
         )
     };
     let path = env.get("GITHUB_EVENT_PATH").ok_or_else(missing)?;
     let text = std::fs::read_to_string(&path).map_err(|error| {
-        RetryError::new(
+        Failure::new(
             exit::FAILURE,
             format!("cannot read the event at GITHUB_EVENT_PATH `{path}`: {error}"),
         )
     })?;
     let event: serde_json::Value = serde_json::from_str(&text).map_err(|error| {
-        RetryError::new(
+        Failure::new(
             exit::FAILURE,
             format!("the event at GITHUB_EVENT_PATH `{path}` is not JSON: {error}"),
         )
@@ -190,12 +190,12 @@ fn failed_run_id(inputs: &Inputs, env: &EnvMap) -> Result<u64, RetryError> {
 }
 
 /// The keys of the failed run's builds: the `key` lines, or the default key with that run.
-fn keys(inputs: &Inputs, run: &Run, run_id: u64) -> Result<Vec<BuildKey>, RetryError> {
+fn keys(inputs: &Inputs, run: &Run, run_id: u64) -> Result<Vec<BuildKey>, Failure> {
     if !inputs.keys.is_empty() {
         return Ok(inputs.keys.clone());
     }
     let (Some(platform), Some(image_type)) = (&inputs.platform, &inputs.image_type) else {
-        return Err(RetryError::new(exit::USAGE, "input `key`: required"));
+        return Err(Failure::new(exit::USAGE, "input `key`: required"));
     };
     let failed_run = Run {
         run_id: Some(run_id.to_string()),
@@ -205,14 +205,14 @@ fn keys(inputs: &Inputs, run: &Run, run_id: u64) -> Result<Vec<BuildKey>, RetryE
         .default_key(platform, image_type)
         .map(|key| vec![key])
         .ok_or_else(|| {
-            RetryError::new(
+            Failure::new(
                 exit::USAGE,
                 "input `key`: required outside a workflow run (GITHUB_REPOSITORY makes the default key)",
             )
         })
 }
 
-async fn newest_build(client: &Client, key: &BuildKey) -> Result<Option<Build>, RetryError> {
+async fn newest_build(client: &Client, key: &BuildKey) -> Result<Option<Build>, Failure> {
     let query = BuildQuery {
         key: Some(key.to_string()),
         limit: Some(1),
@@ -223,7 +223,7 @@ async fn newest_build(client: &Client, key: &BuildKey) -> Result<Option<Build>, 
         .await
         .map(|page| page.builds.into_iter().next())
         .map_err(|error| {
-            RetryError::api(
+            Failure::api(
                 &format!("cannot look up the build with key `{key}`"),
                 &error,
             )
@@ -236,7 +236,7 @@ async fn wait_for(
     build: Build,
     policy: RetryPolicy,
     log: &mut Log<'_>,
-) -> Result<Outcome, RetryError> {
+) -> Result<Outcome, Failure> {
     match build.status {
         BuildStatus::Failed => {}
         BuildStatus::Blocked => return Ok(Outcome::Blocked(build)),
@@ -260,7 +260,7 @@ async fn wait_for(
     let waited = wait_for_retry_due(client, &id, policy, &mut on_wait)
         .await
         .map_err(|error| {
-            RetryError::api(&format!("cannot follow the retry of build `{id}`"), &error)
+            Failure::api(&format!("cannot follow the retry of build `{id}`"), &error)
         })?;
     Ok(match waited {
         RetryWait::Due(build) => {
@@ -281,68 +281,6 @@ async fn wait_for(
         }
         RetryWait::TooLate { build, .. } => Outcome::TooLate(build),
     })
-}
-
-/// Asks GitHub to re-run the failed jobs of run `run_id`: `Ok(true)` when it accepted.
-/// A 403 is the missing `actions: write` permission, said so in the error.
-async fn rerun_failed_jobs(
-    inputs: &Inputs,
-    step: &mut Step<'_, '_>,
-    run_id: u64,
-) -> Result<bool, RetryError> {
-    let Some(repository) = step.run.repository.clone() else {
-        return Err(RetryError::new(
-            exit::USAGE,
-            "GITHUB_REPOSITORY is not set: run `command: retry` from a workflow",
-        ));
-    };
-    let Some((owner, name)) = repository.split_once('/') else {
-        return Err(RetryError::new(
-            exit::USAGE,
-            format!("GITHUB_REPOSITORY `{repository}` is not `owner/name`"),
-        ));
-    };
-    let token = inputs.github_token.clone().unwrap_or_default();
-    let api_url = step
-        .run
-        .api_url
-        .clone()
-        .unwrap_or_else(|| "https://api.github.com".to_owned());
-    let github = github_api::client(&api_url, &token)
-        .map_err(|problem| RetryError::new(exit::USAGE, problem))?;
-    match github
-        .workflows(owner, name)
-        .rerun_failed_jobs(run_id.into())
-        .await
-        .map_err(|error| github_api::call_error(error, &api_url))
-    {
-        Ok(()) => {
-            step.log.line(&format!(
-                "asked GitHub to re-run the failed jobs of run {run_id}"
-            ));
-            Ok(true)
-        }
-        Err(CallError::Refused { status: 403, message }) => Err(RetryError::new(
-            exit::AUTH,
-            format!(
-                "GitHub refused to re-run the failed jobs of run {run_id} (403: {message}): give the workflow `permissions: actions: write` (the `github-token` input needs it)"
-            ),
-        )),
-        Err(CallError::Refused { status, message }) => Err(RetryError::new(
-            exit::FAILURE,
-            format!(
-                "GitHub answered {status} to re-running the failed jobs of run {run_id}: {message}"
-            ),
-        )),
-        Err(CallError::Failed(message)) => Err(RetryError::new(exit::FAILURE, message)),
-    }
-}
-
-fn set(step: &mut Step<'_, '_>, name: &str, value: &str) -> Result<(), RetryError> {
-    step.log.debug(&format!("output {name}={value}"));
-    step.outputs
-        .set(name, value)
-        .map_err(|problem| RetryError::new(exit::FAILURE, problem))
 }
 
 /// The job summary: one line per build of the run.

@@ -9,7 +9,7 @@ use buildstate_client::api::{Client, ClientError};
 use buildstate_domain::wire::{ErrorCode, ReportTransition, TransitionResult};
 use buildstate_domain::BuildId;
 
-use crate::Log;
+use crate::log::Log;
 
 /// The longest a put waits out a backoff when neither `source` nor `params` says:
 /// the server's backoffs are 30 s, 60 s, 120 s by default, all well within it.

@@ -13,9 +13,10 @@ use buildstate_client::retry_wait::{
 };
 use buildstate_domain::wire::Build;
 
+use super::context::Context;
+use super::error::CliError;
 use super::output::time;
 use super::run::{self as run_stage, RunArgs};
-use super::{CliError, Context};
 
 /// Runs `bldst build run`; the `u8` is the exit code: the last attempt's.
 pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
@@ -32,7 +33,7 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
             return Ok(attempt.code);
         };
         let mut on_wait = |build: &Build, wait: Duration| {
-            eprintln!(
+            context.printer.note(&format!(
                 "bldst: stage {stage} of build `{id}` failed; {} is due at {}: waiting {}s",
                 next_attempt_words(build),
                 build
@@ -40,7 +41,7 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
                     .as_ref()
                     .map_or_else(String::new, time),
                 wait.as_secs()
-            );
+            ));
         };
         let waited = if failed.status == buildstate_domain::BuildStatus::Blocked {
             RetryWait::Blocked(failed)
@@ -49,25 +50,25 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
         };
         match waited {
             RetryWait::Due(build) => {
-                eprintln!(
+                context.printer.note(&format!(
                     "bldst: the retry of stage {stage} of build `{id}` is due: running {}",
                     next_attempt_words(&build)
-                );
+                ));
             }
             RetryWait::Blocked(build) => {
-                eprintln!(
+                context.printer.note(&format!(
                     "bldst: stage {stage} of build `{id}` failed {} times, more than the {} retries allowed: the build is blocked and {}",
                     build.failures,
                     build.max_retries,
                     needs_a_person(id)
-                );
+                ));
                 return Ok(attempt.code);
             }
             RetryWait::NotFailed(build) => {
-                eprintln!(
+                context.printer.note(&format!(
                     "bldst: build `{id}` is {} at stage {} now (another run or an operator moved it): not retrying here",
                     build.status, build.state
-                );
+                ));
                 return Ok(attempt.code);
             }
             RetryWait::TooLate { build, due_at } => {
@@ -75,11 +76,11 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
                     Some(at) if at > chrono::Utc::now() => format!("is due at {}", time(&at)),
                     _ => "was not made due by the server".to_owned(),
                 };
-                eprintln!(
+                context.printer.note(&format!(
                     "bldst: not retrying stage {stage} of build `{id}`: {} {when}, beyond --max-wait {}s; re-run later",
                     next_attempt_words(&build),
                     args.max_wait.as_secs()
-                );
+                ));
                 return Ok(attempt.code);
             }
         }

@@ -34,7 +34,7 @@ mod retention;
 mod retries;
 mod rows;
 
-pub use accounts::Actor;
+pub use accounts::{Actor, TOKEN_REVOKED};
 pub use builds::{BuildFilter, TransitionRequest};
 pub use feed::FeedPoint;
 pub use reports::MAX_ATTENTION_BUILDS;

@@ -14,8 +14,8 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use rand::seq::SliceRandom as _;
 
-use crate::api::AppState;
 use crate::db::{Database, Dialect, DueCursor};
+use crate::state::AppState;
 
 /// How often each process looks for due retries unless told (`--retry-check-millis`).
 pub const DEFAULT_RETRY_CHECK_MILLIS: u64 = 1000;
