@@ -81,20 +81,8 @@ async fn retry_reruns_the_failed_jobs_once_per_due_retry_and_never_for_a_blocked
     app: TestApp,
 ) {
     // Arrange
-    let github = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(RERUN))
-        .and(header(
-            "authorization",
-            format!("Bearer {GITHUB_TOKEN}").as_str(),
-        ))
-        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({})))
-        .mount(&github)
-        .await;
-    let workflow = Workflow {
-        api_url: github.uri(),
-        ..Workflow::default()
-    };
+    let (github, workflow) =
+        github_answering(ResponseTemplate::new(201).set_body_json(serde_json::json!({}))).await;
     let action = Action::new(&app.base_url, &app.admin_token);
 
     // Act 1: attempt 1 fails at stage 5; the retry workflow runs
@@ -139,20 +127,13 @@ async fn retry_reruns_the_failed_jobs_once_per_due_retry_and_never_for_a_blocked
 
 async fn a_missing_actions_permission_is_one_error_annotation(app: TestApp) {
     // Arrange: GitHub refuses the workflow's token
-    let github = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(RERUN))
-        .respond_with(ResponseTemplate::new(403).set_body_json(serde_json::json!({
+    let (github, workflow) = github_answering(ResponseTemplate::new(403).set_body_json(
+        serde_json::json!({
             "message": "Resource not accessible by integration",
             "documentation_url": "https://docs.github.com/rest/actions/workflow-runs#re-run-failed-jobs-from-a-workflow-run",
-        })))
-        .expect(1)
-        .mount(&github)
-        .await;
-    let workflow = Workflow {
-        api_url: github.uri(),
-        ..Workflow::default()
-    };
+        }),
+    ))
+    .await;
     let action = Action::new(&app.base_url, &app.admin_token);
     fail_stage_5(&action, &workflow).await;
 
@@ -167,6 +148,27 @@ async fn a_missing_actions_permission_is_one_error_annotation(app: TestApp) {
         "{message}"
     );
     assert_eq!(outcome.output("rerun"), "false");
+    assert_eq!(reruns(&github).await, 1);
+}
+
+/// A fake GitHub that answers `answer` to re-running run 4242's failed jobs with the step's
+/// token, and a workflow run that talks to it.
+async fn github_answering(answer: ResponseTemplate) -> (MockServer, Workflow) {
+    let github = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(RERUN))
+        .and(header(
+            "authorization",
+            format!("Bearer {GITHUB_TOKEN}").as_str(),
+        ))
+        .respond_with(answer)
+        .mount(&github)
+        .await;
+    let workflow = Workflow {
+        api_url: github.uri(),
+        ..Workflow::default()
+    };
+    (github, workflow)
 }
 
 /// How many re-runs GitHub was asked for.

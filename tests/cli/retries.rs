@@ -3,14 +3,15 @@
 //! has elapsed, and runs it again, until it succeeds or the build is blocked; `build get` and
 //! `build watch` say when the next attempt is due, or that a person must act.
 
+use std::path::Path;
 use std::time::Duration;
 
-use buildstate_domain::wire::{Build, HistoryEntry};
-use buildstate_domain::EventKind;
+use buildstate_domain::wire::HistoryEntry;
+use buildstate_domain::{BuildId, EventKind};
 use buildstate_server::ServerConfig;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
-use crate::helpers::{json, Bldst};
+use crate::helpers::{build_of, Bldst, Outcome};
 use crate::on_both_backends_with;
 use crate::support::TestApp;
 
@@ -30,16 +31,6 @@ fn flaky(failures: u32) -> String {
     )
 }
 
-async fn build_of(bldst: &Bldst, id: &str) -> Build {
-    json(
-        &bldst
-            .run(&["build", "get", id, "-o", "json"])
-            .await
-            .ok()
-            .stdout,
-    )
-}
-
 /// The kinds of stage `code`'s history entries, without the `in_progress` claims.
 async fn outcomes_at(app: &TestApp, id: &str, code: u8) -> Vec<EventKind> {
     let entries: Vec<HistoryEntry> = app
@@ -55,16 +46,9 @@ async fn outcomes_at(app: &TestApp, id: &str, code: u8) -> Vec<EventKind> {
         .collect()
 }
 
-async fn a_stage_that_fails_twice_then_succeeds_is_retried_by_itself(app: TestApp) {
-    // Arrange
-    let bldst = Bldst::admin(&app);
-    let id = bldst.create_build(&[]).await;
-    bldst.report(&id, 0, "completed").await;
-    let work = tempfile::tempdir().expect("work directory");
-    let step = flaky(2);
-
-    // Act: one `build run`, no human action
-    let ran = bldst
+/// `bldst build run ID --state 5 --retry -- sh -c STEP` in `work`.
+async fn run_with_retry(bldst: &Bldst, id: &BuildId, step: &str, work: &Path) -> Outcome {
+    bldst
         .run_in(
             &[
                 "build",
@@ -76,12 +60,24 @@ async fn a_stage_that_fails_twice_then_succeeds_is_retried_by_itself(app: TestAp
                 "--",
                 "sh",
                 "-c",
-                &step,
+                step,
             ],
             None,
-            Some(work.path()),
+            Some(work),
         )
-        .await;
+        .await
+}
+
+async fn a_stage_that_fails_twice_then_succeeds_is_retried_by_itself(app: TestApp) {
+    // Arrange
+    let bldst = Bldst::admin(&app);
+    let id = bldst.create_build(&[]).await;
+    bldst.report(&id, 0, "completed").await;
+    let work = tempfile::tempdir().expect("work directory");
+    let step = flaky(2);
+
+    // Act: one `build run`, no human action
+    let ran = run_with_retry(&bldst, &id, &step, work.path()).await;
 
     // Assert: three attempts, two of them retries the server made due
     let ran = ran.ok();
@@ -123,24 +119,7 @@ async fn a_stage_that_always_fails_is_retried_max_retries_times_then_blocked(app
     let step = flaky(u32::MAX);
 
     // Act
-    let ran = bldst
-        .run_in(
-            &[
-                "build",
-                "run",
-                id.as_str(),
-                "--state",
-                "5",
-                "--retry",
-                "--",
-                "sh",
-                "-c",
-                &step,
-            ],
-            None,
-            Some(work.path()),
-        )
-        .await;
+    let ran = run_with_retry(&bldst, &id, &step, work.path()).await;
 
     // Assert: the first run and exactly two retries, then blocked, with what a person can do
     let ran = ran.expect_code(7);
