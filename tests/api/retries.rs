@@ -111,13 +111,39 @@ async fn some_ticks() {
     tokio::time::sleep(Duration::from_millis(6 * TICK_MILLIS)).await;
 }
 
+/// The build's history once a scan run now has recorded nothing and the scheduler has ticked
+/// several times more, checked to hold exactly `retries` `retry_due` entries.
+async fn history_after_more_scans(
+    app: &TestApp,
+    client: &Client,
+    id: &BuildId,
+    retries: usize,
+) -> Vec<HistoryEntry> {
+    assert_eq!(scan(app).await, 0, "nothing more is due");
+    some_ticks().await;
+    let entries = history(client, id).await;
+    assert_eq!(
+        count(&entries, EventKind::RetryDue),
+        retries,
+        "{:?}",
+        kinds(&entries)
+    );
+    entries
+}
+
+/// A build (3 retries) whose next stage is 15, and a client of `app` for it.
+async fn at_stage_15(app: &TestApp) -> (Client, BuildId) {
+    let client = app.client();
+    let id = start(&client, 3).await;
+    send(&client, &id, 10, ReportStatus::Completed).await;
+    (client, id)
+}
+
 async fn a_stage_that_fails_twice_then_succeeds_is_retried_twice_by_itself(backend: Backend) {
     let Some(app) = spawn(backend, |_| {}).await else {
         return;
     };
-    let client = app.client();
-    let id = start(&client, 3).await;
-    send(&client, &id, 10, ReportStatus::Completed).await;
+    let (client, id) = at_stage_15(&app).await;
 
     // The CI system: run stage 15; on failure, wait for the server to say a retry is due.
     for (attempt, outcome) in [
@@ -206,15 +232,7 @@ async fn a_stage_that_always_fails_gets_exactly_max_retries_retries_then_none(ba
     }
 
     // Blocked: it waits for a person, however many scans pass.
-    assert_eq!(scan(&app).await, 0);
-    some_ticks().await;
-    let entries = history(&client, &id).await;
-    assert_eq!(
-        count(&entries, EventKind::RetryDue),
-        2,
-        "{:?}",
-        kinds(&entries)
-    );
+    let entries = history_after_more_scans(&app, &client, &id, 2).await;
     assert_eq!(
         entries.last().map(|entry| entry.kind),
         Some(EventKind::Failed)
@@ -251,9 +269,7 @@ async fn a_retry_never_lets_a_run_take_a_stage_another_run_holds(backend: Backen
     let Some(app) = spawn(backend, |_| {}).await else {
         return;
     };
-    let client = app.client();
-    let id = start(&client, 3).await;
-    send(&client, &id, 10, ReportStatus::Completed).await;
+    let (client, id) = at_stage_15(&app).await;
 
     // Run a holds stage 15: another run's failure is refused, so the build never becomes
     // failed under a live lease and no retry can be announced.
@@ -290,15 +306,8 @@ async fn a_retry_never_lets_a_run_take_a_stage_another_run_holds(backend: Backen
             .expect("gate");
         assert_eq!(gate.decision, GateDecision::Wait, "{run}");
     }
-    assert_eq!(scan(&app).await, 0, "an in-progress stage has no retry due");
-    some_ticks().await;
-    let entries = history(&client, &id).await;
-    assert_eq!(
-        count(&entries, EventKind::RetryDue),
-        1,
-        "{:?}",
-        kinds(&entries)
-    );
+    // An in-progress stage has no retry due.
+    history_after_more_scans(&app, &client, &id, 1).await;
     let build = client.get_build(&id).await.expect("get");
     assert_eq!(build.status, BuildStatus::InProgress);
     assert_eq!(
@@ -326,9 +335,7 @@ async fn an_idempotent_replay_of_a_failure_gets_no_second_retry(backend: Backend
         .await
         .expect("replay");
     assert_eq!(replayed, first, "the first answer, again");
-    assert_eq!(scan(&app).await, 0);
-    some_ticks().await;
-    let entries = history(&client, &id).await;
+    let entries = history_after_more_scans(&app, &client, &id, 1).await;
     assert_eq!(
         kinds(&entries),
         [EventKind::Started, EventKind::Failed, EventKind::RetryDue]

@@ -90,19 +90,12 @@ pub fn record_retry_due(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::tests::{code, now};
     use crate::rules::{apply_operator_action, apply_report, OperatorAction, Report, RetryPolicy};
     use crate::status::ReportStatus;
     use crate::Transition;
     use std::time::Duration;
     use BuildStatus::{Blocked, Cancelled, Completed, Failed, InProgress, Running};
-
-    fn code(n: i64) -> StateCode {
-        StateCode::new(n).expect("test codes are valid")
-    }
-
-    fn now() -> DateTime<Utc> {
-        DateTime::from_timestamp(1_800_000_000, 0).expect("valid timestamp")
-    }
 
     /// A build at stage 15 with `failures`, whose backoff ends `ends_in` seconds from now.
     fn at(status: BuildStatus, failures: u32, ends_in: Option<i64>) -> Progress {

@@ -647,15 +647,17 @@ pub fn apply_operator_action(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use BuildStatus::{Blocked, Cancelled, Completed, Failed, InProgress, Running};
 
-    fn code(n: i64) -> StateCode {
+    /// A state code the test knows is valid (the other rule modules' tests use it too).
+    pub(crate) fn code(n: i64) -> StateCode {
         StateCode::new(n).expect("test codes are valid")
     }
 
-    fn now() -> DateTime<Utc> {
+    /// The rule tests' fixed clock.
+    pub(crate) fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).expect("valid timestamp")
     }
 

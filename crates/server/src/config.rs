@@ -378,6 +378,10 @@ mod tests {
         assert_eq!(config.stuck_after_secs, 3600);
         assert_eq!(config.rate_limit_writes, 3000);
         assert_eq!(config.client_address_header, None);
+        assert_eq!(
+            config.retry_check_millis,
+            crate::retries::DEFAULT_RETRY_CHECK_MILLIS
+        );
     }
 
     #[test]

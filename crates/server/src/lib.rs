@@ -6,6 +6,7 @@
 //! - [`admin`]: the operations beside the API (bootstrap, out-of-band tokens);
 //! - [`state`]: what every handler shares; [`api`] and [`dashboard`]: the routes;
 //! - [`db`]: the store; [`events`], [`peers`], [`webhooks`], [`metrics`]: what follows a change;
+//! - [`retries`]: the scheduler that records each due retry;
 //! - [`serving`], [`ratelimit`], [`secrets`], [`names`], [`token_cache`]: the parts they use.
 
 pub mod admin;
