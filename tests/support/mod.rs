@@ -326,3 +326,46 @@ macro_rules! on_both_backends {
         )+
     };
 }
+
+/// Runs `scenario` on `backend` with the server's configuration changed by `adjust`, unless
+/// that backend is not configured.
+pub async fn on_with<F, Fut>(backend: Backend, adjust: impl FnOnce(&mut ServerConfig), scenario: F)
+where
+    F: FnOnce(TestApp) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if let Some(app) = TestApp::spawn_with(backend, adjust).await {
+        scenario(app).await;
+    }
+}
+
+/// [`on_both_backends!`] on servers configured by `adjust` (an `fn(&mut ServerConfig)` beside
+/// the scenarios): `on_both_backends_with!(adjust => scenario, ...)`.
+#[macro_export]
+macro_rules! on_both_backends_with {
+    ($adjust:ident => $($scenario:ident),+ $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    $crate::support::on_with(
+                        $crate::support::Backend::Sqlite,
+                        super::$adjust,
+                        super::$scenario,
+                    )
+                    .await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    $crate::support::on_with(
+                        $crate::support::Backend::Postgres,
+                        super::$adjust,
+                        super::$scenario,
+                    )
+                    .await;
+                }
+            }
+        )+
+    };
+}
