@@ -38,6 +38,7 @@ pub const DECLARED: &[&str] = &[
     "max-wait",
     "github-token",
     "commit-status",
+    "allow-insecure",
     "dashboard-url",
     "summary",
 ];
@@ -138,6 +139,8 @@ pub struct Inputs {
     pub max_wait: Duration,
     pub github_token: Option<String>,
     pub commit_status: bool,
+    /// Send the token over plain `http://` to another host (an internal server without TLS).
+    pub allow_insecure: bool,
     pub dashboard_url: Option<String>,
     pub summary: Summary,
 }
@@ -358,6 +361,7 @@ pub fn parse(env: &EnvMap) -> Result<Inputs, InputError> {
         max_wait,
         github_token: raw(env, "github-token"),
         commit_status: boolean(env, "commit-status", false)?,
+        allow_insecure: boolean(env, "allow-insecure", false)?,
         dashboard_url: raw(env, "dashboard-url"),
         summary,
     };

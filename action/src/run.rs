@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
+use buildstate_client::api::insecure_host;
 use buildstate_client::env::EnvMap;
 use buildstate_client::failure::{self, exit, Hints};
 use buildstate_client::gate_wait::{self, GateOutcome, NotWaited, WaitPolicy};
@@ -25,7 +26,14 @@ const HINTS: Hints<'static> = Hints {
     no_token: "set the `api-token` input, e.g. `api-token: ${{ secrets.BUILDSTATE_TOKEN }}`",
     bad_token: "replace the secret given as `api-token` with a valid token (`bldst token create`)",
     api_url: "the `api-url` input",
+    allow_insecure: "set the input `allow-insecure: true`",
+    field: input_of_field,
 };
+
+/// The input that sets a request field (`max_retries` is input `max-retries`).
+fn input_of_field(field: &str) -> String {
+    format!("input `{}`", field.replace('_', "-"))
+}
 
 /// Why a step failed: one sentence for the `::error` annotation and the exit code.
 #[derive(Debug)]
@@ -111,8 +119,24 @@ impl Step<'_, '_> {
         }
         let mut config = ClientConfig::new(inputs.api_url.clone(), Some(inputs.api_token.clone()));
         config.max_attempts = 3;
-        let client =
-            Client::new(config).map_err(|error| Failure::new(exit::USAGE, error.to_string()))?;
+        config.allow_insecure = inputs.allow_insecure;
+        if inputs.allow_insecure {
+            if let Some(host) = insecure_host(&inputs.api_url) {
+                self.log.annotate(
+                    Level::Warning,
+                    &format!(
+                        "sending the token over plain http:// to `{host}` (`allow-insecure: true`): \
+                         anyone on the network path can read it; prefer an https:// `api-url`"
+                    ),
+                );
+            }
+        }
+        let client = Client::new(config).map_err(|error| {
+            Failure::new(
+                failure::exit_code(&error),
+                failure::describe(&error, &HINTS),
+            )
+        })?;
         self.log.debug(&format!(
             "buildstate {} against {}",
             inputs.command.as_str(),

@@ -14,6 +14,7 @@ mod outputs;
 mod rate_limits;
 mod reports;
 mod run;
+mod shown_commands;
 mod streams;
 mod usage;
 mod watch;

@@ -86,7 +86,7 @@ async fn watch_prints_each_transition_until_the_build_completes(app: TestApp) {
             "--status",
             "failed",
             "--message",
-            "packer: mirror timed out\nsecond line",
+            "`packer` exited with code 1 after 3s; the end of its stderr:\n==> amazon-ebs: waiting for SSH\nBuild 'amazon-ebs' errored: mirror timed out",
         ])
         .await
         .ok();
