@@ -465,7 +465,7 @@ mod tests {
             default_token_description(Some(long.as_str()), at)
                 .chars()
                 .count()
-                < 100
+                <= buildstate_domain::limits::MAX_TOKEN_DESCRIPTION_CHARS
         );
     }
 }

@@ -318,12 +318,6 @@ async fn every_bad_input_gets_one_line_and_its_exit_code(app: TestApp) {
             2,
         ),
         (
-            "a page size past the limit",
-            Caller::Admin,
-            vec!["build", "list", "--limit", "500"],
-            2,
-        ),
-        (
             "a read token writing",
             Caller::Reader,
             vec![

@@ -108,9 +108,11 @@ async fn watch_prints_each_transition_until_the_build_completes(app: TestApp) {
         .filter(|entry| entry.seq > started_seq)
         .map(|entry| format!("#{}", entry.seq))
         .collect();
+    // A message's further lines are indented under its transition.
     let printed: Vec<String> = watched
         .stdout
         .lines()
+        .filter(|line| !line.starts_with(' '))
         .map(|line| line.split("  ").nth(1).expect("a seq column").to_owned())
         .collect();
     assert_eq!(
