@@ -127,6 +127,15 @@ fn words(text: &str, build_id: &str) -> Vec<String> {
         .collect()
 }
 
+/// `build run` takes its build from BUILDSTATE_BUILD_ID when no id is given (the setup action
+/// exports it); parsing in process has no such variable, so the id is written in.
+fn with_build_id_from_env(mut words: Vec<String>, build_id: &str) -> Vec<String> {
+    if words.len() > 2 && words[0] == "build" && words[1] == "run" && words[2].starts_with('-') {
+        words.insert(2, build_id.to_owned());
+    }
+    words
+}
+
 /// Every command shown in `file`.
 fn shown_in(file: &Path, build_id: &str) -> Vec<Shown> {
     let text = std::fs::read_to_string(repo().join(file)).expect("read");
@@ -165,7 +174,7 @@ fn shown_in(file: &Path, build_id: &str) -> Vec<Shown> {
             let command = command_text(&command).to_owned();
             found.push(Shown {
                 at,
-                words: words(&command, build_id),
+                words: with_build_id_from_env(words(&command, build_id), build_id),
             });
             continue;
         }
@@ -188,7 +197,7 @@ fn shown_in(file: &Path, build_id: &str) -> Vec<Shown> {
             }
             found.push(Shown {
                 at: at.clone(),
-                words: words(command, build_id),
+                words: with_build_id_from_env(words(command, build_id), build_id),
             });
         }
     }
