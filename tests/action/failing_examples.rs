@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use buildstate_domain::wire::StartBuild;
-use buildstate_domain::BuildStatus;
 use serde_norway::Value;
 
 use crate::helpers::{Action, Step, Workflow};
 use crate::on_both_backends;
 use crate::support::examples::{
-    example_pipelines, failing_program, failing_tools, path_with, FAILURE_CODE, FAILURE_LINE,
+    assert_failed_at, example_pipelines, failing_program, failing_tools, path_with, FAILURE_CODE,
+    FAILURE_LINE,
 };
 use crate::support::TestApp;
 
@@ -166,19 +166,8 @@ async fn every_example_stage_step_that_fails_reports_failed(app: TestApp) {
                     .await
                     .ok();
 
-                let build = app.client().get_build(&build.id).await.expect("the build");
-                assert_eq!(
-                    (build.status, i64::from(build.state.value())),
-                    (BuildStatus::Failed, stage),
-                    "{what}: the report recorded the failure"
-                );
-                if with.get("message-file").is_some() {
-                    let message = build.last_message.unwrap_or_default();
-                    assert!(
-                        message.contains(FAILURE_LINE),
-                        "{what}: the failure's output is the message: {message:?}"
-                    );
-                }
+                let with_output = with.get("message-file").is_some();
+                assert_failed_at(&app, &build.id, stage, with_output, &what).await;
                 checked += 1;
             }
         }

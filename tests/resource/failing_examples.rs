@@ -8,14 +8,14 @@
 
 use std::collections::BTreeMap;
 
-use buildstate_domain::BuildStatus;
 use serde_json::{json, Value as Json};
 use serde_norway::Value;
 
 use crate::helpers::Resource;
 use crate::on_both_backends;
 use crate::support::examples::{
-    example_pipelines, failing_program, failing_tools, path_with, FAILURE_CODE, FAILURE_LINE,
+    assert_failed_at, example_pipelines, failing_program, failing_tools, path_with, FAILURE_CODE,
+    FAILURE_LINE,
 };
 use crate::support::TestApp;
 
@@ -223,17 +223,7 @@ async fn every_example_stage_that_fails_reports_failed(app: TestApp) {
                     .await
                     .json();
 
-                let build = app.client().get_build(&build_id).await.expect("the build");
-                assert_eq!(
-                    (build.status, i64::from(build.state.value())),
-                    (BuildStatus::Failed, task.stage),
-                    "{what}: the hook reported the failure"
-                );
-                let message = build.last_message.unwrap_or_default();
-                assert!(
-                    message.contains(FAILURE_LINE),
-                    "{what}: the failure's output is the message: {message:?}"
-                );
+                assert_failed_at(&app, &build_id, task.stage, true, &what).await;
                 checked += 1;
             }
         }

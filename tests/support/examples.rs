@@ -65,3 +65,25 @@ pub fn example_pipelines(dir: &str) -> Vec<(String, serde_norway::Value)> {
         })
         .collect()
 }
+
+/// Asserts that build `id` is `failed` at `stage` and, with `with_output`, that the failing
+/// command's output reached its message: what a stage that fails must lead to.
+pub async fn assert_failed_at(
+    app: &super::TestApp,
+    id: &buildstate_domain::BuildId,
+    stage: i64,
+    with_output: bool,
+    what: &str,
+) {
+    let build = app.client().get_build(id).await.expect("the build");
+    assert_eq!(
+        (build.status, i64::from(build.state.value())),
+        (buildstate_domain::BuildStatus::Failed, stage),
+        "{what}: the failure was reported"
+    );
+    let message = build.last_message.unwrap_or_default();
+    assert!(
+        !with_output || message.contains(FAILURE_LINE),
+        "{what}: the failure's output is the message: {message:?}"
+    );
+}
