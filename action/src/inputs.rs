@@ -39,6 +39,7 @@ pub const DECLARED: &[&str] = &[
     "run-id",
     "github-token",
     "commit-status",
+    "allow-insecure",
     "dashboard-url",
     "summary",
 ];
@@ -143,6 +144,8 @@ pub struct Inputs {
     pub max_wait: Duration,
     pub github_token: Option<String>,
     pub commit_status: bool,
+    /// Send the token over plain `http://` to another host (an internal server without TLS).
+    pub allow_insecure: bool,
     pub dashboard_url: Option<String>,
     pub summary: Summary,
     /// `retry`: the builds' keys, every line of `key`.
@@ -392,6 +395,7 @@ pub fn parse(env: &EnvMap) -> Result<Inputs, InputError> {
         max_wait,
         github_token: raw(env, "github-token"),
         commit_status: boolean(env, "commit-status", false)?,
+        allow_insecure: boolean(env, "allow-insecure", false)?,
         dashboard_url: raw(env, "dashboard-url"),
         summary,
         keys,

@@ -6,8 +6,8 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
+use buildstate_client::api::insecure_host;
 use buildstate_client::env::EnvMap;
-use buildstate_client::failure::exit;
 use buildstate_client::{Client, ClientConfig};
 
 use crate::commands::{Level, Log};
@@ -63,8 +63,19 @@ async fn execute(step: &mut Step<'_, '_>, stdin: &mut dyn Read) -> Result<u8, Fa
     }
     let mut config = ClientConfig::new(inputs.api_url.clone(), Some(inputs.api_token.clone()));
     config.max_attempts = 3;
-    let client =
-        Client::new(config).map_err(|error| Failure::new(exit::USAGE, error.to_string()))?;
+    config.allow_insecure = inputs.allow_insecure;
+    if inputs.allow_insecure {
+        if let Some(host) = insecure_host(&inputs.api_url) {
+            step.log.annotate(
+                Level::Warning,
+                &format!(
+                    "sending the token over plain http:// to `{host}` (`allow-insecure: true`): \
+                     anyone on the network path can read it; prefer an https:// `api-url`"
+                ),
+            );
+        }
+    }
+    let client = Client::new(config).map_err(|error| Failure::client(&error))?;
     step.log.debug(&format!(
         "buildstate {} against {}",
         inputs.command.as_str(),

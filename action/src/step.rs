@@ -20,7 +20,14 @@ const HINTS: Hints<'static> = Hints {
     no_token: "set the `api-token` input, e.g. `api-token: ${{ secrets.BUILDSTATE_TOKEN }}`",
     bad_token: "replace the secret given as `api-token` with a valid token (`bldst token create`)",
     api_url: "the `api-url` input",
+    allow_insecure: "set the input `allow-insecure: true`",
+    field: input_of_field,
 };
+
+/// The input that sets a request field (`max_retries` is input `max-retries`).
+fn input_of_field(field: &str) -> String {
+    format!("input `{}`", field.replace('_', "-"))
+}
 
 /// Why a step failed: one sentence for the `::error` annotation and the exit code.
 #[derive(Debug)]
@@ -35,6 +42,11 @@ impl Failure {
             message: message.into(),
             code,
         }
+    }
+
+    /// A client that could not be set up (a refused URL): the sentence alone.
+    pub(crate) fn client(error: &ClientError) -> Self {
+        Failure::new(failure::exit_code(error), failure::describe(error, &HINTS))
     }
 
     pub(crate) fn api(attempted: &str, error: &ClientError) -> Self {

@@ -46,6 +46,17 @@ pub fn resumed_at(history: &[HistoryEntry], source: Option<&str>) -> Option<Stat
         .map(|entry| entry.state)
 }
 
+/// Whether this run (`source`, attempt included) started the build: it recorded the build's
+/// `started` entry. The creation also completes stage 0 under the same source, which is no
+/// resumption.
+pub fn started_by(history: &[HistoryEntry], source: Option<&str>) -> bool {
+    source.is_some_and(|source| {
+        history.iter().any(|entry| {
+            entry.kind == EventKind::Started && entry.source.as_deref() == Some(source)
+        })
+    })
+}
+
 /// A source as Markdown: a GitHub run URL as "run N, attempt M" linked, another URL linked,
 /// anything else as code.
 pub fn source_link(source: &str) -> String {
@@ -134,17 +145,17 @@ pub fn ladder(build: &Build, history: &[HistoryEntry], context: &Context) -> Str
         build.state,
         cell(&build.state_name)
     )];
-    match (
-        context.resumed,
-        resumed_at(history, context.source.as_deref()),
-    ) {
-        (Some(false), _) => facts.push("started by this run".into()),
+    let source = context.source.as_deref();
+    let started_here = context.resumed == Some(false)
+        || (context.resumed.is_none() && started_by(history, source));
+    match (context.resumed, resumed_at(history, source)) {
+        _ if started_here => facts.push("started by this run".into()),
         (_, Some(stage)) => facts.push(format!(
             "this run resumed at stage {stage} ({})",
             stage.default_name()
         )),
         (Some(true), None) => facts.push(format!("resumed at stage {}", build.state)),
-        (None, None) => {}
+        (Some(false) | None, None) => {}
     }
     facts.push(format!("stage attempt {}", attempt(build)));
     if let Some(run_attempt) = &context.run_attempt {
@@ -264,6 +275,31 @@ mod tests {
         assert_eq!(finished_by(&history, stage(15)), None);
         assert_eq!(resumed_at(&history, Some(RUN2)), Some(stage(10)));
         assert_eq!(resumed_at(&history, Some("elsewhere")), None);
+        assert!(started_by(&history, Some(RUN1)));
+        assert!(!started_by(&history, Some(RUN2)));
+        assert!(!started_by(&history, None));
+    }
+
+    #[test]
+    fn the_attempt_that_started_the_build_says_so_not_resumed_at_stage_0() {
+        let history = [
+            entry(1, 0, EventKind::Started, RUN1),
+            entry(2, 0, EventKind::Completed, RUN1),
+            entry(3, 5, EventKind::InProgress, RUN1),
+        ];
+        let context = Context {
+            dashboard_url: None,
+            source: Some(RUN1.into()),
+            run_attempt: Some("1".into()),
+            resumed: None,
+        };
+        let text = ladder(&build(5, BuildStatus::InProgress, 0), &history, &context);
+        let facts = text.lines().nth(2).expect("the facts line");
+        assert_eq!(
+            facts,
+            "**in_progress** at stage 5 (kickstart) · started by this run · stage attempt 1 · \
+             workflow run attempt 1"
+        );
     }
 
     #[test]

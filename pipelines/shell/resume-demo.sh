@@ -120,5 +120,20 @@ touch "$work/mirror-fixed"
 pipeline
 
 say "history of build $BUILD_ID"
-"$BLDST" build history "$BUILD_ID"
-"$BLDST" build gate "$BUILD_ID" --state 100 || echo "(gate exit code $?: 12 = stop, the build is completed)"
+history=$("$BLDST" build history "$BUILD_ID")
+printf '%s\n' "$history"
+
+# One line on what resuming did, read from that history (columns: seq, stage, event, ...):
+# the stages completed before the first failure were skipped by the re-run, the failed stage
+# ran again, and stage 100 completed means the image is published.
+say "summary"
+printf '%s\n' "$history" | awk '
+    $1 !~ /^[0-9]+$/ { next }
+    $3 == "failed" { failures[$2]++; if (retried == "") retried = $2 }
+    $3 == "completed" && retried == "" { skipped = skipped (skipped == "" ? "" : ", ") $2 }
+    $2 == 100 && $3 == "completed" { published = 1 }
+    END {
+        printf "the re-run skipped stages %s (completed by the first run), ran stage %s again after %d failure(s), and %s\n",
+            skipped, retried, failures[retried], published ? "published the image (stage 100)" : "did not publish the image"
+    }'
+

@@ -3,8 +3,8 @@
 //! No version given: the latest transition only. A version of the tracked build: it and every
 //! later one (at most [`CHECK_CAP`] per check; the next check goes on from the newest). A
 //! version of an earlier build of the line: the tracked build's transitions (the newest
-//! [`CHECK_CAP`]). A version this resource did not emit, or that the build's history does not
-//! have: the latest. Nothing tracked yet: no versions.
+//! [`CHECK_CAP`]). A version this resource did not emit, of a build the server does not know,
+//! or that the build's history does not have: the latest. Nothing tracked yet: no versions.
 
 use buildstate_client::api::{Client, ClientError};
 use buildstate_domain::limits::HISTORY_PAGE_MAX;
@@ -41,13 +41,25 @@ pub async fn check(client: &Client, request: &CheckRequest, log: &Log) -> Result
             }
         }
         Some(GivenVersion::Known(version)) => {
-            log.debug(|| {
-                format!(
-                    "version of build `{}`; now tracking `{id}`",
-                    version.build_id
-                )
-            });
-            newest(client, id, &filter).await?
+            if build_is_known(client, &version.build_id).await? {
+                log.debug(|| {
+                    format!(
+                        "version of build `{}`; now tracking `{id}`",
+                        version.build_id
+                    )
+                });
+                newest(client, id, &filter).await?
+            } else {
+                // Not an earlier build of this line (pruned, another server, hand-written):
+                // nothing says which transitions are new, so only the latest, as documented.
+                log.debug(|| {
+                    format!(
+                        "version of build `{}`, which the server does not know; latest",
+                        version.build_id
+                    )
+                });
+                latest(client, &build, &filter).await?
+            }
         }
         Some(GivenVersion::Unknown(_)) | None => latest(client, &build, &filter).await?,
     };
@@ -56,6 +68,18 @@ pub async fn check(client: &Client, request: &CheckRequest, log: &Log) -> Result
         .map(|entry| Version::of(id, entry))
         .collect();
     serde_json::to_value(versions).map_err(|error| format!("cannot encode the versions: {error}"))
+}
+
+/// Whether the server has a build with id `id` (an id that does not parse is no build).
+async fn build_is_known(client: &Client, id: &str) -> Result<bool, String> {
+    let Ok(id) = id.parse::<BuildId>() else {
+        return Ok(false);
+    };
+    match client.get_build(&id).await {
+        Ok(_) => Ok(true),
+        Err(error) if error.status() == Some(404) => Ok(false),
+        Err(error) => Err(describe(&error)),
+    }
 }
 
 /// The build `source` tracks: its `build_id`, else the newest build of its line.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use buildstate_client::api::{Client, ClientConfig, ClientError, Proxies};
+use buildstate_client::api::{insecure_host, Client, ClientConfig, ClientError, Proxies};
 use buildstate_client::env::EnvMap;
 use buildstate_client::failure::{self, Hints};
 
@@ -36,6 +36,8 @@ const HINTS: Hints<'static> = Hints {
     no_token: "set `token` in the resource's `source`",
     bad_token: "set a valid `token` in the resource's `source`",
     api_url: "`api_url` in the resource's `source`",
+    allow_insecure: "set `allow_insecure: true` in the resource's `source`",
+    field: failure::api_field,
 };
 
 /// A client error as one sentence.
@@ -54,6 +56,15 @@ pub(crate) fn client_for(source: &Source, env: &EnvMap, log: &Log) -> Result<Cli
         config.max_attempts = attempts;
     }
     config.extra_root_pem = source.ca_certs.as_ref().map(|pem| pem.as_bytes().to_vec());
+    config.allow_insecure = source.allow_insecure;
+    if source.allow_insecure {
+        if let Some(host) = insecure_host(&source.api_url) {
+            log.line(format!(
+                "warning: sending the token over plain http:// to `{host}` (`allow_insecure: true`): \
+                 anyone on the network path can read it; prefer an https:// `api_url`"
+            ));
+        }
+    }
     config.proxies = Some(Proxies::from_env(&|name| env.get(name)));
     let retries = log.clone();
     config.on_retry = Some(Arc::new(move |line: &str| {

@@ -59,6 +59,10 @@ pub struct Source {
     /// PEM certificates to trust beside the system's (a private CA).
     #[serde(default)]
     pub ca_certs: Option<String>,
+    /// Send the token over plain `http://` to a host other than the worker itself (an internal
+    /// server without TLS): anyone on the network path can read it. Warned about on stderr.
+    #[serde(default)]
+    pub allow_insecure: bool,
 }
 
 /// Which transitions `check` emits; an empty or absent list matches everything.

@@ -59,15 +59,18 @@ enum TokenCommand {
     /// An admin token may create tokens for anyone; other tokens only for their own user, with
     /// at most their own scope.
     #[command(after_help = "Examples:
+  bldst token create --scope read                 # for yourself, e.g. to sign in to the dashboard
   bldst token create --username builder --description \"Build pipeline token\"
   TOKEN=$(bldst token create --username builder --description \"concourse aws-rhel8\" --scope write --expires-in 90d)")]
     Create {
-        /// The user who will hold the token (yourself, unless your token is an admin token).
+        /// The user who will hold the token (another user's needs an admin token). Default:
+        /// the user of the token you run this with.
         #[arg(long)]
-        username: Username,
-        /// What the token is for, e.g. \"concourse aws-rhel8 pipeline\".
+        username: Option<Username>,
+        /// What the token is for, e.g. \"concourse aws-rhel8 pipeline\". Default: where and
+        /// when it was made (\"bldst token create on HOST, DATE TIME UTC\").
         #[arg(long)]
-        description: String,
+        description: Option<String>,
         /// `read`, `write` (start builds, report) or `admin` (users, tokens, operator actions).
         #[arg(long, default_value = "write", value_parser = values::scope(), hide_possible_values = true)]
         scope: Scope,
@@ -162,6 +165,24 @@ pub async fn run_user(args: UserArgs, context: &Context<'_>) -> Result<u8, CliEr
     Ok(exit::SUCCESS)
 }
 
+/// A token's description when none was given: where and when it was made, so that
+/// `bldst token list` still tells one such token from another.
+fn default_token_description(host: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
+    // Hostnames are at most 64 bytes on Linux; keep well inside the description's limit anyway.
+    let host: String = host
+        .map(str::trim)
+        .filter(|host| !host.is_empty())
+        .unwrap_or("an unknown host")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    format!(
+        "bldst token create on {host}, {}",
+        now.format("%Y-%m-%d %H:%M UTC")
+    )
+}
+
 /// The hints for a user or token that was not found: where to find the right one.
 const USER_LIST: &str = "`bldst user list` lists the users";
 const TOKEN_LIST: &str = "`bldst token list` lists the tokens";
@@ -177,6 +198,16 @@ pub async fn run_token(args: TokenArgs, context: &Context<'_>) -> Result<u8, Cli
             scope,
             expires_in,
         } => {
+            let username = match username {
+                Some(username) => username,
+                None => client.whoami().await?.username,
+            };
+            let description = description.unwrap_or_else(|| {
+                default_token_description(
+                    whoami::fallible::hostname().ok().as_deref(),
+                    chrono::Utc::now(),
+                )
+            });
             let created = client
                 .create_token(&CreateToken {
                     username,
@@ -420,4 +451,41 @@ fn config_path<'a>(context: &'a Context<'_>) -> Result<&'a Path, CliError> {
     context.settings.config_path.as_deref().ok_or_else(|| {
         CliError::usage("cannot tell where to keep the login: set HOME or BUILDSTATE_CONFIG")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_token_description;
+    use chrono::TimeZone as _;
+
+    #[test]
+    fn a_token_without_a_description_says_where_and_when_it_was_made() {
+        let at = chrono::Utc
+            .with_ymd_and_hms(2026, 12, 6, 21, 40, 5)
+            .single()
+            .expect("a time");
+        for (host, expected) in [
+            (
+                Some("ci-7"),
+                "bldst token create on ci-7, 2026-12-06 21:40 UTC",
+            ),
+            (
+                Some(" "),
+                "bldst token create on an unknown host, 2026-12-06 21:40 UTC",
+            ),
+            (
+                None,
+                "bldst token create on an unknown host, 2026-12-06 21:40 UTC",
+            ),
+        ] {
+            assert_eq!(default_token_description(host, at), expected, "{host:?}");
+        }
+        let long = "h".repeat(300);
+        assert!(
+            default_token_description(Some(long.as_str()), at)
+                .chars()
+                .count()
+                <= buildstate_domain::limits::MAX_TOKEN_DESCRIPTION_CHARS
+        );
+    }
 }

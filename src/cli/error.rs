@@ -100,7 +100,23 @@ const HINTS: failure::Hints<'static> = failure::Hints {
     no_token: "run `bldst auth login`, or set BUILDSTATE_API_TOKEN",
     bad_token: "log in again with `bldst auth login`, or set BUILDSTATE_API_TOKEN",
     api_url: "--api-url or BUILDSTATE_API_URL",
+    allow_insecure: "pass --allow-insecure (or set BUILDSTATE_ALLOW_INSECURE=1)",
+    field: flag_of_field,
 };
+
+/// The flag that sets a request field (`max_retries` is `--max-retries`, quoted), where the
+/// names differ, the flag's own.
+fn flag_of_field(field: &str) -> String {
+    let flag = match field {
+        "expires_in_seconds" => "expires-in".to_owned(),
+        "labels" => "label".to_owned(),
+        "outputs" => "set".to_owned(),
+        "after_secs" => "after".to_owned(),
+        "after_by_code" => "after-by-code".to_owned(),
+        other => other.replace('_', "-"),
+    };
+    format!("`--{flag}`")
+}
 
 /// The server's sentence, with a hint on what to do next where the server cannot know it:
 /// which command lists what was not found, how to go on when a build takes no more reports.

@@ -231,6 +231,71 @@ pub fn server_flags_only(server: clap::Command, client_flags: &[Arg]) -> clap::C
     })
 }
 
+/// The database a one-off command (`bootstrap`) works on, as its user should read it.
+enum Database {
+    /// A SQLite file (absolute), and whether it existed before the command.
+    Sqlite {
+        path: std::path::PathBuf,
+        existed: bool,
+    },
+    /// Another database, named without its password.
+    Other(String),
+}
+
+impl Database {
+    fn of(url: &str) -> Database {
+        match buildstate_server::db::sqlite_path(url) {
+            Some(path) => {
+                let path = std::path::absolute(&path).unwrap_or(path);
+                let existed = path.exists();
+                Database::Sqlite { path, existed }
+            }
+            None => Database::Other(without_password(url)),
+        }
+    }
+
+    /// What `bootstrap` says on stderr before the token.
+    fn bootstrapped(&self, username: &Username) -> String {
+        match self {
+            Database::Sqlite {
+                path,
+                existed: true,
+            } => format!(
+                "created admin user `{username}` in the SQLite database `{}`; its admin token \
+                 follows (shown only this once):",
+                path.display()
+            ),
+            Database::Sqlite {
+                path,
+                existed: false,
+            } => format!(
+                "created admin user `{username}` in a new SQLite database `{}`: it did not exist, \
+                 so a server started elsewhere does not know this token; to bootstrap that \
+                 server's database, run this where the server runs or pass its \
+                 `--database-url sqlite://PATH` (or DATABASE_URL); its admin token follows (shown \
+                 only this once):",
+                path.display()
+            ),
+            Database::Other(url) => format!(
+                "created admin user `{username}` in the database `{url}`; its admin token follows \
+                 (shown only this once):"
+            ),
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`, to name a database in a message.
+fn without_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Setting a password only fails for URLs that cannot have one.
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 pub async fn run(args: ServerArgs, printer: &Printer) -> anyhow::Result<u8> {
     match args.command {
         None => {
@@ -238,11 +303,13 @@ pub async fn run(args: ServerArgs, printer: &Printer) -> anyhow::Result<u8> {
             Ok(exit::SUCCESS)
         }
         Some(ServerCommand::Bootstrap { username, email }) => {
+            // Which database, and whether it was there before opening it creates it: a
+            // bootstrap run from another directory than the server's would otherwise make a
+            // fresh SQLite file and print a token the running server does not know.
+            let database = Database::of(&args.config.database_url);
             let state = args.config.app_state().await?;
             let secret = buildstate_server::bootstrap_admin(&state, &username, &email).await?;
-            eprintln!(
-                "created admin user `{username}`; its admin token follows (shown only this once):"
-            );
+            eprintln!("{}", database.bootstrapped(&username));
             printer
                 .line(secret.as_ref())
                 .map_err(|error| anyhow::anyhow!(error.message))?;

@@ -101,11 +101,32 @@ fn transition_line(event: &BuildEvent) -> String {
             line.push_str(&format!(", next attempt: {}", next_attempt(build)));
         }
     }
-    if let Some(first) = message
+    let lines: Vec<&str> = message
         .as_deref()
-        .and_then(|text| text.trim().lines().next())
-    {
+        .map(|text| text.trim().lines().collect())
+        .unwrap_or_default();
+    if let Some((first, rest)) = lines.split_first() {
         line.push_str(&format!("  {first:?}"));
+        // A failure's cause is at the end of its message (`build run` sends "the end of its
+        // stderr:" and then the lines): show that end under the line, never cut after the
+        // first line.
+        let rest: Vec<&str> = rest
+            .iter()
+            .copied()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        let shown = rest.len().min(MESSAGE_LINES_SHOWN);
+        if rest.len() > shown {
+            line.push_str(&format!("\n{MESSAGE_INDENT}…"));
+        }
+        for more in &rest[rest.len() - shown..] {
+            line.push_str(&format!("\n{MESSAGE_INDENT}{}", more.trim_end()));
+        }
     }
     line
 }
+
+/// How many of a message's further lines `watch` shows under its transition (the last ones).
+const MESSAGE_LINES_SHOWN: usize = 10;
+/// They are indented so that the transitions stay easy to scan.
+const MESSAGE_INDENT: &str = "        ";

@@ -288,3 +288,33 @@ async fn outputs_written_before_a_failure_stay_valid() {
     assert_eq!(outcome.output("decision"), "stop");
     assert_eq!(outcome.output("status"), "cancelled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_to_another_host_is_refused_with_the_input_that_allows_it_and_warned_when_allowed(
+) {
+    let action = Action::new("http://buildstate.invalid:8000", "bst_secretTokenValue123");
+    let workflow = Workflow::default();
+    let gate = [("command", "gate"), ("build-id", "b_1"), ("state", "5")];
+
+    let refused = action.run(&workflow, &Step::new("gate", &gate)).await;
+    assert_eq!(
+        refused.failed(),
+        "refusing to send the API token over plain http:// to `buildstate.invalid`: anyone on \
+         the network path could read it and act as you; use an https:// URL (the `api-url` \
+         input), or, on a network you trust, set the input `allow-insecure: true`"
+    );
+
+    let mut allowed = gate.to_vec();
+    allowed.push(("allow-insecure", "true"));
+    let tried = action.run(&workflow, &Step::new("gate", &allowed)).await;
+    assert!(
+        tried.stdout.contains(
+            "::warning title=buildstate::sending the token over plain http:// to \
+             `buildstate.invalid` (`allow-insecure: true`)"
+        ),
+        "{}",
+        tried.stdout
+    );
+    // Past the refusal: the request was attempted (the name does not resolve).
+    assert!(tried.failed().contains("cannot reach"), "{}", tried.stdout);
+}

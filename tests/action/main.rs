@@ -8,6 +8,7 @@ mod support;
 
 mod bad_input;
 mod commit_status;
+mod failing_examples;
 mod helpers;
 mod image;
 mod retries;

@@ -14,6 +14,24 @@ impl Drop for Running {
     }
 }
 
+/// `bldst server bootstrap` in `dir`, on the default database (no DATABASE_URL).
+fn bootstrap_in(dir: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_bldst"))
+        .args([
+            "server",
+            "bootstrap",
+            "--username",
+            "admin",
+            "--email",
+            "admin@example.com",
+        ])
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env("SECRET_KEY", "binary-test-key")
+        .output()
+        .expect("bootstrap runs")
+}
+
 #[tokio::test]
 async fn bldst_server_creates_its_sqlite_file_serves_and_bootstraps_once() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -58,27 +76,25 @@ async fn bldst_server_creates_its_sqlite_file_serves_and_bootstraps_once() {
         .expect("ready");
     assert_eq!(ready.status(), 200);
 
-    let bootstrap = |dir: &std::path::Path| {
-        Command::new(bldst)
-            .args([
-                "server",
-                "bootstrap",
-                "--username",
-                "admin",
-                "--email",
-                "admin@example.com",
-            ])
-            .current_dir(dir)
-            .env_remove("DATABASE_URL")
-            .env("SECRET_KEY", "binary-test-key")
-            .output()
-            .expect("bootstrap runs")
-    };
-    let first = bootstrap(dir.path());
+    let first = bootstrap_in(dir.path());
     assert!(
         first.status.success(),
         "{}",
         String::from_utf8_lossy(&first.stderr)
+    );
+    let database = dir
+        .path()
+        .canonicalize()
+        .expect("canonical")
+        .join("buildstate.db");
+    assert_eq!(
+        String::from_utf8_lossy(&first.stderr).trim(),
+        format!(
+            "created admin user `admin` in the SQLite database `{}`; its admin token follows \
+             (shown only this once):",
+            database.display()
+        ),
+        "it names the database it used"
     );
     let token = String::from_utf8(first.stdout).expect("utf-8");
     let token = token.trim();
@@ -95,7 +111,7 @@ async fn bldst_server_creates_its_sqlite_file_serves_and_bootstraps_once() {
         "the printed token works against the running server"
     );
 
-    let second = bootstrap(dir.path());
+    let second = bootstrap_in(dir.path());
     assert!(!second.status.success());
     assert!(second.stdout.is_empty(), "nothing on stdout on failure");
     let message = String::from_utf8_lossy(&second.stderr);
@@ -125,6 +141,32 @@ async fn bldst_server_creates_its_sqlite_file_serves_and_bootstraps_once() {
             .expect("exited after SIGTERM");
         assert!(status.success(), "{status}");
     }
+}
+
+/// `bldst server bootstrap` run where the server's SQLite file is not: it says the database
+/// it made is new and how to reach the server's, instead of printing a token that the running
+/// server would reject without a word.
+#[test]
+fn bootstrap_away_from_the_servers_database_says_it_created_a_new_one() {
+    let elsewhere = tempfile::tempdir().expect("another directory");
+    let output = bootstrap_in(elsewhere.path());
+    assert!(output.status.success());
+    let created = elsewhere
+        .path()
+        .canonicalize()
+        .expect("canonical")
+        .join("buildstate.db");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim(),
+        format!(
+            "created admin user `admin` in a new SQLite database `{}`: it did not exist, so a \
+             server started elsewhere does not know this token; to bootstrap that server's \
+             database, run this where the server runs or pass its `--database-url \
+             sqlite://PATH` (or DATABASE_URL); its admin token follows (shown only this once):",
+            created.display()
+        )
+    );
+    assert!(created.exists());
 }
 
 /// `bldst server token create`: the way back in when every admin token is lost, through the

@@ -1,6 +1,7 @@
 // The dashboard as a person uses it, in headless Chromium (Debian's package) against a real
 // `bldst server` seeded by scripts/browser-test.sh. Environment: BASE_URL, TOKEN (read scope),
-// WRITE_TOKEN, BLOCKED_ID, RUNNING_ID, SCREENSHOTS (a directory), CHROMIUM (the executable).
+// WRITE_TOKEN, ADMIN_TOKEN, BLOCKED_ID, RUNNING_ID, FAILED_ID, JUMPED_ID, SCREENSHOTS (a
+// directory), CHROMIUM (the executable).
 "use strict";
 
 const assert = require("node:assert/strict");
@@ -35,7 +36,7 @@ async function main() {
   });
   const step = (name) => console.log(`ok - ${name}`);
   try {
-    for (const [device, viewport] of [["laptop", { width: 1366, height: 800 }], ["phone", { width: 390, height: 844 }]]) {
+    for (const [device, viewport] of [["laptop", { width: 1400, height: 800 }], ["phone", { width: 390, height: 844 }]]) {
       const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
       const page = await context.newPage();
       const urls = [];
@@ -53,6 +54,22 @@ async function main() {
       await page.waitForSelector("#live.on");
       step(`${device}: the list shows the seeded builds`);
       await page.screenshot({ path: path.join(SHOTS, `${device}-builds.png`), fullPage: true });
+
+      // Builds that need a person come first; builds are named by their key; retries read as
+      // such (a build allowed no retry is not "1/0"); a failed build counts down to its retry.
+      const firstStatus = await page.getAttribute("table[data-testid=builds] tbody tr:first-child", "data-status");
+      assert.equal(firstStatus, "blocked", "a blocked build is listed first");
+      const failedRow = `tr[data-build="${env("FAILED_ID")}"]`;
+      assert.equal((await page.textContent(`${failedRow} td.name a`)).trim(), "aws/rhel9/nightly");
+      assert.equal((await page.textContent(`tr[data-build="${env("BLOCKED_ID")}"] .retry-note`)).trim(),
+        "after 1 failure: needs a person");
+      assert.equal((await page.textContent(`${failedRow} .retry-note`)).trim(), "retry 1 of 3");
+      const left = (await page.textContent(`${failedRow} .countdown`)).trim();
+      assert.match(left, /^in (59|60):\d\d$/, `the next attempt counts down: ${left}`);
+      // The status column is on screen, on a phone too.
+      const cell = await page.locator(`${failedRow} td.status`).boundingBox();
+      assert.ok(cell && cell.x + cell.width <= viewport.width, `the status column fits ${viewport.width} px: ${JSON.stringify(cell)}`);
+      step(`${device}: blocked first, keys, retry notes, a countdown, the status on screen`);
 
       // Filter by status.
       await page.selectOption("select[data-filter=status]", "blocked");
@@ -100,10 +117,33 @@ async function main() {
       await page.screenshot({ path: path.join(SHOTS, `${device}-build.png`), fullPage: true });
       await report(running, code, "completed", `${device}: stage ${code} done`);
 
-      // The blocked build's ladder.
+      // The blocked build's ladder; a read token is offered no operator action.
       await page.goto(`${BASE_URL}/dashboard/#/builds/${env("BLOCKED_ID")}`);
       await page.waitForSelector(`ol[data-testid=ladder] li[data-stage-status="blocked"]`);
+      assert.equal(await page.locator("form[data-testid=operator]").count(), 0, "no operator actions for a read token");
       step(`${device}: a blocked build shows its blocked stage`);
+
+      // A failed build's page: its key, labels, outputs, next attempt, stage names.
+      await page.goto(`${BASE_URL}/dashboard/#/builds/${env("FAILED_ID")}`);
+      await page.waitForSelector("[data-testid=outputs] tr[data-output=ami_id]");
+      assert.equal((await page.textContent("h1")).trim(), "aws/rhel9/nightly");
+      const labels = await page.textContent("[data-testid=labels]");
+      assert.ok(labels.includes("git_sha=0a1b2c3") && labels.includes("owner=images-team"), labels);
+      assert.ok((await page.textContent("[data-testid=outputs] tr[data-output=ami_id]")).includes("ami-0abc1234"));
+      assert.match(await page.textContent("[data-testid=next-attempt]"), /next attempt in (59|60):\d\d/);
+      assert.equal((await page.textContent(`ol[data-testid=ladder] li[data-code="10"] .stage-name`)).trim(), "green image (bootable, SSH)");
+      assert.equal((await page.textContent(`ol[data-testid=ladder] li[data-code="55"] .stage-name`)).trim(), "service installation");
+      await page.screenshot({ path: path.join(SHOTS, `${device}-failed-build.png`), fullPage: true });
+      step(`${device}: a failed build shows its key, labels, outputs, next attempt and stage names`);
+
+      // A completed build that jumped from 10 to 100: its skipped stages are one row.
+      await page.goto(`${BASE_URL}/dashboard/#/builds/${env("JUMPED_ID")}`);
+      await page.waitForSelector("ol[data-testid=timeline] li.folded");
+      assert.equal(await page.getAttribute("ol[data-testid=timeline] li.folded", "data-count"), "17");
+      assert.ok((await page.textContent("ol[data-testid=timeline] li.folded")).includes("17 stages skipped"));
+      // Stage 5, skipped alone by the report of 10, stays a row of its own.
+      assert.equal(await page.locator("ol[data-testid=timeline] li[data-kind=skipped]:not(.folded)").count(), 1);
+      step(`${device}: runs of skipped stages are folded into one timeline row`);
 
       // Reports draw their charts.
       await page.click("a[data-nav=reports]");
@@ -112,6 +152,9 @@ async function main() {
       }
       const bars = await page.locator("[data-testid=chart-success-platform] svg rect").count();
       assert.ok(bars >= 2, `a bar per platform (${bars})`);
+      // aws: one published, one still failing: the rate says of how many.
+      const rates = await page.textContent("[data-testid=chart-success-platform] svg");
+      assert.ok(rates.includes("100% of 1 finished · 1 unfinished"), rates);
       await page.waitForSelector("[data-testid=blocked] tbody tr");
       step(`${device}: the reports page draws its charts and lists blocked builds`);
       await page.screenshot({ path: path.join(SHOTS, `${device}-reports.png`), fullPage: true });
@@ -121,6 +164,32 @@ async function main() {
       step(`${device}: no request URL carries the token`);
       await context.close();
     }
+
+    // An admin token gets the operator actions: retry the blocked build, with a reason.
+    const context = await browser.newContext({ viewport: { width: 1400, height: 800 }, deviceScaleFactor: 1 });
+    const page = await context.newPage();
+    await page.goto(`${BASE_URL}/`);
+    await page.fill("#token", env("ADMIN_TOKEN"));
+    await page.click("#login button[type=submit]");
+    await page.waitForSelector("table[data-testid=builds] tbody tr");
+    await page.goto(`${BASE_URL}/dashboard/#/builds/${env("BLOCKED_ID")}`);
+    await page.waitForSelector("form[data-testid=operator]");
+    const offered = await page.$$eval("select[data-testid=operator-action] option", (options) => options.map((o) => o.value));
+    assert.deepEqual(offered, ["retry", "reset", "cancel"]);
+    await page.screenshot({ path: path.join(SHOTS, "admin-blocked-build.png"), fullPage: true });
+    await page.selectOption("select[data-testid=operator-action]", "retry");
+    assert.equal(await page.isVisible("select[data-testid=operator-state]"), false, "a retry asks for no stage");
+    await page.selectOption("select[data-testid=operator-action]", "reset");
+    assert.equal(await page.isVisible("select[data-testid=operator-state]"), true, "a reset asks for the stage");
+    await page.selectOption("select[data-testid=operator-action]", "retry");
+    await page.fill("input[data-testid=operator-reason]", "mirror replaced");
+    await page.click("form[data-testid=operator] button[type=submit]");
+    await page.waitForSelector("ol[data-testid=timeline] li[data-kind=retried]");
+    assert.ok((await page.textContent("ol[data-testid=timeline] li[data-kind=retried]")).includes("mirror replaced"));
+    assert.equal(await page.locator(`ol[data-testid=ladder] li[data-stage-status="blocked"]`).count(), 0);
+    assert.equal((await page.textContent("[data-testid=operator-error]")).trim(), "");
+    step("admin: retries a blocked build with a reason, from its page");
+    await context.close();
   } finally {
     await browser.close();
   }

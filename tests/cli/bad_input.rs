@@ -11,6 +11,8 @@ use crate::support::TestApp;
 #[derive(Clone, Copy)]
 enum Caller {
     Admin,
+    /// A `read` token.
+    Reader,
     NoToken,
     UnknownToken,
     /// An address where nothing listens.
@@ -43,6 +45,19 @@ async fn every_bad_input_gets_one_line_and_its_exit_code(app: TestApp) {
         "BUILDSTATE_API_URL",
         &format!("http://127.0.0.1:{closed_port}"),
     );
+    let read_token = admin
+        .run(&[
+            "token",
+            "create",
+            "--scope",
+            "read",
+            "--description",
+            "reader",
+        ])
+        .await
+        .ok()
+        .stdout;
+    let reader = Bldst::with_token(&app, Some(read_token.trim()));
     let no_token = Bldst::with_token(&app, None);
     let unknown_token = Bldst::with_token(&app, Some("bst_not_a_real_token"));
     let cases: Vec<(&str, Caller, Vec<&str>, i32)> = vec![
@@ -287,6 +302,34 @@ async fn every_bad_input_gets_one_line_and_its_exit_code(app: TestApp) {
             vec!["build", "retry", id, "--reason", "why not"],
             4,
         ),
+        (
+            "a retry count past the limit",
+            Caller::Admin,
+            vec![
+                "build",
+                "create",
+                "--platform",
+                "aws",
+                "--image-type",
+                "rhel8",
+                "--max-retries",
+                "200",
+            ],
+            2,
+        ),
+        (
+            "a read token writing",
+            Caller::Reader,
+            vec![
+                "build",
+                "create",
+                "--platform",
+                "aws",
+                "--image-type",
+                "rhel8",
+            ],
+            5,
+        ),
         ("no token", Caller::NoToken, vec!["build", "list"], 5),
         (
             "an unknown token",
@@ -313,6 +356,7 @@ async fn every_bad_input_gets_one_line_and_its_exit_code(app: TestApp) {
     for (name, caller, args, expected) in cases {
         let bldst = match caller {
             Caller::Admin => &admin,
+            Caller::Reader => &reader,
             Caller::NoToken => &no_token,
             Caller::UnknownToken => &unknown_token,
             Caller::NoServer => &no_server,

@@ -133,6 +133,15 @@ fn the_demo_script_finds_a_debug_build_and_resumes_the_failed_stage() {
         ],
         "{stdout}"
     );
+    // It ends by saying what resuming did, not with a gate's "stop" that reads like an error.
+    assert_eq!(
+        stdout.lines().last(),
+        Some(
+            "the re-run skipped stages 0, 5, 10 (completed by the first run), ran stage 15 \
+             again after 1 failure(s), and published the image (stage 100)"
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]

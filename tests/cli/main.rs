@@ -15,6 +15,7 @@ mod rate_limits;
 mod reports;
 mod retries;
 mod run;
+mod shown_commands;
 mod streams;
 mod usage;
 mod watch;

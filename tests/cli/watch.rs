@@ -86,7 +86,7 @@ async fn watch_prints_each_transition_until_the_build_completes(app: TestApp) {
             "--status",
             "failed",
             "--message",
-            "packer: mirror timed out\nsecond line",
+            "`packer` exited with code 1 after 3s; the end of its stderr:\n==> amazon-ebs: waiting for SSH\nBuild 'amazon-ebs' errored: mirror timed out",
         ])
         .await
         .ok();
@@ -108,9 +108,11 @@ async fn watch_prints_each_transition_until_the_build_completes(app: TestApp) {
         .filter(|entry| entry.seq > started_seq)
         .map(|entry| format!("#{}", entry.seq))
         .collect();
+    // A message's further lines are indented under its transition.
     let printed: Vec<String> = watched
         .stdout
         .lines()
+        .filter(|line| !line.starts_with(' '))
         .map(|line| line.split("  ").nth(1).expect("a seq column").to_owned())
         .collect();
     assert_eq!(

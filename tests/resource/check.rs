@@ -84,14 +84,25 @@ async fn an_unknown_version_gets_the_latest(app: TestApp) {
     let source = resource.source("k3", json!({}));
     let mut unknown_seq = first.clone();
     unknown_seq["seq"] = json!("9999");
-    for version in [json!({"ref": "abc"}), unknown_seq] {
+    // A version of a build the server does not know (pruned, another server's): not "every
+    // transition of the current build", only the latest.
+    let mut unknown_build = first.clone();
+    unknown_build["build_id"] = json!("b_00000000000000000000");
+    let mut unparsable_build = first.clone();
+    unparsable_build["build_id"] = json!("not a build id");
+    for version in [
+        json!({"ref": "abc"}),
+        unknown_seq,
+        unknown_build,
+        unparsable_build,
+    ] {
         let found = versions(
             &resource
                 .check(&json!({"source": source, "version": version}))
                 .await
                 .json(),
         );
-        assert_eq!(found, vec![last.clone()]);
+        assert_eq!(found, vec![last.clone()], "given {version}");
     }
     app.stop().await;
 }
@@ -217,3 +228,38 @@ on_both_backends!(
     a_version_of_an_earlier_build_gets_the_new_builds_transitions,
     a_fixed_build_id_is_tracked,
 );
+
+/// An internal server on plain `http://`: refused with the `source` key that allows it (not a
+/// flag or variable a resource cannot pass), then, allowed, warned about on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_to_another_host_needs_allow_insecure_in_source_and_is_warned_about() {
+    let app = TestApp::spawn(crate::support::Backend::Sqlite)
+        .await
+        .expect("a SQLite server");
+    let resource = Resource::new(&app);
+    let mut source = resource.source("k-insecure", json!({"max_attempts": 1}));
+    source["api_url"] = json!("http://buildstate.invalid:8000");
+
+    let refused = resource.check(&json!({"source": source})).await;
+    assert_eq!(
+        refused.failure(),
+        "error: check: refusing to send the API token over plain http:// to \
+         `buildstate.invalid`: anyone on the network path could read it and act as you; use an \
+         https:// URL (`api_url` in the resource's `source`), or, on a network you trust, set \
+         `allow_insecure: true` in the resource's `source`"
+    );
+
+    source["allow_insecure"] = json!(true);
+    let tried = resource.check(&json!({"source": source})).await;
+    let last = tried.failure();
+    assert!(last.contains("cannot reach"), "past the refusal: {last}");
+    assert!(
+        tried.stderr.lines().any(|line| line
+            == "warning: sending the token over plain http:// to `buildstate.invalid` \
+                (`allow_insecure: true`): anyone on the network path can read it; prefer an \
+                https:// `api_url`"),
+        "{}",
+        tried.stderr
+    );
+    app.stop().await;
+}

@@ -8,6 +8,7 @@
 mod support;
 
 mod check;
+mod failing_examples;
 mod get;
 mod helpers;
 mod image;

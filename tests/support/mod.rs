@@ -9,6 +9,7 @@
 //! of test threads. The measured peak is in BENCHMARKS.md (`scripts/pg-peak.sh`).
 #![allow(dead_code)]
 
+pub mod examples;
 pub mod image;
 pub mod process;
 pub mod redis;

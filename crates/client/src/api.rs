@@ -123,14 +123,15 @@ impl ClientConfig {
     }
 }
 
-/// A bearer token over plain HTTP is readable by anyone on the way; only this machine
-/// (`localhost`, 127.0.0.0/8, `::1`) is safe to reach that way.
-fn refuse_plain_http_to_another_host(base_url: &str) -> Result<()> {
-    let url = reqwest::Url::parse(base_url).map_err(|error| {
-        ClientError::Config(format!("the API URL `{base_url}` is not a URL: {error}"))
-    })?;
+/// The host a token would reach over plain `http://` when `base_url` names another machine:
+/// a bearer token over plain HTTP is readable by anyone on the way, and only this machine
+/// (`localhost`, 127.0.0.0/8, `::1`) is safe to reach that way. `None` for `https://`, for
+/// loopback, and for what is no URL (refused elsewhere). Front ends warn with it when their
+/// user opted in.
+pub fn insecure_host(base_url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(base_url).ok()?;
     if url.scheme() != "http" {
-        return Ok(());
+        return None;
     }
     let loopback = match url.host() {
         Some(url::Host::Domain(name)) => {
@@ -141,15 +142,17 @@ fn refuse_plain_http_to_another_host(base_url: &str) -> Result<()> {
         Some(url::Host::Ipv6(address)) => address.is_loopback(),
         None => false,
     };
-    if loopback {
-        return Ok(());
+    (!loopback).then(|| url.host_str().unwrap_or_default().to_owned())
+}
+
+fn refuse_plain_http_to_another_host(base_url: &str) -> Result<()> {
+    reqwest::Url::parse(base_url).map_err(|error| {
+        ClientError::Config(format!("the API URL `{base_url}` is not a URL: {error}"))
+    })?;
+    match insecure_host(base_url) {
+        Some(host) => Err(ClientError::Insecure { host }),
+        None => Ok(()),
     }
-    Err(ClientError::Config(format!(
-        "refusing to send the API token over plain http:// to `{}`: anyone on the network path \
-         could read it and act as you; use an https:// URL, or, on a network you trust, pass \
-         --allow-insecure (or set {ALLOW_INSECURE_VAR}=1)",
-        url.host_str().unwrap_or_default()
-    )))
 }
 
 /// The longest wait between two attempts. A `Retry-After` asking for longer ends the retries:
@@ -185,6 +188,13 @@ pub enum ClientError {
     /// The client could not be set up.
     #[error("{0}")]
     Config(String),
+    /// A token would go over plain `http://` to another machine and nobody opted in. How to
+    /// opt in differs per front end (`failure::Hints::allow_insecure`).
+    #[error(
+        "refusing to send the API token over plain http:// to `{host}`: anyone on the network \
+         path could read it and act as you"
+    )]
+    Insecure { host: String },
 }
 
 impl ClientError {
@@ -850,8 +860,22 @@ mod insecure_tests {
                 "{error}"
             );
             assert!(error.contains("could read it"), "{error}");
-            assert!(error.contains("--allow-insecure"), "{error}");
-            assert!(error.contains(ALLOW_INSECURE_VAR), "{error}");
+            // How to opt in is each front end's own (`failure::Hints::allow_insecure`).
+            assert!(
+                matches!(
+                    client(url, Some("bst_x"), false),
+                    Err(ClientError::Insecure { .. })
+                ),
+                "{url}"
+            );
+            assert!(insecure_host(url).is_some(), "{url}");
+        }
+        for url in [
+            "https://h.example",
+            "http://127.0.0.1:1",
+            "http://localhost:1",
+        ] {
+            assert_eq!(insecure_host(url), None, "{url}");
         }
     }
 

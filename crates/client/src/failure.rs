@@ -56,7 +56,7 @@ pub fn exit_code(error: &ClientError) -> u8 {
         },
         ClientError::Unreachable { .. } => exit::UNREACHABLE,
         ClientError::Protocol { .. } => exit::FAILURE,
-        ClientError::Config(_) => exit::USAGE,
+        ClientError::Config(_) | ClientError::Insecure { .. } => exit::USAGE,
     }
 }
 
@@ -84,6 +84,18 @@ pub struct Hints<'a> {
     pub bad_token: &'a str,
     /// Where the API URL is set, e.g. "--api-url or BUILDSTATE_API_URL".
     pub api_url: &'a str,
+    /// How to send a token over plain `http://` to another host, in words the front end's user
+    /// can act on (a flag, a `source` key, an input).
+    pub allow_insecure: &'a str,
+    /// The front end's name for a request field the server refused (`max_retries` is
+    /// `--max-retries` on the command line), so that a bare "must be 0 to 100" says where.
+    pub field: fn(&str) -> String,
+}
+
+/// A request field as the API names it, quoted: for front ends whose user writes the API's
+/// names (the resource's `source` and `params` keys).
+pub fn api_field(field: &str) -> String {
+    format!("`{field}`")
 }
 
 /// The server's sentence, with a hint on what to do next where the server cannot know it.
@@ -93,6 +105,18 @@ pub fn describe(error: &ClientError, hints: &Hints<'_>) -> String {
         ClientError::Api { code, message, .. } => match code {
             ErrorCode::MissingToken => format!("no API token: {}", hints.no_token),
             ErrorCode::InvalidToken => format!("{message}: {}", hints.bad_token),
+            ErrorCode::InsufficientScope => format!("{message}; then {}", hints.bad_token),
+            ErrorCode::InvalidField => match error_field(error) {
+                // The server names the field beside the message; a message that does not name
+                // it itself would leave the reader guessing which value to change.
+                Some(field)
+                    if !message.contains(&format!("`{field}`"))
+                        && !message.contains(&(hints.field)(field)) =>
+                {
+                    format!("{}: {message}", (hints.field)(field))
+                }
+                _ => message.clone(),
+            },
             ErrorCode::RateLimited => format!(
                 "{message} (the server still refused after every retry; it enforces \
                  BUILDSTATE_RATE_LIMIT_* limits)"
@@ -109,6 +133,18 @@ pub fn describe(error: &ClientError, hints: &Hints<'_>) -> String {
             )
         }
         ClientError::Config(message) => format!("{message}; check {}", hints.api_url),
+        ClientError::Insecure { .. } => format!(
+            "{error}; use an https:// URL ({}), or, on a network you trust, {}",
+            hints.api_url, hints.allow_insecure
+        ),
+    }
+}
+
+/// The field an API error names, if any.
+fn error_field(error: &ClientError) -> Option<&str> {
+    match error {
+        ClientError::Api { field, .. } => field.as_deref(),
+        _ => None,
     }
 }
 
@@ -120,6 +156,8 @@ mod tests {
         no_token: "set `token`",
         bad_token: "replace `token`",
         api_url: "`api_url`",
+        allow_insecure: "set `allow_insecure: true`",
+        field: |field| format!("--{}", field.replace('_', "-")),
     };
 
     fn api(status: u16, code: ErrorCode) -> ClientError {
@@ -177,6 +215,52 @@ mod tests {
         assert_eq!(
             describe(&api(409, ErrorCode::RetryTooSoon), &HINTS),
             "the server's sentence"
+        );
+    }
+
+    #[test]
+    fn a_refused_field_is_named_in_the_front_ends_words_unless_the_message_names_it() {
+        let invalid = |field: &str, message: &str| ClientError::Api {
+            status: 422,
+            code: ErrorCode::InvalidField,
+            message: message.to_owned(),
+            field: Some(field.to_owned()),
+            details: None,
+        };
+        let cases = [
+            (
+                invalid("max_retries", "must be 0 to 100: why"),
+                "--max-retries: must be 0 to 100: why",
+            ),
+            (
+                invalid("limit", "must be 1 to 200"),
+                "--limit: must be 1 to 200",
+            ),
+            (
+                invalid("state", "invalid `state`: valid codes are 0 to 100"),
+                "invalid `state`: valid codes are 0 to 100",
+            ),
+            (
+                api(403, ErrorCode::InsufficientScope),
+                "the server's sentence; then replace `token`",
+            ),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(describe(&error, &HINTS), expected, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn a_plain_http_refusal_says_how_this_front_end_opts_in() {
+        let error = ClientError::Insecure {
+            host: "ci.internal".to_owned(),
+        };
+        assert_eq!(exit_code(&error), exit::USAGE);
+        assert_eq!(
+            describe(&error, &HINTS),
+            "refusing to send the API token over plain http:// to `ci.internal`: anyone on the \
+             network path could read it and act as you; use an https:// URL (`api_url`), or, on \
+             a network you trust, set `allow_insecure: true`"
         );
     }
 }

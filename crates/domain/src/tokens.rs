@@ -33,16 +33,16 @@ pub struct Holder<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenRefusal {
     /// The request needs a wider token (`write`, or `admin` for another user's tokens).
-    #[error("this needs a token with `{needed}` scope; the token used has `{held}`")]
+    #[error("this needs a token with `{needed}` scope; the token used has `{held}`: use a `{needed}` token (its user creates one with `bldst token create --scope {needed}` from a token with that scope, an admin for anyone with `--username`)")]
     InsufficientScope { needed: Scope, held: Scope },
     /// A token cannot create a token wider than itself.
-    #[error("a `{held}` token cannot create a `{requested}` token: a created token's scope is at most its creator's")]
+    #[error("a `{held}` token cannot create a `{requested}` token: a created token's scope is at most its creator's; create it with a `{requested}` token, or ask for at most `{held}`")]
     ScopeAboveCreator { requested: Scope, held: Scope },
     /// A token cannot revoke a token wider than itself.
     #[error("a `{held}` token cannot revoke a `{target}` token: use a token with at least `{target}` scope")]
     RevokeAboveScope { target: Scope, held: Scope },
     /// The user's role cannot hold the requested scope.
-    #[error("user `{username}` has the `{role}` role, which cannot hold `{requested}` tokens")]
+    #[error("user `{username}` has the `{role}` role, which cannot hold `{requested}` tokens: ask for a narrower scope")]
     ScopeAboveRole {
         username: Username,
         role: Role,
@@ -287,6 +287,56 @@ mod tests {
             grant(&permanent, Some(u64::MAX)),
             Err(TokenRefusal::ExpiryTooLarge)
         );
+    }
+
+    /// Every refusal says what to do, not only what is wrong: the scope refusals name the
+    /// scope to use and how to get a token with it, the range refusals the bound.
+    #[test]
+    fn every_refusal_names_the_fix() {
+        let cases = [
+            (
+                TokenRefusal::InsufficientScope {
+                    needed: Scope::Write,
+                    held: Scope::Read,
+                },
+                "this needs a token with `write` scope; the token used has `read`: use a `write` \
+                 token (its user creates one with `bldst token create --scope write` from a token \
+                 with that scope, an admin for anyone with `--username`)",
+            ),
+            (
+                TokenRefusal::ScopeAboveCreator {
+                    requested: Scope::Admin,
+                    held: Scope::Write,
+                },
+                "a `write` token cannot create a `admin` token: a created token's scope is at \
+                 most its creator's; create it with a `admin` token, or ask for at most `write`",
+            ),
+            (
+                TokenRefusal::RevokeAboveScope {
+                    target: Scope::Admin,
+                    held: Scope::Write,
+                },
+                "a `write` token cannot revoke a `admin` token: use a token with at least `admin` \
+                 scope",
+            ),
+            (
+                TokenRefusal::ScopeAboveRole {
+                    username: name("bob"),
+                    role: Role::Member,
+                    requested: Scope::Admin,
+                },
+                "user `bob` has the `member` role, which cannot hold `admin` tokens: ask for a \
+                 narrower scope",
+            ),
+            (
+                TokenRefusal::ExpiryTooLarge,
+                "must be at most 3155760000 seconds (100 years); leave it out for a token that \
+                 never expires",
+            ),
+        ];
+        for (refusal, expected) in cases {
+            assert_eq!(refusal.to_string(), expected, "{refusal:?}");
+        }
     }
 
     #[test]

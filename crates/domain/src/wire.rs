@@ -563,6 +563,19 @@ pub struct StatusAnswer {
     /// Absent from servers older than the rate limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<RateLimitStatus>,
+    /// Every stage code with the name this server gives it (names may be configured), so that
+    /// a client can label stages a build has not reached. Absent from older servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageName>,
+}
+
+/// One stage code, its configured name and its phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StageName {
+    pub code: StateCode,
+    pub name: String,
+    pub phase: Phase,
 }
 
 /// Where the rate limits are counted right now.

@@ -249,6 +249,11 @@ impl Database {
             .context("failed to apply database migrations")
     }
 
+    /// The name this server gives stage `code` (configured, or the product's).
+    pub fn state_name(&self, code: buildstate_domain::StateCode) -> &str {
+        self.names.name(code)
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }
@@ -276,6 +281,20 @@ impl Database {
     }
 }
 
+/// The file a `sqlite:` URL opens, as sqlx reads it (`sqlite://PATH` or `sqlite:PATH`, up to
+/// `?`; a relative path is relative to the current directory), or `None` for another scheme
+/// or an in-memory database. Lets a command say which file it used, and whether it existed.
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.contains(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
+}
+
 fn sqlite_url_creating_file(url: &str) -> String {
     if url.contains("mode=") || url.contains(":memory:") {
         url.to_owned()
@@ -283,5 +302,28 @@ fn sqlite_url_creating_file(url: &str) -> String {
         format!("{url}&mode=rwc")
     } else {
         format!("{url}?mode=rwc")
+    }
+}
+
+#[cfg(test)]
+mod sqlite_path_tests {
+    use super::sqlite_path;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_sqlite_url_names_the_file_sqlx_opens() {
+        for (url, path) in [
+            ("sqlite://buildstate.db", Some("buildstate.db")),
+            ("sqlite:buildstate.db", Some("buildstate.db")),
+            (
+                "sqlite:///var/lib/bst/db.sqlite?mode=rwc",
+                Some("/var/lib/bst/db.sqlite"),
+            ),
+            ("sqlite::memory:", None),
+            ("sqlite://x.db?mode=memory", None),
+            ("postgres://ci@db/buildstate", None),
+        ] {
+            assert_eq!(sqlite_path(url), path.map(PathBuf::from), "{url}");
+        }
     }
 }

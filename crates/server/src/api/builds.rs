@@ -92,7 +92,10 @@ pub async fn start_build(
     if max_retries > MAX_RETRIES_LIMIT {
         return Err(ApiError::invalid_field(
             "max_retries",
-            format!("must be at most {MAX_RETRIES_LIMIT}"),
+            format!(
+                "must be 0 to {MAX_RETRIES_LIMIT}: the failures a stage may have before its build \
+                 is blocked for a person"
+            ),
         ));
     }
     let (build, resumed) = state
@@ -148,7 +151,10 @@ pub async fn list_builds(
     if offset > MAX_OFFSET {
         return Err(ApiError::invalid_field(
             "offset",
-            format!("must be at most {MAX_OFFSET}"),
+            format!(
+                "must be at most {MAX_OFFSET}: narrow the list (platform, image type, status, key) \
+                 instead of paging that far"
+            ),
         ));
     }
     let filter = BuildFilter {

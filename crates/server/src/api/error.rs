@@ -150,7 +150,7 @@ impl ApiError {
         ApiError::new(
             StatusCode::FORBIDDEN,
             ErrorCode::InsufficientScope,
-            format!("this needs a token with `{needed}` scope; the token used has `{held}`"),
+            buildstate_domain::tokens::TokenRefusal::InsufficientScope { needed, held }.to_string(),
         )
     }
 

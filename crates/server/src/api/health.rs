@@ -3,8 +3,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use buildstate_domain::wire::{ErrorBody, Health, StatusAnswer};
-use buildstate_domain::Scope;
+use buildstate_domain::wire::{ErrorBody, Health, StageName, StatusAnswer};
+use buildstate_domain::{Scope, StateCode};
 
 use super::error::ApiError;
 use super::extract::Authenticated;
@@ -65,5 +65,12 @@ pub async fn status(
     Ok(Json(StatusAnswer {
         overview: state.db.status_overview().await?,
         rate_limits: Some(state.rate_limits.status()),
+        stages: StateCode::all()
+            .map(|code| StageName {
+                code,
+                name: state.db.state_name(code).to_owned(),
+                phase: code.phase(),
+            })
+            .collect(),
     }))
 }

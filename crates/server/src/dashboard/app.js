@@ -55,18 +55,60 @@ function secs(value) {
   return `${(value / 3600).toFixed(1)} h`;
 }
 
+// "in 1:05", "in 2 h 03 min", or "due now" for a time in the future (a failed build's next
+// attempt). Elements made by countdown() are refreshed every second by tickCountdowns().
+function untilText(iso) {
+  const left = Math.round((new Date(iso).getTime() - Date.now()) / 1000);
+  if (left <= 0) return "due now";
+  if (left < 3600) return `in ${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+  return `in ${Math.floor(left / 3600)} h ${String(Math.floor((left % 3600) / 60)).padStart(2, "0")} min`;
+}
+
+function countdown(iso) {
+  return h("span", { class: "countdown", "data-countdown": iso, title: new Date(iso).toLocaleString() }, untilText(iso));
+}
+
+function tickCountdowns() {
+  for (const el of document.querySelectorAll("[data-countdown]")) el.textContent = untilText(el.dataset.countdown);
+}
+setInterval(tickCountdowns, 1000);
+
+// The stage names this server uses (from /status), by code; filled at sign-in.
+let stageNames = {};
+// Who is signed in (`/auth/whoami`): operator actions are offered to admin tokens only.
+let me = null;
+
+// What a person should know about a build's retries, in a few words: the attempt it is on, or
+// that it needs a person. `max_retries` 0 means one attempt and no retry.
+function retryNote(build) {
+  if (build.status === "blocked") {
+    return `after ${build.failures} failure${build.failures === 1 ? "" : "s"}: needs a person`;
+  }
+  if (build.status === "failed") {
+    return `retry ${build.failures} of ${build.max_retries}`;
+  }
+  if (build.failures) return `${build.failures} failure${build.failures === 1 ? "" : "s"}`;
+  return "";
+}
+
 function badge(status) {
   return h("span", { class: `badge ${status}`, "data-status": status }, status.replace("_", " "));
 }
 
 class Unauthorized extends Error {}
 
-async function api(path) {
-  const answer = await fetch(path, { headers: { Authorization: `Bearer ${token}` } });
+async function api(path, body) {
+  const init = { headers: { Authorization: `Bearer ${token}` } };
+  if (body !== undefined) {
+    init.method = "POST";
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const answer = await fetch(path, init);
   if (answer.status === 401) throw new Unauthorized();
-  const body = await answer.json();
-  if (!answer.ok) throw new Error(body.error ? body.error.message : `HTTP ${answer.status}`);
-  return body;
+  const result = await answer.json();
+  if (!answer.ok) throw new Error(result.error ? result.error.message : `HTTP ${answer.status}`);
+  return result;
 }
 
 // Follows a server-sent event stream with fetch (EventSource cannot send the token header),
@@ -138,6 +180,7 @@ function signOut() {
   sessionStorage.removeItem(STORE_KEY);
   localStorage.removeItem(STORE_KEY);
   token = null;
+  me = null;
   route();
 }
 
@@ -176,8 +219,10 @@ async function route() {
   }
   document.getElementById("logout").hidden = false;
   try {
-    if (!document.getElementById("who").textContent) {
-      const me = await api("/auth/whoami");
+    if (!me) {
+      const [who, overview] = await Promise.all([api("/auth/whoami"), api("/status")]);
+      me = who;
+      stageNames = Object.fromEntries((overview.stages || []).map((stage) => [stage.code, stage.name]));
       document.getElementById("who").textContent = `${me.username} (${me.scope})`;
     }
     const build = hash.match(/^\/builds\/([^/?]+)/);
@@ -189,6 +234,7 @@ async function route() {
       sessionStorage.removeItem(STORE_KEY);
       localStorage.removeItem(STORE_KEY);
       token = null;
+      me = null;
       return showLogin("The token is no longer accepted: sign in again.");
     }
     document.getElementById("main").replaceChildren(h("p", { class: "error", role: "alert" }, error.message));
@@ -222,10 +268,15 @@ async function listPage() {
     STATUSES.map((status) => h("div", { class: `tile ${status}` },
       h("b", { "data-count": status }, overview.by_status[status] || 0), ` ${status.replace("_", " ")}`)));
 
-  const body = h("tbody", {}, page.builds.map(buildRow));
+  // Builds that need a person first; otherwise the server's order (newest first).
+  const needsPerson = (build) => build.status === "blocked";
+  const ordered = [...page.builds.filter(needsPerson), ...page.builds.filter((b) => !needsPerson(b))];
+  const body = h("tbody", {}, ordered.map(buildRow));
+  // Build and status first: they are what a phone shows without scrolling.
   const table = h("div", { class: "scroll" }, h("table", { class: "builds", "data-testid": "builds" },
-    h("thead", {}, h("tr", {}, h("th", {}, "Build"), h("th", {}, "Platform"), h("th", { class: "wide" }, "Image type"),
-      h("th", {}, "Stage"), h("th", {}, "Status"), h("th", { class: "wide" }, "Last message"), h("th", {}, "Updated"))),
+    h("thead", {}, h("tr", {}, h("th", {}, "Build"), h("th", {}, "Status"), h("th", {}, "Stage"),
+      h("th", { class: "wide" }, "Platform"), h("th", { class: "wide" }, "Image type"),
+      h("th", { class: "wide" }, "Last message"), h("th", {}, "Updated"))),
     body));
   main.replaceChildren(
     h("div", { class: "title" }, h("h1", {}, "Builds"), liveDot()),
@@ -241,17 +292,35 @@ async function listPage() {
     if (!matches(build)) return;
     const row = buildRow(build);
     row.classList.add("flash");
-    body.prepend(row);
+    // Newest first, below the builds that need a person (unless it is one).
+    const blockedRows = body.querySelectorAll('tr[data-status="blocked"]');
+    if (needsPerson(build) || !blockedRows.length) body.prepend(row);
+    else blockedRows[blockedRows.length - 1].after(row);
   }, signal);
+}
+
+// A build's name for people: its key, else its platform and image type.
+function buildName(build) {
+  return build.key || `${build.platform}/${build.image_type}`;
+}
+
+// The status, what it means for retries, and when the next attempt is due.
+function statusCell(build) {
+  const note = retryNote(build);
+  return [badge(build.status),
+    note ? h("small", { class: "retry-note", "data-testid": "retry-note" }, ` ${note}`) : null,
+    build.status === "failed" && build.next_attempt_at
+      ? h("small", { class: "next-attempt" }, " · next attempt ", countdown(build.next_attempt_at)) : null];
 }
 
 function buildRow(build) {
   return h("tr", { "data-build": build.id, "data-status": build.status, "data-state": build.state },
-    h("td", {}, h("a", { href: `#/builds/${encodeURIComponent(build.id)}` }, build.id)),
-    h("td", {}, build.platform),
-    h("td", { class: "wide" }, build.image_type),
+    h("td", { class: "name" }, h("a", { href: `#/builds/${encodeURIComponent(build.id)}` }, buildName(build)),
+      h("small", { class: "muted id" }, build.id)),
+    h("td", { class: "status" }, statusCell(build)),
     h("td", {}, h("span", { class: "code" }, build.state), " ", build.state_name),
-    h("td", {}, badge(build.status), build.failures ? h("small", {}, ` ${build.failures}/${build.max_retries}`) : null),
+    h("td", { class: "wide" }, build.platform),
+    h("td", { class: "wide" }, build.image_type),
     h("td", { class: "wide message" }, build.last_message || ""),
     h("td", { title: build.updated_at }, when(build.updated_at)));
 }
@@ -270,32 +339,46 @@ async function buildPage(id) {
   }
   const main = document.getElementById("main");
   const header = h("div", {});
+  const details = h("div", { class: "details" });
+  const actions = h("div", {});
   const ladder = h("ol", { class: "ladder", "data-testid": "ladder" });
   const timeline = h("ol", { class: "timeline", "data-testid": "timeline" });
   main.replaceChildren(
     h("p", {}, h("a", { href: "#/" }, "← all builds")),
-    header,
+    header, details, actions,
     h("h2", {}, "Stages"), ladder,
     h("h2", {}, "Timeline"), timeline);
 
   let current = build;
   const draw = () => {
     header.replaceChildren(
-      h("div", { class: "title" }, h("h1", {}, current.id), badge(current.status),
-        liveDot()),
-      h("p", { class: "muted" }, `${current.platform} · ${current.image_type}`,
-        current.key ? ` · key ${current.key}` : "", current.description ? ` · ${current.description}` : ""),
-      h("p", {}, "At stage ", h("span", { class: "code" }, current.state), ` ${current.state_name}`,
-        current.failures ? ` — ${current.failures} of ${current.max_retries} retries used` : ""));
+      h("div", { class: "title" }, h("h1", {}, buildName(current)), badge(current.status), liveDot()),
+      h("p", { class: "muted" }, `build ${current.id} · ${current.platform} · ${current.image_type}`,
+        current.description ? ` · ${current.description}` : ""),
+      h("p", { "data-testid": "where" }, "At stage ", h("span", { class: "code" }, current.state), ` ${current.state_name}`,
+        retryNote(current) ? ` — ${retryNote(current)}` : "",
+        current.status === "failed" && current.next_attempt_at
+          ? h("span", { "data-testid": "next-attempt" }, " · next attempt ", countdown(current.next_attempt_at),
+            ` (${new Date(current.next_attempt_at).toLocaleString()})`) : null,
+        current.lease ? ` · held by ${current.lease.run} until ${new Date(current.lease.expires_at).toLocaleString()}` : ""));
+    details.replaceChildren(...buildDetails(current));
+    // Rebuilt only when what it offers changes, so a live event does not wipe a reason being typed.
+    const offer = `${current.status}:${current.state}`;
+    if (me && me.scope === "admin" && actions.dataset.offer !== offer) {
+      actions.dataset.offer = offer;
+      actions.replaceChildren(operatorActions(current, (changed) => { current = changed; draw(); }));
+    }
     const stages = ladderOf(current, entries);
     ladder.replaceChildren(...CODES.map((code) => {
       const stage = stages[code];
+      const name = code === current.state ? current.state_name : (stageNames[code] || "");
       return h("li", { class: `stage ${stage.status}`, "data-code": code, "data-stage-status": stage.status,
-        title: `${code} ${stage.status}${stage.attempts ? ` (${stage.attempts} failed attempts)` : ""}` },
+        title: `${code} ${name}: ${stage.status}${stage.attempts ? ` (${stage.attempts} failed attempts)` : ""}` },
         h("span", { class: "code" }, code),
+        name ? h("span", { class: "stage-name" }, name) : null,
         h("span", { class: "stage-status" }, stage.label));
     }));
-    timeline.replaceChildren(...entries.slice().reverse().map(entryItem));
+    timeline.replaceChildren(...timelineItems(entries.slice().reverse()));
   };
   draw();
   follow(`/builds/${encodeURIComponent(id)}/events?after=${current.last_seq}`, ({ build: changed, entry }) => {
@@ -306,6 +389,92 @@ async function buildPage(id) {
     const item = timeline.firstElementChild;
     if (item) item.classList.add("flash");
   }, signal);
+}
+
+// Labels and the outputs of the completed stages (what a resumed run gets back).
+function buildDetails(build) {
+  const parts = [];
+  const labels = Object.entries(build.labels || {});
+  if (labels.length) {
+    parts.push(h("p", { class: "labels", "data-testid": "labels" },
+      labels.map(([name, value]) => h("span", { class: "label" }, `${name}=${value}`))));
+  }
+  const outputs = Object.entries(build.outputs || {});
+  if (outputs.length) {
+    parts.push(h("section", { class: "card", "data-testid": "outputs" }, h("h2", {}, "Outputs"),
+      h("div", { class: "scroll" }, h("table", {},
+        h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Value"), h("th", {}, "Set by stage"))),
+        h("tbody", {}, outputs.map(([name, output]) => h("tr", { "data-output": name },
+          h("td", {}, h("code", {}, name)), h("td", { class: "message" }, output.value),
+          h("td", {}, h("span", { class: "code" }, output.stage), ` ${stageNames[output.stage] || ""}`))))))));
+  }
+  return parts;
+}
+
+// The operator actions an admin token may take, each with the reason the history keeps. Only
+// the ones the build can take are offered; the server decides anyway.
+function operatorActions(build, changed) {
+  const offered = [];
+  if (build.status === "blocked" || build.status === "failed") offered.push(["retry", "Retry the failed stage"]);
+  if (build.status !== "cancelled") offered.push(["reset", "Reset to a stage"]);
+  if (build.status !== "completed" && build.status !== "cancelled") offered.push(["cancel", "Cancel the build"]);
+  if (!offered.length) return h("span");
+  const action = h("select", { name: "action", "data-testid": "operator-action" },
+    offered.map(([value, label]) => h("option", { value }, label)));
+  const stage = h("select", { name: "state", "data-testid": "operator-state" },
+    CODES.filter((code) => code <= build.state).reverse()
+      .map((code) => h("option", { value: code }, `${code} ${stageNames[code] || ""}`)));
+  const reason = h("input", { name: "reason", required: true, placeholder: "why (kept in the history)",
+    "data-testid": "operator-reason", maxlength: 500 });
+  const message = h("p", { class: "error", role: "alert", "data-testid": "operator-error" });
+  const stageLabel = h("label", {}, "Stage", stage);
+  const showStage = () => { stageLabel.hidden = action.value !== "reset"; };
+  action.addEventListener("change", showStage);
+  showStage();
+  const form = h("form", { class: "card operator", "data-testid": "operator", onsubmit: async (event) => {
+    event.preventDefault();
+    message.textContent = "";
+    const why = reason.value.trim();
+    if (!why) { message.textContent = "Say why: the reason goes into the build's history."; return; }
+    const body = action.value === "reset" ? { state: Number(stage.value), reason: why } : { reason: why };
+    try {
+      const result = await api(`/builds/${encodeURIComponent(build.id)}/${action.value}`, body);
+      changed(result.build);
+      reason.value = "";
+    } catch (error) {
+      if (error instanceof Unauthorized) return signOut();
+      message.textContent = error.message;
+    }
+  } },
+  h("h2", {}, "Operator actions"),
+  h("div", { class: "filters" }, h("label", {}, "Action", action), stageLabel,
+    h("label", { class: "grow" }, "Reason", reason), h("button", { type: "submit" }, "Apply")),
+  message);
+  return form;
+}
+
+// The timeline, newest first, with runs of skipped stages folded into one row each: a
+// completion far ahead records every stage between as skipped, which says one thing once.
+function timelineItems(newestFirst) {
+  const items = [];
+  for (let i = 0; i < newestFirst.length; i += 1) {
+    let j = i;
+    while (j + 1 < newestFirst.length && newestFirst[i].kind === "skipped" && newestFirst[j + 1].kind === "skipped") j += 1;
+    if (j - i >= 2) {
+      const run = newestFirst.slice(i, j + 1);
+      const low = run[run.length - 1], high = run[0];
+      items.push(h("li", { class: "entry skipped folded", "data-seq": `${low.seq}-${high.seq}`, "data-kind": "skipped",
+        "data-count": run.length },
+        h("div", { class: "entry-head" },
+          h("span", { class: "code" }, `${low.state}–${high.state}`), " ", h("b", {}, `${run.length} stages skipped`),
+          h("span", { class: "muted", title: high.recorded_at }, ` · ${new Date(high.recorded_at).toLocaleString()}`)),
+        low.message ? h("div", { class: "message" }, low.message) : null));
+      i = j;
+    } else {
+      items.push(entryItem(newestFirst[i]));
+    }
+  }
+  return items;
 }
 
 // Each stage's standing, from the history (a reset forgets what came at or after its stage).
@@ -341,9 +510,13 @@ function entryItem(entry) {
   const source = entry.source && /^https?:\/\//.test(entry.source)
     ? h("a", { href: entry.source, rel: "noopener noreferrer", target: "_blank" }, "CI run")
     : entry.source;
-  return h("li", { class: `entry ${entry.kind}`, "data-seq": entry.seq, "data-kind": entry.kind },
+  // Kinds this page does not know (`retry_due` from automatic retries, anything newer) are
+  // shown by their name, never dropped.
+  const kind = String(entry.kind || "unknown");
+  return h("li", { class: `entry ${kind.replace(/[^a-z_]/g, "")}`, "data-seq": entry.seq, "data-kind": kind },
     h("div", { class: "entry-head" },
-      h("span", { class: "code" }, entry.state), " ", h("b", {}, entry.kind.replace("_", " ")),
+      h("span", { class: "code" }, entry.state), stageNames[entry.state] ? h("span", { class: "muted" }, ` ${stageNames[entry.state]}`) : null,
+      " ", h("b", {}, kind.replace(/_/g, " ")),
       entry.attempt ? ` (attempt ${entry.attempt})` : "",
       h("span", { class: "muted", title: entry.recorded_at }, ` · ${new Date(entry.recorded_at).toLocaleString()}`),
       entry.reported_by ? h("span", { class: "muted" }, ` · ${entry.reported_by}`) : null,
@@ -365,8 +538,15 @@ async function reportsPage() {
     reportDays = Number(event.target.value);
     reportsPage().catch(showError);
   } }, [1, 7, 30, 90, 366].map((n) => h("option", { value: n, selected: n === reportDays }, `last ${n} day${n > 1 ? "s" : ""}`)));
-  const rate = (group) => ({ label: group.name, value: group.success_rate === null ? 0 : group.success_rate * 100,
-    text: group.success_rate === null ? "none finished" : `${(group.success_rate * 100).toFixed(0)}% of ${group.completed + group.blocked + group.cancelled}` });
+  // The rate is of finished builds only: say how many finished and how many are still going,
+  // so "100%" of 1 of 4 does not read as all four.
+  const rate = (group) => {
+    const finished = group.completed + group.blocked + group.cancelled;
+    const going = group.unfinished ? ` · ${group.unfinished} unfinished` : "";
+    return { label: group.name, value: group.success_rate === null ? 0 : group.success_rate * 100,
+      text: group.success_rate === null ? `none finished${going}`
+        : `${(group.success_rate * 100).toFixed(0)}% of ${finished} finished${going}` };
+  };
   const overall = recovery.overall.time_to_recover;
   document.getElementById("main").replaceChildren(
     h("div", { class: "title" }, h("h1", {}, "Reports"), days),
@@ -392,11 +572,12 @@ function chartCard(title, testid, chart) {
 
 function hbars(rows, max) {
   if (!rows.length) return h("p", { class: "muted" }, "No builds in this window.");
-  const row = 28, labelWidth = 130, width = 420;
+  // Room on the right for the value text ("67% of 3 finished · 2 unfinished").
+  const row = 28, labelWidth = 130, width = 560, textWidth = 220;
   const svg = s("svg", { viewBox: `0 0 ${width} ${rows.length * row + 4}`, class: "chart", role: "img" });
   rows.forEach((item, i) => {
     const y = i * row + 4;
-    const w = Math.max(1, ((width - labelWidth - 90) * item.value) / max);
+    const w = Math.max(1, ((width - labelWidth - textWidth) * item.value) / max);
     svg.append(
       s("text", { x: labelWidth - 6, y: y + 16, "text-anchor": "end", class: "label" }, item.label),
       s("rect", { x: labelWidth, y, width: w, height: row - 8, class: "bar" }, s("title", {}, item.text)),
