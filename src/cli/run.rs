@@ -56,7 +56,9 @@ Examples:
   bldst build run \"$BUILD_ID\" --state 10 -- sh -c 'packer build . && echo ami_id=$(jq -r .builds[-1].artifact_id manifest.json | cut -d: -f2) >> \"$BLDST_OUTPUTS_FILE\"'"
 )]
 pub struct RunArgs {
-    /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
+    /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`; the
+    /// setup action exports it for a job's later steps.
+    #[arg(env = "BUILDSTATE_BUILD_ID")]
     id: BuildId,
     /// The stage this command performs.
     #[arg(long, value_name = "N", value_parser = values::state_code(), hide_possible_values = true)]
