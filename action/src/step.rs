@@ -5,7 +5,7 @@
 use buildstate_client::env::EnvMap;
 use buildstate_client::failure::{self, exit, Hints};
 use buildstate_client::{Client, ClientError};
-use buildstate_domain::wire::{Build, BuildQuery, HistoryEntry};
+use buildstate_domain::wire::{Build, BuildFilter, BuildQuery, HistoryEntry};
 use buildstate_domain::BuildId;
 
 use crate::commands::{Level, Log};
@@ -82,11 +82,11 @@ impl Step<'_, '_> {
         match &inputs.build {
             Some(BuildRef::Id(id)) => Ok(id.clone()),
             Some(BuildRef::Key(key)) => {
-                let query = BuildQuery {
-                    key: Some(key.to_string()),
-                    limit: Some(1),
-                    ..BuildQuery::default()
+                let filter = BuildFilter {
+                    key: Some(key.clone()),
+                    ..BuildFilter::default()
                 };
+                let query = BuildQuery::new(&filter, Some(1), None);
                 let page = client.list_builds(&query).await.map_err(|error| {
                     Failure::api(
                         &format!("cannot look up the build with key `{key}`"),

@@ -8,7 +8,7 @@
 
 use buildstate_client::api::{Client, ClientError};
 use buildstate_domain::limits::HISTORY_PAGE_MAX;
-use buildstate_domain::wire::{Build, BuildQuery, HistoryEntry, HistoryQuery};
+use buildstate_domain::wire::{Build, BuildFilter, BuildQuery, HistoryEntry, HistoryQuery};
 use buildstate_domain::BuildId;
 use serde_json::Value;
 
@@ -96,13 +96,13 @@ pub async fn tracked_build(
             .map(Some)
             .map_err(|error| describe(&error));
     }
-    let query = BuildQuery {
-        platform: source.platform.as_ref().map(ToString::to_string),
-        image_type: source.image_type.as_ref().map(ToString::to_string),
-        key: source.key.as_ref().map(ToString::to_string),
-        limit: Some(1),
-        ..BuildQuery::default()
+    let filter = BuildFilter {
+        platform: source.platform.clone(),
+        image_type: source.image_type.clone(),
+        key: source.key.clone(),
+        ..BuildFilter::default()
     };
+    let query = BuildQuery::new(&filter, Some(1), None);
     log.debug(|| format!("tracking the newest build of {query:?}"));
     let page = client
         .list_builds(&query)

@@ -9,7 +9,9 @@ use buildstate_client::failure::gate_exit_code;
 use buildstate_client::lease::{env_lines, parse_assignment, read_outputs_file};
 use buildstate_client::message::read_message_file;
 use buildstate_domain::limits::{BUILD_PAGE_MAX, HISTORY_PAGE_MAX};
-use buildstate_domain::wire::{BuildQuery, ReportTransition, StartBuild, TransitionResult};
+use buildstate_domain::wire::{
+    BuildFilter, BuildQuery, ReportTransition, StartBuild, TransitionResult,
+};
 use buildstate_domain::{
     BuildId, BuildKey, BuildStatus, ImageType, Labels, Outputs, Platform, ReportStatus, StateCode,
 };
@@ -408,15 +410,14 @@ async fn update(args: UpdateArgs, context: &Context<'_>) -> Result<(), CliError>
 
 async fn list(args: ListArgs, context: &Context<'_>) -> Result<(), CliError> {
     quiet_or_json(args.quiet, context, "list")?;
-    let query = BuildQuery {
-        platform: args.platform.map(String::from),
-        image_type: args.image_type.map(String::from),
-        status: args.status.map(|status| status.as_str().to_owned()),
-        state: args.state.map(|state| state.to_string()),
-        key: args.key.map(String::from),
-        limit: args.limit,
-        offset: args.offset,
+    let filter = BuildFilter {
+        platform: args.platform,
+        image_type: args.image_type,
+        status: args.status,
+        state: args.state,
+        key: args.key,
     };
+    let query = BuildQuery::new(&filter, args.limit, args.offset);
     let page = context.client()?.list_builds(&query).await?;
     let printer = &context.printer;
     if printer.is_json() {

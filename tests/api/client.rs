@@ -165,24 +165,32 @@ fn client_recording_waits(
     (Client::new(config).expect("client"), waits)
 }
 
-#[tokio::test]
-async fn an_event_stream_answering_503_is_retried_after_its_retry_after() {
+/// Opens a build's event stream through a gateway that refuses as `plan` says, with
+/// `max_attempts`; returns the final error, the requests the gateway saw and the waits.
+async fn refused_event_stream(
+    plan: Vec<Step>,
+    max_attempts: u32,
+) -> (ClientError, usize, Vec<Duration>) {
     let app = app().await;
     let id = start_build(&app.client()).await;
-    let gateway = Gateway::spawn(
-        &app.base_url,
-        vec![Step::Refuse(503, Some(3)), Step::Refuse(429, Some(5))],
-    )
-    .await;
-    let (client, waits) = client_recording_waits(&gateway, &app, 2);
+    let gateway = Gateway::spawn(&app.base_url, plan).await;
+    let (client, waits) = client_recording_waits(&gateway, &app, max_attempts);
     let error = client
         .build_events(&id, None)
         .await
-        .expect_err("still refused on the last attempt");
+        .expect_err("refused on the last attempt");
+    let waits = waits.lock().expect("waits").clone();
+    (error, gateway.requests(), waits)
+}
+
+#[tokio::test]
+async fn an_event_stream_answering_503_is_retried_after_its_retry_after() {
+    let plan = vec![Step::Refuse(503, Some(3)), Step::Refuse(429, Some(5))];
+    let (error, requests, waits) = refused_event_stream(plan, 2).await;
     assert_eq!(error.status(), Some(429), "{error:?}");
-    assert_eq!(gateway.requests(), 2);
+    assert_eq!(requests, 2);
     assert_eq!(
-        *waits.lock().expect("waits"),
+        waits,
         [Duration::from_secs(3)],
         "the wait the server asked for, not the client's backoff"
     );
@@ -190,17 +198,11 @@ async fn an_event_stream_answering_503_is_retried_after_its_retry_after() {
 
 #[tokio::test]
 async fn an_event_stream_asked_to_wait_longer_than_the_client_ever_waits_is_not_retried() {
-    let app = app().await;
-    let id = start_build(&app.client()).await;
-    let gateway = Gateway::spawn(&app.base_url, vec![Step::Refuse(429, Some(120)); 4]).await;
-    let (client, waits) = client_recording_waits(&gateway, &app, 4);
-    let error = client
-        .build_events(&id, None)
-        .await
-        .expect_err("the server's answer is final");
+    let (error, requests, waits) =
+        refused_event_stream(vec![Step::Refuse(429, Some(120)); 4], 4).await;
     assert_eq!(error.status(), Some(429), "{error:?}");
-    assert_eq!(gateway.requests(), 1);
-    assert!(waits.lock().expect("waits").is_empty());
+    assert_eq!(requests, 1, "the server's answer is final");
+    assert!(waits.is_empty());
 }
 
 #[tokio::test]

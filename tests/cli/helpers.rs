@@ -9,6 +9,15 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::support::TestApp;
 
+/// `bldst build create` for aws/rhel8 with `extra` flags.
+pub fn create_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args: Vec<&str> = "build create --platform aws --image-type rhel8"
+        .split(' ')
+        .collect();
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Parses a command's stdout as JSON, showing the text when it is not.
 pub fn json<T: serde::de::DeserializeOwned>(text: &str) -> T {
     serde_json::from_str(text).unwrap_or_else(|error| panic!("JSON on stdout ({error}): {text}"))
@@ -162,16 +171,7 @@ impl Bldst {
 
     /// Starts a build with `bldst build create --quiet` and returns its id.
     pub async fn create_build(&self, extra: &[&str]) -> BuildId {
-        let mut args = vec![
-            "build",
-            "create",
-            "--platform",
-            "aws",
-            "--image-type",
-            "rhel8",
-            "--quiet",
-        ];
-        args.extend_from_slice(extra);
+        let args = create_args(&[&["--quiet"], extra].concat());
         let outcome = self.run(&args).await.ok();
         outcome.stdout.trim().parse().expect("a build id on stdout")
     }

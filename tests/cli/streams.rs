@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use buildstate::cli::streams::{Input, Output, Streams};
 use buildstate::cli::{parse, run};
 
+use crate::helpers::create_args;
 use crate::on_both_backends;
 use crate::support::TestApp;
 
@@ -67,20 +68,7 @@ async fn bldst_with_notes(app: &TestApp, words: &[&str], stdin: &str) -> (u8, St
 }
 
 async fn answers_go_to_the_given_stdout_and_piped_input_comes_from_the_given_stdin(app: TestApp) {
-    let (code, printed) = bldst(
-        &app,
-        &[
-            "build",
-            "create",
-            "--platform",
-            "aws",
-            "--image-type",
-            "rhel8",
-            "--quiet",
-        ],
-        "",
-    )
-    .await;
+    let (code, printed) = bldst(&app, &create_args(&["--quiet"]), "").await;
     assert_eq!(code, 0);
     let id = printed.trim().to_owned();
     assert!(
@@ -121,17 +109,7 @@ async fn answers_go_to_the_given_stdout_and_piped_input_comes_from_the_given_std
 on_both_backends!(answers_go_to_the_given_stdout_and_piped_input_comes_from_the_given_stdin);
 
 async fn notes_go_to_the_given_stderr_and_the_answer_alone_to_stdout(app: TestApp) {
-    let create = [
-        "build",
-        "create",
-        "--platform",
-        "aws",
-        "--image-type",
-        "rhel8",
-        "--key",
-        "aws/rhel8/notes",
-        "--quiet",
-    ];
+    let create = create_args(&["--key", "aws/rhel8/notes", "--quiet"]);
     let (code, stdout, stderr) = bldst_with_notes(&app, &create, "").await;
     assert_eq!(code, 0);
     let id = stdout.trim().to_owned();

@@ -215,22 +215,8 @@ impl ClientError {
     }
 }
 
-/// The query string of `GET /builds`: the set parameters, in a fixed order.
-fn build_query_pairs(query: &BuildQuery) -> Vec<(&'static str, String)> {
-    let optional = [
-        ("platform", query.platform.clone()),
-        ("image_type", query.image_type.clone()),
-        ("status", query.status.clone()),
-        ("state", query.state.clone()),
-        ("key", query.key.clone()),
-        ("limit", query.limit.map(|limit| limit.to_string())),
-        ("offset", query.offset.map(|offset| offset.to_string())),
-    ];
-    optional
-        .into_iter()
-        .filter_map(|(name, value)| Some((name, value?)))
-        .collect()
-}
+/// No query string.
+const NO_QUERY: &[(&str, String)] = &[];
 
 /// The query string of a report's window.
 fn window_pairs(days: Option<u32>) -> Vec<(&'static str, String)> {
@@ -241,7 +227,7 @@ fn window_pairs(days: Option<u32>) -> Vec<(&'static str, String)> {
 /// A buildstate API client. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     config: ClientConfig,
 }
 
@@ -295,18 +281,19 @@ impl Client {
 
     /// Starts a build, or resumes the unfinished one with the same key.
     pub async fn start_build(&self, request: &StartBuild) -> Result<StartedBuild> {
-        self.send(Method::POST, "/builds", Some(request), &[], None)
+        self.send(Method::POST, "/builds", Some(request), NO_QUERY, None)
             .await
     }
 
     pub async fn get_build(&self, id: &BuildId) -> Result<Build> {
-        self.send::<(), _>(Method::GET, &format!("/builds/{id}"), None, &[], None)
+        self.send::<(), _>(Method::GET, &format!("/builds/{id}"), None, NO_QUERY, None)
             .await
     }
 
     pub async fn list_builds(&self, query: &BuildQuery) -> Result<BuildPage> {
-        let pairs = build_query_pairs(query);
-        self.send::<(), _>(Method::GET, "/builds", None, &pairs, None)
+        // The wire type serialized, as the server deserializes it: the parameters cannot
+        // drift from its fields.
+        self.send::<(), _>(Method::GET, "/builds", None, query, None)
             .await
     }
 
@@ -330,7 +317,7 @@ impl Client {
             Method::POST,
             &format!("/builds/{id}/transitions"),
             Some(report),
-            &[],
+            NO_QUERY,
             Some(key),
         )
         .await
@@ -398,7 +385,7 @@ impl Client {
             Method::POST,
             &format!("/builds/{id}/heartbeat"),
             Some(request),
-            &[],
+            NO_QUERY,
             None,
         )
         .await
@@ -410,7 +397,7 @@ impl Client {
             Method::POST,
             &format!("/builds/{id}/release"),
             Some(request),
-            &[],
+            NO_QUERY,
             None,
         )
         .await
@@ -432,7 +419,7 @@ impl Client {
             Method::POST,
             &format!("/builds/{id}/retry"),
             Some(&body),
-            &[],
+            NO_QUERY,
             None,
         )
         .await
@@ -452,7 +439,7 @@ impl Client {
             Method::POST,
             &format!("/builds/{id}/reset"),
             Some(&body),
-            &[],
+            NO_QUERY,
             None,
         )
         .await
@@ -466,7 +453,7 @@ impl Client {
             Method::POST,
             &format!("/builds/{id}/cancel"),
             Some(&body),
-            &[],
+            NO_QUERY,
             None,
         )
         .await
@@ -519,53 +506,6 @@ impl Client {
 
     // ----- events -------------------------------------------------------------------------
 
-    /// Opens `GET /builds/{id}/events`: the build's transitions as they are recorded, after
-    /// history entry `after` when given (sent as `Last-Event-ID`, so the server first replays
-    /// what came after it), else from now on. Refusals (no such build, a bad token) are
-    /// [`ClientError::Api`]; 429, 503 and an unreachable server are retried by the same loop
-    /// as every call (honouring `Retry-After`).
-    ///
-    /// The stream has no overall timeout; [`crate::events::BuildEvents::next`] gives up on a
-    /// connection that stays silent longer than [`crate::events::IDLE_LIMIT`] (the server
-    /// sends a keep-alive every 15 s).
-    pub async fn build_events(
-        &self,
-        id: &BuildId,
-        after: Option<i64>,
-    ) -> Result<crate::events::BuildEvents> {
-        let path = format!("/builds/{id}/events");
-        let url = format!("{}{path}", self.config.base_url);
-        let response = self
-            .send_retrying(&Method::GET, &path, true, || {
-                let mut request = self
-                    .http
-                    .get(&url)
-                    .header(reqwest::header::ACCEPT, "text/event-stream")
-                    // The client's timeout covers whole answers; a stream has no end.
-                    .timeout(crate::events::STREAM_TIMEOUT);
-                if let Some(token) = &self.config.token {
-                    request = request.bearer_auth(token);
-                }
-                if let Some(after) = after {
-                    request = request.header("Last-Event-ID", after.to_string());
-                }
-                request
-            })
-            .await?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(crate::events::BuildEvents::new(url, response));
-        }
-        Err(read_answer::<serde_json::Value>(&url, response)
-            .await
-            .err()
-            .unwrap_or_else(|| ClientError::Protocol {
-                url: url.clone(),
-                status: status.as_u16(),
-                detail: "not an event stream".to_owned(),
-            }))
-    }
-
     /// The configuration this client was made with (the follow loop reads its retry policy).
     pub fn config(&self) -> &ClientConfig {
         &self.config
@@ -574,17 +514,17 @@ impl Client {
     // ----- accounts and health ------------------------------------------------------------
 
     pub async fn create_user(&self, request: &CreateUser) -> Result<User> {
-        self.send(Method::POST, "/users", Some(request), &[], None)
+        self.send(Method::POST, "/users", Some(request), NO_QUERY, None)
             .await
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>> {
-        self.send::<(), _>(Method::GET, "/users", None, &[], None)
+        self.send::<(), _>(Method::GET, "/users", None, NO_QUERY, None)
             .await
     }
 
     pub async fn create_token(&self, request: &CreateToken) -> Result<CreatedToken> {
-        self.send(Method::POST, "/tokens", Some(request), &[], None)
+        self.send(Method::POST, "/tokens", Some(request), NO_QUERY, None)
             .await
     }
 
@@ -597,22 +537,28 @@ impl Client {
     }
 
     pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo> {
-        self.send::<(), _>(Method::DELETE, &format!("/tokens/{id}"), None, &[], None)
-            .await
+        self.send::<(), _>(
+            Method::DELETE,
+            &format!("/tokens/{id}"),
+            None,
+            NO_QUERY,
+            None,
+        )
+        .await
     }
 
     pub async fn whoami(&self) -> Result<Whoami> {
-        self.send::<(), _>(Method::GET, "/auth/whoami", None, &[], None)
+        self.send::<(), _>(Method::GET, "/auth/whoami", None, NO_QUERY, None)
             .await
     }
 
     pub async fn health(&self) -> Result<Health> {
-        self.send::<(), _>(Method::GET, "/health", None, &[], None)
+        self.send::<(), _>(Method::GET, "/health", None, NO_QUERY, None)
             .await
     }
 
     pub async fn status(&self) -> Result<StatusOverview> {
-        self.send::<(), _>(Method::GET, "/status", None, &[], None)
+        self.send::<(), _>(Method::GET, "/status", None, NO_QUERY, None)
             .await
     }
 
@@ -623,7 +569,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<&B>,
-        query: &[(&str, String)],
+        query: &(impl Serialize + ?Sized),
         idempotency_key: Option<&str>,
     ) -> Result<T> {
         let url = format!("{}{path}", self.config.base_url);
@@ -633,9 +579,8 @@ impl Client {
         let response = self
             .send_retrying(&method, path, repeatable, || {
                 let mut request: RequestBuilder = self.http.request(method.clone(), &url);
-                if !query.is_empty() {
-                    request = request.query(query);
-                }
+                // An empty query leaves the URL without `?` (reqwest drops it).
+                request = request.query(query);
                 if let Some(token) = &self.config.token {
                     request = request.bearer_auth(token);
                 }
@@ -657,7 +602,7 @@ impl Client {
     /// each wait is the server's `Retry-After` when it sends one (an answer asking for more
     /// than [`MAX_RETRY_WAIT`] is final), else an exponential backoff. A server that never
     /// answers is [`ClientError::Unreachable`] after `max_attempts`.
-    async fn send_retrying(
+    pub(crate) async fn send_retrying(
         &self,
         method: &Method,
         path: &str,
@@ -771,7 +716,10 @@ fn retry_after_header(response: &reqwest::Response) -> Option<Duration> {
     Some(Duration::from_secs(seconds))
 }
 
-async fn read_answer<T: DeserializeOwned>(url: &str, response: reqwest::Response) -> Result<T> {
+pub(crate) async fn read_answer<T: DeserializeOwned>(
+    url: &str,
+    response: reqwest::Response,
+) -> Result<T> {
     let status = response.status();
     let bytes = response
         .bytes()

@@ -1,6 +1,6 @@
 //! Following a build live over `GET /builds/{id}/events` (server-sent events).
 //!
-//! [`crate::Client::build_events`] opens one connection; [`BuildEvents::next`] reads its
+//! [`Client::build_events`] (here) opens one connection; [`BuildEvents::next`] reads its
 //! `transition` events. [`follow_build`] is what a front end wants: it reconnects when the
 //! connection drops or goes silent, sending the last sequence number it saw as
 //! `Last-Event-ID`, so no transition is missed or told twice, and stops when the handler
@@ -15,7 +15,9 @@ use buildstate_domain::BuildId;
 use eventsource_stream::{Event, EventStreamError, Eventsource as _};
 use futures_util::{Stream, StreamExt as _};
 
-use crate::api::{Client, ClientError, MAX_RETRY_WAIT};
+use reqwest::Method;
+
+use crate::api::{read_answer, Client, ClientError, MAX_RETRY_WAIT};
 
 /// A connection silent for this long is taken for dead (the server sends a keep-alive every
 /// 15 s).
@@ -26,6 +28,57 @@ pub(crate) const STREAM_TIMEOUT: Duration = Duration::from_secs(60 * 60 * 24 * 3
 
 type SseStream =
     Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
+
+// Here rather than in `api` beside the other calls: the stream is this module's, and `api`
+// then need not import what imports it.
+impl Client {
+    /// Opens `GET /builds/{id}/events`: the build's transitions as they are recorded, after
+    /// history entry `after` when given (sent as `Last-Event-ID`, so the server first replays
+    /// what came after it), else from now on. Refusals (no such build, a bad token) are
+    /// [`ClientError::Api`]; 429, 503 and an unreachable server are retried by the same loop
+    /// as every call (honouring `Retry-After`).
+    ///
+    /// The stream has no overall timeout; [`BuildEvents::next`] gives up on a
+    /// connection that stays silent longer than [`IDLE_LIMIT`] (the server
+    /// sends a keep-alive every 15 s).
+    pub async fn build_events(
+        &self,
+        id: &BuildId,
+        after: Option<i64>,
+    ) -> Result<BuildEvents, ClientError> {
+        let path = format!("/builds/{id}/events");
+        let url = format!("{}{path}", self.config().base_url);
+        let response = self
+            .send_retrying(&Method::GET, &path, true, || {
+                let mut request = self
+                    .http
+                    .get(&url)
+                    .header(reqwest::header::ACCEPT, "text/event-stream")
+                    // The client's timeout covers whole answers; a stream has no end.
+                    .timeout(STREAM_TIMEOUT);
+                if let Some(token) = &self.config().token {
+                    request = request.bearer_auth(token);
+                }
+                if let Some(after) = after {
+                    request = request.header("Last-Event-ID", after.to_string());
+                }
+                request
+            })
+            .await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(BuildEvents::new(url, response));
+        }
+        Err(read_answer::<serde_json::Value>(&url, response)
+            .await
+            .err()
+            .unwrap_or_else(|| ClientError::Protocol {
+                url: url.clone(),
+                status: status.as_u16(),
+                detail: "not an event stream".to_owned(),
+            }))
+    }
+}
 
 /// One open event stream of a build.
 pub struct BuildEvents {

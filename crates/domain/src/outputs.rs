@@ -12,9 +12,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::rules::Event;
 use crate::state::StateCode;
-use crate::status::{EventKind, ReportStatus};
+use crate::status::ReportStatus;
 
 /// Why a report's outputs were rejected: `field` is a path such as `outputs.ami_id`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -229,7 +228,7 @@ pub struct StageOutput {
 /// The outputs of every completed stage of a build, by stage. The store keeps this; the API
 /// shows its [`merged`](StageOutputs::merged) view.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StageOutputs(BTreeMap<StateCode, Outputs>);
+pub struct StageOutputs(pub(crate) BTreeMap<StateCode, Outputs>);
 
 impl From<BTreeMap<StateCode, Outputs>> for StageOutputs {
     fn from(stages: BTreeMap<StateCode, Outputs>) -> Self {
@@ -268,58 +267,11 @@ impl StageOutputs {
         }
         merged
     }
-
-    /// Whether `events` can change a build's per-stage outputs, judged without them:
-    /// `none_stored` says the build has none. Only a completion with outputs can add some, and
-    /// only a completion or a reset can remove some. When this is false a store need not read,
-    /// decode or rewrite them (most reports: `in_progress`, `failed`); when it is true,
-    /// [`apply`](StageOutputs::apply) says whether they did change.
-    pub fn may_change(events: &[Event], none_stored: bool) -> bool {
-        events.iter().any(|event| match event.kind {
-            EventKind::Completed => {
-                !none_stored || event.outputs.as_ref().is_some_and(|o| !o.is_empty())
-            }
-            EventKind::Reset => !none_stored,
-            _ => false,
-        })
-    }
-
-    /// Follows the history `events` a change appends: a completion with outputs replaces its
-    /// stage's outputs; a reset to S drops the outputs of S and every later stage (they are
-    /// reopened and will run again). Returns whether anything changed.
-    pub fn apply(&mut self, events: &[Event]) -> bool {
-        let mut changed = false;
-        for event in events {
-            match event.kind {
-                EventKind::Completed => {
-                    // A stage completing again (after a reset) replaces what it produced
-                    // before, even with nothing.
-                    let outputs = event.outputs.clone().unwrap_or_default();
-                    let previous = if outputs.is_empty() {
-                        self.0.remove(&event.state)
-                    } else {
-                        self.0.insert(event.state, outputs.clone())
-                    };
-                    changed |= previous != (!outputs.is_empty()).then_some(outputs);
-                }
-                EventKind::Reset => {
-                    let reopened = self.0.split_off(&event.state);
-                    changed |= !reopened.is_empty();
-                }
-                _ => {}
-            }
-        }
-        changed
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn code(n: i64) -> StateCode {
-        StateCode::new(n).expect("valid")
-    }
 
     fn outputs(pairs: &[(&str, &str)]) -> Outputs {
         let map: BTreeMap<String, String> = pairs
@@ -327,16 +279,6 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Outputs::try_from(map).expect("valid outputs")
-    }
-
-    fn event(state: i64, kind: EventKind, outputs: Option<Outputs>) -> Event {
-        Event {
-            state: code(state),
-            kind,
-            attempt: None,
-            note: None,
-            outputs,
-        }
     }
 
     #[test]
@@ -467,148 +409,5 @@ mod tests {
         assert!(Outputs::default()
             .check_status(ReportStatus::Failed)
             .is_ok());
-    }
-
-    #[test]
-    fn the_merged_view_lets_a_later_stage_win_and_names_the_stage() {
-        let mut stages = StageOutputs::default();
-        stages.apply(&[
-            event(
-                10,
-                EventKind::Completed,
-                Some(outputs(&[("ami_id", "ami-A"), ("region", "eu")])),
-            ),
-            event(15, EventKind::Skipped, None),
-            event(
-                20,
-                EventKind::Completed,
-                Some(outputs(&[("ami_id", "ami-B")])),
-            ),
-        ]);
-        let merged = stages.merged();
-        assert_eq!(
-            merged.get("ami_id"),
-            Some(&StageOutput {
-                value: "ami-B".into(),
-                stage: code(20)
-            })
-        );
-        assert_eq!(
-            merged.get("region"),
-            Some(&StageOutput {
-                value: "eu".into(),
-                stage: code(10)
-            })
-        );
-    }
-
-    #[test]
-    fn a_reset_drops_the_outputs_of_the_stages_it_reopens() {
-        let mut stages = StageOutputs::default();
-        stages.apply(&[
-            event(
-                10,
-                EventKind::Completed,
-                Some(outputs(&[("ami_id", "ami-A")])),
-            ),
-            event(
-                20,
-                EventKind::Completed,
-                Some(outputs(&[("ami_id", "ami-B"), ("ip", "10.0.0.1")])),
-            ),
-        ]);
-        assert!(stages.apply(&[event(15, EventKind::Reset, None)]));
-        let merged = stages.merged();
-        // Stage 10's value comes back: only stage 20 was reopened.
-        assert_eq!(
-            merged.get("ami_id").map(|o| o.value.as_str()),
-            Some("ami-A")
-        );
-        assert_eq!(merged.get("ip"), None);
-        // A reset to the stage itself reopens it too.
-        assert!(stages.apply(&[event(10, EventKind::Reset, None)]));
-        assert!(stages.is_empty());
-        // A stage completing again replaces its outputs, even with none.
-        stages.apply(&[event(
-            10,
-            EventKind::Completed,
-            Some(outputs(&[("a", "1")])),
-        )]);
-        stages.apply(&[event(10, EventKind::Completed, None)]);
-        assert!(stages.is_empty());
-    }
-
-    #[test]
-    fn may_change_is_false_only_where_apply_changes_nothing() {
-        let with_outputs = || Some(outputs(&[("ami_id", "ami-A")]));
-        let stored_10 = || {
-            let mut stages = StageOutputs::default();
-            stages.apply(&[event(10, EventKind::Completed, with_outputs())]);
-            stages
-        };
-        // (events, stored outputs, may_change)
-        let cases: Vec<(Vec<Event>, StageOutputs, bool)> = vec![
-            (
-                vec![event(15, EventKind::InProgress, None)],
-                stored_10(),
-                false,
-            ),
-            (vec![event(15, EventKind::Failed, None)], stored_10(), false),
-            (
-                vec![event(15, EventKind::Skipped, None)],
-                stored_10(),
-                false,
-            ),
-            (
-                vec![event(15, EventKind::Retried, None)],
-                stored_10(),
-                false,
-            ),
-            (
-                vec![event(15, EventKind::TakenOver, None)],
-                stored_10(),
-                false,
-            ),
-            (
-                vec![event(15, EventKind::Completed, None)],
-                StageOutputs::default(),
-                false,
-            ),
-            (
-                vec![event(5, EventKind::Reset, None)],
-                StageOutputs::default(),
-                false,
-            ),
-            (
-                vec![event(15, EventKind::Completed, with_outputs())],
-                StageOutputs::default(),
-                true,
-            ),
-            // Conservative: a completion or a reset may touch outputs that are stored.
-            (
-                vec![event(15, EventKind::Completed, None)],
-                stored_10(),
-                true,
-            ),
-            (vec![event(20, EventKind::Reset, None)], stored_10(), true),
-            (vec![event(5, EventKind::Reset, None)], stored_10(), true),
-            (
-                vec![
-                    event(15, EventKind::Skipped, None),
-                    event(20, EventKind::Completed, with_outputs()),
-                ],
-                StageOutputs::default(),
-                true,
-            ),
-        ];
-        for (events, stored, expected) in cases {
-            let may_change = StageOutputs::may_change(&events, stored.is_empty());
-            assert_eq!(may_change, expected, "{events:?} on {stored:?}");
-            let mut after = stored.clone();
-            if !after.apply(&events) {
-                continue;
-            }
-            assert!(may_change, "{events:?} changed {stored:?} unannounced");
-        }
     }
 }

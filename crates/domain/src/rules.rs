@@ -20,7 +20,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::outputs::Outputs;
+use crate::outputs::{Outputs, StageOutputs};
 use crate::state::StateCode;
 use crate::status::{BuildStatus, EventKind, ReportStatus};
 
@@ -284,6 +284,54 @@ fn describe_run(run: Option<&str>) -> String {
     match run {
         Some(run) => format!("run `{run}`"),
         None => "this run".to_owned(),
+    }
+}
+
+/// What the history a change appends does to a build's per-stage outputs. It lives beside
+/// [`Event`] (the rules' history entry) so that `outputs` need not import the rules that import
+/// it.
+impl StageOutputs {
+    /// Whether `events` can change a build's per-stage outputs, judged without them:
+    /// `none_stored` says the build has none. Only a completion with outputs can add some, and
+    /// only a completion or a reset can remove some. When this is false a store need not read,
+    /// decode or rewrite them (most reports: `in_progress`, `failed`); when it is true,
+    /// [`apply`](StageOutputs::apply) says whether they did change.
+    pub fn may_change(events: &[Event], none_stored: bool) -> bool {
+        events.iter().any(|event| match event.kind {
+            EventKind::Completed => {
+                !none_stored || event.outputs.as_ref().is_some_and(|o| !o.is_empty())
+            }
+            EventKind::Reset => !none_stored,
+            _ => false,
+        })
+    }
+
+    /// Follows the history `events` a change appends: a completion with outputs replaces its
+    /// stage's outputs; a reset to S drops the outputs of S and every later stage (they are
+    /// reopened and will run again). Returns whether anything changed.
+    pub fn apply(&mut self, events: &[Event]) -> bool {
+        let mut changed = false;
+        for event in events {
+            match event.kind {
+                EventKind::Completed => {
+                    // A stage completing again (after a reset) replaces what it produced
+                    // before, even with nothing.
+                    let outputs = event.outputs.clone().unwrap_or_default();
+                    let previous = if outputs.is_empty() {
+                        self.0.remove(&event.state)
+                    } else {
+                        self.0.insert(event.state, outputs.clone())
+                    };
+                    changed |= previous != (!outputs.is_empty()).then_some(outputs);
+                }
+                EventKind::Reset => {
+                    let reopened = self.0.split_off(&event.state);
+                    changed |= !reopened.is_empty();
+                }
+                _ => {}
+            }
+        }
+        changed
     }
 }
 
@@ -1459,6 +1507,183 @@ pub(crate) mod tests {
         ] {
             let (progress, _) = apply_operator_action(&held("a", 5, 10), action).expect("applies");
             assert_eq!(progress.lease, None, "{action:?}");
+        }
+    }
+
+    // ----- what events do to a build's per-stage outputs ---------------------------------
+
+    use crate::outputs::StageOutput;
+
+    fn outputs(pairs: &[(&str, &str)]) -> Outputs {
+        let map: std::collections::BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Outputs::try_from(map).expect("valid outputs")
+    }
+
+    fn output_event(state: i64, kind: EventKind, outputs: Option<Outputs>) -> Event {
+        Event {
+            state: code(state),
+            kind,
+            attempt: None,
+            note: None,
+            outputs,
+        }
+    }
+
+    #[test]
+    fn the_merged_view_lets_a_later_stage_win_and_names_the_stage() {
+        let mut stages = StageOutputs::default();
+        stages.apply(&[
+            output_event(
+                10,
+                EventKind::Completed,
+                Some(outputs(&[("ami_id", "ami-A"), ("region", "eu")])),
+            ),
+            output_event(15, EventKind::Skipped, None),
+            output_event(
+                20,
+                EventKind::Completed,
+                Some(outputs(&[("ami_id", "ami-B")])),
+            ),
+        ]);
+        let merged = stages.merged();
+        assert_eq!(
+            merged.get("ami_id"),
+            Some(&StageOutput {
+                value: "ami-B".into(),
+                stage: code(20)
+            })
+        );
+        assert_eq!(
+            merged.get("region"),
+            Some(&StageOutput {
+                value: "eu".into(),
+                stage: code(10)
+            })
+        );
+    }
+
+    #[test]
+    fn a_reset_drops_the_outputs_of_the_stages_it_reopens() {
+        let mut stages = StageOutputs::default();
+        stages.apply(&[
+            output_event(
+                10,
+                EventKind::Completed,
+                Some(outputs(&[("ami_id", "ami-A")])),
+            ),
+            output_event(
+                20,
+                EventKind::Completed,
+                Some(outputs(&[("ami_id", "ami-B"), ("ip", "10.0.0.1")])),
+            ),
+        ]);
+        assert!(stages.apply(&[output_event(15, EventKind::Reset, None)]));
+        let merged = stages.merged();
+        // Stage 10's value comes back: only stage 20 was reopened.
+        assert_eq!(
+            merged.get("ami_id").map(|o| o.value.as_str()),
+            Some("ami-A")
+        );
+        assert_eq!(merged.get("ip"), None);
+        // A reset to the stage itself reopens it too.
+        assert!(stages.apply(&[output_event(10, EventKind::Reset, None)]));
+        assert!(stages.is_empty());
+        // A stage completing again replaces its outputs, even with none.
+        stages.apply(&[output_event(
+            10,
+            EventKind::Completed,
+            Some(outputs(&[("a", "1")])),
+        )]);
+        stages.apply(&[output_event(10, EventKind::Completed, None)]);
+        assert!(stages.is_empty());
+    }
+
+    #[test]
+    fn may_change_is_false_only_where_apply_changes_nothing() {
+        let with_outputs = || Some(outputs(&[("ami_id", "ami-A")]));
+        let stored_10 = || {
+            let mut stages = StageOutputs::default();
+            stages.apply(&[output_event(10, EventKind::Completed, with_outputs())]);
+            stages
+        };
+        // (events, stored outputs, may_change)
+        let cases: Vec<(Vec<Event>, StageOutputs, bool)> = vec![
+            (
+                vec![output_event(15, EventKind::InProgress, None)],
+                stored_10(),
+                false,
+            ),
+            (
+                vec![output_event(15, EventKind::Failed, None)],
+                stored_10(),
+                false,
+            ),
+            (
+                vec![output_event(15, EventKind::Skipped, None)],
+                stored_10(),
+                false,
+            ),
+            (
+                vec![output_event(15, EventKind::Retried, None)],
+                stored_10(),
+                false,
+            ),
+            (
+                vec![output_event(15, EventKind::TakenOver, None)],
+                stored_10(),
+                false,
+            ),
+            (
+                vec![output_event(15, EventKind::Completed, None)],
+                StageOutputs::default(),
+                false,
+            ),
+            (
+                vec![output_event(5, EventKind::Reset, None)],
+                StageOutputs::default(),
+                false,
+            ),
+            (
+                vec![output_event(15, EventKind::Completed, with_outputs())],
+                StageOutputs::default(),
+                true,
+            ),
+            // Conservative: a completion or a reset may touch outputs that are stored.
+            (
+                vec![output_event(15, EventKind::Completed, None)],
+                stored_10(),
+                true,
+            ),
+            (
+                vec![output_event(20, EventKind::Reset, None)],
+                stored_10(),
+                true,
+            ),
+            (
+                vec![output_event(5, EventKind::Reset, None)],
+                stored_10(),
+                true,
+            ),
+            (
+                vec![
+                    output_event(15, EventKind::Skipped, None),
+                    output_event(20, EventKind::Completed, with_outputs()),
+                ],
+                StageOutputs::default(),
+                true,
+            ),
+        ];
+        for (events, stored, expected) in cases {
+            let may_change = StageOutputs::may_change(&events, stored.is_empty());
+            assert_eq!(may_change, expected, "{events:?} on {stored:?}");
+            let mut after = stored.clone();
+            if !after.apply(&events) {
+                continue;
+            }
+            assert!(may_change, "{events:?} changed {stored:?} unannounced");
         }
     }
 }

@@ -817,6 +817,69 @@ pub struct BuildQuery {
     pub offset: Option<u64>,
 }
 
+impl BuildQuery {
+    /// The query string for the builds `filter` matches, `limit` per page from `offset`:
+    /// what a client sends.
+    pub fn new(filter: &BuildFilter, limit: Option<u32>, offset: Option<u64>) -> Self {
+        BuildQuery {
+            platform: filter.platform.as_ref().map(ToString::to_string),
+            image_type: filter.image_type.as_ref().map(ToString::to_string),
+            status: filter.status.map(|status| status.as_str().to_owned()),
+            state: filter.state.map(|state| state.to_string()),
+            key: filter.key.as_ref().map(ToString::to_string),
+            limit,
+            offset,
+        }
+    }
+
+    /// The filters, each parsed by the rules of the field it filters on: a value no build can
+    /// hold (a NUL byte, an unknown status) is refused naming the parameter, rather than
+    /// being a query that matches nothing or that the database refuses. What the server does.
+    pub fn filter(&self) -> Result<BuildFilter, InvalidQueryParam> {
+        fn parse<T: std::str::FromStr>(
+            field: &'static str,
+            raw: Option<&str>,
+        ) -> Result<Option<T>, InvalidQueryParam>
+        where
+            T::Err: std::fmt::Display,
+        {
+            raw.map(|raw| {
+                raw.parse::<T>().map_err(|error| InvalidQueryParam {
+                    field,
+                    message: error.to_string(),
+                })
+            })
+            .transpose()
+        }
+        Ok(BuildFilter {
+            status: parse("status", self.status.as_deref())?,
+            state: parse("state", self.state.as_deref())?,
+            platform: parse("platform", self.platform.as_deref())?,
+            image_type: parse("image_type", self.image_type.as_deref())?,
+            key: parse("key", self.key.as_deref())?,
+        })
+    }
+}
+
+/// The filters of `GET /builds`, parsed ([`BuildQuery::filter`]): what the store matches
+/// builds on. `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildFilter {
+    pub platform: Option<Platform>,
+    pub image_type: Option<ImageType>,
+    pub status: Option<BuildStatus>,
+    pub state: Option<StateCode>,
+    pub key: Option<BuildKey>,
+}
+
+/// A `GET /builds` parameter no build can match: which one (`field`), and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidQueryParam {
+    pub field: &'static str,
+    pub message: String,
+}
+
 /// The largest `offset` of [`BuildQuery`] (SQL takes a signed 64-bit number).
 pub const MAX_OFFSET: u64 = i64::MAX as u64;
 
@@ -906,6 +969,38 @@ mod tests {
         let code: ErrorCode = serde_json::from_str("\"lease_held\"").expect("deserialize");
         assert_eq!(code, ErrorCode::Other("lease_held".to_owned()));
         assert_eq!(code.to_string(), "lease_held");
+    }
+
+    #[test]
+    fn a_list_query_is_parsed_back_into_the_filter_it_was_made_from() {
+        let filter = BuildFilter {
+            platform: Some("aws".parse().expect("platform")),
+            status: Some(BuildStatus::Blocked),
+            state: Some(StateCode::new(15).expect("code")),
+            key: Some("aws/rhel8".parse().expect("key")),
+            ..BuildFilter::default()
+        };
+        let query = BuildQuery::new(&filter, Some(5), None);
+        assert_eq!(query.limit, Some(5));
+        assert_eq!(query.filter(), Ok(filter));
+    }
+
+    #[test]
+    fn a_list_query_that_no_build_can_match_names_its_parameter() {
+        let cases = [
+            ("status", "done"),
+            ("state", "7"),
+            ("state", "abc"),
+            ("platform", "aws\0"),
+            ("image_type", ""),
+            ("key", "a\u{1b}b"),
+        ];
+        for (field, value) in cases {
+            let query: BuildQuery =
+                serde_json::from_value(serde_json::json!({ field: value })).expect("query");
+            let error = query.filter().expect_err(field);
+            assert_eq!(error.field, field, "{value:?}");
+        }
     }
 
     #[test]

@@ -15,8 +15,8 @@ use buildstate_domain::wire::{
     MAX_OFFSET,
 };
 use buildstate_domain::{
-    fields::check_free_text, gate, BuildId, BuildStatus, InvalidOutputs, Lease, OperatorAction,
-    Report, Scope, StateCode,
+    fields::check_free_text, gate, BuildId, InvalidOutputs, Lease, OperatorAction, Report, Scope,
+    StateCode,
 };
 use chrono::Utc;
 use serde::Deserialize;
@@ -25,7 +25,7 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{bearer_token, ApiJson, ApiQuery, Authenticated, Id};
-use crate::db::{BuildFilter, StoreError, TransitionRequest};
+use crate::db::{StoreError, TransitionRequest};
 use crate::state::AppState;
 
 fn invalid_outputs(error: InvalidOutputs) -> ApiError {
@@ -45,19 +45,6 @@ fn state_param(field: &str, raw: &str) -> Result<StateCode, ApiError> {
         .map_err(|error: buildstate_domain::InvalidStateCode| {
             ApiError::invalid_field(field, error.to_string())
         })
-}
-
-/// Parses an optional filter with the same rules as the field it filters on: a value no build
-/// can hold (a NUL byte, say) is a 422 naming the field, not a query the database refuses.
-fn filter_param<T>(raw: Option<&str>) -> Result<Option<T>, ApiError>
-where
-    T: std::str::FromStr<Err = buildstate_domain::InvalidField>,
-{
-    raw.map(|raw| {
-        raw.parse::<T>()
-            .map_err(|error| ApiError::invalid_field(error.field, error.to_string()))
-    })
-    .transpose()
 }
 
 fn check_text(field: &'static str, text: Option<&str>, max: usize) -> Result<(), ApiError> {
@@ -127,19 +114,9 @@ pub async fn list_builds(
     ApiQuery(query): ApiQuery<BuildQuery>,
 ) -> Result<Json<BuildPage>, ApiError> {
     auth.require(Scope::Read)?;
-    let status = query
-        .status
-        .as_deref()
-        .map(|raw| {
-            raw.parse::<BuildStatus>()
-                .map_err(|error| ApiError::invalid_field("status", error.to_string()))
-        })
-        .transpose()?;
-    let build_state = query
-        .state
-        .as_deref()
-        .map(|raw| state_param("state", raw))
-        .transpose()?;
+    let filter = query
+        .filter()
+        .map_err(|error| ApiError::invalid_field(error.field, error.message))?;
     let limit = query.limit.unwrap_or(BUILD_PAGE_DEFAULT);
     if limit == 0 || limit > BUILD_PAGE_MAX {
         return Err(ApiError::invalid_field(
@@ -157,13 +134,6 @@ pub async fn list_builds(
             ),
         ));
     }
-    let filter = BuildFilter {
-        platform: filter_param(query.platform.as_deref())?,
-        image_type: filter_param(query.image_type.as_deref())?,
-        status,
-        state: build_state,
-        key: filter_param(query.key.as_deref())?,
-    };
     let page = state.db.list_builds(&filter, limit, offset).await?;
     Ok(Json(page))
 }

@@ -8,8 +8,8 @@ use buildstate_domain::wire::{
     Build, BuildPage, HistoryEntry, HistoryPage, StartBuild, StatusOverview, TransitionResult,
 };
 use buildstate_domain::{
-    apply_operator_action, apply_report, notes, BuildId, BuildKey, BuildStatus, Event, ImageType,
-    Lease, OperatorAction, Platform, Progress, Report, RetryPolicy, StateCode, Transition,
+    apply_operator_action, apply_report, notes, BuildId, Event, Lease, OperatorAction, Progress,
+    Report, RetryPolicy, StateCode, Transition,
 };
 use chrono::{DateTime, Utc};
 use sqlx::{Any, Row, Transaction};
@@ -21,15 +21,8 @@ use super::rows::{
 };
 use super::{Actor, Database, Dialect, StoreError, StoreResult};
 
-/// Filters of `GET /builds`.
-#[derive(Debug, Clone, Default)]
-pub struct BuildFilter {
-    pub platform: Option<Platform>,
-    pub image_type: Option<ImageType>,
-    pub status: Option<BuildStatus>,
-    pub state: Option<StateCode>,
-    pub key: Option<BuildKey>,
-}
+/// Filters of `GET /builds`: the domain's, parsed from the query string by its rules.
+pub use buildstate_domain::wire::BuildFilter;
 
 /// A report to record, with what the rules need beside it.
 #[derive(Debug, Clone)]
