@@ -158,8 +158,12 @@ impl std::ops::Deref for AppState {
         reports::stuck_report, reports::recovery_report,
         events::build_events, events::all_events, metrics::metrics,
     ),
-    // The `data` of every server-sent event (see `openapi::describe_event_streams`).
-    components(schemas(buildstate_domain::wire::BuildEvent)),
+    // The `data` of every server-sent event (see `openapi::describe_event_streams`), and the
+    // `details` of a `stage_already_completed` refusal.
+    components(schemas(
+        buildstate_domain::wire::BuildEvent,
+        buildstate_domain::wire::StageAlreadyCompletedDetails
+    )),
     modifiers(&BearerAuth, &StandardAnswers),
 )]
 #[derive(Debug)]
