@@ -25,8 +25,8 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{bearer_token, ApiJson, ApiQuery, Authenticated};
-use super::AppState;
 use crate::db::{BuildFilter, Started, StoreError, TransitionRequest};
+use crate::state::AppState;
 
 fn invalid_outputs(error: InvalidOutputs) -> ApiError {
     ApiError::invalid_field(error.field.clone(), error.to_string())
@@ -245,14 +245,7 @@ pub async fn report_transition(
         (key, hex::encode(Sha256::digest(canonical)))
     });
     let request = TransitionRequest {
-        report: Report {
-            state: report.state,
-            status: report.status,
-            expected_state: report.expected_state,
-            run: report.run_identity().map(str::to_owned),
-            fence: report.fence,
-            outputs: report.outputs.clone(),
-        },
+        report: Report::from(&report),
         message: report.message,
         source: report.source,
         idempotency,

@@ -25,9 +25,9 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, Authenticated};
-use super::AppState;
 use crate::db::FeedPoint;
 use crate::events::{BuildEvent, Published};
+use crate::state::AppState;
 
 /// Entries replayed per read while catching a client up.
 const REPLAY_PAGE: u32 = 500;
