@@ -707,16 +707,7 @@ async fn an_idempotent_replay_publishes_nothing_on_the_event_stream(app: TestApp
         streamed.push(data["entry"]["seq"].as_i64().expect("seq"));
     }
     assert_eq!(streamed, [2, 3]);
-    let metrics = app
-        .http()
-        .get(app.url("/metrics"))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .expect("request")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics_text().await;
     let counted = "buildstate_transitions_total{platform=\"aws\",image_type=\"rhel8\",code=\"0\",status=\"in_progress\"} 1";
     assert!(
         metrics.lines().any(|line| line == counted),

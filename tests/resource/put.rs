@@ -342,17 +342,9 @@ async fn a_rerun_putting_in_progress_on_a_completed_stage_records_nothing_and_sk
 /// Requests the server has answered, per `METHOD route status`, from its request metrics (the
 /// reads of `/metrics` itself left out).
 async fn requests_answered(app: &TestApp) -> BTreeMap<String, u64> {
-    let text = app
-        .http()
-        .get(app.url("/metrics"))
-        .bearer_auth(&app.admin_token)
-        .send()
+    app.metrics_text()
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
+        .lines()
         .filter_map(|line| line.strip_prefix("buildstate_http_requests_total{"))
         .filter(|line| !line.contains("route=\"/metrics\""))
         .map(|line| {
