@@ -13,6 +13,8 @@
 //! The heartbeat load ([`run_heartbeats`]) keeps many leased stages alive, each heartbeating at
 //! a fixed interval, spread evenly so the server sees a steady rate.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -124,11 +126,12 @@ pub async fn run_clients(
     kind: ReportKind,
     window: Window,
     max_requests: u64,
+    answered: Arc<AtomicU64>,
 ) -> anyhow::Result<LoadOutcome> {
     let mut clients = tokio::task::JoinSet::new();
     for (index, build_id) in build_ids.iter().enumerate() {
         let client = Client::new(target, build_id, kind, index)?;
-        clients.spawn(client.run(window, max_requests));
+        clients.spawn(client.run(window, max_requests, answered.clone()));
     }
     let mut total = LoadOutcome {
         transitions: 0,
@@ -247,7 +250,14 @@ impl Client {
         })
     }
 
-    async fn run(self, window: Window, max_requests: u64) -> anyhow::Result<LoadOutcome> {
+    /// Sends the cycle until the window ends, counting every accepted report (warm-up
+    /// included) in `answered`.
+    async fn run(
+        self,
+        window: Window,
+        max_requests: u64,
+        answered: Arc<AtomicU64>,
+    ) -> anyhow::Result<LoadOutcome> {
         let mut outcome = LoadOutcome {
             transitions: 0,
             latency_micros: new_histogram()?,
@@ -267,6 +277,9 @@ impl Client {
             let finished = Instant::now();
             match answer {
                 Ok(()) => {
+                    if step.is_transition {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
                     if !step.is_transition {
                         outcome.resets += 1;
                     } else if started >= window.measure_from && finished <= window.end {

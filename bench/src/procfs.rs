@@ -1,6 +1,8 @@
 //! What the kernel says about a process and the machine: resident memory (`VmRSS`, `VmHWM`)
 //! and CPU time, read from `/proc` so the numbers are the same ones `ps` and `top` show.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -31,11 +33,16 @@ pub fn total_status_kib(pids: &[u32], field: &str) -> anyhow::Result<u64> {
 }
 
 /// Samples the `VmRSS` of `pids`, summed, every `every` until the returned sender is used or
-/// dropped; the task answers the samples, in KiB.
+/// dropped; the task answers the samples, each as (`answered` at that moment, KiB), so memory
+/// can be read against the reports answered so far.
 pub fn sample_rss(
     pids: Vec<u32>,
     every: Duration,
-) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Vec<u64>>) {
+    answered: Arc<AtomicU64>,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Vec<(u64, u64)>>,
+) {
     let (stop, mut stopped) = oneshot::channel::<()>();
     let sampler = tokio::spawn(async move {
         let mut samples = Vec::new();
@@ -46,7 +53,7 @@ pub fn sample_rss(
                 _ = &mut stopped => break,
                 _ = ticks.tick() => {
                     match total_status_kib(&pids, "VmRSS") {
-                        Ok(kib) => samples.push(kib),
+                        Ok(kib) => samples.push((answered.load(Ordering::Relaxed), kib)),
                         Err(_) => break, // the process is gone
                     }
                 }
@@ -55,6 +62,20 @@ pub fn sample_rss(
         samples
     });
     (stop, sampler)
+}
+
+/// From `samples` of (reports answered, KiB): the first sample at or past each multiple of
+/// `every` reports, as (that multiple, MiB).
+pub fn rss_every(samples: &[(u64, u64)], every: u64) -> Vec<(u64, f64)> {
+    let mut marks = Vec::new();
+    let mut next = every;
+    for &(answered, kib) in samples {
+        if every > 0 && answered >= next {
+            marks.push((next, kib as f64 / 1024.0));
+            next = (answered / every + 1) * every;
+        }
+    }
+    marks
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -177,6 +198,22 @@ impl CpuSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_is_read_at_each_multiple_of_the_reports_answered() {
+        let samples = [
+            (0, 1024),
+            (9_000, 2048),
+            (10_500, 3072),
+            (12_000, 4096),
+            (31_000, 5120),
+        ];
+        assert_eq!(
+            rss_every(&samples, 10_000),
+            [(10_000, 3.0), (30_000, 5.0)],
+            "a mark the sampling stepped over (20,000) is not made up"
+        );
+    }
 
     #[test]
     fn status_fields_are_read_in_kib() {

@@ -53,6 +53,9 @@ pub struct ServerPhase {
     pub resets: u64,
     /// The largest `VmRSS` sampled during the phase (warm-up included).
     pub peak_rss_mib: f64,
+    /// `VmRSS` (MiB) as the reports answered in the phase (warm-up included) passed each
+    /// multiple of 10,000: whether memory stays flat as the history grows.
+    pub rss_by_reports: Vec<(u64, f64)>,
     /// Cores busy in the second before the phase (other work on the machine).
     pub background_cores: f64,
     pub cpu: CpuUse,
@@ -429,6 +432,37 @@ pub fn markdown(results: &Results) -> String {
             largest(|run| run.phases.iter().map(|phase| phase.peak_rss_mib).fold(0.0, f64::max)),
             largest(|run| run.high_water_rss_mib),
         );
+    }
+
+    let marked: Vec<(usize, &BackendRun, &ServerPhase)> = results
+        .rounds
+        .iter()
+        .enumerate()
+        .flat_map(|(round, r)| r.backends.iter().map(move |run| (round, run)))
+        .flat_map(|(round, run)| run.phases.iter().map(move |phase| (round, run, phase)))
+        .filter(|(_, _, phase)| !phase.rss_by_reports.is_empty())
+        .collect();
+    if !marked.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nServer memory as reports are answered (VmRSS MiB after each 10,000, warm-up included):\n"
+        );
+        for (round, run, phase) in marked {
+            let marks: Vec<String> = phase
+                .rss_by_reports
+                .iter()
+                .map(|(reports, mib)| format!("{}k {mib:.1}", reports / 1000))
+                .collect();
+            let _ = writeln!(
+                out,
+                "- {}, {} clients, {}, round {}: {}",
+                run_label(run.backend, run.processes),
+                phase.clients,
+                phase.kind.name(),
+                round + 1,
+                marks.join(", ")
+            );
+        }
     }
 
     if rounds > 1 {

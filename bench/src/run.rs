@@ -3,6 +3,8 @@
 //! counts; then the report.
 
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -20,6 +22,8 @@ use crate::server::ServerProcess;
 
 /// How often the server's resident memory is sampled under load.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// Memory is reported each time this many more reports have been answered in a phase.
+const RSS_MARK_EVERY: u64 = 10_000;
 
 /// Runs every round and writes the report.
 pub async fn run(options: Options) -> anyhow::Result<()> {
@@ -241,6 +245,14 @@ async fn run_backend(
                 phase.errors,
                 phase.peak_rss_mib
             );
+            if !phase.rss_by_reports.is_empty() {
+                let marks: Vec<String> = phase
+                    .rss_by_reports
+                    .iter()
+                    .map(|(reports, mib)| format!("{}k: {mib:.1}", reports / 1000))
+                    .collect();
+                eprintln!("    VmRSS MiB after reports: {}", marks.join(", "));
+            }
             phases.push(phase);
         }
     }
@@ -343,7 +355,9 @@ pub(crate) async fn run_server_phase(
 ) -> anyhow::Result<ServerPhase> {
     let build_ids = load::create_builds(target, clients).await?;
     let background_cores = quiet(options).await?;
-    let (stop_sampling, sampler) = procfs::sample_rss(server_pids.to_vec(), RSS_SAMPLE_EVERY);
+    let answered = Arc::new(AtomicU64::new(0));
+    let (stop_sampling, sampler) =
+        procfs::sample_rss(server_pids.to_vec(), RSS_SAMPLE_EVERY, answered.clone());
     let window = Window::starting_now(options.warmup(), options.duration());
     let measure_cpu = async {
         tokio::time::sleep_until(window.measure_from.into()).await;
@@ -357,7 +371,8 @@ pub(crate) async fn run_server_phase(
             &build_ids,
             kind,
             window,
-            options.max_requests_per_client
+            options.max_requests_per_client,
+            answered
         ),
         measure_cpu
     );
@@ -376,7 +391,9 @@ pub(crate) async fn run_server_phase(
         errors: outcome.errors,
         first_errors: outcome.first_errors,
         resets: outcome.resets,
-        peak_rss_mib: rss_samples.iter().copied().max().unwrap_or(0) as f64 / KIB_PER_MIB,
+        peak_rss_mib: rss_samples.iter().map(|&(_, kib)| kib).max().unwrap_or(0) as f64
+            / KIB_PER_MIB,
+        rss_by_reports: procfs::rss_every(&rss_samples, RSS_MARK_EVERY),
         background_cores,
         cpu,
     })

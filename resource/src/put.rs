@@ -15,7 +15,9 @@ use buildstate_client::ci;
 use buildstate_client::env::EnvMap;
 use buildstate_client::message::{keep_tail, read_message};
 use buildstate_domain::limits::MAX_MESSAGE_CHARS;
-use buildstate_domain::wire::{Build, ErrorCode, HistoryQuery, ReportTransition, StartBuild};
+use buildstate_domain::wire::{
+    Build, ErrorCode, HistoryQuery, ReportTransition, StageAlreadyCompletedDetails, StartBuild,
+};
 use buildstate_domain::{BuildKey, Labels, ReportStatus};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -73,17 +75,31 @@ pub async fn put(
                 // file tells the task to skip.
                 Err(ClientError::Api {
                     code: ErrorCode::StageAlreadyCompleted,
+                    details,
                     ..
                 }) if report.status == ReportStatus::InProgress => {
                     log.line(format!(
                         "build `{id}`: stage {} already completed; nothing recorded, its gate says skip",
                         report.state
                     ));
-                    let build = client
-                        .get_build(&id)
-                        .await
-                        .map_err(|error| describe(&error))?;
-                    let version = newest_version(client, &build).await?;
+                    // The refusal says where the build stands; a server from before it did
+                    // is asked.
+                    let (build, version) = match details.and_then(|details| {
+                        serde_json::from_value::<StageAlreadyCompletedDetails>(details).ok()
+                    }) {
+                        Some(details) => {
+                            let version = Version::of(&id, &details.last_entry);
+                            (details.build, version)
+                        }
+                        None => {
+                            let build = client
+                                .get_build(&id)
+                                .await
+                                .map_err(|error| describe(&error))?;
+                            let version = newest_version(client, &build).await?;
+                            (build, version)
+                        }
+                    };
                     return Ok(json!({
                         "version": version,
                         "metadata": metadata(&build, &source.api_url),
@@ -105,7 +121,8 @@ pub async fn put(
                     lease.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 ));
             }
-            match result.recorded.last() {
+            // Recorded: the newest entry is the last recorded; already done: the answer names it.
+            match result.recorded.last().or(result.last_entry.as_ref()) {
                 Some(entry) => (result.build.clone(), Version::of(&id, entry)),
                 None => {
                     let version = newest_version(client, &result.build).await?;

@@ -22,7 +22,8 @@ on_both_backends!(
     the_event_stream_delivers_transitions_and_resumes_after_last_event_id,
     the_stream_of_every_build_resumes_from_its_event_id,
     a_transition_recorded_by_one_process_reaches_the_streams_of_another,
-    a_process_announces_at_most_once_every_20_ms_and_loses_no_change,
+    a_process_announces_every_change_once_and_in_order,
+    an_idempotent_replay_publishes_nothing_on_the_event_stream,
     metrics_count_builds_transitions_and_requests,
     webhooks_are_signed_retried_and_fired_for_failed_blocked_completed_and_stuck,
 );
@@ -603,10 +604,13 @@ async fn a_transition_recorded_by_one_process_reaches_the_streams_of_another(app
 }
 
 /// Each notification is a transaction with a WAL flush and wakes every listening connection,
-/// so a process sends at most one per 20 ms, whatever queued meanwhile (events.rs). Publishing
-/// 50 changes 2 ms apart therefore takes a handful of notifications, not 50, and every change
-/// is in one of them.
-async fn a_process_announces_at_most_once_every_20_ms_and_loses_no_change(app: TestApp) {
+/// so a process sends at most one per 20 ms, carrying whatever queued meanwhile (events.rs).
+/// That pacing is checked on a clock the test moves, in `events.rs`
+/// (`announcements_go_out_at_most_once_every_20_ms_each_carrying_what_queued`): a rate measured
+/// against the wall clock fails on a busy machine. Here, on the real database: 50 changes
+/// published 2 ms apart all arrive, once each, in order. The figure BENCHMARKS.md keeps (how
+/// many notifications they took, in how long) is printed, not asserted.
+async fn a_process_announces_every_change_once_and_in_order(app: TestApp) {
     if app.backend == Backend::Sqlite {
         return; // Nothing to announce to.
     }
@@ -646,24 +650,68 @@ async fn a_process_announces_at_most_once_every_20_ms_and_loses_no_change(app: T
             .await
             .unwrap_or_else(|_| panic!("{} of 50 changes announced", announced.len()))
             .expect("notification");
-        notifications += 1;
-        // Only this hub's announcements: the server's own process announced the start.
-        announced.extend(
-            notification
-                .payload()
-                .lines()
-                .filter(|line| line.split(' ').nth(2).is_some_and(|seq| seq.len() == 4))
-                .map(|line| line.split(' ').nth(2).expect("seq").to_owned()),
-        );
+        // Only this hub's announcements: the server's own process announced the start, and
+        // may have done so after the listener began.
+        let ours: Vec<String> = notification
+            .payload()
+            .lines()
+            .filter_map(|line| line.split(' ').nth(2))
+            .filter(|seq| seq.len() == 4)
+            .map(str::to_owned)
+            .collect();
+        if !ours.is_empty() {
+            notifications += 1;
+        }
+        announced.extend(ours);
     }
-    let elapsed = began.elapsed();
     let expected: Vec<String> = (1001..=1050).map(|seq| seq.to_string()).collect();
     assert_eq!(announced, expected, "every change, once, in order");
-    // n notifications are at least (n - 1) x 20 ms apart.
-    let most = elapsed.as_millis() / 20 + 1;
+    eprintln!(
+        "50 changes published 2 ms apart: {notifications} notifications in {:?}",
+        began.elapsed()
+    );
+}
+
+/// A retried report (the same `Idempotency-Key`) answers as the first did, and the store says
+/// it recorded nothing now: nothing reaches the event stream (nor the webhooks and metrics,
+/// which follow the same hub) a second time.
+async fn an_idempotent_replay_publishes_nothing_on_the_event_stream(app: TestApp) {
+    let client = app.client();
+    let id = start(&client, "aws", "rhel8", 3).await;
+    let mut stream = EventReader::open(&app.url("/events"), &app.admin_token, None).await;
+    let mut published = app.state.events.subscribe();
+    let in_progress = report(0, ReportStatus::InProgress);
+    let first = client
+        .report_transition(&id, &in_progress, Some("retried-step"))
+        .await
+        .expect("first report");
+    let again = client
+        .report_transition(&id, &in_progress, Some("retried-step"))
+        .await
+        .expect("replayed report");
+    assert_eq!(again, first, "the first answer again");
+    assert_eq!(again.recorded.len(), 1, "{again:?}");
+
+    // A handler publishes before it answers: what the replay published would be queued now.
+    let mut seqs = Vec::new();
+    while let Ok(event) = published.try_recv() {
+        seqs.push(event.event.entry.seq);
+    }
+    assert_eq!(seqs, [2], "published once, when recorded");
+    // The stream, up to the next change, holds entry 2 once.
+    send(&client, &id, 0, ReportStatus::Completed).await;
+    let mut streamed = Vec::new();
+    while streamed.last() != Some(&3) {
+        let (_, data) = stream.next().await;
+        assert_eq!(data["build"]["id"], id.to_string(), "{data}");
+        streamed.push(data["entry"]["seq"].as_i64().expect("seq"));
+    }
+    assert_eq!(streamed, [2, 3]);
+    let metrics = app.metrics_text().await;
+    let counted = "buildstate_transitions_total{platform=\"aws\",image_type=\"rhel8\",code=\"0\",status=\"in_progress\"} 1";
     assert!(
-        u128::from(notifications) <= most,
-        "{notifications} notifications in {elapsed:?}: at most {most} allowed"
+        metrics.lines().any(|line| line == counted),
+        "missing `{counted}` in:\n{metrics}"
     );
 }
 

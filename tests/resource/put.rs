@@ -1,5 +1,7 @@
 //! `out`: start-or-resume, report, idempotency, hooks, files, and the bad-input contract.
 
+use std::collections::BTreeMap;
+
 use buildstate_domain::wire::ReportTransition;
 use buildstate_domain::{ReportStatus, StateCode};
 use serde_json::{json, Value};
@@ -337,7 +339,93 @@ async fn a_rerun_putting_in_progress_on_a_completed_stage_records_nothing_and_sk
     app.stop().await;
 }
 
+/// Requests the server has answered, per `METHOD route status`, from its request metrics (the
+/// reads of `/metrics` itself left out).
+async fn requests_answered(app: &TestApp) -> BTreeMap<String, u64> {
+    app.metrics_text()
+        .await
+        .lines()
+        .filter_map(|line| line.strip_prefix("buildstate_http_requests_total{"))
+        .filter(|line| !line.contains("route=\"/metrics\""))
+        .map(|line| {
+            let (labels, count) = line.rsplit_once("} ").expect("a sample");
+            (labels.to_owned(), count.parse().expect("a count"))
+        })
+        .collect()
+}
+
+/// What the server answered between two [`requests_answered`].
+fn answered_between(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> Vec<(String, u64)> {
+    after
+        .iter()
+        .map(|(labels, count)| {
+            let earlier = before.get(labels).copied().unwrap_or(0);
+            (labels.clone(), count - earlier)
+        })
+        .filter(|(_, count)| *count > 0)
+        .collect()
+}
+
+/// A re-run's put on a stage that already completed (`in_progress` before its task, or
+/// `completed` again) gets where the build stands in the report's answer: it makes the one
+/// call every put makes (start or resume) and the report, nothing after, and prints what a
+/// put without a report prints for the same build.
+async fn a_put_on_a_completed_stage_asks_nothing_after_its_report(app: TestApp) {
+    let resource = Resource::new(&app);
+    let source = resource.source("p10", json!({}));
+    let dir = resource.dir();
+    resource
+        .put(
+            dir.path(),
+            &json!({"source": source, "params": {"state": 5, "status": "completed"}}),
+        )
+        .await
+        .json();
+    let standing = resource
+        .put(dir.path(), &json!({"source": source}))
+        .await
+        .json();
+    for status in ["in_progress", "completed"] {
+        let before = requests_answered(&app).await;
+        let rerun = resource
+            .put(
+                dir.path(),
+                &json!({"source": source, "params": {"state": 5, "status": status}}),
+            )
+            .await
+            .json();
+        let after = requests_answered(&app).await;
+        assert_eq!(rerun, standing, "{status}: the same output as before");
+        let refused_or_done = if status == "in_progress" {
+            "409"
+        } else {
+            "200"
+        };
+        assert_eq!(
+            answered_between(&before, &after),
+            [
+                (
+                    "method=\"POST\",route=\"/builds\",status=\"200\"".to_owned(),
+                    1
+                ),
+                (
+                    format!(
+                        "method=\"POST\",route=\"/builds/{{id}}/transitions\",status=\"{refused_or_done}\""
+                    ),
+                    1
+                ),
+            ],
+            "{status}: resume, report, and nothing else"
+        );
+    }
+    app.stop().await;
+}
+
 on_both_backends!(
+    a_put_on_a_completed_stage_asks_nothing_after_its_report,
     a_rerun_putting_in_progress_on_a_completed_stage_records_nothing_and_skips,
     out_starts_resumes_and_reports_and_in_reads_it_back,
     a_repeated_put_in_one_concourse_build_records_one_transition,

@@ -187,6 +187,19 @@ impl TestApp {
         format!("{}{path}", self.base_url)
     }
 
+    /// The server's `/metrics` text, read with the admin token.
+    pub async fn metrics_text(&self) -> String {
+        self.http()
+            .get(self.url("/metrics"))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the metrics text")
+    }
+
     /// Runs one statement on the test's database directly and returns the first column of its
     /// first row, if it gives any: for a state the API cannot make, such as a row as an older
     /// release left it.

@@ -338,6 +338,26 @@ pub struct TransitionResult {
     pub note: String,
     /// The history entries this report appended, in order (none when `changed` is false).
     pub recorded: Vec<HistoryEntry>,
+    /// With `changed: false`: the build's newest history entry (`seq` is `build.last_seq`), so
+    /// a client can say where the build stands without reading its history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_entry: Option<HistoryEntry>,
+}
+
+/// The `details` of a `stage_already_completed` refusal (409): the report's stage, the stage
+/// to run next, and where the build stands, so a client with nothing to do at that stage (a
+/// re-run reporting `in_progress` on it) needs no second call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StageAlreadyCompletedDetails {
+    /// The stage reported on.
+    pub stage: StateCode,
+    /// The build's state: the next stage to run.
+    pub next_state: StateCode,
+    /// The build as the refusal found it.
+    pub build: Build,
+    /// Its newest history entry (`seq` is `build.last_seq`).
+    pub last_entry: HistoryEntry,
 }
 
 /// One entry of a build's history; history is append-only.
@@ -621,7 +641,8 @@ pub struct ErrorDetail {
     /// The request field that was wrong, as a path such as `state` or `labels.git sha`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    /// Facts a program can act on: `next_state`, `wait_seconds`, `actual_state`.
+    /// Facts a program can act on: `next_state`, `wait_seconds`, `actual_state`; for
+    /// `stage_already_completed`, a `StageAlreadyCompletedDetails`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub details: Option<serde_json::Value>,

@@ -35,7 +35,7 @@ mod retries;
 mod rows;
 
 pub use accounts::{Actor, TOKEN_REVOKED};
-pub use builds::{BuildFilter, TransitionRequest};
+pub use builds::{BuildFilter, Change, Started, TransitionRequest};
 pub use feed::FeedPoint;
 pub use reports::MAX_ATTENTION_BUILDS;
 pub use retries::DueCursor;
@@ -47,6 +47,15 @@ pub enum StoreError {
     NotFound { what: &'static str, id: String },
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// A refusal with where the build stood under the lock that refused it: given for a report
+    /// on a stage that already completed, whose sender (a re-run) needs nothing more to carry on.
+    #[error("{refusal}")]
+    RefusedAt {
+        refusal: Refusal,
+        build: Box<buildstate_domain::wire::Build>,
+        /// The build's newest history entry.
+        last_entry: Box<buildstate_domain::wire::HistoryEntry>,
+    },
     #[error("{0}")]
     Conflict(String),
     /// The token asking to create another was revoked while it asked.

@@ -1,7 +1,9 @@
 //! Transitions as they happen, for the event stream, the metrics and the webhooks.
 //!
 //! Every change a handler commits is [`EventHub::publish`]ed: subscribers in this process get
-//! it at once through a broadcast channel. On PostgreSQL the hub also announces it to the
+//! it at once through a broadcast channel. Only what the store recorded just now is published:
+//! the store says when it answers a retried report with its first answer (nothing recorded),
+//! so the hub keeps no memory of what it published. On PostgreSQL the hub also announces it to the
 //! other server processes with `pg_notify` on [`CHANNEL`] (one line per change: the process that
 //! made it, the build, its first and last new sequence numbers); every other process `LISTEN`s
 //! ([`crate::peers`], the connection that also hears token revocations: no extra component),
@@ -22,11 +24,13 @@
 //! queued meanwhile: a notification is a transaction of its own (PostgreSQL gives it a
 //! transaction id, so its commit flushes the WAL) and wakes every listening connection of the
 //! database, so what costs is how many there are, not how long they are. Idle, a change still
-//! goes out at once; under load, one notification carries a few dozen.
+//! goes out at once; under load, one notification carries a few dozen. The task takes its clock
+//! and its sink as an [`Announcer`], so a test checks that pacing on a clock it moves by hand.
 //!
 //! A subscriber that falls behind is dropped; the stream's client then reconnects with
 //! `Last-Event-ID` and reads what it missed from the history.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -34,6 +38,7 @@ use std::time::Duration;
 use buildstate_domain::wire::{Build, HistoryEntry};
 use buildstate_domain::BuildId;
 use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
 
 use crate::db::Database;
 
@@ -73,9 +78,6 @@ pub struct EventHub {
     process: Arc<str>,
     /// On PostgreSQL: the store to announce through and to read announced entries from.
     postgres: Option<Database>,
-    /// Entries published lately (build id, seq): a report replayed for its idempotency key
-    /// answers with the entries it recorded the first time, which must not be published twice.
-    published: moka::sync::Cache<(String, i64), ()>,
     /// On PostgreSQL, once [`EventHub::start`] ran: where published changes queue for the
     /// announcing task, one line each.
     announcements: Arc<OnceLock<mpsc::UnboundedSender<String>>>,
@@ -103,10 +105,6 @@ impl EventHub {
             sender,
             process: Arc::from(crate::secrets::random_id(12)),
             postgres,
-            published: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(24 * 3600))
-                .build(),
             announcements: Arc::default(),
             relays: Arc::default(),
             unannounced: Arc::default(),
@@ -118,17 +116,13 @@ impl EventHub {
         self.sender.subscribe()
     }
 
-    /// Hands `entries` (just committed on `build`) to this process's subscribers and queues
-    /// their announcement to the other processes. `false` when there was nothing new.
+    /// Hands `entries` (just recorded and committed on `build`: never an idempotent replay's,
+    /// which the store tells apart) to this process's subscribers and queues their
+    /// announcement to the other processes. `false` when there was nothing to publish.
     pub fn publish(&self, build: &Build, entries: &[HistoryEntry]) -> bool {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return false;
         };
-        let key = (build.id.to_string(), last.seq);
-        if self.published.contains_key(&key) {
-            return false;
-        }
-        self.published.insert(key, ());
         for entry in entries {
             // No subscriber is fine.
             let _ = self.sender.send(Published {
@@ -176,7 +170,11 @@ impl EventHub {
         if self.announcements.set(announce_to).is_err() || self.relays.set(relay_to).is_err() {
             return None;
         }
-        let announcer = tokio::spawn(announce(queued, db.clone(), self.unannounced.clone()));
+        let announcer = tokio::spawn(announce(
+            queued,
+            ToPostgres(db.clone()),
+            self.unannounced.clone(),
+        ));
         let hub = self.clone();
         Some(tokio::spawn(async move {
             // Both run until the server aborts this task, after flushing.
@@ -237,27 +235,52 @@ impl EventHub {
     }
 }
 
+/// Where the announcing task sends notifications, and the clock it paces itself by.
+trait Announcer: Send + 'static {
+    fn now(&self) -> Instant;
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send;
+    fn notify(&self, payload: String) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// The server's announcer: `pg_notify` on [`CHANNEL`], paced by tokio's clock.
+struct ToPostgres(Database);
+
+impl Announcer for ToPostgres {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep_until(deadline)
+    }
+
+    fn notify(&self, payload: String) -> impl Future<Output = anyhow::Result<()>> + Send {
+        let db = self.0.clone();
+        async move { Ok(db.notify(CHANNEL, &payload).await?) }
+    }
+}
+
 /// Sends queued announcements until the queue closes: each time, everything that queued since
 /// the previous notification, as few notifications as fit (one line per change), then waits
 /// out the rest of [`ANNOUNCE_EVERY`]. Under load that is one notification for many reports;
 /// idle, one per report, right after it.
 async fn announce(
     mut queued: mpsc::UnboundedReceiver<String>,
-    db: Database,
+    announcer: impl Announcer,
     unannounced: Arc<AtomicUsize>,
 ) {
     let mut lines = Vec::new();
     while queued.recv_many(&mut lines, 10_000).await > 0 {
-        let next_at = tokio::time::Instant::now() + ANNOUNCE_EVERY;
+        let next_at = announcer.now() + ANNOUNCE_EVERY;
         for payload in payloads(&lines) {
-            if let Err(error) = db.notify(CHANNEL, &payload).await {
+            if let Err(error) = announcer.notify(payload).await {
                 // Their streams catch up when their clients reconnect.
                 tracing::warn!(error = %error, "failed to announce transitions to the other server processes");
             }
         }
         unannounced.fetch_sub(lines.len(), Ordering::SeqCst);
         lines.clear();
-        tokio::time::sleep_until(next_at).await;
+        announcer.sleep_until(next_at).await;
     }
 }
 
@@ -306,6 +329,89 @@ mod tests {
             .flat_map(|payload| payload.lines())
             .collect();
         assert_eq!(back, lines.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    /// An [`Announcer`] on a clock the test moves: `sleep_until` jumps the clock to its deadline
+    /// at once, and each notification is recorded with the clock's time, then held until the
+    /// test lets it finish (so the test decides what queues meanwhile).
+    struct HandMoved {
+        start: Instant,
+        elapsed: Arc<std::sync::Mutex<Duration>>,
+        sent: mpsc::UnboundedSender<(Duration, String)>,
+        finish: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl HandMoved {
+        fn elapsed(&self) -> std::sync::MutexGuard<'_, Duration> {
+            self.elapsed.lock().expect("clock")
+        }
+    }
+
+    impl Announcer for HandMoved {
+        fn now(&self) -> Instant {
+            self.start + *self.elapsed()
+        }
+
+        fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send {
+            let mut elapsed = self.elapsed();
+            *elapsed = (*elapsed).max(deadline - self.start);
+            std::future::ready(())
+        }
+
+        fn notify(&self, payload: String) -> impl Future<Output = anyhow::Result<()>> + Send {
+            let _ = self.sent.send((*self.elapsed(), payload));
+            let finish = self.finish.clone();
+            async move {
+                finish.acquire().await?.forget();
+                Ok(())
+            }
+        }
+    }
+
+    /// The pacing, on a clock the test moves (what the machine is doing cannot change the
+    /// answer): a change on an idle hub goes out at once; what queues while a notification is
+    /// out waits until [`ANNOUNCE_EVERY`] after it, and then goes out together; an idle spell
+    /// later, the next change goes out at once again. Nothing is lost or sent twice.
+    #[tokio::test]
+    async fn announcements_go_out_at_most_once_every_20_ms_each_carrying_what_queued() {
+        let elapsed = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+        let (sent_to, mut sent) = mpsc::unbounded_channel();
+        let finish = Arc::new(tokio::sync::Semaphore::new(0));
+        let announcer = HandMoved {
+            start: Instant::now(),
+            elapsed: elapsed.clone(),
+            sent: sent_to,
+            finish: finish.clone(),
+        };
+        let (queue, queued) = mpsc::unbounded_channel();
+        let unannounced = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(announce(queued, announcer, unannounced.clone()));
+        let publish = |line: &str| {
+            unannounced.fetch_add(1, Ordering::SeqCst);
+            queue.send(line.to_owned()).expect("queued");
+        };
+        let ms = Duration::from_millis;
+
+        publish("a");
+        assert_eq!(sent.recv().await, Some((ms(0), "a".to_owned())));
+        // While `a` goes out, two more changes queue.
+        publish("b");
+        publish("c");
+        finish.add_permits(1);
+        assert_eq!(sent.recv().await, Some((ms(20), "b\nc".to_owned())));
+        finish.add_permits(1);
+        // An idle spell: the next change does not wait.
+        {
+            let mut elapsed = elapsed.lock().expect("clock");
+            *elapsed = (*elapsed).max(ms(100));
+        }
+        publish("d");
+        assert_eq!(sent.recv().await, Some((ms(100), "d".to_owned())));
+        finish.add_permits(1);
+        drop(queue);
+        task.await.expect("the announcing task ends with its queue");
+        assert_eq!(unannounced.load(Ordering::SeqCst), 0, "all announced");
+        assert_eq!(sent.recv().await, None, "nothing else was sent");
     }
 
     #[test]

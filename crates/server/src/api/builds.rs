@@ -25,7 +25,7 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{bearer_token, ApiJson, ApiQuery, Authenticated, Id};
-use crate::db::{StoreError, TransitionRequest};
+use crate::db::{Started, StoreError, TransitionRequest};
 use crate::state::AppState;
 
 fn invalid_outputs(error: InvalidOutputs) -> ApiError {
@@ -36,6 +36,11 @@ fn invalid_outputs(error: InvalidOutputs) -> ApiError {
 fn for_build(id: &BuildId) -> impl Fn(StoreError) -> ApiError + '_ {
     move |error| match error {
         StoreError::Refused(refusal) => ApiError::refused(id, &refusal),
+        StoreError::RefusedAt {
+            refusal,
+            build,
+            last_entry,
+        } => ApiError::refused_at(id, &refusal, *build, *last_entry),
         other => other.into(),
     }
 }
@@ -85,23 +90,28 @@ pub async fn start_build(
             ),
         ));
     }
-    let (build, resumed) = state
+    let started = state
         .db
         .start_build(&request, max_retries, actor, Utc::now())
         .await?;
-    let status = if resumed {
-        StatusCode::OK
-    } else {
-        // The event stream shows the new build with its first entry ("started").
-        match state.db.history_after(&build.id, 0, 1).await {
-            Ok(first) => state.announce(&build, &first.entries),
-            Err(error) => {
-                tracing::warn!(error = %error, build = %build.id, "failed to publish a started build")
-            }
+    Ok(match started {
+        Started::New { build, started } => {
+            // The event stream shows the new build with its first entry ("started").
+            state.announce(&build, std::slice::from_ref(&started));
+            let answer = StartedBuild {
+                build,
+                resumed: false,
+            };
+            (StatusCode::CREATED, Json(answer))
         }
-        StatusCode::CREATED
-    };
-    Ok((status, Json(StartedBuild { build, resumed })))
+        Started::Resumed(build) => {
+            let answer = StartedBuild {
+                build,
+                resumed: true,
+            };
+            (StatusCode::OK, Json(answer))
+        }
+    })
 }
 
 /// List builds, newest first.
@@ -171,9 +181,9 @@ pub async fn get_build(
             description = "makes the report safe to retry: 1 to 255 visible ASCII characters"),
     ),
     responses(
-        (status = 200, description = "applied, or already done (`changed: false`)", body = TransitionResult),
+        (status = 200, description = "applied, or already done (`changed: false`, with the build's `last_entry`)", body = TransitionResult),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "a transition rule refused the report: `stage_leased` (another run holds the stage), `lease_lost` (a stale fence) and the rule codes", body = ErrorBody),
+        (status = 409, description = "a transition rule refused the report: `stage_leased` (another run holds the stage), `lease_lost` (a stale fence) and the rule codes; `stage_already_completed` says where the build stands in its `details` (`StageAlreadyCompletedDetails`)", body = ErrorBody),
         (status = 422, description = "a field broke a rule, e.g. `outputs.ami_id`", body = ErrorBody),
     ),
     security(("bearer" = ["write"])))]
@@ -209,13 +219,14 @@ pub async fn report_transition(
         source: report.source,
         idempotency,
     };
-    let result = state
+    let change = state
         .db
         .record_transition(&id, &request, &state.retry_policy, actor)
         .await
         .map_err(for_build(&id))?;
-    state.announce(&result.build, &result.recorded);
-    Ok(Json(result))
+    // A replayed answer's entries were published when they were recorded.
+    state.announce(change.build(), change.recorded_now());
+    Ok(Json(change.into_answer()))
 }
 
 fn check_run(field: &'static str, run: Option<&str>) -> Result<(), ApiError> {

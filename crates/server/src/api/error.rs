@@ -5,7 +5,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use buildstate_domain::tokens::TokenRefusal;
-use buildstate_domain::wire::{ErrorBody, ErrorCode, ErrorDetail};
+use buildstate_domain::wire::{
+    Build, ErrorBody, ErrorCode, ErrorDetail, HistoryEntry, StageAlreadyCompletedDetails,
+};
 use buildstate_domain::{BuildId, Refusal, Scope};
 use serde_json::json;
 
@@ -280,6 +282,32 @@ impl ApiError {
         ApiError::conflict(code, format!("build `{build}`: {refusal}{hint}")).with_details(details)
     }
 
+    /// [`ApiError::refused`], saying also where the build stands when the client needs that
+    /// to carry on: a `stage_already_completed` refusal's details are a
+    /// [`StageAlreadyCompletedDetails`].
+    pub fn refused_at(
+        id: &BuildId,
+        refusal: &Refusal,
+        build: Build,
+        last_entry: HistoryEntry,
+    ) -> Self {
+        let error = ApiError::refused(id, refusal);
+        let Refusal::StageAlreadyCompleted { stage, next } = *refusal else {
+            return error;
+        };
+        let details = StageAlreadyCompletedDetails {
+            stage,
+            next_state: next,
+            build,
+            last_entry,
+        };
+        match serde_json::to_value(details) {
+            Ok(details) => error.with_details(details),
+            // Not expected (wire types serialize); the plain details still say what to run.
+            Err(_) => error,
+        }
+    }
+
     /// Something broke on our side: 500, logged with its cause, no detail in the body.
     pub fn internal(cause: anyhow::Error) -> Self {
         let mut error = ApiError::new(
@@ -348,7 +376,7 @@ impl From<StoreError> for ApiError {
             StoreError::CreatorRevoked => ApiError::invalid_token(),
             StoreError::LastAdminToken { id } => ApiError::last_admin_token(&id),
             // Callers that know the build map refusals with `refused`; this is the fallback.
-            StoreError::Refused(refusal) => {
+            StoreError::Refused(refusal) | StoreError::RefusedAt { refusal, .. } => {
                 ApiError::conflict(ErrorCode::Refused, refusal.to_string())
             }
             StoreError::Other(cause) => ApiError::internal(cause),

@@ -38,8 +38,12 @@ use openapi::StandardAnswers;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "buildstate", description = "Records how far each image build got, so a re-run resumes at the failed step."),
-    // The `data` of every server-sent event (see `openapi::describe_event_streams`).
-    components(schemas(buildstate_domain::wire::BuildEvent)),
+    // The `data` of every server-sent event (see `openapi::describe_event_streams`), and the
+    // `details` of a `stage_already_completed` refusal.
+    components(schemas(
+        buildstate_domain::wire::BuildEvent,
+        buildstate_domain::wire::StageAlreadyCompletedDetails
+    )),
     modifiers(&BearerAuth),
 )]
 #[derive(Debug)]

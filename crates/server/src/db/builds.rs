@@ -9,7 +9,7 @@ use buildstate_domain::wire::{
 };
 use buildstate_domain::{
     apply_operator_action, apply_report, notes, BuildId, Event, Lease, OperatorAction, Progress,
-    Report, RetryPolicy, StateCode, Transition,
+    Refusal, Report, RetryPolicy, StateCode, Transition,
 };
 use chrono::{DateTime, Utc};
 use sqlx::{Any, Row, Transaction};
@@ -35,18 +35,19 @@ pub struct TransitionRequest {
 }
 
 impl Database {
-    /// Starts a build, or returns the unfinished build with the same key (`true`: resumed).
+    /// Starts a build with its `started` entry, or returns the unfinished build with the same
+    /// key.
     pub async fn start_build(
         &self,
         request: &StartBuild,
         max_retries: u32,
         actor: &Actor,
         now: DateTime<Utc>,
-    ) -> StoreResult<(Build, bool)> {
+    ) -> StoreResult<Started> {
         async {
             if let Some(key) = &request.key {
                 if let Some(build) = self.unfinished_build_with_key(key.as_str()).await? {
-                    return Ok((build, true));
+                    return Ok(Started::Resumed(build));
                 }
             }
             let id = format!("b_{}", crate::secrets::random_id(20));
@@ -74,7 +75,7 @@ impl Database {
                     drop(tx);
                     let key = request.key.as_ref().map(|key| key.as_str()).unwrap_or("");
                     return match self.unfinished_build_with_key(key).await? {
-                        Some(build) => Ok((build, true)),
+                        Some(build) => Ok(Started::Resumed(build)),
                         None => Err(StoreError::Conflict(format!(
                             "a build with key `{key}` was started concurrently; try again"
                         ))),
@@ -83,7 +84,7 @@ impl Database {
                 Err(error) => return Err(error.into()),
             }
             let started = Event::plain(StateCode::TRIGGERED, buildstate_domain::EventKind::Started);
-            let entries = history_entries(
+            let mut entries = history_entries(
                 1,
                 &[started],
                 request.description.as_deref(),
@@ -94,7 +95,8 @@ impl Database {
             insert_history(&mut tx, &id, &entries, None).await?;
             let build = self.build_in(&mut tx, &id, false).await?;
             tx.commit().await?;
-            Ok((build, false))
+            let started = entries.pop().context("a new build has its `started` entry")?;
+            Ok(Started::New { build, started })
         }
         .await
         .map_err(StoreError::during(|| "start a build".to_owned()))
@@ -259,15 +261,16 @@ impl Database {
     }
 
     /// Applies a report under the build's row lock and appends its history, or returns the
-    /// first answer again when its idempotency key was already applied. The rules see the
-    /// clock as read under the lock.
+    /// first answer again when its idempotency key was already applied
+    /// ([`Change::Replayed`]: nothing recorded now). The rules see the clock as read under the
+    /// lock.
     pub async fn record_transition(
         &self,
         id: &BuildId,
         request: &TransitionRequest,
         policy: &RetryPolicy,
         actor: &Actor,
-    ) -> StoreResult<TransitionResult> {
+    ) -> StoreResult<Change> {
         let idempotency = request.idempotency.as_ref();
         self.change_build(id, RowLock::Wait, idempotency, Some(actor), |build, now| {
             let policy = RetryPolicy {
@@ -314,6 +317,8 @@ impl Database {
             })
         })
         .await
+        // Without an idempotency key nothing is replayed: the answer is what was recorded.
+        .map(Change::into_answer)
         .map_err(StoreError::during(|| match action {
             OperatorAction::Retry => format!("retry build `{id}`"),
             OperatorAction::Reset { to } => format!("reset build `{id}` to stage {to}"),
@@ -335,7 +340,7 @@ impl Database {
         idempotency: Option<&(String, String)>,
         actor: Option<&Actor>,
         decide: impl FnOnce(&Build, DateTime<Utc>) -> StoreResult<Decision<'a>>,
-    ) -> StoreResult<TransitionResult> {
+    ) -> StoreResult<Change> {
         let mut tx = self.writer.begin().await?;
         let (mut build, stored_outputs, last_recorded_at) = self
             .locked_build_and_outputs(&mut tx, id.as_str(), lock)
@@ -362,11 +367,25 @@ impl Database {
                 let body: String = earlier.try_get("response_body")?;
                 let first: TransitionResult = serde_json::from_str(&body)
                     .context("stored idempotent answer is unreadable")?;
-                return Ok(first);
+                return Ok(Change::Replayed(first));
             }
         }
-        let result = match decide(&build, now)? {
+        let decision = match decide(&build, now) {
+            // A re-run reporting on a stage that completed learns where the build stands in
+            // the same answer.
+            Err(StoreError::Refused(refusal @ Refusal::StageAlreadyCompleted { .. })) => {
+                let last_entry = self.last_entry_in(&mut tx, &build).await?;
+                return Err(StoreError::RefusedAt {
+                    refusal,
+                    build: Box::new(build),
+                    last_entry: Box::new(last_entry),
+                });
+            }
+            decided => decided?,
+        };
+        let result = match decision {
             Decision::AlreadyDone { note } => TransitionResult {
+                last_entry: Some(self.last_entry_in(&mut tx, &build).await?),
                 note,
                 build,
                 changed: false,
@@ -398,6 +417,7 @@ impl Database {
                     )
                     .await?;
                 TransitionResult {
+                    last_entry: None,
                     note: notes::describe_transition(
                         &events,
                         &updated.progress(),
@@ -423,7 +443,23 @@ impl Database {
             .await?;
         }
         tx.commit().await?;
-        Ok(result)
+        Ok(Change::Recorded(result))
+    }
+
+    /// The newest history entry of `build` (as locked in `tx`).
+    async fn last_entry_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        build: &Build,
+    ) -> StoreResult<HistoryEntry> {
+        let row = sqlx::query(&format!(
+            "SELECT {HISTORY_COLUMNS} FROM build_history WHERE build_id = $1 AND seq = $2"
+        ))
+        .bind(build.id.as_str())
+        .bind(build.last_seq)
+        .fetch_one(&mut **tx)
+        .await?;
+        history_from_row(&row)
     }
 
     /// A heartbeat: the caller (run `run`, or the holder of lease `fence`) extends its lease on
@@ -630,6 +666,55 @@ impl Database {
             .execute(&self.writer)
             .await?;
         Ok(deleted.rows_affected())
+    }
+}
+
+/// What [`Database::start_build`] did.
+#[derive(Debug)]
+pub enum Started {
+    /// Started a new build, recording `started`, its first history entry (as a read of its
+    /// history would return it).
+    New { build: Build, started: HistoryEntry },
+    /// Found the unfinished build with the same key: nothing recorded.
+    Resumed(Build),
+}
+
+/// What a report's answer is: recorded just now, or an earlier request's answer returned again
+/// for its idempotency key. Only the first has anything new to publish.
+#[derive(Debug)]
+pub enum Change {
+    /// Decided and committed by this call: `recorded` holds the entries it appended.
+    Recorded(TransitionResult),
+    /// The first answer to the same idempotency key, again; nothing was recorded now, and its
+    /// `recorded` entries were published when they were.
+    Replayed(TransitionResult),
+}
+
+impl Change {
+    /// The build as the answer shows it.
+    pub fn build(&self) -> &Build {
+        &self.answer().build
+    }
+
+    /// The entries this call appended to the history: none for a replay.
+    pub fn recorded_now(&self) -> &[HistoryEntry] {
+        match self {
+            Change::Recorded(result) => &result.recorded,
+            Change::Replayed(_) => &[],
+        }
+    }
+
+    pub fn answer(&self) -> &TransitionResult {
+        match self {
+            Change::Recorded(result) | Change::Replayed(result) => result,
+        }
+    }
+
+    /// The answer for the client: the same whether recorded now or replayed.
+    pub fn into_answer(self) -> TransitionResult {
+        match self {
+            Change::Recorded(result) | Change::Replayed(result) => result,
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use buildstate_domain::{record_retry_due, BuildId};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::builds::{Decision, RowLock};
+use super::builds::{Change, Decision, RowLock};
 use super::{Database, StoreError, StoreResult};
 
 /// Where a scan of due retries stopped: the last build it returned, by `(next_attempt_at in
@@ -103,7 +103,8 @@ impl Database {
                 )
             })
             .await;
-        match changed {
+        // Without an idempotency key nothing is replayed: the answer is what was recorded.
+        match changed.map(Change::into_answer) {
             Ok(result) if result.changed => Ok(Some(result)),
             Ok(_) | Err(StoreError::Conflict(_)) => Ok(None),
             Err(error) => Err(StoreError::during(|| {
