@@ -185,3 +185,38 @@ async fn bldst_server_token_create_recovers_a_locked_out_install(app: crate::sup
 }
 
 crate::on_both_backends!(bldst_server_token_create_recovers_a_locked_out_install);
+
+/// A SQLite file serves one process: a second `bldst server` on it is refused at start with a
+/// sentence pointing at PostgreSQL, while the first keeps serving; once the first has stopped,
+/// a server starts on the file again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_one_sqlite_file_is_refused_naming_postgresql() {
+    use crate::support::process::ServerProcess;
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("buildstate.db").display());
+    let mut first = ServerProcess::start(&url, &[], &[]).await;
+
+    let second = Command::new(env!("CARGO_BIN_EXE_bldst"))
+        .args(["server", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", &url)
+        .env("SECRET_KEY", "test-secret-key")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("bldst runs");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("another `bldst server` already serves the SQLite database")
+            && stderr.contains("PostgreSQL"),
+        "{stderr}"
+    );
+    let health = reqwest::get(first.url("/health")).await.expect("health");
+    assert_eq!(health.status(), 200, "the first server still serves");
+
+    first.terminate();
+    assert!(first.exited().await.success());
+    let again = ServerProcess::start(&url, &[], &[]).await;
+    let health = reqwest::get(again.url("/health")).await.expect("health");
+    assert_eq!(health.status(), 200);
+}

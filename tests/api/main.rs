@@ -22,5 +22,7 @@ mod replicas;
 mod reports;
 mod retention;
 mod server_image;
+mod streams;
 mod text_rules;
 mod tls;
+mod unavailable;

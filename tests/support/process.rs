@@ -30,6 +30,12 @@ impl ServerProcess {
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .env_remove("BUILDSTATE_LOG_FORMAT");
+        if database_url.starts_with("postgres") {
+            // The suite's budget of PostgreSQL connections counts each process as a test
+            // server's pool and one listening connection (`super::POSTGRES_SERVERS_AT_ONCE`).
+            let pool = super::TEST_POOL_SIZE.to_string();
+            command.env("BUILDSTATE_DATABASE_MAX_CONNECTIONS", pool);
+        }
         for (name, value) in env {
             command.env(name, value);
         }
@@ -148,6 +154,18 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        // A failing test's message may say "the cause is in its log": show that log with it
+        // (the test harness prints what a failed test wrote).
+        if std::thread::panicking() {
+            eprintln!(
+                "--- the log of bldst server at {} ---\n{}\n--- end of its log ---",
+                self.address,
+                self.log
+                    .lock()
+                    .map(|lines| lines.join("\n"))
+                    .unwrap_or_default()
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

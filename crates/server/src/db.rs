@@ -52,13 +52,117 @@ pub enum StoreError {
     /// The revocation would leave no live admin token: nobody could manage the install.
     #[error("token `{id}` is the last live admin token")]
     LastAdminToken { id: String },
+    /// The database cannot answer now — the pool timed out, it has too many clients, the
+    /// connection dropped, a lock was not granted in time, or a serialization failure or
+    /// deadlock outlasted the retries — and nothing was changed: worth trying again shortly.
+    #[error("the database is unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        StoreError::Other(anyhow::Error::new(error).context("database query failed"))
+        let unavailable = trouble(&error).is_some();
+        let error = anyhow::Error::new(error).context("database query failed");
+        if unavailable {
+            StoreError::Unavailable(error)
+        } else {
+            StoreError::Other(error)
+        }
+    }
+}
+
+/// Why the database could not do something that it may well do a moment later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trouble {
+    /// PostgreSQL aborted the transaction to serialize it against another (a serialization
+    /// failure or a deadlock): nothing of it was kept, so running it again is safe.
+    Contention,
+    /// The database is away, full or too slow to lock: answered 503 so the client retries.
+    Unavailable,
+}
+
+/// Classifies a database error by SQLSTATE (PostgreSQL) or result code (SQLite); `None` for a
+/// failure that trying again would not cure.
+fn trouble(error: &sqlx::Error) -> Option<Trouble> {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => Some(Trouble::Unavailable),
+        sqlx::Error::Database(error) => trouble_code(error.code()?.as_ref()),
+        _ => None,
+    }
+}
+
+/// See [`trouble`]: the code alone, so the table of codes can be tested without a database.
+fn trouble_code(code: &str) -> Option<Trouble> {
+    match code {
+        // serialization_failure, deadlock_detected
+        "40001" | "40P01" => Some(Trouble::Contention),
+        // too_many_connections and the other "insufficient resources"; admin_shutdown,
+        // crash_shutdown, cannot_connect_now; lock_not_available; every connection exception
+        _ if code.starts_with("53") || code.starts_with("08") => Some(Trouble::Unavailable),
+        "57P01" | "57P02" | "57P03" | "55P03" => Some(Trouble::Unavailable),
+        // SQLite: SQLITE_BUSY (and its extended codes: another connection holds the write
+        // lock past `busy_timeout`), SQLITE_LOCKED
+        "5" | "6" | "261" | "517" | "773" => Some(Trouble::Unavailable),
+        _ => None,
+    }
+}
+
+/// How often a transaction aborted by [`Trouble::Contention`] is run again before the client
+/// is told 503.
+const CONTENTION_RETRIES: u32 = 8;
+
+impl StoreError {
+    /// Whether this is a serialization failure or deadlock, which a rerun of the whole
+    /// transaction resolves.
+    fn is_contention(&self) -> bool {
+        let StoreError::Unavailable(error) = self else {
+            return false;
+        };
+        error
+            .downcast_ref::<sqlx::Error>()
+            .and_then(trouble)
+            .is_some_and(|trouble| trouble == Trouble::Contention)
+    }
+
+    /// For an error from `COMMIT`: a lost connection there leaves the outcome unknown (the
+    /// commit may have happened), so it must not read as "nothing was changed, try again".
+    fn at_commit(error: sqlx::Error) -> StoreError {
+        match StoreError::from(error) {
+            contention if contention.is_contention() => contention,
+            StoreError::Unavailable(error) => {
+                StoreError::Other(error.context("the outcome of the commit is unknown"))
+            }
+            other => other,
+        }
+    }
+}
+
+/// Runs `transaction` again (a few times, after a short random pause) when PostgreSQL aborted
+/// it for a serialization failure or a deadlock: it was rolled back whole and nobody was
+/// answered yet, so the rerun is as safe as the first run, and the client never sees it.
+async fn rerun_on_contention<T, F, Fut>(mut transaction: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = StoreResult<T>>,
+{
+    let mut reruns = 0;
+    loop {
+        match transaction().await {
+            Err(error) if error.is_contention() && reruns < CONTENTION_RETRIES => {
+                reruns += 1;
+                // Random, so the transactions that collided do not collide again in step.
+                let pause =
+                    rand::Rng::gen_range(&mut rand::thread_rng(), 1..=5 * u64::from(reruns));
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            answer => return answer,
+        }
     }
 }
 
@@ -72,6 +176,9 @@ impl StoreError {
         move |error| match error {
             StoreError::Other(error) => {
                 StoreError::Other(error.context(format!("failed to {}", what())))
+            }
+            StoreError::Unavailable(error) => {
+                StoreError::Unavailable(error.context(format!("failed to {}", what())))
             }
             other => other,
         }
@@ -262,6 +369,54 @@ impl Database {
         }
         Ok(())
     }
+}
+
+/// Makes this process the one server on a SQLite database file, or says why it cannot be.
+///
+/// A SQLite file takes one writer at a time: a second server process on it would answer
+/// "database is locked" under load, so it is refused at start. The claim is an exclusive lock
+/// on `PATH.lock` beside the database, held while the returned file is open (the kernel
+/// releases it however the process ends). One-off commands (`bootstrap`, `token create`,
+/// `prune`, `backup`) do not claim it: they run beside the server. `None` for PostgreSQL and
+/// in-memory databases.
+pub fn claim_sqlite_file(url: &str) -> anyhow::Result<Option<std::fs::File>> {
+    let Some(path) = sqlite_path(url) else {
+        return Ok(None);
+    };
+    let lock_path = {
+        let mut name = path.clone().into_os_string();
+        name.push(".lock");
+        std::path::PathBuf::from(name)
+    };
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("failed to open `{}`", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(lock)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another `bldst server` already serves the SQLite database `{}` (it holds `{}`): \
+             a SQLite file is for one server process; to run several, give them one PostgreSQL \
+             database (`DATABASE_URL=postgres://USER@HOST/DB`)",
+            path.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("failed to lock `{}`", lock_path.display()))
+        }
+    }
+}
+
+/// The file a `sqlite:` URL names, or `None` for another scheme or an in-memory database.
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.contains(":memory:") && !url.contains("mode=memory"))
+        .then(|| std::path::PathBuf::from(path))
 }
 
 fn sqlite_url_creating_file(url: &str) -> String {

@@ -13,6 +13,7 @@ pub mod peers;
 pub mod ratelimit;
 pub mod secrets;
 pub mod serving;
+pub mod streams;
 pub mod webhooks;
 
 use std::future::Future;
@@ -89,26 +90,31 @@ pub struct ServerConfig {
     /// The largest request body accepted, in bytes (a report's message is at most 16 KiB).
     #[arg(long, env = "BUILDSTATE_MAX_BODY_BYTES", default_value_t = 65_536)]
     pub max_body_bytes: usize,
-    /// Seconds a client may take to send a request's headers, from its first byte.
-    #[arg(
-        long,
-        env = "BUILDSTATE_HEADER_READ_TIMEOUT_SECS",
-        default_value_t = 10
-    )]
+    /// Seconds a client may take to send a request's headers, from its first byte (or, for
+    /// a new connection, from its opening: one that sends nothing is closed then).
+    #[arg(long, env = "BUILDSTATE_HEADER_READ_TIMEOUT_SECS", default_value_t = 5)]
     pub header_read_timeout_secs: u64,
     /// Seconds from a request's arrival to its answer (reading the body included); longer is
     /// answered 503.
     #[arg(long, env = "BUILDSTATE_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
-    /// Connections open at once; further ones wait to be accepted.
+    /// Connections open at once. At the cap, a new one closes the oldest that has no request
+    /// in progress; only when every connection is busy does it wait to be accepted.
     #[arg(long, env = "BUILDSTATE_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
     /// Seconds a kept-alive connection may sit without a request before it is closed.
     #[arg(long, env = "BUILDSTATE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
+    /// Event streams open at once (not counted against `--max-connections`); more are
+    /// answered 503 `unavailable`.
+    #[arg(long, env = "BUILDSTATE_MAX_STREAMS", default_value_t = 256)]
+    pub max_streams: usize,
+    /// Event streams one token may hold open at once; more are answered 429 `rate_limited`.
+    #[arg(long, env = "BUILDSTATE_MAX_STREAMS_PER_TOKEN", default_value_t = 8)]
+    pub max_streams_per_token: usize,
     /// How long an `in_progress` report or a heartbeat holds a stage for its run, in seconds
-    /// (fractions allowed). Clients heartbeat well within it; a run that stops heartbeating
-    /// loses the stage to the next run once it ends.
+    /// (fractions allowed; at least 1). Clients heartbeat a third of the way through it; a run
+    /// that stops heartbeating loses the stage to the next run once it ends.
     #[arg(long, env = "BUILDSTATE_LEASE_SECS", default_value_t = 60.0, value_parser = parse_lease_secs)]
     pub lease_secs: f64,
     /// The most PostgreSQL connections this process opens (its pool); each server process
@@ -192,11 +198,27 @@ fn parse_header_name(text: &str) -> Result<axum::http::HeaderName, String> {
         .map_err(|_| format!("`{text}` is not an HTTP header name (e.g. X-Forwarded-For)"))
 }
 
+/// A lease time in seconds, as `--lease-secs` takes it ([`lease_duration`]).
 fn parse_lease_secs(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Ok(secs),
+    let secs = text.parse::<f64>().map_err(|_| {
+        format!("`{text}` is not a lease time: give seconds, at least 1 and at most 86400")
+    })?;
+    lease_duration(secs).map(|_| secs)
+}
+
+/// A lease time, refused when it is not one or is shorter than a run can hold by heartbeats
+/// ([`buildstate_domain::MIN_LEASE_DURATION`]).
+fn lease_duration(secs: f64) -> Result<Duration, String> {
+    let shortest = buildstate_domain::MIN_LEASE_DURATION;
+    match Duration::try_from_secs_f64(secs) {
+        Ok(lease) if lease > Duration::ZERO && lease < shortest => Err(format!(
+            "a lease of {secs} s is too short to hold: runs heartbeat a third of the way through \
+             their lease, at most every 250 ms; give at least {} s",
+            shortest.as_secs_f64()
+        )),
+        Ok(lease) if lease >= shortest && lease <= Duration::from_secs(86_400) => Ok(lease),
         _ => Err(format!(
-            "`{text}` is not a lease time: give seconds, more than 0 and at most 86400"
+            "`{secs}` is not a lease time: give seconds, at least 1 and at most 86400"
         )),
     }
 }
@@ -221,10 +243,12 @@ impl ServerConfig {
             tls_cert: None,
             tls_key: None,
             max_body_bytes: 65_536,
-            header_read_timeout_secs: 10,
+            header_read_timeout_secs: 5,
             request_timeout_secs: 30,
             max_connections: 1024,
             idle_timeout_secs: 60,
+            max_streams: 256,
+            max_streams_per_token: 8,
             lease_secs: buildstate_domain::DEFAULT_LEASE_DURATION.as_secs_f64(),
             database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
             stuck_after_secs: 3600,
@@ -327,13 +351,18 @@ impl ServerConfig {
                 max_retries: self.max_retries,
                 backoff_base: Duration::from_secs(self.backoff_base_secs),
                 backoff_cap: Duration::from_secs(self.backoff_cap_secs),
-                lease_duration: Duration::try_from_secs_f64(self.lease_secs)
-                    .context("invalid lease time")?,
+                lease_duration: lease_duration(self.lease_secs)
+                    .map_err(anyhow::Error::msg)
+                    .context("invalid `BUILDSTATE_LEASE_SECS`")?,
             },
             default_max_retries: self.max_retries,
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
             recent_tokens: api::RecentTokens::new(Duration::from_millis(self.token_cache_millis)),
             limits: self.limits(),
+            streams: streams::Streams::new(streams::StreamLimits {
+                total: self.max_streams,
+                per_token: self.max_streams_per_token,
+            }),
             rate_limits,
             client_address_header: self.client_address_header.clone(),
             tls: match (&self.tls_cert, &self.tls_key) {
@@ -358,6 +387,7 @@ pub async fn serve(
                 .follow(peers::Followers {
                     tokens: state.recent_tokens.clone(),
                     events: state.events.clone(),
+                    streams: state.streams.clone(),
                 })
                 .await,
         ),
@@ -382,6 +412,13 @@ pub async fn serve(
     let limits = state.limits.clone();
     let tls = state.tls.clone();
     let events = state.events.clone();
+    let streams = state.streams.clone();
+    // Event streams never finish on their own: end them as the server stops accepting, so
+    // the drain waits only for real requests (their clients reconnect with `Last-Event-ID`).
+    let shutdown = async move {
+        shutdown.await;
+        streams.shut_down();
+    };
     serving::serve_connections(listener, api::router(state), limits, tls, shutdown).await;
     events.flush().await;
     housekeeping.abort();
@@ -414,6 +451,8 @@ async fn forget_old_idempotency_keys(db: Database, ttl: Duration) {
 
 /// `bldst server`: binds the configured address and serves until Ctrl-C or SIGTERM.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    // Held until the process exits: the lock is released with the file.
+    let _only_server = db::claim_sqlite_file(&config.database_url)?;
     let state = config.app_state().await?;
     let listener = TcpListener::bind(config.listen)
         .await

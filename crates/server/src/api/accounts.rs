@@ -194,6 +194,7 @@ pub async fn revoke_token(
     })?;
     let token = state.db.revoke_token(id, Utc::now()).await?;
     state.recent_tokens.forget_all();
+    state.streams.token_revoked();
     tracing::info!(token_id = %token.id, by = %actor.username, "token revoked, with the tokens it created");
     Ok(Json(token))
 }

@@ -9,6 +9,7 @@ pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod reports;
+pub mod request_checks;
 pub mod request_id;
 
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub struct AppInner {
     pub peers: Option<crate::peers::Peers>,
     /// What one client may take: body size, timeouts, connections.
     pub limits: crate::serving::Limits,
+    /// The open event streams, bounded per token and in total.
+    pub streams: crate::streams::Streams,
     /// Failed authentications per address and writes per token ([`crate::ratelimit`]).
     pub rate_limits: crate::ratelimit::RateLimiter,
     /// The header a trusted proxy puts the client's address in, if any.
@@ -243,6 +246,9 @@ pub fn router(state: AppState) -> Router {
             metrics::observe_requests,
         ))
         .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()) })
+        .layer(axum::middleware::from_fn(move |request, next| {
+            request_checks::refuse_unservable(limits.max_body_bytes, request, next)
+        }))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(Extension(BodyLimit(limits.max_body_bytes)))
         .layer(

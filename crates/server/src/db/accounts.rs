@@ -129,7 +129,7 @@ impl Database {
         .bind(created_by)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.commit().await.map_err(StoreError::at_commit)?;
         let token = self.token_info(&id).await?;
         Ok(CreatedToken { token, secret })
     }
@@ -241,7 +241,7 @@ impl Database {
             // Dropping the transaction rolls the revocation back.
             return Err(StoreError::LastAdminToken { id: id.to_owned() });
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(StoreError::at_commit)?;
         self.token_info(id).await
     }
 
@@ -267,6 +267,22 @@ impl Database {
             })
         })
         .transpose()
+    }
+
+    /// Whether token `token_id` still works at `now`: not revoked, not expired.
+    pub async fn token_is_live(&self, token_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let live: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM api_tokens WHERE id = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(token_id)
+        .bind(now.timestamp_millis())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(|error| {
+            StoreError::during(|| format!("check whether token `{token_id}` works"))(error.into())
+        })?;
+        Ok(live.is_some())
     }
 
     /// Records that a token was used.

@@ -50,7 +50,7 @@ impl Database {
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> StoreResult<(Build, bool)> {
-        async {
+        super::rerun_on_contention(|| async {
             if let Some(key) = &request.key {
                 if let Some(build) = self.unfinished_build_with_key(key.as_str()).await? {
                     return Ok((build, true));
@@ -100,9 +100,9 @@ impl Database {
             );
             insert_history(&mut tx, &id, &entries, None).await?;
             let build = self.build_in(&mut tx, &id, false).await?;
-            tx.commit().await?;
+            tx.commit().await.map_err(StoreError::at_commit)?;
             Ok((build, false))
-        }
+        })
         .await
         .map_err(StoreError::during(|| "start a build".to_owned()))
     }
@@ -325,12 +325,25 @@ impl Database {
     /// `idempotency` key (with the hash of its body) was already applied, lets `decide` rule on
     /// the build as locked at that time, saves what it decided with its history entries,
     /// remembers the answer under the idempotency key, and commits.
+    ///
+    /// A transaction PostgreSQL aborts for a serialization failure or a deadlock is run again
+    /// from the start (it kept nothing and answered nobody), so `decide` may be called again.
     async fn change_build<'a>(
         &self,
         id: &BuildId,
         idempotency: Option<&(String, String)>,
         actor: &Actor,
-        decide: impl FnOnce(&Build, DateTime<Utc>) -> StoreResult<Decision<'a>>,
+        decide: impl Fn(&Build, DateTime<Utc>) -> StoreResult<Decision<'a>>,
+    ) -> StoreResult<TransitionResult> {
+        super::rerun_on_contention(|| self.change_build_once(id, idempotency, actor, &decide)).await
+    }
+
+    async fn change_build_once<'a>(
+        &self,
+        id: &BuildId,
+        idempotency: Option<&(String, String)>,
+        actor: &Actor,
+        decide: &impl Fn(&Build, DateTime<Utc>) -> StoreResult<Decision<'a>>,
     ) -> StoreResult<TransitionResult> {
         let mut tx = self.writer.begin().await?;
         let (mut build, stored_outputs, last_recorded_at) =
@@ -417,7 +430,7 @@ impl Database {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(StoreError::at_commit)?;
         Ok(result)
     }
 
@@ -432,7 +445,7 @@ impl Database {
         fence: Option<i64>,
         policy: &RetryPolicy,
     ) -> StoreResult<Lease> {
-        async {
+        super::rerun_on_contention(|| async {
             let mut tx = self.writer.begin().await?;
             let build = self.build_in(&mut tx, id.as_str(), true).await?;
             // As for reports: the clock is read once the row is ours.
@@ -444,9 +457,9 @@ impl Database {
                 .bind(id.as_str())
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
+            tx.commit().await.map_err(StoreError::at_commit)?;
             Ok(lease)
-        }
+        })
         .await
         .map_err(StoreError::during(|| {
             format!("renew the lease on stage {stage} of build `{id}`")
@@ -462,7 +475,7 @@ impl Database {
         run: Option<&str>,
         fence: Option<i64>,
     ) -> StoreResult<Build> {
-        async {
+        super::rerun_on_contention(|| async {
             let mut tx = self.writer.begin().await?;
             let build = self.build_in(&mut tx, id.as_str(), true).await?;
             let now = Utc::now();
@@ -475,9 +488,9 @@ impl Database {
             .bind(id.as_str())
             .fetch_one(&mut *tx)
             .await?;
-            tx.commit().await?;
+            tx.commit().await.map_err(StoreError::at_commit)?;
             self.build_from_row(&row)
-        }
+        })
         .await
         .map_err(StoreError::during(|| {
             format!("release the lease on stage {stage} of build `{id}`")
