@@ -338,7 +338,10 @@ async fn requests_the_server_cannot_serve_are_refused_from_their_head() {
     )
     .await;
     assert!(expecting.starts_with("HTTP/1.1 413"), "{expecting}");
-    assert!(expecting.contains(r#""code":"body_too_large""#), "{expecting}");
+    assert!(
+        expecting.contains(r#""code":"body_too_large""#),
+        "{expecting}"
+    );
 
     let body = r#"{"platform":"aws","image_type":"rhel8"}"#;
     let gzip = answer_to(

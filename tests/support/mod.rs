@@ -45,7 +45,6 @@ pub const TEST_POOL_SIZE: u32 = 4;
 /// ([`TestApp::spawn_taking`]), so no two such tests can each wait for the other's turns.
 pub const POSTGRES_SERVERS_AT_ONCE: usize = 4;
 
-
 /// The permits for [`POSTGRES_SERVERS_AT_ONCE`]; a tokio semaphore works across the test
 /// threads' separate runtimes.
 static POSTGRES_SERVERS: Semaphore = Semaphore::const_new(POSTGRES_SERVERS_AT_ONCE);

@@ -428,3 +428,62 @@ fn sqlite_url_creating_file(url: &str) -> String {
         format!("{url}?mode=rwc")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_errors_worth_retrying_are_told_apart_by_their_code() {
+        let table = [
+            // (code, what it is)
+            ("40001", Some(Trouble::Contention)), // serialization_failure
+            ("40P01", Some(Trouble::Contention)), // deadlock_detected
+            ("53300", Some(Trouble::Unavailable)), // too_many_connections
+            ("53200", Some(Trouble::Unavailable)), // out_of_memory
+            ("08006", Some(Trouble::Unavailable)), // connection_failure
+            ("57P01", Some(Trouble::Unavailable)), // admin_shutdown
+            ("55P03", Some(Trouble::Unavailable)), // lock_not_available
+            ("5", Some(Trouble::Unavailable)),    // SQLITE_BUSY
+            ("517", Some(Trouble::Unavailable)),  // SQLITE_BUSY_SNAPSHOT
+            ("23505", None),                      // unique_violation: a real conflict
+            ("22P02", None),                      // invalid_text_representation: our bug
+            ("19", None),                         // SQLITE_CONSTRAINT
+        ];
+        for (code, expected) in table {
+            assert_eq!(trouble_code(code), expected, "{code}");
+        }
+        assert_eq!(
+            trouble(&sqlx::Error::PoolTimedOut),
+            Some(Trouble::Unavailable)
+        );
+        assert_eq!(trouble(&sqlx::Error::RowNotFound), None);
+    }
+
+    #[test]
+    fn only_contention_is_run_again() {
+        let busy = StoreError::from(sqlx::Error::PoolTimedOut);
+        assert!(matches!(busy, StoreError::Unavailable(_)));
+        assert!(!busy.is_contention());
+        let described = StoreError::during(|| "record a transition".to_owned())(busy);
+        assert!(matches!(described, StoreError::Unavailable(_)));
+    }
+
+    #[test]
+    fn a_server_claims_its_sqlite_file_alone() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("b.db").display());
+        let first = claim_sqlite_file(&url).expect("first claim");
+        assert!(first.is_some());
+        let second = claim_sqlite_file(&url).expect_err("second claim");
+        assert!(second.to_string().contains("PostgreSQL"), "{second}");
+        drop(first);
+        assert!(claim_sqlite_file(&url).expect("claimed again").is_some());
+        assert!(claim_sqlite_file("postgres://u@h/db")
+            .expect("no file")
+            .is_none());
+        assert!(claim_sqlite_file("sqlite::memory:")
+            .expect("no file")
+            .is_none());
+    }
+}

@@ -78,7 +78,11 @@ impl ApiError {
             "body",
             format!(
                 "the request body must hold one JSON document and nothing after it; found `{}` after it",
-                found.escape_debug()
+                // The client's bytes: control characters escaped, the rest as sent.
+                found
+                    .chars()
+                    .map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() })
+                    .collect::<String>()
             ),
         )
     }
