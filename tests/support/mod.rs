@@ -17,7 +17,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use buildstate::client::{Client, ClientConfig};
-use buildstate_server::api::AppState;
+use buildstate_server::AppState;
 use buildstate_server::ServerConfig;
 use sqlx::Connection;
 use tokio::sync::{oneshot, Semaphore, SemaphorePermit};

@@ -32,7 +32,7 @@ mod reports;
 mod retention;
 mod rows;
 
-pub use accounts::Actor;
+pub use accounts::{Actor, TOKEN_REVOKED};
 pub use builds::{BuildFilter, TransitionRequest};
 pub use feed::FeedPoint;
 pub use reports::MAX_ATTENTION_BUILDS;

@@ -4,7 +4,7 @@
 //! Processes tell each other two things with `NOTIFY`:
 //!
 //! - **A token was revoked** ([`TOKEN_REVOKED`], the token's id as payload). Each process trusts
-//!   a checked token for a short window ([`crate::api::RecentTokens`]), which would let a token
+//!   a checked token for a short window ([`RecentTokens`]), which would let a token
 //!   revoked through one process keep working on the others for that long. A revocation
 //!   therefore notifies in the same statement that revokes (see `Database::revoke_token`), and
 //!   every process forgets its trusted tokens when the notification arrives. If the connection
@@ -22,12 +22,9 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgNotification};
 
-use crate::api::RecentTokens;
-use crate::db::{Database, Dialect};
+use crate::db::{Database, Dialect, TOKEN_REVOKED};
 use crate::events::EventHub;
-
-/// The channel revocations are announced on; the payload is the token's id.
-pub const TOKEN_REVOKED: &str = "buildstate_token_revoked";
+use crate::token_cache::RecentTokens;
 
 /// How long to wait before reconnecting after the connection could not be re-established.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);

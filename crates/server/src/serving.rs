@@ -58,18 +58,6 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_body_bytes: 64 * 1024,
-            header_read_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(30),
-            max_connections: 1024,
-            idle_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
 /// The server's certificate and key, ready to accept TLS connections.
 #[derive(Clone)]
 pub struct Tls(TlsAcceptor);

@@ -15,7 +15,7 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, Authenticated};
-use super::AppState;
+use crate::state::AppState;
 
 /// Create a user (admin).
 #[utoipa::path(post, path = "/users", tag = "accounts", request_body = CreateUser,

@@ -25,8 +25,8 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{bearer_token, ApiJson, ApiQuery, Authenticated};
-use super::AppState;
 use crate::db::{BuildFilter, StoreError, TransitionRequest};
+use crate::state::AppState;
 
 fn invalid_outputs(error: InvalidOutputs) -> ApiError {
     ApiError::invalid_field(error.field.clone(), error.to_string())

@@ -26,10 +26,10 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, Authenticated};
-use super::AppState;
 use crate::db::{Actor, FeedPoint};
 use crate::events::{BuildEvent, Published};
 use crate::serving::ConnectionSlot;
+use crate::state::AppState;
 use crate::streams::OpenStream;
 
 /// Entries replayed per read while catching a client up.

@@ -14,8 +14,13 @@ use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 
 use super::error::ApiError;
-use super::AppState;
 use crate::db::Actor;
+use crate::state::AppState;
+
+/// The body size limit, as a request extension (the router adds it): [`ApiJson`] names it when
+/// refusing a body over it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
 
 /// A JSON body, rejected with the path of the field that failed to parse.
 #[derive(Debug)]
@@ -25,10 +30,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = request
-            .extensions()
-            .get::<super::BodyLimit>()
-            .map(|limit| limit.0);
+        let limit = request.extensions().get::<BodyLimit>().map(|limit| limit.0);
         if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
             let content_type = content_type.to_str().unwrap_or("(not text)");
             let essence = content_type.split(';').next().unwrap_or("").trim();

@@ -8,7 +8,7 @@ use buildstate_domain::Scope;
 
 use super::error::ApiError;
 use super::extract::Authenticated;
-use super::AppState;
+use crate::state::AppState;
 
 fn version() -> String {
     env!("CARGO_PKG_VERSION").to_owned()

@@ -13,7 +13,7 @@ use chrono::Utc;
 
 use super::error::ApiError;
 use super::extract::Authenticated;
-use super::AppState;
+use crate::state::AppState;
 
 /// Prometheus metrics: builds by status, transitions, retries, blocked and stuck builds, HTTP
 /// requests. Needs a read token (Prometheus sends it with `authorization: credentials`).

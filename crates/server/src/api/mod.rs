@@ -1,4 +1,4 @@
-//! The HTTP API: routes, shared state and the OpenAPI document generated from the handlers.
+//! The HTTP API: its routes and the OpenAPI document generated from the handlers.
 
 pub mod accounts;
 pub mod builds;
@@ -20,7 +20,6 @@ use axum::http::Uri;
 use axum::routing::{delete, get, post};
 use axum::{BoxError, Extension};
 use axum::{Json, Router};
-use buildstate_domain::RetryPolicy;
 use tower::timeout::TimeoutLayer;
 use tower::ServiceBuilder;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
@@ -28,124 +27,10 @@ use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::db::Database;
-use crate::secrets::TokenHasher;
+use crate::state::AppState;
 use error::ApiError;
+use extract::BodyLimit;
 use openapi::StandardAnswers;
-
-/// What every handler shares. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct AppState(Arc<AppInner>);
-
-#[derive(Debug)]
-pub struct AppInner {
-    pub db: Database,
-    pub hasher: TokenHasher,
-    pub retry_policy: RetryPolicy,
-    pub default_max_retries: u32,
-    /// How long answers to idempotent reports are kept.
-    pub idempotency_ttl: std::time::Duration,
-    /// Tokens seen in the last moment, so a busy pipeline does not look its token up per request.
-    pub recent_tokens: RecentTokens,
-    /// On PostgreSQL: the other server processes, whose revocations and transitions this one
-    /// follows.
-    pub peers: Option<crate::peers::Peers>,
-    /// What one client may take: body size, timeouts, connections.
-    pub limits: crate::serving::Limits,
-    /// The open event streams, bounded per token and in total.
-    pub streams: crate::streams::Streams,
-    /// Failed authentications per address and writes per token ([`crate::ratelimit`]).
-    pub rate_limits: crate::ratelimit::RateLimiter,
-    /// The header a trusted proxy puts the client's address in, if any.
-    pub client_address_header: Option<axum::http::HeaderName>,
-    /// Set: the listener speaks HTTPS.
-    pub tls: Option<crate::serving::Tls>,
-    /// Where committed changes are published (event stream, webhooks).
-    pub events: crate::events::EventHub,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// When an unfinished build counts as stuck.
-    pub stuck_thresholds: buildstate_domain::reports::StuckThresholds,
-    pub webhooks: crate::webhooks::Webhooks,
-    /// How often to look for builds that became stuck.
-    pub stuck_check: std::time::Duration,
-}
-
-/// The body size limit, as a request extension: [`extract::ApiJson`] names it when refusing.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
-
-/// A per-process cache of authenticated tokens, kept for a short time (a second by default).
-///
-/// Every request needs its token checked; looking it up in the database each time costs a
-/// fifth of a report's database work. Revoking through this process forgets every entry at
-/// once; on PostgreSQL a revocation through another process does too, as soon as its
-/// notification arrives ([`crate::peers`]); the window bounds how long a token revoked
-/// elsewhere can work here should that notification be missed. Expiry is checked on every
-/// request.
-#[derive(Clone)]
-pub struct RecentTokens(Option<moka::sync::Cache<String, crate::db::Actor>>);
-
-impl std::fmt::Debug for RecentTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Keys are token hashes: nothing to show.
-        f.write_str("RecentTokens")
-    }
-}
-
-impl RecentTokens {
-    /// Keeps each token for `ttl`; zero turns the cache off.
-    pub fn new(ttl: std::time::Duration) -> Self {
-        RecentTokens((!ttl.is_zero()).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(ttl)
-                .build()
-        }))
-    }
-
-    pub fn get(&self, secret_hash: &str) -> Option<crate::db::Actor> {
-        self.0.as_ref()?.get(secret_hash)
-    }
-
-    pub fn remember(&self, secret_hash: String, actor: &crate::db::Actor) {
-        if let Some(cache) = &self.0 {
-            cache.insert(secret_hash, actor.clone());
-        }
-    }
-
-    /// After a revocation: no cached token may outlive it here.
-    pub fn forget_all(&self) {
-        if let Some(cache) = &self.0 {
-            cache.invalidate_all();
-        }
-    }
-}
-
-impl AppState {
-    pub fn new(inner: AppInner) -> Self {
-        AppState(Arc::new(inner))
-    }
-
-    /// After a change commits: count it and publish it (event stream, webhooks, the other
-    /// server processes). `build` is the build right after `entries`.
-    pub fn announce(
-        &self,
-        build: &buildstate_domain::wire::Build,
-        entries: &[buildstate_domain::wire::HistoryEntry],
-    ) {
-        if self.events.publish(build, entries) {
-            self.metrics.observe(build, entries);
-        }
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = AppInner;
-
-    fn deref(&self) -> &AppInner {
-        &self.0
-    }
-}
 
 #[derive(OpenApi)]
 #[openapi(

@@ -17,7 +17,7 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, Authenticated};
-use super::AppState;
+use crate::state::AppState;
 
 /// The window of a report.
 #[derive(Debug, Deserialize, IntoParams)]

@@ -9,6 +9,10 @@ use sqlx::Row;
 use super::rows::{optional_time, parsed, token_from_row, user_from_row, TOKEN_COLUMNS};
 use super::{Database, Dialect, StoreError, StoreResult};
 
+/// The PostgreSQL channel a revocation is announced on, in the statement that revokes (see
+/// [`Database::revoke_token`]); the payload is the token's id. [`crate::peers`] listens on it.
+pub const TOKEN_REVOKED: &str = "buildstate_token_revoked";
+
 /// Who is acting: recorded in the history of every change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
@@ -223,7 +227,7 @@ impl Database {
                     let count: i64 = sqlx::query_scalar(&announce)
                         .bind(id)
                         .bind(now.timestamp_millis())
-                        .bind(crate::peers::TOKEN_REVOKED)
+                        .bind(TOKEN_REVOKED)
                         .fetch_one(&mut *tx)
                         .await?;
                     u64::try_from(count).unwrap_or(0)
