@@ -9,8 +9,9 @@
 # The client image is the Concourse resource type `state-store` (/opt/resource/check, in, out)
 # and the GitHub Action's image: `bldst` without the server feature (so neither axum nor sqlx).
 # It has no `USER` (GitHub runs Docker actions as root and needs to write the workspace it
-# mounts) and an exec-form, absolute ENTRYPOINT: `bldst-action`, the GitHub Action
-# (`action.yml`'s `runs.image: Dockerfile` builds this last stage). The same binary is every
+# mounts) and an exec-form, absolute ENTRYPOINT: `bldst-action`, the GitHub Action (the
+# published `action.yml` runs this stage's released image; this repository's CI builds it from
+# source through .github/actions/from-source/action.yml). The same binary is every
 # front end: it picks one by the name it is started under (check/in/out: the resource, called
 # by path as Concourse does; bldst-action: the action; anything else: the command line, e.g.
 # `docker run --entrypoint /usr/local/bin/bldst IMAGE build list`).
@@ -23,18 +24,37 @@
 # (tests/resource/image.rs, tests/action/image.rs, tests/api/server_image.rs) run the same
 # scripts on locally built static binaries and pass the result with
 # `--build-context rootfs=DIR` (or `server-rootfs=DIR`), which stands in for that stage, so they
-# build the real final stages without pulling anything.
+# build the real final stages without pulling anything. The release workflow does the same
+# with the binaries it publishes (scripts/release-images.sh).
 
 ARG RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
 
-FROM ${RUST_IMAGE} AS rootfs
+# cargo-chef: the dependencies compile in a layer of their own, keyed by a recipe of the
+# manifests and Cargo.lock, so a change to the workspace's sources alone rebuilds only the
+# workspace's crates (BENCHMARKS.md, "Building the images"). The releases do not build here:
+# they build the binaries on the runners and assemble the final stages from them (release.yml).
+FROM ${RUST_IMAGE} AS chef
+RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /src
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path /recipe.json
+
+# Each `*rootfs` stage cooks its kind's dependencies with the flags scripts/build-static.sh
+# builds with (the cache is only reused when they match), then builds and assembles.
+FROM chef AS rootfs
+COPY --from=planner /recipe.json /recipe.json
+COPY scripts/build-static.sh scripts/
+RUN scripts/build-static.sh client --cook /recipe.json
 COPY . .
 RUN scripts/build-static.sh > /tmp/binary \
  && scripts/image-rootfs.sh "$(cat /tmp/binary)" /etc/ssl/certs/ca-certificates.crt /
 
-FROM ${RUST_IMAGE} AS server-rootfs
-WORKDIR /src
+FROM chef AS server-rootfs
+COPY --from=planner /recipe.json /recipe.json
+COPY scripts/build-static.sh scripts/
+RUN scripts/build-static.sh server --cook /recipe.json
 COPY . .
 RUN scripts/build-static.sh server > /tmp/binary \
  && scripts/image-rootfs.sh --server "$(cat /tmp/binary)" /etc/ssl/certs/ca-certificates.crt /

@@ -16,6 +16,8 @@
 #
 #   scripts/build-static.sh            # -> target/static/client/bldst
 #   scripts/build-static.sh server     # -> target/static/server/bldst
+#   scripts/build-static.sh KIND --cook RECIPE   # only the dependencies, from a cargo-chef
+#                                                # recipe (the Dockerfile's cached layer)
 set -eu
 cd "$(dirname "$0")/.."
 kind=${1:-client}
@@ -25,6 +27,13 @@ case "$kind" in
     *) echo "scripts/build-static.sh: unknown kind \`$kind\`: use client or server" >&2; exit 2 ;;
 esac
 target="$(uname -m)-unknown-linux-gnu"
+if [ "${2:-}" = --cook ]; then
+    # The same flags and environment as the build below: cargo reuses what the cook compiled
+    # only when they match.
+    RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols \
+        cargo chef cook --release --locked "$features" --bin bldst --target "$target" --recipe-path "$3" >&2
+    exit 0
+fi
 RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols \
     cargo build --release --locked "$features" --bin bldst --target "$target" >&2
 mkdir -p "target/static/$kind"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates the GitHub Action's files the way GitHub reads them, offline:
-#   - action.yml against the published schema of action metadata (check-jsonschema's builtin
-#     `vendor.github-actions`),
+#   - the actions' metadata against the published schema of action metadata (check-jsonschema's
+#     builtin `vendor.github-actions`): action.yml (the released image), its from-source twin
+#     that CI uses, and the setup action (setup/action.yml),
 #   - every workflow (.github/workflows/ and the examples in pipelines/github/) against the
 #     workflow schema (`vendor.github-workflows`) and with actionlint, which also checks each
 #     `uses: ./` step's inputs against action.yml and the `${{ }}` expressions.
@@ -25,12 +26,13 @@ fi
 
 workflows=(.github/workflows/*.yml pipelines/github/*.yml)
 
-echo "check-jsonschema: action.yml (vendor.github-actions)"
-"$venv/bin/check-jsonschema" --builtin-schema vendor.github-actions action.yml
+actions=(action.yml .github/actions/from-source/action.yml setup/action.yml)
+echo "check-jsonschema: ${actions[*]} (vendor.github-actions)"
+"$venv/bin/check-jsonschema" --builtin-schema vendor.github-actions "${actions[@]}"
 
 echo "check-jsonschema: ${workflows[*]} (vendor.github-workflows)"
 "$venv/bin/check-jsonschema" --builtin-schema vendor.github-workflows "${workflows[@]}"
 
 echo "actionlint: ${workflows[*]}"
 "$venv/bin/actionlint" "${workflows[@]}"
-echo "ok: action.yml and ${#workflows[@]} workflows"
+echo "ok: ${#actions[@]} actions and ${#workflows[@]} workflows"

@@ -8,7 +8,8 @@
 //! `$GITHUB_OUTPUT` file, Markdown in `$GITHUB_STEP_SUMMARY`. Everything that talks to the
 //! buildstate server is `buildstate-client`'s; the rules are the server's.
 //!
-//! - [`run`]: one step, with its I/O and environment passed in.
+//! - [`run`]: one step, with its I/O and environment passed in; it dispatches to one module
+//!   per command (`start`, `report`, `gate`, `get`), which share `step`'s helpers.
 //! - [`inputs`]: `INPUT_*` parsed and checked before any network call.
 //! - [`commands`]: workflow commands, escaping, masks, balanced groups.
 //! - [`files`]: `$GITHUB_OUTPUT` (heredocs) and `$GITHUB_STEP_SUMMARY`.
@@ -19,9 +20,14 @@
 pub mod commands;
 pub mod commit_status;
 pub mod files;
+mod gate;
+mod get;
 pub mod github;
 pub mod inputs;
+mod report;
 mod run;
+mod start;
+mod step;
 pub mod summary;
 
 pub use run::run;

@@ -9,9 +9,7 @@ use buildstate_domain::{BuildStatus, EventKind, StateCode};
 /// them): every code below the build's state, and the state itself once the build completed.
 pub fn completed_codes(build: &Build) -> Vec<u8> {
     StateCode::all()
-        .filter(|code| {
-            *code < build.state || (*code == build.state && build.status == BuildStatus::Completed)
-        })
+        .filter(|code| build.has_completed(*code))
         .map(StateCode::value)
         .collect()
 }
@@ -92,7 +90,7 @@ pub struct Context {
 
 /// The mark and words for one stage.
 fn stage_mark(build: &Build, history: &[HistoryEntry], code: StateCode) -> (&'static str, String) {
-    if code < build.state || (code == build.state && build.status == BuildStatus::Completed) {
+    if build.has_completed(code) {
         return match finished_by(history, code) {
             Some(entry) if entry.kind == EventKind::Skipped => {
                 ("⏭️", "not used (jumped past)".into())

@@ -12,8 +12,9 @@ use buildstate_domain::wire::{Build, BuildQuery, HistoryEntry, HistoryQuery};
 use buildstate_domain::BuildId;
 use serde_json::Value;
 
+use crate::connection::describe;
+use crate::log::Log;
 use crate::schema::{CheckRequest, Filter, GivenVersion, Source, Version};
-use crate::{describe, Log};
 
 /// The most versions one check emits.
 pub const CHECK_CAP: usize = 100;

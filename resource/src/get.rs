@@ -11,11 +11,12 @@ use buildstate_client::api::{Client, ClientError};
 use buildstate_client::env::EnvMap;
 use buildstate_client::lease::env_lines;
 use buildstate_domain::wire::{Build, ErrorCode};
-use buildstate_domain::{gate, BuildId, BuildStatus, StateCode};
+use buildstate_domain::{gate, BuildId, StateCode};
 use serde_json::{json, Value};
 
+use crate::connection::{concourse_run, describe};
+use crate::log::Log;
 use crate::schema::{GivenVersion, InRequest, Version};
-use crate::{concourse_run, describe, Log};
 
 /// Runs `in` into `directory`.
 pub async fn get(
@@ -120,9 +121,7 @@ fn write_files(
         let decision = gate(&progress, stage, run, now).decision;
         write(&format!("gate/{stage}"), &line(decision.as_str()))?;
         gates.insert(stage.to_string(), json!(decision.as_str()));
-        // Completed (or skipped) stages come before the build's state; a completed build has
-        // completed its state too.
-        if stage < build.state || build.status == BuildStatus::Completed {
+        if build.has_completed(stage) {
             completed.push(stage);
         } else {
             pending.push(stage);

@@ -8,21 +8,23 @@
 //! - [`schema`]: the `source` and `params` keys (unknown keys are refused), and the versions.
 //! - [`check`], [`get`] (`in`), [`put`] (`out`): the three commands, thin over
 //!   `buildstate-client`.
+//! - [`connection`]: the client a command talks through and the identity it reports under;
+//!   [`log`]: the stderr lines, scrubbed of the token.
 
 pub mod check;
+pub mod connection;
 pub mod get;
+pub mod log;
 pub mod put;
 pub mod schema;
 
 use std::io::{Read, Write};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use buildstate_client::api::{Client, ClientConfig, ClientError, Proxies};
 use buildstate_client::env::EnvMap;
-use buildstate_client::failure::{self, Hints};
 
-use schema::Source;
+use connection::client_for;
+pub use connection::concourse_run;
+pub use log::Log;
 
 /// One of the three commands of the resource interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,185 +166,4 @@ fn run_inner(
         }
     };
     result.map_err(|error| log.scrub(&error))
-}
-
-/// The identity this Concourse build reports under, for stage leases: an `in_progress` put
-/// claims the stage for it, and every later put (and `in`'s gate answers) of the same build
-/// speaks as it, so the build's own reports are accepted without carrying the lease's fence
-/// from step to step. It is the build's page, which is unique per build and which a person can
-/// open from the holder named in a refusal: `ATC_EXTERNAL_URL/builds/BUILD_ID`; without
-/// `ATC_EXTERNAL_URL`, `concourse-build:BUILD_ID`; without `BUILD_ID`, the job build's page
-/// (`ATC_EXTERNAL_URL/teams/T/pipelines/P/jobs/J/builds/N`). Outside a Concourse build
-/// (none of these set), `None`: the put claims no lease, as a report without a run identity.
-pub fn concourse_run(env: &EnvMap) -> Option<String> {
-    let atc = env
-        .get("ATC_EXTERNAL_URL")
-        .map(|url| url.trim_end_matches('/').to_owned());
-    match (env.get("BUILD_ID"), atc) {
-        (Some(id), Some(atc)) => Some(format!("{atc}/builds/{id}")),
-        (Some(id), None) => Some(format!("concourse-build:{id}")),
-        (None, _) => buildstate_client::ci::concourse_build_url(&|name| env.get(name)),
-    }
-}
-
-/// How the resource's messages say to fix the URL or the token.
-const HINTS: Hints<'static> = Hints {
-    no_token: "set `token` in the resource's `source`",
-    bad_token: "set a valid `token` in the resource's `source`",
-    api_url: "`api_url` in the resource's `source`",
-};
-
-/// A client error as one sentence.
-pub(crate) fn describe(error: &ClientError) -> String {
-    failure::describe(error, &HINTS)
-}
-
-/// A client for `source`: its URL, token, timeout, CA certificates, the proxies of `env`,
-/// and retries logged through `log`.
-fn client_for(source: &Source, env: &EnvMap, log: &Log) -> Result<Client, String> {
-    let mut config = ClientConfig::new(&source.api_url, Some(source.token.expose().to_owned()));
-    if let Some(seconds) = source.timeout_seconds {
-        config.timeout = Duration::from_secs(seconds);
-    }
-    if let Some(attempts) = source.max_attempts {
-        config.max_attempts = attempts;
-    }
-    config.extra_root_pem = source.ca_certs.as_ref().map(|pem| pem.as_bytes().to_vec());
-    config.proxies = Some(Proxies::from_env(&|name| env.get(name)));
-    let retries = log.clone();
-    config.on_retry = Some(Arc::new(move |line: &str| {
-        retries.line(format!("retrying: {line}"));
-    }));
-    if source.debug {
-        log.line(format!(
-            "debug: API {} (token redacted), timeout {}s, at most {} attempts",
-            source.api_url,
-            config.timeout.as_secs(),
-            config.max_attempts
-        ));
-    }
-    Client::new(config).map_err(|error| describe(&error))
-}
-
-/// Lines for stderr, kept until the command ends (the client's retry callback may run on the
-/// runtime's thread), each scrubbed of the token.
-#[derive(Clone, Default)]
-pub struct Log {
-    inner: Arc<Mutex<LogInner>>,
-}
-
-#[derive(Default)]
-struct LogInner {
-    lines: Vec<String>,
-    secrets: Vec<String>,
-    debug: bool,
-}
-
-impl std::fmt::Debug for Log {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Log")
-    }
-}
-
-impl Log {
-    fn new() -> Self {
-        Log::default()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, LogInner> {
-        // A poisoned lock only means a panic elsewhere; the lines are still good.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Never print `secret`.
-    fn redact(&self, secret: &str) {
-        if !secret.is_empty() {
-            self.lock().secrets.push(secret.to_owned());
-        }
-    }
-
-    /// `text` with every secret replaced.
-    fn scrub(&self, text: &str) -> String {
-        let inner = self.lock();
-        let mut text = text.to_owned();
-        for secret in &inner.secrets {
-            text = text.replace(secret.as_str(), "<redacted>");
-        }
-        text
-    }
-
-    /// Adds one line for stderr.
-    pub fn line(&self, line: String) {
-        let line = self.scrub(&line);
-        self.lock().lines.push(line);
-    }
-
-    /// Turns on `debug:` lines (the source's `debug`).
-    pub fn set_debug(&self, on: bool) {
-        self.lock().debug = on;
-    }
-
-    /// Adds a `debug:` line when debugging is on.
-    pub fn debug(&self, line: impl FnOnce() -> String) {
-        if self.lock().debug {
-            self.line(format!("debug: {}", line()));
-        }
-    }
-
-    fn flush_to(&mut self, stderr: &mut dyn Write) {
-        let lines = std::mem::take(&mut self.lock().lines);
-        for line in lines {
-            // Nowhere to report a broken stderr.
-            let _ = writeln!(stderr, "{line}");
-        }
-        let _ = stderr.flush();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    type Pairs<'a> = Vec<(&'a str, &'a str)>;
-
-    fn env(pairs: &[(&str, &str)]) -> EnvMap {
-        pairs.iter().copied().collect()
-    }
-
-    #[test]
-    fn the_run_identity_is_the_concourse_builds_page() {
-        let job = [
-            ("BUILD_TEAM_NAME", "main"),
-            ("BUILD_PIPELINE_NAME", "images"),
-            ("BUILD_JOB_NAME", "rhel8"),
-            ("BUILD_NAME", "7"),
-        ];
-        let cases: Vec<(&str, Pairs, Option<&str>)> = vec![
-            (
-                "build id and ATC",
-                [
-                    &job[..],
-                    &[("BUILD_ID", "1234"), ("ATC_EXTERNAL_URL", "https://ci/")],
-                ]
-                .concat(),
-                Some("https://ci/builds/1234"),
-            ),
-            (
-                "build id without ATC",
-                vec![("BUILD_ID", "1234")],
-                Some("concourse-build:1234"),
-            ),
-            (
-                "a job build without its id",
-                [&job[..], &[("ATC_EXTERNAL_URL", "https://ci")]].concat(),
-                Some("https://ci/teams/main/pipelines/images/jobs/rhel8/builds/7"),
-            ),
-            ("outside Concourse", Vec::new(), None),
-        ];
-        for (name, pairs, expected) in cases {
-            assert_eq!(concourse_run(&env(&pairs)).as_deref(), expected, "{name}");
-        }
-    }
 }

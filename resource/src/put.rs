@@ -18,9 +18,10 @@ use buildstate_domain::{BuildKey, Labels, ReportStatus};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::connection::{concourse_run, describe};
 use crate::get::metadata;
+use crate::log::Log;
 use crate::schema::{OutParams, OutRequest, ReportFile, Source, Version};
-use crate::{concourse_run, describe, Log};
 
 /// Runs `out` with the put's inputs under `directory`.
 pub async fn put(

@@ -4,14 +4,17 @@
 use std::path::Path;
 use std::time::Duration;
 
-use buildstate_domain::wire::{CreateToken, CreateUser, Whoami};
+use buildstate_domain::wire::{CreateToken, CreateUser, ErrorCode, Whoami};
 use buildstate_domain::{Email, Role, Scope, Username};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::config::{self, ConfigFile, Source};
+use super::context::{Context, GlobalArgs};
+use super::error::CliError;
 use super::output::time;
-use super::{exit, parse_duration, values, CliError, Context, GlobalArgs};
+use super::values::{self, parse_duration};
+use buildstate_client::failure::exit;
 
 #[derive(Debug, Args)]
 pub struct UserArgs {
@@ -159,6 +162,10 @@ pub async fn run_user(args: UserArgs, context: &Context<'_>) -> Result<u8, CliEr
     Ok(exit::SUCCESS)
 }
 
+/// The hints for a user or token that was not found: where to find the right one.
+const USER_LIST: &str = "`bldst user list` lists the users";
+const TOKEN_LIST: &str = "`bldst token list` lists the tokens";
+
 /// Runs `bldst token ...`.
 pub async fn run_token(args: TokenArgs, context: &Context<'_>) -> Result<u8, CliError> {
     let client = context.client()?;
@@ -177,7 +184,10 @@ pub async fn run_token(args: TokenArgs, context: &Context<'_>) -> Result<u8, Cli
                     scope,
                     expires_in_seconds: expires_in.map(|lifetime| lifetime.as_secs()),
                 })
-                .await?;
+                .await
+                .map_err(|error| {
+                    CliError::from(error).with_hint_for(&ErrorCode::NotFound, USER_LIST)
+                })?;
             if printer.is_json() {
                 printer.json(&created)?;
             } else {
@@ -188,10 +198,10 @@ pub async fn run_token(args: TokenArgs, context: &Context<'_>) -> Result<u8, Cli
                 );
                 // The note goes to stderr so that `TOKEN=$(bldst token create ...)` captures
                 // exactly the secret.
-                eprintln!(
+                printer.note(&format!(
                     "created token `{}` for `{}` ({} scope, {expiry}); its secret follows (shown only this once):",
                     token.id, token.username, token.scope
-                );
+                ));
                 printer.line(&created.secret)?;
             }
         }
@@ -206,7 +216,9 @@ pub async fn run_token(args: TokenArgs, context: &Context<'_>) -> Result<u8, Cli
             }
         }
         TokenCommand::Revoke { id } => {
-            let token = client.revoke_token(&id).await?;
+            let token = client.revoke_token(&id).await.map_err(|error| {
+                CliError::from(error).with_hint_for(&ErrorCode::NotFound, TOKEN_LIST)
+            })?;
             if printer.is_json() {
                 printer.json(&token)?;
             } else {
@@ -361,7 +373,8 @@ async fn status(context: &Context<'_>) -> Result<u8, CliError> {
 
 async fn logout(revoke: bool, context: &Context<'_>) -> Result<u8, CliError> {
     let path = config_path(context)?;
-    let saved = config::load(path).map_err(CliError::failure)?;
+    let saved =
+        config::load(path, &|line| context.printer.note(line)).map_err(CliError::failure)?;
     if revoke {
         match saved.as_ref().and_then(|saved| saved.token.clone()) {
             Some(token) => {
@@ -369,15 +382,22 @@ async fn logout(revoke: bool, context: &Context<'_>) -> Result<u8, CliError> {
                     .as_ref()
                     .and_then(|saved| saved.api_url.clone())
                     .unwrap_or_else(|| config::DEFAULT_API_URL.to_owned());
-                let mut config = crate::client::ClientConfig::new(url, Some(token));
+                let mut config = buildstate_client::api::ClientConfig::new(url, Some(token));
                 config.timeout = Duration::from_secs(30);
                 config.allow_insecure = context.allow_insecure;
-                let client = crate::client::Client::new(config)?;
+                let client = buildstate_client::api::Client::new(config)?;
                 let whoami = client.whoami().await?;
-                client.revoke_token(&whoami.token_id).await?;
-                eprintln!("revoked token `{}`", whoami.token_id);
+                client
+                    .revoke_token(&whoami.token_id)
+                    .await
+                    .map_err(|error| {
+                        CliError::from(error).with_hint_for(&ErrorCode::NotFound, TOKEN_LIST)
+                    })?;
+                context
+                    .printer
+                    .note(&format!("revoked token `{}`", whoami.token_id));
             }
-            None => eprintln!("no saved token to revoke"),
+            None => context.printer.note("no saved token to revoke"),
         }
     }
     let removed = config::remove(path).map_err(CliError::failure)?;

@@ -15,7 +15,10 @@ use buildstate_domain::{
 };
 use clap::{Args, Subcommand};
 
-use super::{config, exit, run as run_stage, values, watch, CliError, Context};
+use super::context::Context;
+use super::error::CliError;
+use super::{config, run as run_stage, values, watch};
+use buildstate_client::failure::exit;
 
 /// History entries asked for per page when reading a whole history.
 const HISTORY_PAGE: u32 = HISTORY_PAGE_MAX;
@@ -353,15 +356,15 @@ async fn create(args: CreateArgs, context: &Context<'_>) -> Result<(), CliError>
     }
     // The note goes to stderr, so `--quiet` output and the table stay pure data.
     if started.resumed {
-        eprintln!(
+        printer.note(&format!(
             "resumed unfinished build `{}` with key `{}`: stage {} ({})",
             build.id,
             build.key.as_ref().map_or("", BuildKey::as_str),
             build.state,
             build.status
-        );
+        ));
     } else {
-        eprintln!("started build `{}`", build.id);
+        printer.note(&format!("started build `{}`", build.id));
     }
     if args.quiet {
         printer.line(build.id.as_str())
@@ -428,7 +431,7 @@ async fn list(args: ListArgs, context: &Context<'_>) -> Result<(), CliError> {
     } else {
         printer.builds(&page.builds)?;
         if let Some(offset) = page.next_offset {
-            eprintln!("more builds: add --offset {offset}");
+            printer.note(&format!("more builds: add --offset {offset}"));
         }
         Ok(())
     }

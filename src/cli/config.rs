@@ -74,10 +74,11 @@ pub fn config_path(env: EnvLookup<'_>) -> Option<PathBuf> {
     Some(base.join("buildstate").join("config.json"))
 }
 
-/// Reads the config file; a missing file is `Ok(None)`.
+/// Reads the config file; a missing file is `Ok(None)`. A file others may read (it holds a
+/// token) is read all the same, and `warn` is told how to fix it.
 ///
 /// Fails when the file exists but cannot be read or is not the JSON this module writes.
-pub fn load(path: &Path) -> Result<Option<ConfigFile>, String> {
+pub fn load(path: &Path, warn: &dyn Fn(&str)) -> Result<Option<ConfigFile>, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -88,7 +89,7 @@ pub fn load(path: &Path) -> Result<Option<ConfigFile>, String> {
             ))
         }
     };
-    warn_if_readable_by_others(path);
+    warn_if_readable_by_others(path, warn);
     serde_json::from_str(&text).map(Some).map_err(|error| {
         format!(
             "the config file `{}` is not valid: {error}; fix it or remove it and run `bldst auth login`",
@@ -98,21 +99,21 @@ pub fn load(path: &Path) -> Result<Option<ConfigFile>, String> {
 }
 
 #[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path) {
+fn warn_if_readable_by_others(path: &Path, warn: &dyn Fn(&str)) {
     use std::os::unix::fs::PermissionsExt as _;
     if let Ok(metadata) = std::fs::metadata(path) {
         if metadata.permissions().mode() & 0o077 != 0 {
-            eprintln!(
+            warn(&format!(
                 "warning: the config file `{}` holds an API token and is readable by others: run `chmod 600 {}`",
                 path.display(),
                 path.display()
-            );
+            ));
         }
     }
 }
 
 #[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path) {}
+fn warn_if_readable_by_others(_path: &Path, _warn: &dyn Fn(&str)) {}
 
 /// Writes the config file readable only by its owner, creating its directory (0700) if needed.
 ///
@@ -364,9 +365,9 @@ mod tests {
         };
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().expect("parent")), 0o700);
-        let loaded = load(&path).expect("readable").expect("present");
+        let loaded = load(&path, &|_| {}).expect("readable").expect("present");
         assert_eq!(loaded.token.as_deref(), Some("secret"));
         assert!(remove(&path).expect("removed"));
-        assert_eq!(load(&path).expect("no error"), None);
+        assert_eq!(load(&path, &|_| {}).expect("no error"), None);
     }
 }

@@ -1,13 +1,16 @@
 //! The `bldst` command line: argument parsing, configuration, logging, dispatch to the
 //! commands, and the one mapping from failures to documented exit codes.
 //!
-//! Every command talks to the server through [`crate::client::Client`]; none re-implements a
+//! Every command talks to the server through [`buildstate_client::api::Client`]; none re-implements a
 //! rule of the product contract. On failure a command prints one line, `error: ...`, on stderr
 //! and nothing on stdout.
 
 mod accounts;
 mod build;
 pub mod config;
+pub mod context;
+pub mod error;
+mod logging;
 pub mod output;
 mod report;
 mod run;
@@ -17,22 +20,23 @@ pub mod streams;
 mod values;
 mod watch;
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
-use crate::client::{Client, ClientConfig, ClientError};
-use buildstate_client::failure;
-use buildstate_domain::wire::ErrorCode;
-use config::{EnvLookup, Settings};
+use config::EnvLookup;
+pub use context::Context;
+use context::{context, GlobalArgs};
+pub use error::{exit_kind, CliError};
 use output::{OutputFormat, Printer};
-use streams::{Input, Streams};
+use streams::Streams;
+pub use values::parse_duration;
 
 /// Exit codes, documented in `docs/cli.md` and `bldst --help`; shared with the other front
 /// ends.
 pub use buildstate_client::failure::exit;
+/// The exit code for a failed API call (the one mapping, shared by the front ends).
+pub use buildstate_client::failure::exit_code;
 
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
@@ -78,35 +82,6 @@ pub struct Cli {
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Flags every command takes.
-#[derive(Debug, Args)]
-pub struct GlobalArgs {
-    /// The buildstate server [default: BUILDSTATE_API_URL, the saved login, http://127.0.0.1:8000]
-    #[arg(long, global = true, value_name = "URL")]
-    pub api_url: Option<String>,
-    /// The API token [default: BUILDSTATE_API_TOKEN, the saved login]. Prefer the variable or
-    /// `bldst auth login`: other users can see command lines. `auth login --token -` reads it
-    /// from stdin.
-    #[arg(long, global = true, value_name = "TOKEN")]
-    pub token: Option<String>,
-    /// How to print answers: `table` for people, `json` (the API's field names) for scripts.
-    #[arg(
-        long,
-        short,
-        global = true,
-        value_enum,
-        default_value_t = OutputFormat::Table
-    )]
-    pub output: OutputFormat,
-    /// Log each request (never the token) on stderr; so does BUILDSTATE_DEBUG=1.
-    #[arg(long, short, global = true)]
-    pub verbose: bool,
-    /// Send the token over plain http:// to a host other than this machine, where anyone on
-    /// the network path can read it; so does BUILDSTATE_ALLOW_INSECURE=1. Prefer https://.
-    #[arg(long, global = true)]
-    pub allow_insecure: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,194 +133,6 @@ pub enum Command {
     Server(Box<server::ServerArgs>),
 }
 
-/// A failure with the exit code it maps to and one line for stderr.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CliError {
-    pub code: u8,
-    pub message: String,
-    /// The server's error code (`build_not_found`, …) when the failure is the server's answer.
-    pub api_code: Option<String>,
-}
-
-impl CliError {
-    pub fn new(code: u8, message: impl Into<String>) -> Self {
-        CliError {
-            code,
-            message: message.into(),
-            api_code: None,
-        }
-    }
-
-    /// The error as one JSON object, for `--output json`: `{"error": {"code", "message",
-    /// "exit_code"}}`, the API's envelope plus the exit code. `code` is the server's code when
-    /// the server refused, else the kind of the exit code (`usage`, `unreachable`, …).
-    pub fn to_json(&self) -> String {
-        let code = self
-            .api_code
-            .clone()
-            .unwrap_or_else(|| exit_kind(self.code).to_owned());
-        serde_json::json!({
-            "error": { "code": code, "message": self.message, "exit_code": self.code }
-        })
-        .to_string()
-    }
-
-    /// A bad value or combination of flags: exit code 2.
-    pub fn usage(message: impl Into<String>) -> Self {
-        CliError::new(exit::USAGE, message)
-    }
-
-    /// A failure without a code of its own: exit code 1.
-    pub fn failure(message: impl Into<String>) -> Self {
-        CliError::new(exit::FAILURE, message)
-    }
-}
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for CliError {}
-
-impl From<ClientError> for CliError {
-    fn from(error: ClientError) -> Self {
-        let api_code = match &error {
-            ClientError::Api { code, .. } => Some(code.as_str().to_owned()),
-            _ => None,
-        };
-        CliError {
-            api_code,
-            ..CliError::new(exit_code(&error), describe(&error))
-        }
-    }
-}
-
-/// The name of an exit code's kind, the `code` of a JSON error that is not the server's.
-pub fn exit_kind(code: u8) -> &'static str {
-    match code {
-        exit::USAGE => "usage",
-        exit::NOT_FOUND => "not_found",
-        exit::CONFLICT => "conflict",
-        exit::AUTH => "authentication",
-        exit::UNREACHABLE => "unreachable",
-        exit::RATE_LIMITED => "rate_limited",
-        exit::GATE_SKIP => "skip",
-        exit::GATE_WAIT => "wait",
-        exit::GATE_STOP => "stop",
-        _ => "failure",
-    }
-}
-
-/// The exit code for a failed API call (the one mapping, shared by the front ends).
-pub use buildstate_client::failure::exit_code;
-
-/// How the CLI's messages say to fix the URL or the token.
-const HINTS: failure::Hints<'static> = failure::Hints {
-    no_token: "run `bldst auth login`, or set BUILDSTATE_API_TOKEN",
-    bad_token: "log in again with `bldst auth login`, or set BUILDSTATE_API_TOKEN",
-    api_url: "--api-url or BUILDSTATE_API_URL",
-};
-
-/// The server's sentence, with a hint on what to do next where the server cannot know it:
-/// which command lists what was not found, how to go on when a build takes no more reports.
-fn describe(error: &ClientError) -> String {
-    let sentence = failure::describe(error, &HINTS);
-    let ClientError::Api { code, details, .. } = error else {
-        return sentence;
-    };
-    let finished_as = details
-        .as_ref()
-        .and_then(|details| details.get("status"))
-        .and_then(|status| status.as_str());
-    match (code, finished_as) {
-        (ErrorCode::BuildNotFound, _) => {
-            format!(
-                "{sentence}; `bldst build list` lists the builds (`--key KEY` finds one by key)"
-            )
-        }
-        (ErrorCode::BuildFinished, Some("cancelled")) => format!(
-            "{sentence}; to build again, start a new build for its key: \
-             `bldst build create --key KEY ...` (`bldst build get ID` shows the key)"
-        ),
-        (ErrorCode::BuildFinished, Some("completed")) => format!(
-            "{sentence}; to build again, start a new build: `bldst build create --key KEY ...`"
-        ),
-        (ErrorCode::NotFound, _) if sentence.starts_with("token") => {
-            format!("{sentence}; `bldst token list` lists the tokens")
-        }
-        (ErrorCode::NotFound, _) if sentence.starts_with("user") => {
-            format!("{sentence}; `bldst user list` lists the users")
-        }
-        _ => sentence,
-    }
-}
-
-/// What every command gets: the resolved settings, the printer, the environment and stdin.
-pub struct Context<'a> {
-    pub settings: Settings,
-    pub printer: Printer,
-    pub env: EnvLookup<'a>,
-    /// `--allow-insecure` or BUILDSTATE_ALLOW_INSECURE: a token may go over plain http://.
-    pub allow_insecure: bool,
-    pub stdin: Input,
-    /// Whether stdin is a person at a terminal, as opposed to a pipe or a file.
-    pub stdin_is_terminal: bool,
-}
-
-impl std::fmt::Debug for Context<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
-            .field("settings", &self.settings)
-            .field("printer", &self.printer)
-            .finish()
-    }
-}
-
-impl Context<'_> {
-    /// A client for the resolved URL and token.
-    ///
-    /// Fails with exit code 5 when there is no token, saying how to get one.
-    pub fn client(&self) -> Result<Client, CliError> {
-        if self.settings.token.is_none() {
-            let hint = match &self.settings.saved_token_url {
-                Some(saved) => format!(
-                    " (the saved login is for {saved}, not {})",
-                    self.settings.api_url
-                ),
-                None => String::new(),
-            };
-            return Err(CliError::new(
-                exit::AUTH,
-                format!("no API token{hint}: run `bldst auth login`, or set BUILDSTATE_API_TOKEN"),
-            ));
-        }
-        self.client_with(self.settings.token.clone())
-    }
-
-    /// A client for the resolved URL with `token`.
-    pub fn client_with(&self, token: Option<String>) -> Result<Client, CliError> {
-        Ok(Client::new(self.client_config(token))?)
-    }
-
-    /// Like [`Context::client`], telling stderr about each retry and reconnection: for
-    /// commands that run for long (`build watch`), where silence would look like a hang.
-    pub fn client_telling_retries(&self) -> Result<Client, CliError> {
-        self.client()?;
-        let mut config = self.client_config(self.settings.token.clone());
-        config.on_retry = Some(std::sync::Arc::new(|line: &str| eprintln!("note: {line}")));
-        Ok(Client::new(config)?)
-    }
-
-    fn client_config(&self, token: Option<String>) -> ClientConfig {
-        let mut config = ClientConfig::new(&self.settings.api_url, token);
-        config.timeout = Duration::from_secs(30);
-        config.allow_insecure = self.allow_insecure;
-        config
-    }
-}
-
 /// The command line as parsed, shown in help and completed. Clap's derive cannot say all of
 /// it, so the tree is adjusted here:
 /// - negative numbers are values (`--state -5` gets the same answer as `--state=-5`, not
@@ -389,7 +176,7 @@ pub fn main() -> ExitCode {
         Err(error) => return usage_exit(&error, &arguments),
     };
     let json_errors = cli.global.output == OutputFormat::Json;
-    init_logging(cli.global.verbose);
+    logging::init_logging(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -506,6 +293,7 @@ pub async fn run(cli: Cli, env: EnvLookup<'_>, streams: Streams) -> Result<u8, C
         global.output,
         env("NO_COLOR").is_some(),
         streams.stdout.clone(),
+        streams.stderr.clone(),
         streams.stdout_is_terminal,
     )
     .with_columns(env("COLUMNS").as_deref());
@@ -533,101 +321,6 @@ pub async fn run(cli: Cli, env: EnvLookup<'_>, streams: Streams) -> Result<u8, C
             accounts::run_auth(args, &global, &context(&global, printer, env, streams)?).await
         }
     }
-}
-
-fn context<'a>(
-    global: &GlobalArgs,
-    printer: Printer,
-    env: EnvLookup<'a>,
-    streams: Streams,
-) -> Result<Context<'a>, CliError> {
-    let path = config::config_path(env);
-    let file = match &path {
-        Some(path) => config::load(path).map_err(CliError::failure)?,
-        None => None,
-    };
-    // `auth login --token -` reads the token from stdin; it is never a token itself.
-    let flag_token = global.token.as_deref().filter(|token| *token != "-");
-    let settings = config::resolve(
-        global.api_url.as_deref(),
-        flag_token,
-        env,
-        file.as_ref(),
-        path,
-    );
-    tracing::debug!(
-        target: "bldst::config",
-        "server {} (from {}); token from {}",
-        settings.api_url,
-        settings.api_url_from,
-        settings
-            .token_from
-            .map_or_else(|| "nowhere".to_owned(), |from| from.to_string())
-    );
-    Ok(Context {
-        settings,
-        printer,
-        env,
-        allow_insecure: global.allow_insecure
-            || buildstate_client::api::allow_insecure_from_env(env),
-        stdin: streams.stdin,
-        stdin_is_terminal: streams.stdin_is_terminal,
-    })
-}
-
-/// `--verbose` or `BUILDSTATE_DEBUG=1` turn on request logging; `RUST_LOG` overrides both.
-fn init_logging(verbose: bool) {
-    use tracing_subscriber::EnvFilter;
-    let debug = verbose
-        || std::env::var("BUILDSTATE_DEBUG").is_ok_and(|value| !value.is_empty() && value != "0");
-    let default = if debug {
-        "info,bldst=debug,buildstate=debug"
-    } else {
-        "info"
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // By default a failed log write is reported with `eprintln!`, which panics when stderr
-        // is a closed pipe: a server whose log reader went away would crash on its next line.
-        .log_internal_errors(false);
-    // `BUILDSTATE_LOG_FORMAT=json`: one JSON object per line for log shippers, with the
-    // fields of every enclosing span (a request's id among them).
-    let json = std::env::var("BUILDSTATE_LOG_FORMAT").is_ok_and(|format| format == "json");
-    let _ = if json {
-        logs.json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init()
-    } else {
-        logs.with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-            .try_init()
-    };
-}
-
-/// Parses a duration such as `90`, `90s`, `15m`, `12h` or `30d` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let invalid = || {
-        format!("`{text}` is not a duration: use a number with s, m, h or d, e.g. 90s, 15m, 30d")
-    };
-    let number: u64 = number.parse().map_err(|_| invalid())?;
-    let unit_seconds = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(invalid()),
-    };
-    number
-        .checked_mul(unit_seconds)
-        .map(Duration::from_secs)
-        .ok_or_else(invalid)
 }
 
 #[cfg(test)]
@@ -688,44 +381,11 @@ mod tests {
     }
 
     #[test]
-    fn durations_take_the_usual_units() {
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
-        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(2_592_000)));
-        for bad in ["", "m", "1w", "-5", "1.5h"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn a_clap_error_becomes_one_line_naming_the_help_to_read() {
         let rendered = "error: the following required arguments were not provided:\n  --state <N>\n  --status <STATUS>\n\nUsage: bldst build update --state <N> --status <STATUS> <ID>\n\nFor more information, try '--help'.\n";
         assert_eq!(
             one_line_usage_error(rendered, "bldst build update"),
             "the following required arguments were not provided: --state <N>, --status <STATUS>; see `bldst build update --help`"
         );
-    }
-
-    #[test]
-    fn every_client_error_has_one_exit_code() {
-        let api = |status: u16| ClientError::Api {
-            status,
-            code: buildstate_domain::wire::ErrorCode::Other("x".into()),
-            message: "m".into(),
-            field: None,
-            details: None,
-        };
-        let codes: Vec<u8> = [401, 403, 404, 409, 422, 400, 500, 503]
-            .into_iter()
-            .map(|status| exit_code(&api(status)))
-            .collect();
-        assert_eq!(codes, [5, 5, 3, 4, 2, 2, 1, 1]);
-        let unreachable = ClientError::Unreachable {
-            url: "http://x".into(),
-            attempts: 4,
-            cause: "refused".into(),
-        };
-        assert_eq!(exit_code(&unreachable), exit::UNREACHABLE);
     }
 }

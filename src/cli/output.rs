@@ -16,8 +16,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::{presets, Cell, Color, ColumnConstraint, ContentArrangement, Row, Table};
 use serde::Serialize;
 
+use super::error::CliError;
 use super::streams::Output;
-use super::{exit, CliError};
+use buildstate_client::failure::exit;
 
 /// `--output`: how answers are printed on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -28,23 +29,34 @@ pub enum OutputFormat {
     Json,
 }
 
-/// Prints answers on stdout (the [`Output`] it was given) in the chosen format.
+/// Prints answers on stdout (the [`Output`] it was given) in the chosen format, and notes for
+/// people on stderr (the other [`Output`]).
 #[derive(Debug, Clone)]
 pub struct Printer {
     pub format: OutputFormat,
     out: Output,
+    /// Notes beside the answer (stderr), so that stdout holds only the answer.
+    notes: Output,
     colour: bool,
     /// The width tables must fit in; `None`: print rows whole.
     width: Option<u16>,
 }
 
 impl Printer {
-    /// A printer for `format` writing to `out`; colour is used only when `out` is a terminal
-    /// (`terminal`) and `no_color` (the `NO_COLOR` convention) is false.
-    pub fn new(format: OutputFormat, no_color: bool, out: Output, terminal: bool) -> Self {
+    /// A printer for `format` writing answers to `out` and notes to `notes`; colour is used
+    /// only when `out` is a terminal (`terminal`) and `no_color` (the `NO_COLOR` convention) is
+    /// false.
+    pub fn new(
+        format: OutputFormat,
+        no_color: bool,
+        out: Output,
+        notes: Output,
+        terminal: bool,
+    ) -> Self {
         Printer {
             format,
             out,
+            notes,
             colour: terminal && !no_color,
             // On a terminal, comfy-table asks the terminal for its width.
             width: if terminal { Table::new().width() } else { None },
@@ -74,6 +86,13 @@ impl Printer {
     /// Prints one line of text.
     pub fn line(&self, text: &str) -> Result<(), CliError> {
         write_line(&mut *self.out.lock(), text)
+    }
+
+    /// Writes one note for people on stderr: progress, what was done, a warning. A note that
+    /// cannot be written is dropped (there is nowhere left to say so); the answer still goes
+    /// to stdout.
+    pub fn note(&self, text: &str) {
+        let _ = write_line(&mut *self.notes.lock(), text);
     }
 
     /// Prints a table made by [`Printer::table`], none of whose columns may be cut.

@@ -9,8 +9,11 @@ use buildstate_domain::StateCode;
 use clap::{Args, Subcommand};
 use comfy_table::Cell;
 
+use super::context::Context;
+use super::error::CliError;
 use super::output::{time, Printer};
-use super::{exit, parse_duration, CliError, Context};
+use super::values::parse_duration;
+use buildstate_client::failure::exit;
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -103,7 +106,7 @@ pub async fn run(args: ReportArgs, context: &Context<'_>) -> Result<u8, CliError
             if printer.is_json() {
                 return json(printer, &report);
             }
-            eprintln!("builds started since {}", time(&report.since));
+            printer.note(&format!("builds started since {}", time(&report.since)));
             success_table(printer, "PLATFORM", &report.by_platform)?;
             printer.line("")?;
             success_table(printer, "IMAGE TYPE", &report.by_image_type)?;
@@ -113,7 +116,7 @@ pub async fn run(args: ReportArgs, context: &Context<'_>) -> Result<u8, CliError
             if printer.is_json() {
                 return json(printer, &report);
             }
-            eprintln!("failures reported since {}", time(&report.since));
+            printer.note(&format!("failures reported since {}", time(&report.since)));
             let mut table = printer.table(&[
                 "STATE",
                 "NAME",
@@ -139,7 +142,7 @@ pub async fn run(args: ReportArgs, context: &Context<'_>) -> Result<u8, CliError
             if printer.is_json() {
                 return json(printer, &report);
             }
-            eprintln!("stages completed since {}", time(&report.since));
+            printer.note(&format!("stages completed since {}", time(&report.since)));
             let mut table = printer.table(&["STATE", "NAME", "COUNT", "P50", "P90", "MAX"]);
             for stage in &report.stages {
                 let mut row = vec![Cell::new(stage.state), Cell::new(&stage.state_name)];
@@ -166,7 +169,7 @@ pub async fn run(args: ReportArgs, context: &Context<'_>) -> Result<u8, CliError
                 .iter()
                 .map(|(code, secs)| format!("{code} after {}", human_secs(*secs as f64)))
                 .collect();
-            eprintln!(
+            printer.note(&format!(
                 "stuck: quiet for more than {}{}",
                 human_secs(report.stuck_after_secs as f64),
                 if overrides.is_empty() {
@@ -174,7 +177,7 @@ pub async fn run(args: ReportArgs, context: &Context<'_>) -> Result<u8, CliError
                 } else {
                     format!(" ({})", overrides.join(", "))
                 }
-            );
+            ));
             printer.line(&format!("STUCK ({})", report.stuck.len()))?;
             attention_table(printer, &report.stuck)?;
             printer.line("")?;
@@ -186,7 +189,7 @@ pub async fn run(args: ReportArgs, context: &Context<'_>) -> Result<u8, CliError
             if printer.is_json() {
                 return json(printer, &report);
             }
-            eprintln!("first failures since {}", time(&report.since));
+            printer.note(&format!("first failures since {}", time(&report.since)));
             let mut table = printer.table(&[
                 "STATE",
                 "NAME",

@@ -22,8 +22,13 @@ use buildstate_domain::{BuildId, Outputs, ReportStatus, StateCode};
 use clap::Args;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{config, exit, parse_duration, values, CliError, Context};
-use crate::client::Client;
+use super::config;
+use super::context::Context;
+use super::error::CliError;
+use super::output::Printer;
+use super::values::{self, parse_duration};
+use buildstate_client::api::Client;
+use buildstate_client::failure::exit;
 
 /// How much of the command's stderr is kept for the failure message.
 const STDERR_TAIL_BYTES: usize = 4096;
@@ -51,7 +56,9 @@ Examples:
   bldst build run \"$BUILD_ID\" --state 10 -- sh -c 'packer build . && echo ami_id=$(jq -r .builds[-1].artifact_id manifest.json | cut -d: -f2) >> \"$BLDST_OUTPUTS_FILE\"'"
 )]
 pub struct RunArgs {
-    /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`.
+    /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`; the
+    /// setup action exports it for a job's later steps.
+    #[arg(env = "BUILDSTATE_BUILD_ID")]
     id: BuildId,
     /// The stage this command performs.
     #[arg(long, value_name = "N", value_parser = values::state_code(), hide_possible_values = true)]
@@ -109,7 +116,7 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
         let suffix = buildstate_client::api::new_idempotency_key();
         format!("{base}#{}", &suffix[..suffix.len().min(8)])
     });
-    if let Some(code) = gate_until_runnable(&client, &args, &run).await? {
+    if let Some(code) = gate_until_runnable(&client, &args, &run, &context.printer).await? {
         return Ok(code);
     }
     let report = |status, message: String, fence: Option<i64>, outputs: Outputs| ReportTransition {
@@ -136,7 +143,9 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
         .await?;
     let lease = claimed.build.lease.clone();
     let fence = lease.as_ref().map(|lease| lease.fence);
-    eprintln!("bldst: stage {stage} of build `{id}`: running `{program}`");
+    context.printer.note(&format!(
+        "bldst: stage {stage} of build `{id}`: running `{program}`"
+    ));
 
     let outputs_file =
         std::env::temp_dir().join(format!("bldst-outputs-{id}-{stage}-{}", std::process::id()));
@@ -152,7 +161,9 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
     let outcome = run_command(&args.command, id, stage, &outputs_file).await;
     let elapsed = started.elapsed().as_secs();
     if let Some(lost) = heartbeats.and_then(Heartbeats::stop) {
-        eprintln!("bldst: the lease on stage {stage} was lost while the command ran: {lost}");
+        context.printer.note(&format!(
+            "bldst: the lease on stage {stage} was lost while the command ran: {lost}"
+        ));
     }
     let outputs = read_outputs_file(&outputs_file);
     let _ = std::fs::remove_file(&outputs_file);
@@ -209,7 +220,7 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
         .await;
     match (status, reported) {
         (ReportStatus::Completed, Ok(result)) => {
-            eprintln!("bldst: {}", result.note);
+            context.printer.note(&format!("bldst: {}", result.note));
             Ok(code)
         }
         (ReportStatus::Completed, Err(error)) => {
@@ -224,16 +235,19 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
         }
         (_, Ok(result)) => {
             if explain {
-                eprintln!("bldst: {}", message.lines().next().unwrap_or_default());
+                context.printer.note(&format!(
+                    "bldst: {}",
+                    message.lines().next().unwrap_or_default()
+                ));
             }
-            eprintln!("bldst: {}", result.note);
+            context.printer.note(&format!("bldst: {}", result.note));
             Ok(code)
         }
         (_, Err(error)) => {
-            eprintln!(
+            context.printer.note(&format!(
                 "error: `{program}` failed and the failure of stage {stage} of build `{id}` could not be recorded: {}",
                 CliError::from(error).message
-            );
+            ));
             Ok(code)
         }
     }
@@ -244,6 +258,7 @@ async fn gate_until_runnable(
     client: &Client,
     args: &RunArgs,
     run: &str,
+    printer: &Printer,
 ) -> Result<Option<u8>, CliError> {
     let (id, stage) = (&args.id, args.state);
     let policy = WaitPolicy {
@@ -253,9 +268,14 @@ async fn gate_until_runnable(
     let mut on_wait = |answer: &buildstate_domain::wire::GateAnswer, wait: Duration| {
         let wait = wait.as_secs();
         if answer.build_status == buildstate_domain::BuildStatus::Failed {
-            eprintln!("bldst: stage {stage} of build `{id}` is backing off; waiting {wait}s");
+            printer.note(&format!(
+                "bldst: stage {stage} of build `{id}` is backing off; waiting {wait}s"
+            ));
         } else {
-            eprintln!("bldst: build `{id}`: {}; waiting {wait}s", answer.reason);
+            printer.note(&format!(
+                "bldst: build `{id}`: {}; waiting {wait}s",
+                answer.reason
+            ));
         }
     };
     match gate_wait::gate_until_runnable_for_run(client, id, stage, Some(run), policy, &mut on_wait)
@@ -263,10 +283,10 @@ async fn gate_until_runnable(
     {
         GateOutcome::Run(_) => Ok(None),
         GateOutcome::Skip(answer) => {
-            eprintln!(
+            printer.note(&format!(
                 "bldst: skipping stage {stage} of build `{id}`: {}",
                 answer.reason
-            );
+            ));
             Ok(Some(exit::SUCCESS))
         }
         GateOutcome::Stop(answer) => Err(CliError::new(

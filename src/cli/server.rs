@@ -5,8 +5,9 @@ use buildstate_domain::{Email, Scope, Username};
 use buildstate_server::ServerConfig;
 use clap::{Arg, ArgAction, Args, Subcommand};
 
-use super::exit;
 use super::output::Printer;
+use super::values::parse_duration;
+use buildstate_client::failure::exit;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -160,7 +161,7 @@ fn finished_before(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> 
     if let Ok(day) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Ok(day.and_time(chrono::NaiveTime::MIN).and_utc());
     }
-    let age = super::parse_duration(text).map_err(|_| {
+    let age = parse_duration(text).map_err(|_| {
         anyhow::anyhow!(
             "`{text}` is neither a date (2026-01-31, 2026-01-31T12:00:00Z) nor an age (90d, 12h)"
         )
@@ -196,7 +197,7 @@ enum ServerTokenCommand {
         )]
         description: String,
         /// When it expires: a duration such as 1d or 12h; never if absent.
-        #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         expires_in: Option<std::time::Duration>,
     },
 }

@@ -1,6 +1,7 @@
 //! The standard streams as the command line sees them: handed in by [`super::main`] (the
-//! process's stdin and stdout) so that commands never reach for the process's own, and tests
-//! or another caller can hand in buffers. stderr stays the process's (errors and notes).
+//! process's stdin, stdout and stderr) so that commands never reach for the process's own, and
+//! tests or another caller can hand in buffers. Only the final `error:` line is printed by
+//! `main` on the process's stderr: [`super::run`] returns the failure as a value.
 
 use std::io::{IsTerminal as _, Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -10,6 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 pub struct Streams {
     pub stdin: Input,
     pub stdout: Output,
+    /// Where notes, progress and warnings go (`started build ...`, `bldst: running ...`).
+    pub stderr: Output,
     /// Whether stdin is a person at a terminal rather than a pipe or a file.
     pub stdin_is_terminal: bool,
     /// Whether stdout is a terminal: colour and fitting tables to its width.
@@ -17,13 +20,14 @@ pub struct Streams {
 }
 
 impl Streams {
-    /// The process's stdin and stdout.
+    /// The process's stdin, stdout and stderr.
     pub fn process() -> Self {
         Streams {
             stdin_is_terminal: std::io::stdin().is_terminal(),
             stdout_is_terminal: std::io::stdout().is_terminal(),
             stdin: Input::new(std::io::stdin()),
             stdout: Output::new(std::io::stdout()),
+            stderr: Output::new(std::io::stderr()),
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Value parsers for flags whose values the command line knows in advance (stage codes,
 //! statuses, scopes, roles): they parse with the domain's `FromStr`, so a bad value gets the
-//! domain's sentence, and they list the values, so shell completions offer them.
+//! domain's sentence, and they list the values, so shell completions offer them. Durations
+//! (`90s`, `15m`, `30d`) are parsed here too.
 
 use std::ffi::OsStr;
 use std::marker::PhantomData;
 use std::str::FromStr;
+use std::time::Duration;
 
 use buildstate_domain::{BuildStatus, ReportStatus, Role, Scope, StateCode};
 use clap::builder::{PossibleValue, StringValueParser, TypedValueParser};
@@ -94,6 +96,30 @@ pub fn role() -> Known<Role> {
     Known::new(Role::ALL.iter().map(|r| PossibleValue::new(r.as_str())))
 }
 
+/// Parses a duration such as `90`, `90s`, `15m`, `12h` or `30d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let invalid = || {
+        format!("`{text}` is not a duration: use a number with s, m, h or d, e.g. 90s, 15m, 30d")
+    };
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let unit_seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(invalid()),
+    };
+    number
+        .checked_mul(unit_seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(invalid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +153,16 @@ mod tests {
             error.to_string().contains("valid codes are 0 to 100"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn durations_take_the_usual_units() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(2_592_000)));
+        for bad in ["", "m", "1w", "-5", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

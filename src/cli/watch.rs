@@ -4,12 +4,14 @@
 
 use std::ops::ControlFlow;
 
-use buildstate_client::events::{follow_build, is_settled};
-use buildstate_domain::wire::{Build, BuildEvent, HistoryEntry};
+use buildstate_client::events::follow_build;
+use buildstate_domain::wire::{BuildEvent, HistoryEntry};
 use buildstate_domain::{BuildId, BuildStatus};
 
+use super::context::Context;
+use super::error::CliError;
 use super::output::time;
-use super::{exit, CliError, Context};
+use buildstate_client::failure::exit;
 
 /// Exit code after Ctrl-C, the shell's convention for SIGINT.
 pub const INTERRUPTED: u8 = 130;
@@ -20,17 +22,17 @@ pub async fn run(id: &BuildId, after: Option<i64>, context: &Context<'_>) -> Res
     let build = client.get_build(id).await?;
     let printer = &context.printer;
     let start = after.unwrap_or(build.last_seq).min(build.last_seq);
-    if start >= build.last_seq && settled_status(&build).is_some() {
-        eprintln!(
+    if start >= build.last_seq && build.status.is_settled() {
+        printer.note(&format!(
             "build `{id}` is {} at stage {} ({}): nothing more will happen",
             build.status, build.state, build.state_name
-        );
+        ));
         return Ok(exit_code(build.status));
     }
-    eprintln!(
+    printer.note(&format!(
         "following build `{id}` at stage {} ({}), {}; Ctrl-C stops",
         build.state, build.state_name, build.status
-    );
+    ));
     let mut failed_print = None;
     let mut final_status = None;
     let follow = follow_build(&client, id, start, |event| {
@@ -45,7 +47,7 @@ pub async fn run(id: &BuildId, after: Option<i64>, context: &Context<'_>) -> Res
             failed_print = Some(error);
             return ControlFlow::Break(());
         }
-        if is_settled(event) {
+        if event.settles_the_build() {
             final_status = Some(event.build.status);
             return ControlFlow::Break(());
         }
@@ -59,15 +61,6 @@ pub async fn run(id: &BuildId, after: Option<i64>, context: &Context<'_>) -> Res
         return Err(error);
     }
     Ok(final_status.map_or(exit::SUCCESS, exit_code))
-}
-
-/// The status a build settled in, if it has.
-fn settled_status(build: &Build) -> Option<BuildStatus> {
-    matches!(
-        build.status,
-        BuildStatus::Completed | BuildStatus::Cancelled | BuildStatus::Blocked
-    )
-    .then_some(build.status)
 }
 
 fn exit_code(status: BuildStatus) -> u8 {

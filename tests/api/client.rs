@@ -148,6 +148,61 @@ async fn a_429_waits_as_long_as_retry_after_says() {
     assert_eq!(gateway.requests(), 2);
 }
 
+/// A client through `gateway` whose waits between attempts are recorded instead of slept.
+fn client_recording_waits(
+    gateway: &Gateway,
+    app: &TestApp,
+    max_attempts: u32,
+) -> (Client, Arc<Mutex<Vec<Duration>>>) {
+    let waits = Arc::new(Mutex::new(Vec::new()));
+    let recorded = waits.clone();
+    let mut config = ClientConfig::new(&gateway.url, Some(app.admin_token.clone()));
+    config.max_attempts = max_attempts;
+    config.sleep = Arc::new(move |wait| {
+        recorded.lock().expect("waits").push(wait);
+        Box::pin(std::future::ready(()))
+    });
+    (Client::new(config).expect("client"), waits)
+}
+
+#[tokio::test]
+async fn an_event_stream_answering_503_is_retried_after_its_retry_after() {
+    let app = app().await;
+    let id = start_build(&app.client()).await;
+    let gateway = Gateway::spawn(
+        &app.base_url,
+        vec![Step::Refuse(503, Some(3)), Step::Refuse(429, Some(5))],
+    )
+    .await;
+    let (client, waits) = client_recording_waits(&gateway, &app, 2);
+    let error = client
+        .build_events(&id, None)
+        .await
+        .expect_err("still refused on the last attempt");
+    assert_eq!(error.status(), Some(429), "{error:?}");
+    assert_eq!(gateway.requests(), 2);
+    assert_eq!(
+        *waits.lock().expect("waits"),
+        [Duration::from_secs(3)],
+        "the wait the server asked for, not the client's backoff"
+    );
+}
+
+#[tokio::test]
+async fn an_event_stream_asked_to_wait_longer_than_the_client_ever_waits_is_not_retried() {
+    let app = app().await;
+    let id = start_build(&app.client()).await;
+    let gateway = Gateway::spawn(&app.base_url, vec![Step::Refuse(429, Some(120)); 4]).await;
+    let (client, waits) = client_recording_waits(&gateway, &app, 4);
+    let error = client
+        .build_events(&id, None)
+        .await
+        .expect_err("the server's answer is final");
+    assert_eq!(error.status(), Some(429), "{error:?}");
+    assert_eq!(gateway.requests(), 1);
+    assert!(waits.lock().expect("waits").is_empty());
+}
+
 #[tokio::test]
 async fn client_errors_are_never_retried_and_read_back_from_the_envelope() {
     let app = app().await;

@@ -21,6 +21,7 @@ use buildstate_domain::wire::{
     StartBuild, StartedBuild, StatusOverview, TokenInfo, TransitionResult, User, Whoami,
 };
 use buildstate_domain::{BuildId, Lease, StageOutput, StateCode};
+use futures_util::future::BoxFuture;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -43,6 +44,8 @@ pub struct ClientConfig {
     pub proxies: Option<Proxies>,
     /// Told one sentence before each retry, e.g. to log it; never sees the token.
     pub on_retry: Option<RetryLog>,
+    /// Waits between two attempts: `tokio::time::sleep`, unless a test records the waits.
+    pub sleep: Sleeper,
     /// Send the token over plain `http://` to a host other than this machine: anyone on the
     /// network path could read it. Off unless a person says so (`--allow-insecure`,
     /// [`ALLOW_INSECURE_VAR`]).
@@ -62,6 +65,9 @@ pub fn allow_insecure_from_env(env: crate::env::EnvLookup<'_>) -> bool {
 
 /// Receives a sentence about each retry.
 pub type RetryLog = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Waits the given time between two attempts.
+pub type Sleeper = Arc<dyn Fn(Duration) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// Proxies as the standard variables name them, for callers that pass the environment in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -111,6 +117,7 @@ impl ClientConfig {
             extra_root_pem: None,
             proxies: None,
             on_retry: None,
+            sleep: Arc::new(|wait| Box::pin(tokio::time::sleep(wait))),
             allow_insecure: false,
         }
     }
@@ -505,7 +512,8 @@ impl Client {
     /// Opens `GET /builds/{id}/events`: the build's transitions as they are recorded, after
     /// history entry `after` when given (sent as `Last-Event-ID`, so the server first replays
     /// what came after it), else from now on. Refusals (no such build, a bad token) are
-    /// [`ClientError::Api`]; an unreachable server is tried `max_attempts` times, as every call.
+    /// [`ClientError::Api`]; 429, 503 and an unreachable server are retried by the same loop
+    /// as every call (honouring `Retry-After`).
     ///
     /// The stream has no overall timeout; [`crate::events::BuildEvents::next`] gives up on a
     /// connection that stays silent longer than [`crate::events::IDLE_LIMIT`] (the server
@@ -515,62 +523,37 @@ impl Client {
         id: &BuildId,
         after: Option<i64>,
     ) -> Result<crate::events::BuildEvents> {
-        let url = format!("{}/builds/{id}/events", self.config.base_url);
-        let mut attempt = 1;
-        loop {
-            let mut request = self
-                .http
-                .get(&url)
-                .header(reqwest::header::ACCEPT, "text/event-stream")
-                // The client's timeout covers whole answers; a stream has no end.
-                .timeout(crate::events::STREAM_TIMEOUT);
-            if let Some(token) = &self.config.token {
-                request = request.bearer_auth(token);
-            }
-            if let Some(after) = after {
-                request = request.header("Last-Event-ID", after.to_string());
-            }
-            match request.send().await {
-                Ok(response) if response.status().is_success() => {
-                    tracing::debug!(target: "bldst::http", "GET {url} -> {} (stream, after {after:?})", response.status().as_u16());
-                    return Ok(crate::events::BuildEvents::new(url, response));
+        let path = format!("/builds/{id}/events");
+        let url = format!("{}{path}", self.config.base_url);
+        let response = self
+            .send_retrying(&Method::GET, &path, true, || {
+                let mut request = self
+                    .http
+                    .get(&url)
+                    .header(reqwest::header::ACCEPT, "text/event-stream")
+                    // The client's timeout covers whole answers; a stream has no end.
+                    .timeout(crate::events::STREAM_TIMEOUT);
+                if let Some(token) = &self.config.token {
+                    request = request.bearer_auth(token);
                 }
-                Ok(response) => {
-                    let status = response.status();
-                    if !is_retryable(status, true) || attempt >= self.config.max_attempts {
-                        return Err(read_answer::<serde_json::Value>(&url, response)
-                            .await
-                            .err()
-                            .unwrap_or_else(|| ClientError::Protocol {
-                                url: url.clone(),
-                                status: status.as_u16(),
-                                detail: "not an event stream".to_owned(),
-                            }));
-                    }
+                if let Some(after) = after {
+                    request = request.header("Last-Event-ID", after.to_string());
                 }
-                Err(error) => {
-                    if attempt >= self.config.max_attempts {
-                        return Err(ClientError::Unreachable {
-                            url: self.config.base_url.clone(),
-                            attempts: attempt,
-                            cause: error_chain(&error),
-                        });
-                    }
-                }
-            }
-            if let Some(log) = &self.config.on_retry {
-                log(&format!(
-                    "GET /builds/{id}/events: no usable answer (attempt {attempt} of {}); retrying",
-                    self.config.max_attempts
-                ));
-            }
-            let backoff = self
-                .config
-                .retry_base
-                .saturating_mul(1 << (attempt - 1).min(16));
-            tokio::time::sleep(backoff.min(MAX_RETRY_WAIT)).await;
-            attempt += 1;
+                request
+            })
+            .await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(crate::events::BuildEvents::new(url, response));
         }
+        Err(read_answer::<serde_json::Value>(&url, response)
+            .await
+            .err()
+            .unwrap_or_else(|| ClientError::Protocol {
+                url: url.clone(),
+                status: status.as_u16(),
+                detail: "not an event stream".to_owned(),
+            }))
     }
 
     /// The configuration this client was made with (the follow loop reads its retry policy).
@@ -637,23 +620,45 @@ impl Client {
         // A request whose answer was lost may have been applied: only reads and requests with
         // an idempotency key are sent again after a 502, a 504 or a timeout.
         let repeatable = method == Method::GET || idempotency_key.is_some();
+        let response = self
+            .send_retrying(&method, path, repeatable, || {
+                let mut request: RequestBuilder = self.http.request(method.clone(), &url);
+                if !query.is_empty() {
+                    request = request.query(query);
+                }
+                if let Some(token) = &self.config.token {
+                    request = request.bearer_auth(token);
+                }
+                if let Some(key) = idempotency_key {
+                    request = request.header("Idempotency-Key", key);
+                }
+                if let Some(body) = body {
+                    request = request.json(body);
+                }
+                request
+            })
+            .await?;
+        read_answer(&url, response).await
+    }
+
+    /// The one retry loop of every call: sends the request `build` makes until an answer is
+    /// final, and returns it (a success, or an error answer for the caller to read). 429 and
+    /// 503 are tried again, and 502, 504 and timeouts too when the request is `repeatable`;
+    /// each wait is the server's `Retry-After` when it sends one (an answer asking for more
+    /// than [`MAX_RETRY_WAIT`] is final), else an exponential backoff. A server that never
+    /// answers is [`ClientError::Unreachable`] after `max_attempts`.
+    async fn send_retrying(
+        &self,
+        method: &Method,
+        path: &str,
+        repeatable: bool,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let url = format!("{}{path}", self.config.base_url);
         let mut attempt = 1;
         loop {
             let started = Instant::now();
-            let mut request: RequestBuilder = self.http.request(method.clone(), &url);
-            if !query.is_empty() {
-                request = request.query(query);
-            }
-            if let Some(token) = &self.config.token {
-                request = request.bearer_auth(token);
-            }
-            if let Some(key) = idempotency_key {
-                request = request.header("Idempotency-Key", key);
-            }
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let outcome = request.send().await;
+            let outcome = build().send().await;
             let retry_after = match outcome {
                 Ok(response) => {
                     let status = response.status();
@@ -664,13 +669,13 @@ impl Client {
                         started.elapsed()
                     );
                     if !is_retryable(status, repeatable) || attempt >= self.config.max_attempts {
-                        return read_answer(&url, response).await;
+                        return Ok(response);
                     }
                     let retry_after = retry_after_header(&response);
                     // Asked to wait longer than this client ever waits: a retry sooner would be
                     // refused again, so the server's answer (which says how long) is final.
                     if retry_after.is_some_and(|wait| wait > MAX_RETRY_WAIT) {
-                        return read_answer(&url, response).await;
+                        return Ok(response);
                     }
                     retry_after
                 }
@@ -706,7 +711,7 @@ impl Client {
                 .retry_base
                 .saturating_mul(1 << (attempt - 1).min(16));
             let wait = retry_after.unwrap_or(backoff).min(MAX_RETRY_WAIT);
-            tokio::time::sleep(wait).await;
+            (self.config.sleep)(wait).await;
             attempt += 1;
         }
     }

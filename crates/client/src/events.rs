@@ -136,18 +136,6 @@ where
                 "events of build `{id}`: {why}; reconnecting after entry {last_seq}"
             ));
         }
-        tokio::time::sleep(client.config().retry_base.min(MAX_RETRY_WAIT)).await;
+        (client.config().sleep)(client.config().retry_base.min(MAX_RETRY_WAIT)).await;
     }
-}
-
-/// Whether following the build can stop at `event`: after it the build is `completed`,
-/// `cancelled` or `blocked`, none of which moves on without a person. Only the build's
-/// latest entry counts: a replayed entry carries the build as it is now, not as it was.
-pub fn is_settled(event: &BuildEvent) -> bool {
-    use buildstate_domain::BuildStatus;
-    event.entry.seq >= event.build.last_seq
-        && matches!(
-            event.build.status,
-            BuildStatus::Completed | BuildStatus::Cancelled | BuildStatus::Blocked
-        )
 }

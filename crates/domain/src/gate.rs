@@ -72,7 +72,8 @@ pub fn gate(current: &Progress, stage: StateCode, run: Option<&str>, now: DateTi
         }
         _ => {}
     }
-    if stage < current.state {
+    // The finished statuses answered above, so this is a stage before the build's state.
+    if current.has_completed(stage) {
         return answer(
             GateDecision::Skip,
             format!(

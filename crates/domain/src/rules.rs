@@ -52,12 +52,24 @@ impl Progress {
         }
     }
 
+    /// Whether `stage` is done on this build: see [`stage_has_completed`].
+    pub fn has_completed(&self, stage: StateCode) -> bool {
+        stage_has_completed(self.state, self.status, stage)
+    }
+
     /// The lease on the stage being worked on, live or expired.
     fn current_lease(&self) -> Option<&Lease> {
         self.lease
             .as_ref()
             .filter(|lease| self.status == BuildStatus::InProgress && lease.stage == self.state)
     }
+}
+
+/// Whether `stage` is done on a build at `state` with `status`: completed, or skipped by a
+/// pipeline that jumped past it. Every stage before the build's state is; the state itself is
+/// only once the build completed (stage 100).
+pub fn stage_has_completed(state: StateCode, status: BuildStatus, stage: StateCode) -> bool {
+    stage < state || status == BuildStatus::Completed
 }
 
 /// One run's claim on the stage it is working on.
@@ -322,9 +334,7 @@ pub fn apply_report(
     }
     // A completion that is already in the past is the retried CI step: it must succeed and
     // change nothing.
-    if report.status == ReportStatus::Completed
-        && (stage < current.state || current.status == BuildStatus::Completed)
-    {
+    if report.status == ReportStatus::Completed && current.has_completed(stage) {
         return Ok(Transition::AlreadyDone {
             stage,
             current: current.state,
@@ -709,6 +719,65 @@ mod tests {
             next_attempt_at: None,
             lease: None,
             last_seq: 7,
+        }
+    }
+
+    #[test]
+    fn a_stage_has_completed_before_the_state_and_on_a_completed_build() {
+        let cases = [
+            ("a stage before the state", at(20, Running, 0), 15, true),
+            (
+                "the first stage of a build past it",
+                at(20, Failed, 2),
+                0,
+                true,
+            ),
+            (
+                "the state of a running build",
+                at(20, Running, 0),
+                20,
+                false,
+            ),
+            (
+                "the state of a build working on it",
+                at(20, InProgress, 0),
+                20,
+                false,
+            ),
+            ("the failed stage", at(20, Failed, 1), 20, false),
+            (
+                "the stage a blocked build is stuck at",
+                at(20, Blocked, 4),
+                20,
+                false,
+            ),
+            ("a stage after the state", at(20, Running, 0), 25, false),
+            (
+                "the stages of a cancelled build not reached",
+                at(20, Cancelled, 0),
+                20,
+                false,
+            ),
+            (
+                "the last stage of a completed build",
+                at(100, Completed, 0),
+                100,
+                true,
+            ),
+            (
+                "an early stage of a completed build",
+                at(100, Completed, 0),
+                5,
+                true,
+            ),
+        ];
+        for (name, progress, stage, expected) in cases {
+            assert_eq!(progress.has_completed(code(stage)), expected, "{name}");
+            assert_eq!(
+                stage_has_completed(progress.state, progress.status, code(stage)),
+                expected,
+                "{name}"
+            );
         }
     }
 

@@ -82,6 +82,15 @@ impl BuildStatus {
     pub fn is_finished(self) -> bool {
         matches!(self, BuildStatus::Completed | BuildStatus::Cancelled)
     }
+
+    /// Completed, cancelled and blocked builds do not move on without a person: whoever
+    /// follows one can stop.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            BuildStatus::Completed | BuildStatus::Cancelled | BuildStatus::Blocked
+        )
+    }
 }
 
 wire_enum! {
@@ -202,5 +211,25 @@ mod tests {
             .filter(|s| s.is_finished())
             .collect();
         assert_eq!(finished, [&BuildStatus::Completed, &BuildStatus::Cancelled]);
+    }
+
+    #[test]
+    fn completed_cancelled_and_blocked_builds_are_settled() {
+        let cases = [
+            (BuildStatus::Running, false),
+            (BuildStatus::InProgress, false),
+            (BuildStatus::Failed, false),
+            (BuildStatus::Blocked, true),
+            (BuildStatus::Completed, true),
+            (BuildStatus::Cancelled, true),
+        ];
+        assert_eq!(
+            cases.len(),
+            BuildStatus::ALL.len(),
+            "every status has a case"
+        );
+        for (status, settled) in cases {
+            assert_eq!(status.is_settled(), settled, "{status}");
+        }
     }
 }

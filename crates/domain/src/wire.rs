@@ -167,6 +167,12 @@ pub struct Build {
 }
 
 impl Build {
+    /// Whether `stage` is done on this build (completed, or jumped past): the domain's
+    /// [`crate::rules::stage_has_completed`].
+    pub fn has_completed(&self, stage: StateCode) -> bool {
+        crate::rules::stage_has_completed(self.state, self.status, stage)
+    }
+
     /// The part of the build the transition and gating rules read.
     pub fn progress(&self) -> crate::rules::Progress {
         crate::rules::Progress {
@@ -277,6 +283,21 @@ impl ReportTransition {
     }
 }
 
+/// The rules' view of a report: what `apply_report` decides on. The message and the source are
+/// the history's, not the rules', so they stay with the request.
+impl From<&ReportTransition> for crate::rules::Report {
+    fn from(report: &ReportTransition) -> Self {
+        crate::rules::Report {
+            state: report.state,
+            status: report.status,
+            expected_state: report.expected_state,
+            run: report.run_identity().map(str::to_owned),
+            fence: report.fence,
+            outputs: report.outputs.clone(),
+        }
+    }
+}
+
 /// `POST /builds/{id}/heartbeat` and `/release`: the holder of a stage's lease extends it
 /// or gives it up. Name the run (`run`) or prove it with the lease's `fence`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -348,6 +369,13 @@ pub struct BuildEvent {
 }
 
 impl BuildEvent {
+    /// Whether following the build can stop at this event: after it the build is settled
+    /// ([`BuildStatus::is_settled`]). Only the build's latest entry counts: a replayed entry
+    /// carries the build as it is now, not as it was.
+    pub fn settles_the_build(&self) -> bool {
+        self.entry.seq >= self.build.last_seq && self.build.status.is_settled()
+    }
+
     /// The event's id in the stream of every build, `recorded-at-ms:build-id:seq`: ordered as
     /// the history is replayed. (A build's own stream uses the entry's `seq`.)
     pub fn stream_id(&self) -> String {

@@ -235,14 +235,7 @@ pub async fn report_transition(
         (key, hex::encode(Sha256::digest(canonical)))
     });
     let request = TransitionRequest {
-        report: Report {
-            state: report.state,
-            status: report.status,
-            expected_state: report.expected_state,
-            run: report.run_identity().map(str::to_owned),
-            fence: report.fence,
-            outputs: report.outputs.clone(),
-        },
+        report: Report::from(&report),
         message: report.message,
         source: report.source,
         idempotency,
