@@ -26,7 +26,7 @@ cleanup() {
 trap cleanup EXIT
 
 export DATABASE_URL="sqlite://$work/buildstate.db"
-export SECRET_KEY=browser-test-key
+export SECRET_KEY=browser-test-key-of-32-bytes-or-more
 # No backoff: the seed fails a stage twice in a row.
 export BUILDSTATE_BACKOFF_BASE_SECS=0
 admin=$("$bldst" server bootstrap --username admin --email admin@example.com 2>/dev/null | grep -o 'bst_[A-Za-z0-9_-]*' | tail -1)

@@ -22,7 +22,7 @@ async fn bldst_server_creates_its_sqlite_file_serves_and_bootstraps_once() {
         .args(["server", "--listen", "127.0.0.1:0"])
         .current_dir(dir.path())
         .env_remove("DATABASE_URL")
-        .env("SECRET_KEY", "binary-test-key")
+        .env("SECRET_KEY", "binary-test-key-of-32-bytes-or-more")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -70,7 +70,7 @@ async fn bldst_server_creates_its_sqlite_file_serves_and_bootstraps_once() {
             ])
             .current_dir(dir)
             .env_remove("DATABASE_URL")
-            .env("SECRET_KEY", "binary-test-key")
+            .env("SECRET_KEY", "binary-test-key-of-32-bytes-or-more")
             .output()
             .expect("bootstrap runs")
     };
@@ -153,15 +153,31 @@ async fn bldst_server_token_create_recovers_a_locked_out_install(app: crate::sup
     let message = String::from_utf8_lossy(&keyless.stderr);
     assert!(message.contains("SECRET_KEY is not set"), "{message}");
 
+    // Another key (long enough): refused with a sentence, no token minted that the server
+    // would refuse while it counted as a live admin token.
+    let wrong = create(Some("another-key-of-32-bytes-or-more-than-that"), "admin");
+    assert!(!wrong.status.success());
+    assert!(wrong.stdout.is_empty());
+    let message = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        message.contains("SECRET_KEY is not the key the server hashes tokens with"),
+        "{message}"
+    );
+    // A key too short to key the hashes: refused, saying how to make one.
+    let short = create(Some("short-key"), "admin");
+    assert!(!short.status.success());
+    let message = String::from_utf8_lossy(&short.stderr);
+    assert!(message.contains("openssl rand -hex 32"), "{message}");
+
     // An unknown user: refused, naming it.
-    let nobody = create(Some("test-secret-key"), "nobody");
+    let nobody = create(Some("test-secret-key-of-32-bytes-or-more"), "nobody");
     assert!(!nobody.status.success());
     assert!(nobody.stdout.is_empty());
     let message = String::from_utf8_lossy(&nobody.stderr);
     assert!(message.contains("`nobody` not found"), "{message}");
 
     // With it: one admin token on stdout, which the running server accepts.
-    let created = create(Some("test-secret-key"), "admin");
+    let created = create(Some("test-secret-key-of-32-bytes-or-more"), "admin");
     assert!(
         created.status.success(),
         "{}",
@@ -197,10 +213,28 @@ async fn a_second_server_on_one_sqlite_file_is_refused_naming_postgresql() {
     let url = format!("sqlite://{}", dir.path().join("buildstate.db").display());
     let mut first = ServerProcess::start(&url, &[], &[]).await;
 
+    // A SECRET_KEY too short is refused at start, saying how to make one.
+    let short_key = Command::new(env!("CARGO_BIN_EXE_bldst"))
+        .args(["server", "--listen", "127.0.0.1:0"])
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("other.db").display()),
+        )
+        .env("SECRET_KEY", "change-me")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("bldst runs");
+    let stderr = String::from_utf8_lossy(&short_key.stderr);
+    assert!(!short_key.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("SECRET_KEY is 9 bytes long") && stderr.contains("openssl rand -hex 32"),
+        "{stderr}"
+    );
+
     let second = Command::new(env!("CARGO_BIN_EXE_bldst"))
         .args(["server", "--listen", "127.0.0.1:0"])
         .env("DATABASE_URL", &url)
-        .env("SECRET_KEY", "test-secret-key")
+        .env("SECRET_KEY", "test-secret-key-of-32-bytes-or-more")
         .env("NO_COLOR", "1")
         .output()
         .expect("bldst runs");

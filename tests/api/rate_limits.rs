@@ -312,7 +312,7 @@ async fn a_malformed_redis_url_stops_the_server_at_start_naming_the_setting() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_bldst"))
         .args(["server", "--listen", "127.0.0.1:0"])
         .env("DATABASE_URL", &url)
-        .env("SECRET_KEY", "test-secret-key")
+        .env("SECRET_KEY", "test-secret-key-of-32-bytes-or-more")
         .env("REDIS_URL", "http://user:hunter2@cache.example")
         .output()
         .expect("bldst runs");

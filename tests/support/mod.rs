@@ -283,7 +283,7 @@ impl Peer {
 /// A test server's configuration: a fixed key, no backoff, the small pool.
 fn test_config(database_url: &str) -> ServerConfig {
     let mut config = ServerConfig::for_database(database_url);
-    config.secret_key = Some("test-secret-key".into());
+    config.secret_key = Some("test-secret-key-of-32-bytes-or-more".into());
     config.backoff_base_secs = 0;
     config.database_max_connections = TEST_POOL_SIZE;
     config

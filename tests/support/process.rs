@@ -26,7 +26,7 @@ impl ServerProcess {
             .args(["server", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("DATABASE_URL", database_url)
-            .env("SECRET_KEY", "test-secret-key")
+            .env("SECRET_KEY", "test-secret-key-of-32-bytes-or-more")
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .env_remove("BUILDSTATE_LOG_FORMAT");
@@ -99,7 +99,7 @@ impl ServerProcess {
                 "admin@example.com",
             ])
             .env("DATABASE_URL", database_url)
-            .env("SECRET_KEY", "test-secret-key")
+            .env("SECRET_KEY", "test-secret-key-of-32-bytes-or-more")
             .output()
             .expect("bldst server bootstrap runs");
         assert!(

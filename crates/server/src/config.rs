@@ -251,12 +251,16 @@ impl ServerConfig {
     }
 
     /// What hashes API tokens: `SECRET_KEY`, or a built-in development key (logged as such).
-    pub(crate) fn hasher(&self) -> TokenHasher {
+    /// A `SECRET_KEY` shorter than [`crate::secrets::MIN_SECRET_KEY_BYTES`] is refused.
+    pub(crate) fn hasher(&self) -> anyhow::Result<TokenHasher> {
         match &self.secret_key {
-            Some(key) if !key.is_empty() => TokenHasher::new(key),
+            Some(key) if !key.is_empty() => {
+                crate::secrets::check_secret_key(key).map_err(anyhow::Error::msg)?;
+                Ok(TokenHasher::new(key))
+            }
             _ => {
                 tracing::warn!("SECRET_KEY is not set: API tokens are hashed with a built-in development key; set SECRET_KEY in production");
-                TokenHasher::new(DEVELOPMENT_SECRET_KEY)
+                Ok(TokenHasher::new(DEVELOPMENT_SECRET_KEY))
             }
         }
     }

@@ -66,6 +66,7 @@ impl ServerConfig {
                 cap: Duration::from_secs(300),
             },
         )?;
+        let hasher = self.hasher()?;
         let rate_limits = self.rate_limiter().await?;
         let db =
             Database::connect(&self.database_url, names, self.database_max_connections).await?;
@@ -77,7 +78,7 @@ impl ServerConfig {
             webhooks,
             stuck_check: Duration::from_secs(self.stuck_check_secs),
             db,
-            hasher: self.hasher(),
+            hasher,
             retry_policy: RetryPolicy {
                 max_retries: self.max_retries,
                 backoff_base: Duration::from_secs(self.backoff_base_secs),
@@ -185,6 +186,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     // Held until the process exits: the lock is released with the file.
     let _only_server = crate::db::claim_sqlite_file(&config.database_url)?;
     let state = config.app_state().await?;
+    state.db.keep_key_check(&state.hasher.key_check()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("failed to listen on {}", config.listen))?;
