@@ -5,34 +5,16 @@
 #
 #   bash bench/silent-sockets.sh [SILENT] [REQUESTS]     # 2000 and 1000 by default
 #
-# SERVER_BIN: the server (default: target/release/bldst, built if missing).
+# SERVER_BIN chooses the server (bench/local-server.sh, which starts it; no client is used).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
 SILENT=${1:-2000}
 REQUESTS=${2:-1000}
-if [ -z "${SERVER_BIN:-}" ]; then
-    cargo build --release --bin bldst >&2
-    SERVER_BIN=target/release/bldst
-fi
 ulimit -n 8192
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export DATABASE_URL="sqlite://$work/buildstate.db" BUILDSTATE_LISTEN="127.0.0.1:$port"
-SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-export SECRET_KEY
-token=$("$SERVER_BIN" server bootstrap --username bench --email bench@example.com 2>/dev/null)
-"$SERVER_BIN" server >"$work/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 100); do
-    curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break
-    sleep 0.1
-done
+CLIENT_BIN=${CLIENT_BIN:-unused}
+# shellcheck source=bench/local-server.sh
+. "$repo/bench/local-server.sh"
 echo "| silent sockets | requests | p50 ms | p99 ms | max ms | failed | silent sockets opened |"
 echo "|---:|---:|---:|---:|---:|---:|---:|"
 python3 bench/silent_sockets.py "$port" "$token" 0 "$REQUESTS"

@@ -213,33 +213,29 @@ async fn a_second_server_on_one_sqlite_file_is_refused_naming_postgresql() {
     let url = format!("sqlite://{}", dir.path().join("buildstate.db").display());
     let mut first = ServerProcess::start(&url, &[], &[]).await;
 
+    // `bldst server` that should refuse to start: its stderr.
+    let refused = |database_url: String, secret_key: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_bldst"))
+            .args(["server", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", database_url)
+            .env("SECRET_KEY", secret_key)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("bldst runs");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success(), "{stderr}");
+        stderr
+    };
+
     // A SECRET_KEY too short is refused at start, saying how to make one.
-    let short_key = Command::new(env!("CARGO_BIN_EXE_bldst"))
-        .args(["server", "--listen", "127.0.0.1:0"])
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("other.db").display()),
-        )
-        .env("SECRET_KEY", "change-me")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("bldst runs");
-    let stderr = String::from_utf8_lossy(&short_key.stderr);
-    assert!(!short_key.status.success(), "{stderr}");
+    let other = format!("sqlite://{}", dir.path().join("other.db").display());
+    let stderr = refused(other, "change-me");
     assert!(
         stderr.contains("SECRET_KEY is 9 bytes long") && stderr.contains("openssl rand -hex 32"),
         "{stderr}"
     );
 
-    let second = Command::new(env!("CARGO_BIN_EXE_bldst"))
-        .args(["server", "--listen", "127.0.0.1:0"])
-        .env("DATABASE_URL", &url)
-        .env("SECRET_KEY", "test-secret-key-of-32-bytes-or-more")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("bldst runs");
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(!second.status.success(), "{stderr}");
+    let stderr = refused(url.clone(), "test-secret-key-of-32-bytes-or-more");
     assert!(
         stderr.contains("another `bldst server` already serves the SQLite database")
             && stderr.contains("PostgreSQL"),

@@ -10,6 +10,20 @@ use sqlx::Connection as _;
 use crate::helpers::{report, start_request};
 use crate::support::{Backend, TestApp};
 
+/// A build whose stage 0 may fail a hundred times.
+async fn start_with_retries(app: &TestApp) -> buildstate_domain::BuildId {
+    let request = buildstate_domain::wire::StartBuild {
+        max_retries: Some(100),
+        ..start_request(None)
+    };
+    app.client()
+        .start_build(&request)
+        .await
+        .expect("start")
+        .build
+        .id
+}
+
 /// One of the racing reports, as the server answered it.
 struct Answer {
     status: u16,
@@ -49,16 +63,7 @@ async fn a_database_that_cannot_answer_gets_503_with_retry_after(backend: Backen
     else {
         return;
     };
-    let id = app
-        .client()
-        .start_build(&buildstate_domain::wire::StartBuild {
-            max_retries: Some(100),
-            ..start_request(None)
-        })
-        .await
-        .expect("start")
-        .build
-        .id;
+    let id = start_with_retries(&app).await;
     let mut holder = sqlx::AnyConnection::connect(&app.database_url)
         .await
         .expect("connect");
@@ -135,15 +140,7 @@ async fn serialization_failures_are_run_again_inside_the_server() {
         return;
     };
     let client = app.client();
-    let id = client
-        .start_build(&buildstate_domain::wire::StartBuild {
-            max_retries: Some(100),
-            ..start_request(None)
-        })
-        .await
-        .expect("start")
-        .build
-        .id;
+    let id = start_with_retries(&app).await;
     const REPORTS: usize = 16;
     let sends = (0..REPORTS).map(|_| {
         let (client, id) = (client.clone(), id.clone());
