@@ -335,13 +335,14 @@ impl RateLimiter {
             }
             if shared.probe().await.is_ok() {
                 let since = lock(&shared.unreachable_since).take();
-                shared.reachable.store(true, Ordering::Release);
                 // What was counted here meanwhile is Redis's to count now.
                 self.0.local.invalidate_all();
+                // Said before it is so: `/status` never shows Redis back before the log does.
                 tracing::info!(
                     unreachable_since = since.map(|since| since.to_rfc3339()),
                     "Redis answers again: rate limits are shared by every server process again"
                 );
+                shared.reachable.store(true, Ordering::Release);
             }
         }
     }
