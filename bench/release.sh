@@ -61,7 +61,7 @@ inputs=("INPUT_COMMAND=gate" "INPUT_API-URL=$BUILDSTATE_API_URL" "INPUT_API-TOKE
     "GITHUB_RUN_ID=4242" "GITHUB_SERVER_URL=https://github.com")
 hyperfine -N --warmup 3 --runs "$RUNS" --style basic \
     --command-name "image (chroot): bldst-action gate" \
-    "env -i ${inputs[*]} GITHUB_OUTPUT=/github/file_commands/output GITHUB_STEP_SUMMARY=/github/file_commands/summary chroot $work/root /usr/local/bin/bldst-action" \
+    "env -i ${inputs[*]} GITHUB_OUTPUT=/github/file_commands/output GITHUB_STEP_SUMMARY=/github/file_commands/summary $(command -v chroot) $work/root /usr/local/bin/bldst-action" \
     --command-name "host: bldst-action gate" \
     "env -i ${inputs[*]} GITHUB_OUTPUT=$work/output GITHUB_STEP_SUMMARY=$work/summary $work/bldst-action"
 grep -c '^decision=skip$' "$work/output" | sed 's/^/host runs that answered skip: /'
@@ -130,5 +130,6 @@ hyperfine -N --warmup 2 --runs "$RUNS" --style basic \
     "sh -c 'BUILDSTATE_BUILD_ID=\$(cat \"\$work/id\") exec \"\$CLIENT_BIN\" build run --state 5 -- true'" \
     --command-name "true alone (the same shell and id file)" \
     "sh -c 'BUILDSTATE_BUILD_ID=\$(cat \"\$work/id\") exec true'"
-last=$(cat "$work/id")
-echo "the last build after its run: $("$CLIENT_BIN" -o json build get "$last" | python3 -c 'import json,sys; b=json.load(sys.stdin); print(b["state"], b["status"])')"
+# Every run of the first command took a fresh build from stage 0 to 10 (5 completed, 0 skipped).
+echo "builds at stage 10 after the runs: $("$CLIENT_BIN" -o json build list --state 10 --limit 100 |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["builds"] if isinstance(d, dict) else d))') (expected: $((RUNS + 2)))"

@@ -37,6 +37,10 @@ pub struct Progress {
     pub lease: Option<Lease>,
     /// The sequence number of the newest history entry (fences are sequence numbers).
     pub last_seq: i64,
+    /// With `failed`: the sequence number of the `retry_due` entry that announced the failed
+    /// stage's next attempt, once the server recorded it ([`crate::retries`]). Every change
+    /// that moves the build clears it, so each failure gets its own.
+    pub retry_due_seq: Option<i64>,
 }
 
 impl Progress {
@@ -49,6 +53,7 @@ impl Progress {
             next_attempt_at: None,
             lease: None,
             last_seq: 1,
+            retry_due_seq: None,
         }
     }
 
@@ -442,6 +447,7 @@ pub fn apply_report(
         next_attempt_at,
         lease: None,
         last_seq,
+        retry_due_seq: None,
     };
     let progress = match report.status {
         ReportStatus::Completed => {
@@ -491,13 +497,13 @@ pub fn apply_report(
             if failures > policy.max_retries {
                 finished_with(stage, BuildStatus::Blocked, failures, None)
             } else {
-                let wait = chrono::Duration::from_std(policy.backoff(failures))
-                    .unwrap_or(chrono::Duration::MAX);
+                // Always a time, however long the configured backoff: the scheduler finds
+                // failed builds by it, and one without would never be retried.
                 finished_with(
                     stage,
                     BuildStatus::Failed,
                     failures,
-                    now.checked_add_signed(wait),
+                    Some(deadline(now, policy.backoff(failures))),
                 )
             }
         }
@@ -624,6 +630,7 @@ pub fn apply_operator_action(
         next_attempt_at: None,
         lease: None,
         last_seq,
+        retry_due_seq: None,
     };
     match action {
         OperatorAction::Retry => match current.status {
@@ -659,6 +666,7 @@ pub fn apply_operator_action(
                     next_attempt_at: None,
                     lease: None,
                     last_seq,
+                    retry_due_seq: None,
                     ..current.clone()
                 },
                 Event::plain(current.state, EventKind::Cancelled),
@@ -699,15 +707,17 @@ mod heartbeat_tests {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use BuildStatus::{Blocked, Cancelled, Completed, Failed, InProgress, Running};
 
-    fn code(n: i64) -> StateCode {
+    /// A state code the test knows is valid (the other rule modules' tests use it too).
+    pub(crate) fn code(n: i64) -> StateCode {
         StateCode::new(n).expect("test codes are valid")
     }
 
-    fn now() -> DateTime<Utc> {
+    /// The rule tests' fixed clock.
+    pub(crate) fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).expect("valid timestamp")
     }
 
@@ -719,6 +729,7 @@ mod tests {
             next_attempt_at: None,
             lease: None,
             last_seq: 7,
+            retry_due_seq: None,
         }
     }
 
