@@ -29,7 +29,7 @@ count() {
     local kind=$1 work port token pid build
     work=$(mktemp -d)
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    export DATABASE_URL="sqlite://$work/buildstate.db" SECRET_KEY=bench-only \
+    export DATABASE_URL="sqlite://$work/buildstate.db" SECRET_KEY=bench-only-key-of-32-bytes-or-more-000 \
         BUILDSTATE_LISTEN="127.0.0.1:$port" BUILDSTATE_BACKOFF_BASE_SECS=0 BUILDSTATE_MAX_RETRIES=100
     token=$("$SERVER_BIN" server bootstrap --username bench --email bench@example.com 2>/dev/null)
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/callgrind.out" \

@@ -19,7 +19,7 @@ cleanup() {
 trap cleanup EXIT
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export DATABASE_URL="sqlite://$work/buildstate.db" SECRET_KEY=bench-only BUILDSTATE_LISTEN="127.0.0.1:$port"
+export DATABASE_URL="sqlite://$work/buildstate.db" SECRET_KEY=bench-only-key-of-32-bytes-or-more-000 BUILDSTATE_LISTEN="127.0.0.1:$port"
 token=$("$SERVER_BIN" server bootstrap --username bench --email bench@example.com 2>/dev/null)
 "$SERVER_BIN" server >"$work/server.log" 2>&1 &
 server_pid=$!

@@ -27,7 +27,7 @@ cleanup() {
 trap cleanup EXIT
 
 export DATABASE_URL="sqlite://$work/buildstate.db"
-export SECRET_KEY=browser-test-key
+export SECRET_KEY=browser-test-key-of-32-bytes-or-more
 # An hour's backoff: the failed build's next attempt is a countdown the test can read. No seed
 # fails a stage twice in a row (the blocked build allows no retry), so none waits for it.
 export BUILDSTATE_BACKOFF_BASE_SECS=3600

@@ -51,7 +51,7 @@ trap 'cleanup; rm -rf "$work"' EXIT
 # Starts the server on DATABASE_URL with a fresh admin token, runs schemathesis, stops it.
 run_against() {
     local backend=$1 log="$work/$1-server.log" address= token
-    export SECRET_KEY="schemathesis-$RANDOM$RANDOM" NO_COLOR=1
+    export SECRET_KEY="schemathesis-key-of-32-bytes-or-more-$RANDOM$RANDOM" NO_COLOR=1
     token=$("$bldst" server bootstrap --username admin --email admin@example.com 2>/dev/null)
     # Rate limits off: the fuzzer sends thousands of requests with one token and hundreds with
     # bad ones from one address, more than any client; a 429 would stop it exploring (the 429

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use tokio::process::{Child, Command};
 
 /// The token-hashing key of benchmark servers (their databases are thrown away).
-const BENCH_SECRET_KEY: &str = "bldst-bench-secret-key";
+const BENCH_SECRET_KEY: &str = "bldst-bench-secret-key-of-32-bytes-or-more";
 /// How long a server may take to answer `/ready` (it applies migrations first).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server may take to drain after SIGTERM before it is killed.

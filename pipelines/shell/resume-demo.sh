@@ -49,7 +49,7 @@ say() { printf '\n\033[1m## %s\033[0m\n' "$*"; }
 
 # A throw-away server: a fresh SQLite file, no backoff so the retry can happen at once, and a
 # retry made due within a fifth of a second of its failure.
-export DATABASE_URL="sqlite://$work/buildstate.db" SECRET_KEY=demo-only
+export DATABASE_URL="sqlite://$work/buildstate.db" SECRET_KEY=demo-only-key-of-32-bytes-or-more-00000
 export BUILDSTATE_BACKOFF_BASE_SECS=0 BUILDSTATE_RETRY_CHECK_MILLIS=200 BUILDSTATE_LISTEN="127.0.0.1:$PORT"
 if ! BUILDSTATE_API_TOKEN=$("$BLDST" server bootstrap --username demo --email demo@example.com 2>"$work/bootstrap.log"); then
     cat "$work/bootstrap.log" >&2

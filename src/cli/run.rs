@@ -92,9 +92,10 @@ pub struct RunArgs {
     /// with a random suffix].
     #[arg(long, env = "BUILDSTATE_RUN")]
     run: Option<String>,
-    /// How often to heartbeat the lease while the command runs.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_interval, hide = true)]
-    heartbeat_every: Duration,
+    /// How often to heartbeat the lease while the command runs [default: a third of the lease
+    /// the server granted, from 250 ms to 10 s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval, hide = true)]
+    heartbeat_every: Option<Duration>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -182,9 +183,13 @@ pub(super) async fn run_once(
     let outputs_file =
         std::env::temp_dir().join(format!("bldst-outputs-{id}-{stage}-{}", std::process::id()));
     let _ = std::fs::remove_file(&outputs_file);
-    let heartbeats = lease
-        .as_ref()
-        .map(|lease| Heartbeats::start(client.clone(), id.clone(), lease, args.heartbeat_every));
+    let heartbeats = lease.as_ref().map(|lease| {
+        // The server's own clock on both ends: the claim's time and the lease's end.
+        let every = args
+            .heartbeat_every
+            .unwrap_or_else(|| lease.heartbeat_every(claimed.build.updated_at));
+        Heartbeats::start(client.clone(), id.clone(), lease, every)
+    });
     let started = Instant::now();
     let outcome = run_command(&args.command, id, stage, &outputs_file).await;
     let elapsed = started.elapsed().as_secs();

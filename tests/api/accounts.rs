@@ -22,6 +22,7 @@ on_both_backends!(
     revoking_a_token_revokes_the_tokens_it_created_transitively,
     the_last_live_admin_token_cannot_be_revoked_through_the_api,
     an_out_of_band_token_is_a_root_that_outlives_other_revocations,
+    a_token_made_with_another_key_does_not_count_as_a_live_admin_token,
 );
 
 /// A `CreateToken` for `username`.
@@ -530,4 +531,26 @@ async fn an_out_of_band_token_is_a_root_that_outlives_other_revocations(app: Tes
         member.to_string().contains("`nobody` not found"),
         "{member}"
     );
+}
+
+/// A token hashed with another `SECRET_KEY` (as `bldst server token create` with a wrong key
+/// once minted) cannot work, so it does not count as a live admin token: revoking the last
+/// admin token that works is refused even while it stands in the database.
+async fn a_token_made_with_another_key_does_not_count_as_a_live_admin_token(app: TestApp) {
+    let admin = app.client();
+    let bootstrap = admin.whoami().await.expect("whoami").token_id;
+    let working = admin
+        .create_token(&token_request("admin", Scope::Admin, None))
+        .await
+        .expect("a second admin token");
+    app.execute_sql(&format!(
+        "UPDATE api_tokens SET key_check = 'a-check-of-another-key' WHERE id = '{bootstrap}'"
+    ))
+    .await;
+
+    let error = admin
+        .revoke_token(&working.token.id)
+        .await
+        .expect_err("the last admin token that can work");
+    assert_eq!(error.code(), Some(&ErrorCode::LastAdminToken), "{error}");
 }

@@ -245,6 +245,27 @@ async fn every_bad_request_gets_a_named_4xx_and_changes_nothing(app: TestApp) {
             (422, "invalid_field", Some("role")),
         ),
         case(
+            "bytes after the JSON body",
+            Method::POST,
+            "/builds",
+            body(r#"{"platform":"aws","image_type":"x"} xyz"#),
+            (422, "invalid_field", Some("body")),
+        ),
+        case(
+            "a second JSON document after the body",
+            Method::POST,
+            &transitions,
+            body(r#"{"state":15,"status":"completed"}{"state":95,"status":"failed"}"#),
+            (422, "invalid_field", Some("body")),
+        ),
+        case(
+            "a stale expected_state on a stage already completed",
+            Method::POST,
+            &transitions,
+            body(r#"{"state":5,"status":"completed","expected_state":0}"#),
+            (409, "stale_expected_state", None),
+        ),
+        case(
             "an unknown route",
             Method::GET,
             "/nope",

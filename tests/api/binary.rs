@@ -27,7 +27,7 @@ fn bootstrap_in(dir: &std::path::Path) -> std::process::Output {
         ])
         .current_dir(dir)
         .env_remove("DATABASE_URL")
-        .env("SECRET_KEY", "binary-test-key")
+        .env("SECRET_KEY", "binary-test-key-of-32-bytes-or-more")
         .output()
         .expect("bootstrap runs")
 }
@@ -40,7 +40,7 @@ async fn bldst_server_creates_its_sqlite_file_serves_and_bootstraps_once() {
         .args(["server", "--listen", "127.0.0.1:0"])
         .current_dir(dir.path())
         .env_remove("DATABASE_URL")
-        .env("SECRET_KEY", "binary-test-key")
+        .env("SECRET_KEY", "binary-test-key-of-32-bytes-or-more")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -195,15 +195,31 @@ async fn bldst_server_token_create_recovers_a_locked_out_install(app: crate::sup
     let message = String::from_utf8_lossy(&keyless.stderr);
     assert!(message.contains("SECRET_KEY is not set"), "{message}");
 
+    // Another key (long enough): refused with a sentence, no token minted that the server
+    // would refuse while it counted as a live admin token.
+    let wrong = create(Some("another-key-of-32-bytes-or-more-than-that"), "admin");
+    assert!(!wrong.status.success());
+    assert!(wrong.stdout.is_empty());
+    let message = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        message.contains("SECRET_KEY is not the key the server hashes tokens with"),
+        "{message}"
+    );
+    // A key too short to key the hashes: refused, saying how to make one.
+    let short = create(Some("short-key"), "admin");
+    assert!(!short.status.success());
+    let message = String::from_utf8_lossy(&short.stderr);
+    assert!(message.contains("openssl rand -hex 32"), "{message}");
+
     // An unknown user: refused, naming it.
-    let nobody = create(Some("test-secret-key"), "nobody");
+    let nobody = create(Some("test-secret-key-of-32-bytes-or-more"), "nobody");
     assert!(!nobody.status.success());
     assert!(nobody.stdout.is_empty());
     let message = String::from_utf8_lossy(&nobody.stderr);
     assert!(message.contains("`nobody` not found"), "{message}");
 
     // With it: one admin token on stdout, which the running server accepts.
-    let created = create(Some("test-secret-key"), "admin");
+    let created = create(Some("test-secret-key-of-32-bytes-or-more"), "admin");
     assert!(
         created.status.success(),
         "{}",
@@ -227,6 +243,55 @@ async fn bldst_server_token_create_recovers_a_locked_out_install(app: crate::sup
 }
 
 crate::on_both_backends!(bldst_server_token_create_recovers_a_locked_out_install);
+
+/// A SQLite file serves one process: a second `bldst server` on it is refused at start with a
+/// sentence pointing at PostgreSQL, while the first keeps serving; once the first has stopped,
+/// a server starts on the file again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_one_sqlite_file_is_refused_naming_postgresql() {
+    use crate::support::process::ServerProcess;
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("buildstate.db").display());
+    let mut first = ServerProcess::start(&url, &[], &[]).await;
+
+    // `bldst server` that should refuse to start: its stderr.
+    let refused = |database_url: String, secret_key: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_bldst"))
+            .args(["server", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", database_url)
+            .env("SECRET_KEY", secret_key)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("bldst runs");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success(), "{stderr}");
+        stderr
+    };
+
+    // A SECRET_KEY too short is refused at start, saying how to make one.
+    let other = format!("sqlite://{}", dir.path().join("other.db").display());
+    let stderr = refused(other, "change-me");
+    assert!(
+        stderr.contains("SECRET_KEY is 9 bytes long") && stderr.contains("openssl rand -hex 32"),
+        "{stderr}"
+    );
+
+    let stderr = refused(url.clone(), "test-secret-key-of-32-bytes-or-more");
+    assert!(
+        stderr.contains("another `bldst server` already serves the SQLite database")
+            && stderr.contains("PostgreSQL"),
+        "{stderr}"
+    );
+    let health = reqwest::get(first.url("/health")).await.expect("health");
+    assert_eq!(health.status(), 200, "the first server still serves");
+
+    first.terminate();
+    assert!(first.exited().await.success());
+    let again = ServerProcess::start(&url, &[], &[]).await;
+    let health = reqwest::get(again.url("/health")).await.expect("health");
+    assert_eq!(health.status(), 200);
+}
 
 /// `bldst server token create` follows the API's token rules (domain `tokens`), with the
 /// API's own sentences: a description that says nothing or breaks the free-text rules, a
@@ -291,7 +356,7 @@ async fn bldst_server_token_create_refuses_what_the_api_refuses_in_its_words(
                     .flatten(),
             )
             .env("DATABASE_URL", &app.database_url)
-            .env("SECRET_KEY", "test-secret-key")
+            .env("SECRET_KEY", "test-secret-key-of-32-bytes-or-more")
             .env("NO_COLOR", "1");
         let refused = command.output().expect("bldst runs");
 

@@ -152,11 +152,27 @@ async fn idle_connections_are_closed_and_a_normal_request_still_gets_through() {
     );
 }
 
+/// A request that stays in flight: a body announced and never sent.
+async fn busy_connection(server: &ServerProcess, token: &str) -> TcpStream {
+    let mut busy = TcpStream::connect(&server.address).await.expect("connect");
+    busy.write_all(
+        format!(
+            "POST /builds HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {token}\r\n\
+             content-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("half a request");
+    busy
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_beyond_the_cap_waits_until_one_closes() {
-    let (_dir, server) = start(&["--max-connections", "2", "--idle-timeout-secs", "600"]).await;
-    let first = TcpStream::connect(&server.address).await.expect("connect");
-    let _second = TcpStream::connect(&server.address).await.expect("connect");
+async fn a_connection_beyond_the_cap_waits_while_every_connection_is_busy() {
+    let (dir, server) = start(&["--max-connections", "2", "--request-timeout-secs", "600"]).await;
+    let token = admin_token(&dir);
+    let first = busy_connection(&server, &token).await;
+    let _second = busy_connection(&server, &token).await;
     let mut third = TcpStream::connect(&server.address)
         .await
         .expect("the kernel queues it");
@@ -168,11 +184,53 @@ async fn a_connection_beyond_the_cap_waits_until_one_closes() {
     let waited = tokio::time::timeout(Duration::from_millis(500), third.read(&mut answer)).await;
     assert!(
         waited.is_err(),
-        "not answered while two connections are open"
+        "not answered while two requests are in progress"
     );
     drop(first);
     let answer = read_to_close(&mut third).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Silent sockets (opened, never a byte sent) fill the connection cap: an authenticated
+/// client is still served, by closing the oldest silent one to make room, and every silent one
+/// is closed once the header timeout has passed, not kept for the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_neither_lock_out_clients_nor_outlast_the_header_timeout() {
+    let (dir, server) = start(&[
+        "--max-connections",
+        "8",
+        "--header-read-timeout-secs",
+        "2",
+        "--idle-timeout-secs",
+        "600",
+    ])
+    .await;
+    let token = admin_token(&dir);
+    let mut silent = Vec::new();
+    for _ in 0..24 {
+        silent.push(TcpStream::connect(&server.address).await.expect("connect"));
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    for _ in 0..3 {
+        let answer = client
+            .get(server.url("/builds?limit=1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("answered while silent sockets fill the cap");
+        assert_eq!(answer.status(), 200);
+    }
+    for connection in &mut silent {
+        let closed = tokio::time::timeout(Duration::from_secs(20), read_to_close(connection)).await;
+        assert_eq!(
+            closed.expect("closed without waiting for the idle timeout"),
+            "",
+            "closed without a word"
+        );
+    }
 }
 
 /// Every report the server acknowledged before SIGTERM is in the database afterwards.
@@ -244,4 +302,59 @@ async fn sigterm_under_load_loses_no_acknowledged_report() {
         }
         eprintln!("{backend:?}: {total} reports acknowledged before SIGTERM, all stored");
     }
+}
+
+/// Sends `head` (and no body) on a new connection; returns the start of the answer.
+async fn answer_to(server: &ServerProcess, head: &str) -> String {
+    let mut stream = TcpStream::connect(&server.address).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut answer))
+        .await
+        .expect("answered from the head alone, without waiting for a body")
+        .expect("read");
+    String::from_utf8_lossy(&answer[..read]).into_owned()
+}
+
+/// What the head alone shows cannot be served is refused at once, with the JSON envelope:
+/// HTTP/1.1 without `Host`, a body over the limit announced with `Expect: 100-continue` (413,
+/// not `100 Continue`), a `Content-Encoding` the server does not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_server_cannot_serve_are_refused_from_their_head() {
+    let (dir, server) = start(&["--max-body-bytes", "4096"]).await;
+    let token = admin_token(&dir);
+
+    let no_host = answer_to(&server, "GET /health HTTP/1.1\r\n\r\n").await;
+    assert!(no_host.starts_with("HTTP/1.1 400"), "{no_host}");
+    assert!(no_host.contains(r#""field":"Host""#), "{no_host}");
+
+    let expecting = answer_to(
+        &server,
+        &format!(
+            "POST /builds HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {token}\r\n\
+             content-type: application/json\r\ncontent-length: 10485760\r\n\
+             expect: 100-continue\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(expecting.starts_with("HTTP/1.1 413"), "{expecting}");
+    assert!(
+        expecting.contains(r#""code":"body_too_large""#),
+        "{expecting}"
+    );
+
+    let body = r#"{"platform":"aws","image_type":"rhel8"}"#;
+    let gzip = answer_to(
+        &server,
+        &format!(
+            "POST /builds HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {token}\r\n\
+             content-type: application/json\r\ncontent-encoding: gzip\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert!(gzip.starts_with("HTTP/1.1 415"), "{gzip}");
+    assert!(gzip.contains("Content-Encoding: gzip"), "{gzip}");
+    health_is_served(&server).await;
 }

@@ -23,5 +23,7 @@ mod reports;
 mod retention;
 mod retries;
 mod server_image;
+mod streams;
 mod text_rules;
 mod tls;
+mod unavailable;

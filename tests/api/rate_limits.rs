@@ -1,4 +1,5 @@
-//! Rate limits across real `bldst server` processes on one SQLite file: failed
+//! Rate limits across real `bldst server` processes (each on its copy of one SQLite file, as a
+//! SQLite file serves one process; the limits' only shared state is Redis): failed
 //! authentications per address and writes per token, shared through a `redis-server` of the
 //! test's own (never the machine's), counted per process without `REDIS_URL` or while Redis is
 //! down — with no 5xx, one log line each way and `/status` saying which store counts.
@@ -21,11 +22,21 @@ fn database() -> (tempfile::TempDir, String, String) {
     (dir, url, token)
 }
 
-/// Two server processes on `database_url` with `env`, as two replicas behind a balancer.
+/// Two server processes with `env`, as two replicas behind a balancer: one on `database_url`,
+/// the other on a copy of it, so the same token works on both.
 async fn two_processes(database_url: &str, env: &[(&str, &str)]) -> [ServerProcess; 2] {
+    let path = database_url
+        .strip_prefix("sqlite://")
+        .expect("a SQLite URL");
+    let copy = format!("{path}-copy.db");
+    for suffix in ["", "-wal"] {
+        if std::path::Path::new(&format!("{path}{suffix}")).exists() {
+            std::fs::copy(format!("{path}{suffix}"), format!("{copy}{suffix}")).expect("copy");
+        }
+    }
     [
         ServerProcess::start(database_url, &[], env).await,
-        ServerProcess::start(database_url, &[], env).await,
+        ServerProcess::start(&format!("sqlite://{copy}"), &[], env).await,
     ]
 }
 
@@ -301,7 +312,7 @@ async fn a_malformed_redis_url_stops_the_server_at_start_naming_the_setting() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_bldst"))
         .args(["server", "--listen", "127.0.0.1:0"])
         .env("DATABASE_URL", &url)
-        .env("SECRET_KEY", "test-secret-key")
+        .env("SECRET_KEY", "test-secret-key-of-32-bytes-or-more")
         .env("REDIS_URL", "http://user:hunter2@cache.example")
         .output()
         .expect("bldst runs");

@@ -19,6 +19,12 @@ const REPORTS: usize = 60;
 /// A trust window far longer than any test: only the notification can end it.
 const LONG_TOKEN_CACHE: (&str, &str) = ("BUILDSTATE_TOKEN_CACHE_MILLIS", "600000");
 
+/// A test server whose PostgreSQL turns cover the three processes too: 5 + 3 × 5 connections,
+/// and the test's own, within two turns (see `support::POSTGRES_SERVERS_AT_ONCE`).
+async fn spawn_for_three_processes() -> Option<TestApp> {
+    TestApp::spawn_taking(Backend::Postgres, 2, |_| {}).await
+}
+
 async fn three_processes(app: &TestApp) -> Vec<ServerProcess> {
     let mut processes = Vec::new();
     for _ in 0..3 {
@@ -51,7 +57,7 @@ fn spread(clients: &[Client], i: usize) -> Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_spread_across_three_processes_keep_every_rule() {
-    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+    let Some(app) = spawn_for_three_processes().await else {
         return;
     };
     let processes = three_processes(&app).await;
@@ -138,7 +144,7 @@ async fn reports_spread_across_three_processes_keep_every_rule() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_revoked_through_one_process_is_refused_by_the_others_at_once() {
-    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+    let Some(app) = spawn_for_three_processes().await else {
         return;
     };
     let processes = three_processes(&app).await;

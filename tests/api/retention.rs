@@ -17,7 +17,7 @@ fn bldst_server(database_url: &str, args: &[&str]) -> Output {
         .arg("server")
         .args(args)
         .env("DATABASE_URL", database_url)
-        .env("SECRET_KEY", "test-secret-key")
+        .env("SECRET_KEY", "test-secret-key-of-32-bytes-or-more")
         .output()
         .expect("bldst server runs")
 }

@@ -206,7 +206,7 @@ async fn the_server_image_serves_sqlite_by_default_and_postgresql_as_user_65534(
         &image,
         &[
             ("DATABASE_URL", &by_name),
-            ("SECRET_KEY", "image-test-secret-key"),
+            ("SECRET_KEY", "image-test-secret-key-of-32-bytes-or-more"),
         ],
     )
     .await;

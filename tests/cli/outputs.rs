@@ -8,7 +8,7 @@ use buildstate_domain::StageOutput;
 
 use crate::helpers::{build_of, json, Bldst};
 use crate::on_both_backends;
-use crate::support::{Backend, TestApp};
+use crate::support::TestApp;
 
 on_both_backends!(
     outputs_set_on_update_are_read_back_as_a_table_a_value_env_lines_and_json,
@@ -263,47 +263,4 @@ async fn build_run_does_not_run_on_a_stage_another_run_holds(app: TestApp) {
         "{}",
         conflict.stderr
     );
-}
-
-/// While `build run`'s command works past the lease time, its heartbeats keep the stage: an
-/// intruder trying to claim it then is refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn build_run_heartbeats_keep_the_stage_while_the_command_runs() {
-    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |config| config.lease_secs = 1.0).await
-    else {
-        return;
-    };
-    let bldst = Bldst::admin(&app);
-    let id = bldst.create_build(&[]).await;
-    let script = format!(
-        "sleep 2; \"{}\" build update \"$BUILDSTATE_BUILD_ID\" --state 0 --status in_progress \
-         --run intruder; echo \"intruder exit $?\"",
-        env!("CARGO_BIN_EXE_bldst")
-    );
-    let ran = bldst
-        .run(&[
-            "build",
-            "run",
-            id.as_str(),
-            "--state",
-            "0",
-            "--heartbeat-every",
-            "200ms",
-            "--run",
-            "runner",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .await
-        .ok();
-    assert!(
-        ran.stdout.contains("intruder exit 4"),
-        "{}\n{}",
-        ran.stdout,
-        ran.stderr
-    );
-    let build = build_of(&bldst, id.as_str()).await;
-    assert_eq!((build.state.value(), build.lease), (5, None));
 }

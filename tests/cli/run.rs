@@ -345,3 +345,69 @@ async fn a_short_backoff_is_waited_out_before_the_command_runs() {
         ran.stderr
     );
 }
+
+/// With a 1 s lease, a command that runs four lease lengths keeps its stage without being told
+/// how often to heartbeat: `build run` heartbeats a third of the way through the lease the
+/// server granted. A run that claims the stage midway is refused, and the first run's success
+/// is recorded.
+async fn a_stage_running_several_short_leases_keeps_its_lease(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |config| config.lease_secs = 1.0).await else {
+        return;
+    };
+    let bldst = Bldst::admin(&app);
+    let id = bldst.create_build(&[]).await;
+    let script = format!(
+        "sleep 2; \"{}\" build update \"$BUILDSTATE_BUILD_ID\" --state 0 --status in_progress \
+         --run intruder; echo \"intruder exit $?\"; sleep 2",
+        env!("CARGO_BIN_EXE_bldst")
+    );
+    let ran = bldst
+        .run(&[
+            "build",
+            "run",
+            id.as_str(),
+            "--state",
+            "0",
+            "--run",
+            "runner",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .await
+        .ok();
+    assert!(
+        ran.stdout.contains("intruder exit 4"),
+        "{}\n{}",
+        ran.stdout,
+        ran.stderr
+    );
+    assert!(!ran.stderr.contains("lease"), "{}", ran.stderr);
+    let build = build_of(&bldst, id.as_str()).await;
+    assert_eq!((build.state.value(), build.lease), (5, None));
+    let history: HistoryPage = json(
+        &bldst
+            .run(&["build", "history", id.as_str(), "-o", "json"])
+            .await
+            .ok()
+            .stdout,
+    );
+    assert!(
+        history
+            .entries
+            .iter()
+            .all(|entry| entry.kind.as_str() != "taken_over"),
+        "{history:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_running_several_short_leases_keeps_its_lease_on_sqlite() {
+    a_stage_running_several_short_leases_keeps_its_lease(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_running_several_short_leases_keeps_its_lease_on_postgres() {
+    a_stage_running_several_short_leases_keeps_its_lease(Backend::Postgres).await;
+}

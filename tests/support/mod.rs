@@ -37,9 +37,13 @@ pub const POSTGRES_URL_VAR: &str = "BUILDSTATE_TEST_POSTGRES_URL";
 /// racing tests send 64 reports at once: they queue for these, as they would for any pool.
 pub const TEST_POOL_SIZE: u32 = 4;
 
-/// How many tests may hold a PostgreSQL test server at once. With a peer each and the
-/// connection that creates or drops the scratch database, that bounds the suite to
-/// 4 × (4 + 4 + 1) = 36 connections.
+/// How many turns at PostgreSQL the tests share. A turn is a server's pool and the connection
+/// on which it follows the other processes, the same for a peer, and the connection that
+/// creates or drops the scratch database: (4 + 1) × 2 + 1 = 11 connections, so the suite holds
+/// at most 4 × 11 = 44. A test that starts server processes of its own (each one pools
+/// [`TEST_POOL_SIZE`] and listens on one more, see `process::ServerProcess::start`) takes as
+/// many turns as they need, all at once
+/// ([`TestApp::spawn_taking`]), so no two such tests can each wait for the other's turns.
 pub const POSTGRES_SERVERS_AT_ONCE: usize = 4;
 
 /// The permits for [`POSTGRES_SERVERS_AT_ONCE`]; a tokio semaphore works across the test
@@ -73,12 +77,18 @@ pub struct ScratchDatabase {
 impl ScratchDatabase {
     /// Creates one, or `None` (saying so) when the PostgreSQL URL is not set.
     pub async fn create() -> Option<ScratchDatabase> {
+        Self::create_taking(1).await
+    }
+
+    /// Like [`ScratchDatabase::create`], holding `turns` of the [`POSTGRES_SERVERS_AT_ONCE`]
+    /// turns meanwhile, taken together.
+    pub async fn create_taking(turns: u32) -> Option<ScratchDatabase> {
         let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
             eprintln!("skipped: set {POSTGRES_URL_VAR} to run the PostgreSQL variant");
             return None;
         };
         let turn = POSTGRES_SERVERS
-            .acquire()
+            .acquire_many(turns)
             .await
             .expect("the semaphore is never closed");
         let (url, name) = create_scratch_database(&admin_url).await;
@@ -118,6 +128,17 @@ impl TestApp {
         backend: Backend,
         adjust: impl FnOnce(&mut ServerConfig),
     ) -> Option<TestApp> {
+        Self::spawn_taking(backend, 1, adjust).await
+    }
+
+    /// Like [`TestApp::spawn_with`], for a test that also starts server processes on the
+    /// database: on PostgreSQL it holds `turns` turns (see [`POSTGRES_SERVERS_AT_ONCE`]),
+    /// enough for this server and every process it starts.
+    pub async fn spawn_taking(
+        backend: Backend,
+        turns: u32,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> Option<TestApp> {
         let mut sqlite_dir = None;
         let mut scratch_database = None;
         let database_url = match backend {
@@ -128,7 +149,7 @@ impl TestApp {
                 url
             }
             Backend::Postgres => {
-                let database = ScratchDatabase::create().await?;
+                let database = ScratchDatabase::create_taking(turns).await?;
                 let url = database.url.clone();
                 scratch_database = Some(database);
                 url
@@ -279,7 +300,7 @@ impl Peer {
 /// automatic retries turn it on (`retry_check_millis`).
 fn test_config(database_url: &str) -> ServerConfig {
     let mut config = ServerConfig::for_database(database_url);
-    config.secret_key = Some("test-secret-key".into());
+    config.secret_key = Some("test-secret-key-of-32-bytes-or-more".into());
     config.backoff_base_secs = 0;
     config.database_max_connections = TEST_POOL_SIZE;
     config.retry_check_millis = 0;

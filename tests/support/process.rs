@@ -28,11 +28,17 @@ impl ServerProcess {
             .args(["server", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("DATABASE_URL", database_url)
-            .env("SECRET_KEY", "test-secret-key")
+            .env("SECRET_KEY", "test-secret-key-of-32-bytes-or-more")
             .env("BUILDSTATE_RETRY_CHECK_MILLIS", "0")
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .env_remove("BUILDSTATE_LOG_FORMAT");
+        if database_url.starts_with("postgres") {
+            // The suite's budget of PostgreSQL connections counts each process as a test
+            // server's pool and one listening connection (`super::POSTGRES_SERVERS_AT_ONCE`).
+            let pool = super::TEST_POOL_SIZE.to_string();
+            command.env("BUILDSTATE_DATABASE_MAX_CONNECTIONS", pool);
+        }
         for (name, value) in env {
             command.env(name, value);
         }
@@ -96,7 +102,7 @@ impl ServerProcess {
                 "admin@example.com",
             ])
             .env("DATABASE_URL", database_url)
-            .env("SECRET_KEY", "test-secret-key")
+            .env("SECRET_KEY", "test-secret-key-of-32-bytes-or-more")
             .output()
             .expect("bldst server bootstrap runs");
         assert!(
@@ -151,6 +157,18 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        // A failing test's message may say "the cause is in its log": show that log with it
+        // (the test harness prints what a failed test wrote).
+        if std::thread::panicking() {
+            eprintln!(
+                "--- the log of bldst server at {} ---\n{}\n--- end of its log ---",
+                self.address,
+                self.log
+                    .lock()
+                    .map(|lines| lines.join("\n"))
+                    .unwrap_or_default()
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

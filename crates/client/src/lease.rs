@@ -11,10 +11,6 @@ use tokio::task::JoinHandle;
 
 use crate::api::{Client, ClientError};
 
-/// How often a running stage heartbeats: a sixth of the server's default lease, so several
-/// may be lost before the lease ends.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
-
 /// Heartbeats running in the background for one leased stage; stop them with
 /// [`Heartbeats::stop`].
 #[derive(Debug)]

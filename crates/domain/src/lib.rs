@@ -24,8 +24,9 @@ pub use gate::{gate, Gate, GateDecision};
 pub use outputs::{InvalidOutputs, Outputs, StageOutput, StageOutputs};
 pub use retries::{record_retry_due, retry_due, DueRetry};
 pub use rules::{
-    apply_operator_action, apply_report, release_lease, renew_lease, Event, Lease, OperatorAction,
-    Progress, Refusal, Report, RetryPolicy, Transition, DEFAULT_LEASE_DURATION,
+    apply_operator_action, apply_report, heartbeat_interval, release_lease, renew_lease, Event,
+    Lease, OperatorAction, Progress, Refusal, Report, RetryPolicy, Transition,
+    DEFAULT_LEASE_DURATION, MIN_LEASE_DURATION,
 };
 pub use state::{InvalidStateCode, Phase, StateCode};
 pub use status::{BuildStatus, EventKind, ReportStatus, Role, Scope, UnknownVariant};

@@ -93,6 +93,13 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// How often its holder heartbeats this lease, granted (by the server's clock) at
+    /// `granted_at`: a third of the time granted ([`heartbeat_interval`]), whatever lease
+    /// the server is set to.
+    pub fn heartbeat_every(&self, granted_at: DateTime<Utc>) -> Duration {
+        heartbeat_interval((self.expires_at - granted_at).to_std().unwrap_or_default())
+    }
+
     /// Seconds (rounded up) until the lease ends, or `None` once it has.
     pub fn seconds_left(&self, now: DateTime<Utc>) -> Option<u64> {
         seconds_until(self.expires_at, now)
@@ -128,6 +135,25 @@ pub struct RetryPolicy {
 /// The lease time when the server is not told otherwise: six heartbeats of the CLI's 10 s
 /// interval, so a run survives a few lost requests and a crashed one frees the stage soon.
 pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(60);
+
+/// The shortest lease a server may grant: a third of it, the heartbeat cadence, is still
+/// [`HEARTBEAT_FLOOR`], so a run holds its stage across a lost heartbeat and a slow answer.
+pub const MIN_LEASE_DURATION: Duration = Duration::from_secs(1);
+
+/// The shortest heartbeat cadence: below it a heartbeat would mostly wait on its own round
+/// trip.
+pub const HEARTBEAT_FLOOR: Duration = Duration::from_millis(250);
+
+/// The longest heartbeat cadence: a sixth of the default lease, as clients always did.
+pub const HEARTBEAT_CEILING: Duration = Duration::from_secs(10);
+
+/// How often a run heartbeats a lease the server granted for `granted`: a third of it, so one
+/// lost heartbeat still leaves a third of the lease, within [`HEARTBEAT_FLOOR`] and
+/// [`HEARTBEAT_CEILING`]. A lease shorter than [`MIN_LEASE_DURATION`] cannot be held this way
+/// (servers refuse to grant one).
+pub fn heartbeat_interval(granted: Duration) -> Duration {
+    (granted / 3).clamp(HEARTBEAT_FLOOR, HEARTBEAT_CEILING)
+}
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -348,8 +374,19 @@ pub fn apply_report(
             status: current.status,
         });
     }
+    // A compare-and-set is answered by what it compares, before anything else: a client that
+    // says where it believes the build is learns that it is elsewhere, even when its report
+    // would have changed nothing.
+    if let Some(expected) = report.expected_state {
+        if expected != current.state {
+            return Err(Refusal::StaleExpectedState {
+                expected,
+                actual: current.state,
+            });
+        }
+    }
     // A completion that is already in the past is the retried CI step: it must succeed and
-    // change nothing, whatever the client expected the state to be.
+    // change nothing.
     if report.status == ReportStatus::Completed && current.has_completed(stage) {
         return Ok(Transition::AlreadyDone {
             stage,
@@ -360,14 +397,6 @@ pub fn apply_report(
         return Err(Refusal::BuildFinished {
             status: current.status,
         });
-    }
-    if let Some(expected) = report.expected_state {
-        if expected != current.state {
-            return Err(Refusal::StaleExpectedState {
-                expected,
-                actual: current.state,
-            });
-        }
     }
     if stage < current.state {
         return Err(Refusal::StageAlreadyCompleted {
@@ -690,6 +719,37 @@ pub fn apply_operator_action(
                 },
                 Event::plain(current.state, EventKind::Cancelled),
             ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod heartbeat_tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_come_three_times_a_lease_within_the_floor_and_ceiling() {
+        let ms = Duration::from_millis;
+        let table = [
+            // (granted lease, heartbeat every)
+            (MIN_LEASE_DURATION, ms(333)),
+            (ms(2_000), ms(666)),
+            (ms(10_000), ms(3_333)),
+            (ms(30_000), ms(10_000)),
+            (DEFAULT_LEASE_DURATION, HEARTBEAT_CEILING),
+            (Duration::from_secs(86_400), HEARTBEAT_CEILING),
+            (ms(300), HEARTBEAT_FLOOR),
+            (Duration::ZERO, HEARTBEAT_FLOOR),
+        ];
+        for (granted, every) in table {
+            let got = heartbeat_interval(granted);
+            assert!(
+                got.abs_diff(every) <= ms(1),
+                "a {granted:?} lease: heartbeat every {got:?}, expected {every:?}"
+            );
+            if granted >= MIN_LEASE_DURATION {
+                assert!(got * 3 <= granted + ms(1), "{granted:?}: {got:?}");
+            }
         }
     }
 }
@@ -1111,9 +1171,23 @@ pub(crate) mod tests {
             ..stale.clone()
         };
         assert!(apply_report(&current, &fresh, &policy(), now()).is_ok());
-        // A retried completion is success even with the stale expectation it was sent with.
+        // A completion of a stage already completed, sent with a stale expectation, is refused
+        // naming the build's state, as any other mismatch: the compare comes first.
+        let stale_completion = Report {
+            state: code(15),
+            ..stale.clone()
+        };
+        assert_eq!(
+            apply_report(&current, &stale_completion, &policy(), now()),
+            Err(Refusal::StaleExpectedState {
+                expected: code(15),
+                actual: code(20)
+            })
+        );
+        // Without an expectation (or with the right one) it is the retried CI step: success.
         let retried = Report {
             state: code(15),
+            expected_state: None,
             ..stale
         };
         assert!(matches!(

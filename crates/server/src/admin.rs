@@ -12,6 +12,20 @@ use chrono::Utc;
 use crate::db::StoreError;
 use crate::state::AppState;
 
+/// Refuses to make a token with a `SECRET_KEY` other than the server's: the server would
+/// refuse the token, yet it would stand in the database as if it worked.
+async fn ensure_the_servers_key(state: &AppState) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        state
+            .db
+            .same_key_as_the_server(&state.hasher.key_check())
+            .await?,
+        "SECRET_KEY is not the key the server hashes tokens with (the database keeps a check of \
+         it): a token made with this one would be refused; run with the server's SECRET_KEY"
+    );
+    Ok(())
+}
+
 /// Creates the first admin user and an admin token on a fresh install, returning the token's
 /// secret. Refuses once any admin exists: from then on, admins create users and tokens
 /// through the API.
@@ -20,6 +34,7 @@ pub async fn bootstrap_admin(
     username: &Username,
     email: &Email,
 ) -> anyhow::Result<String> {
+    ensure_the_servers_key(state).await?;
     anyhow::ensure!(
         state.db.count_admins().await? == 0,
         "an admin user already exists: create more users and tokens with an admin token (`bldst user create`, `bldst token create`)"
@@ -58,6 +73,7 @@ pub async fn create_token_out_of_band(
 ) -> anyhow::Result<CreatedToken> {
     // The API's rules (domain `tokens`), but the creator's: there is none to outlive.
     tokens::check_description(description)?;
+    ensure_the_servers_key(state).await?;
     let user = state.db.user_by_name(username).await.map_err(|error| match error {
         StoreError::NotFound { .. } => anyhow::anyhow!(
             "user `{username}` not found: `bldst server token create` makes tokens for existing users"

@@ -71,26 +71,31 @@ pub struct ServerConfig {
     /// The largest request body accepted, in bytes (a report's message is at most 16 KiB).
     #[arg(long, env = "BUILDSTATE_MAX_BODY_BYTES", default_value_t = 65_536)]
     pub max_body_bytes: usize,
-    /// Seconds a client may take to send a request's headers, from its first byte.
-    #[arg(
-        long,
-        env = "BUILDSTATE_HEADER_READ_TIMEOUT_SECS",
-        default_value_t = 10
-    )]
+    /// Seconds a client may take to send a request's headers, from its first byte (or, for
+    /// a new connection, from its opening: one that sends nothing is closed then).
+    #[arg(long, env = "BUILDSTATE_HEADER_READ_TIMEOUT_SECS", default_value_t = 5)]
     pub header_read_timeout_secs: u64,
     /// Seconds from a request's arrival to its answer (reading the body included); longer is
     /// answered 503.
     #[arg(long, env = "BUILDSTATE_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
-    /// Connections open at once; further ones wait to be accepted.
+    /// Connections open at once. At the cap, a new one closes the oldest that has no request
+    /// in progress; only when every connection is busy does it wait to be accepted.
     #[arg(long, env = "BUILDSTATE_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
     /// Seconds a kept-alive connection may sit without a request before it is closed.
     #[arg(long, env = "BUILDSTATE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
+    /// Event streams open at once (not counted against `--max-connections`); more are
+    /// answered 503 `unavailable`.
+    #[arg(long, env = "BUILDSTATE_MAX_STREAMS", default_value_t = 256)]
+    pub max_streams: usize,
+    /// Event streams one token may hold open at once; more are answered 429 `rate_limited`.
+    #[arg(long, env = "BUILDSTATE_MAX_STREAMS_PER_TOKEN", default_value_t = 8)]
+    pub max_streams_per_token: usize,
     /// How long an `in_progress` report or a heartbeat holds a stage for its run, in seconds
-    /// (fractions allowed). Clients heartbeat well within it; a run that stops heartbeating
-    /// loses the stage to the next run once it ends.
+    /// (fractions allowed; at least 1). Clients heartbeat a third of the way through it; a run
+    /// that stops heartbeating loses the stage to the next run once it ends.
     #[arg(long, env = "BUILDSTATE_LEASE_SECS",
           default_value_t = buildstate_domain::DEFAULT_LEASE_DURATION.as_secs_f64(),
           value_parser = parse_lease_secs)]
@@ -183,11 +188,27 @@ fn parse_header_name(text: &str) -> Result<axum::http::HeaderName, String> {
         .map_err(|_| format!("`{text}` is not an HTTP header name (e.g. X-Forwarded-For)"))
 }
 
+/// A lease time in seconds, as `--lease-secs` takes it ([`lease_duration`]).
 fn parse_lease_secs(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Ok(secs),
+    let secs = text.parse::<f64>().map_err(|_| {
+        format!("`{text}` is not a lease time: give seconds, at least 1 and at most 86400")
+    })?;
+    lease_duration(secs).map(|_| secs)
+}
+
+/// A lease time, refused when it is not one or is shorter than a run can hold by heartbeats
+/// ([`buildstate_domain::MIN_LEASE_DURATION`]).
+pub(crate) fn lease_duration(secs: f64) -> Result<Duration, String> {
+    let shortest = buildstate_domain::MIN_LEASE_DURATION;
+    match Duration::try_from_secs_f64(secs) {
+        Ok(lease) if lease > Duration::ZERO && lease < shortest => Err(format!(
+            "a lease of {secs} s is too short to hold: runs heartbeat a third of the way through \
+             their lease, at most every 250 ms; give at least {} s",
+            shortest.as_secs_f64()
+        )),
+        Ok(lease) if lease >= shortest && lease <= Duration::from_secs(86_400) => Ok(lease),
         _ => Err(format!(
-            "`{text}` is not a lease time: give seconds, more than 0 and at most 86400"
+            "`{secs}` is not a lease time: give seconds, at least 1 and at most 86400"
         )),
     }
 }
@@ -237,12 +258,16 @@ impl ServerConfig {
     }
 
     /// What hashes API tokens: `SECRET_KEY`, or a built-in development key (logged as such).
-    pub(crate) fn hasher(&self) -> TokenHasher {
+    /// A `SECRET_KEY` shorter than [`crate::secrets::MIN_SECRET_KEY_BYTES`] is refused.
+    pub(crate) fn hasher(&self) -> anyhow::Result<TokenHasher> {
         match &self.secret_key {
-            Some(key) if !key.is_empty() => TokenHasher::new(key),
+            Some(key) if !key.is_empty() => {
+                crate::secrets::check_secret_key(key).map_err(anyhow::Error::msg)?;
+                Ok(TokenHasher::new(key))
+            }
             _ => {
                 tracing::warn!("SECRET_KEY is not set: API tokens are hashed with a built-in development key; set SECRET_KEY in production");
-                TokenHasher::new(DEVELOPMENT_SECRET_KEY)
+                Ok(TokenHasher::new(DEVELOPMENT_SECRET_KEY))
             }
         }
     }
@@ -285,6 +310,8 @@ impl std::fmt::Debug for ServerConfig {
             request_timeout_secs,
             max_connections,
             idle_timeout_secs,
+            max_streams,
+            max_streams_per_token,
             lease_secs,
             database_max_connections,
             stuck_after_secs,
@@ -323,6 +350,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("request_timeout_secs", request_timeout_secs)
             .field("max_connections", max_connections)
             .field("idle_timeout_secs", idle_timeout_secs)
+            .field("max_streams", max_streams)
+            .field("max_streams_per_token", max_streams_per_token)
             .field("lease_secs", lease_secs)
             .field("database_max_connections", database_max_connections)
             .field("stuck_after_secs", stuck_after_secs)

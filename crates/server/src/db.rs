@@ -64,13 +64,117 @@ pub enum StoreError {
     /// The revocation would leave no live admin token: nobody could manage the install.
     #[error("token `{id}` is the last live admin token")]
     LastAdminToken { id: String },
+    /// The database cannot answer now — the pool timed out, it has too many clients, the
+    /// connection dropped, a lock was not granted in time, or a serialization failure or
+    /// deadlock outlasted the retries — and nothing was changed: worth trying again shortly.
+    #[error("the database is unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        StoreError::Other(anyhow::Error::new(error).context("database query failed"))
+        let unavailable = trouble(&error).is_some();
+        let error = anyhow::Error::new(error).context("database query failed");
+        if unavailable {
+            StoreError::Unavailable(error)
+        } else {
+            StoreError::Other(error)
+        }
+    }
+}
+
+/// Why the database could not do something that it may well do a moment later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trouble {
+    /// PostgreSQL aborted the transaction to serialize it against another (a serialization
+    /// failure or a deadlock): nothing of it was kept, so running it again is safe.
+    Contention,
+    /// The database is away, full or too slow to lock: answered 503 so the client retries.
+    Unavailable,
+}
+
+/// Classifies a database error by SQLSTATE (PostgreSQL) or result code (SQLite); `None` for a
+/// failure that trying again would not cure.
+fn trouble(error: &sqlx::Error) -> Option<Trouble> {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => Some(Trouble::Unavailable),
+        sqlx::Error::Database(error) => trouble_code(error.code()?.as_ref()),
+        _ => None,
+    }
+}
+
+/// See [`trouble`]: the code alone, so the table of codes can be tested without a database.
+fn trouble_code(code: &str) -> Option<Trouble> {
+    match code {
+        // serialization_failure, deadlock_detected
+        "40001" | "40P01" => Some(Trouble::Contention),
+        // too_many_connections and the other "insufficient resources"; admin_shutdown,
+        // crash_shutdown, cannot_connect_now; lock_not_available; every connection exception
+        _ if code.starts_with("53") || code.starts_with("08") => Some(Trouble::Unavailable),
+        "57P01" | "57P02" | "57P03" | "55P03" => Some(Trouble::Unavailable),
+        // SQLite: SQLITE_BUSY (and its extended codes: another connection holds the write
+        // lock past `busy_timeout`), SQLITE_LOCKED
+        "5" | "6" | "261" | "517" | "773" => Some(Trouble::Unavailable),
+        _ => None,
+    }
+}
+
+/// How often a transaction aborted by [`Trouble::Contention`] is run again before the client
+/// is told 503.
+const CONTENTION_RETRIES: u32 = 8;
+
+impl StoreError {
+    /// Whether this is a serialization failure or deadlock, which a rerun of the whole
+    /// transaction resolves.
+    fn is_contention(&self) -> bool {
+        let StoreError::Unavailable(error) = self else {
+            return false;
+        };
+        error
+            .downcast_ref::<sqlx::Error>()
+            .and_then(trouble)
+            .is_some_and(|trouble| trouble == Trouble::Contention)
+    }
+
+    /// For an error from `COMMIT`: a lost connection there leaves the outcome unknown (the
+    /// commit may have happened), so it must not read as "nothing was changed, try again".
+    fn at_commit(error: sqlx::Error) -> StoreError {
+        match StoreError::from(error) {
+            contention if contention.is_contention() => contention,
+            StoreError::Unavailable(error) => {
+                StoreError::Other(error.context("the outcome of the commit is unknown"))
+            }
+            other => other,
+        }
+    }
+}
+
+/// Runs `transaction` again (a few times, after a short random pause) when PostgreSQL aborted
+/// it for a serialization failure or a deadlock: it was rolled back whole and nobody was
+/// answered yet, so the rerun is as safe as the first run, and the client never sees it.
+async fn rerun_on_contention<T, F, Fut>(mut transaction: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = StoreResult<T>>,
+{
+    let mut reruns = 0;
+    loop {
+        match transaction().await {
+            Err(error) if error.is_contention() && reruns < CONTENTION_RETRIES => {
+                reruns += 1;
+                // Random, so the transactions that collided do not collide again in step.
+                let pause =
+                    rand::Rng::gen_range(&mut rand::thread_rng(), 1..=5 * u64::from(reruns));
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            answer => return answer,
+        }
     }
 }
 
@@ -84,6 +188,9 @@ impl StoreError {
         move |error| match error {
             StoreError::Other(error) => {
                 StoreError::Other(error.context(format!("failed to {}", what())))
+            }
+            StoreError::Unavailable(error) => {
+                StoreError::Unavailable(error.context(format!("failed to {}", what())))
             }
             other => other,
         }
@@ -304,6 +411,44 @@ pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
     Some(std::path::PathBuf::from(path))
 }
 
+/// Makes this process the one server on a SQLite database file, or says why it cannot be.
+///
+/// A SQLite file takes one writer at a time: a second server process on it would answer
+/// "database is locked" under load, so it is refused at start. The claim is an exclusive lock
+/// on `PATH.lock` beside the database, held while the returned file is open (the kernel
+/// releases it however the process ends). One-off commands (`bootstrap`, `token create`,
+/// `prune`, `backup`) do not claim it: they run beside the server. `None` for PostgreSQL and
+/// in-memory databases.
+pub fn claim_sqlite_file(url: &str) -> anyhow::Result<Option<std::fs::File>> {
+    let Some(path) = sqlite_path(url) else {
+        return Ok(None);
+    };
+    let lock_path = {
+        let mut name = path.clone().into_os_string();
+        name.push(".lock");
+        std::path::PathBuf::from(name)
+    };
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("failed to open `{}`", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(lock)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another `bldst server` already serves the SQLite database `{}` (it holds `{}`): \
+             a SQLite file is for one server process; to run several, give them one PostgreSQL \
+             database (`DATABASE_URL=postgres://USER@HOST/DB`)",
+            path.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("failed to lock `{}`", lock_path.display()))
+        }
+    }
+}
+
 fn sqlite_url_creating_file(url: &str) -> String {
     if url.contains("mode=") || url.contains(":memory:") {
         url.to_owned()
@@ -334,5 +479,64 @@ mod sqlite_path_tests {
         ] {
             assert_eq!(sqlite_path(url), path.map(PathBuf::from), "{url}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_errors_worth_retrying_are_told_apart_by_their_code() {
+        let table = [
+            // (code, what it is)
+            ("40001", Some(Trouble::Contention)), // serialization_failure
+            ("40P01", Some(Trouble::Contention)), // deadlock_detected
+            ("53300", Some(Trouble::Unavailable)), // too_many_connections
+            ("53200", Some(Trouble::Unavailable)), // out_of_memory
+            ("08006", Some(Trouble::Unavailable)), // connection_failure
+            ("57P01", Some(Trouble::Unavailable)), // admin_shutdown
+            ("55P03", Some(Trouble::Unavailable)), // lock_not_available
+            ("5", Some(Trouble::Unavailable)),    // SQLITE_BUSY
+            ("517", Some(Trouble::Unavailable)),  // SQLITE_BUSY_SNAPSHOT
+            ("23505", None),                      // unique_violation: a real conflict
+            ("22P02", None),                      // invalid_text_representation: our bug
+            ("19", None),                         // SQLITE_CONSTRAINT
+        ];
+        for (code, expected) in table {
+            assert_eq!(trouble_code(code), expected, "{code}");
+        }
+        assert_eq!(
+            trouble(&sqlx::Error::PoolTimedOut),
+            Some(Trouble::Unavailable)
+        );
+        assert_eq!(trouble(&sqlx::Error::RowNotFound), None);
+    }
+
+    #[test]
+    fn only_contention_is_run_again() {
+        let busy = StoreError::from(sqlx::Error::PoolTimedOut);
+        assert!(matches!(busy, StoreError::Unavailable(_)));
+        assert!(!busy.is_contention());
+        let described = StoreError::during(|| "record a transition".to_owned())(busy);
+        assert!(matches!(described, StoreError::Unavailable(_)));
+    }
+
+    #[test]
+    fn a_server_claims_its_sqlite_file_alone() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("b.db").display());
+        let first = claim_sqlite_file(&url).expect("first claim");
+        assert!(first.is_some());
+        let second = claim_sqlite_file(&url).expect_err("second claim");
+        assert!(second.to_string().contains("PostgreSQL"), "{second}");
+        drop(first);
+        assert!(claim_sqlite_file(&url).expect("claimed again").is_some());
+        assert!(claim_sqlite_file("postgres://u@h/db")
+            .expect("no file")
+            .is_none());
+        assert!(claim_sqlite_file("sqlite::memory:")
+            .expect("no file")
+            .is_none());
     }
 }

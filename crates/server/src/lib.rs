@@ -24,6 +24,7 @@ pub mod secrets;
 pub mod serving;
 pub mod startup;
 pub mod state;
+pub mod streams;
 pub mod token_cache;
 pub mod webhooks;
 

@@ -46,6 +46,17 @@ impl std::fmt::Debug for Peers {
 pub struct Followers {
     pub tokens: RecentTokens,
     pub events: EventHub,
+    /// Streams whose token was revoked elsewhere must end here too.
+    pub streams: crate::streams::Streams,
+}
+
+impl Followers {
+    /// A revocation may have happened elsewhere: trust no cached token, and let every
+    /// stream check its own.
+    fn forget_tokens(&self) {
+        self.tokens.forget_all();
+        self.streams.token_revoked();
+    }
 }
 
 impl Peers {
@@ -85,7 +96,7 @@ impl Peers {
                 tokio::time::sleep(RECONNECT_PAUSE).await;
                 if let Ok(connected) = self.listen().await {
                     tracing::info!("following the other server processes again");
-                    followers.tokens.forget_all();
+                    followers.forget_tokens();
                     listener = Some(connected);
                 }
                 continue;
@@ -98,11 +109,11 @@ impl Peers {
                     tracing::warn!(
                         "lost the connection that follows the other server processes; reconnecting"
                     );
-                    followers.tokens.forget_all();
+                    followers.forget_tokens();
                 }
                 Err(error) => {
                     tracing::warn!(error = %error, "cannot follow the other server processes (retrying): a token revoked through another one may work here for the token cache window");
-                    followers.tokens.forget_all();
+                    followers.forget_tokens();
                     listener = None;
                 }
             }
@@ -115,7 +126,7 @@ impl Followers {
         match notification.channel() {
             TOKEN_REVOKED => {
                 tracing::debug!(token = notification.payload(), "token revoked elsewhere");
-                self.tokens.forget_all();
+                self.forget_tokens();
             }
             crate::events::CHANNEL => self.events.relay(notification.payload()),
             other => tracing::warn!(channel = other, "notification on an unexpected channel"),

@@ -182,7 +182,9 @@ impl RateLimiter {
                     shared.reachable.store(true, Ordering::Release);
                     tracing::info!("rate limits are shared through Redis");
                 }
-                Err(error) => shared.lost(&error),
+                Err(error) => {
+                    shared.lost(&error);
+                }
             }
         }
         Ok(limiter)
@@ -271,7 +273,13 @@ impl RateLimiter {
             if shared.reachable.load(Ordering::Acquire) {
                 match shared.count(key, window, cooldown, allowed).await {
                     Ok(counted) => return counted,
-                    Err(error) => shared.lost(&error),
+                    Err(error) => {
+                        if shared.lost(&error) {
+                            // Counts start afresh at each switch: what this process counted
+                            // during an earlier outage (a cool-down, say) is not this one's.
+                            self.0.local.invalidate_all();
+                        }
+                    }
                 }
             }
         }
@@ -327,11 +335,14 @@ impl RateLimiter {
             }
             if shared.probe().await.is_ok() {
                 let since = lock(&shared.unreachable_since).take();
-                shared.reachable.store(true, Ordering::Release);
+                // What was counted here meanwhile is Redis's to count now.
+                self.0.local.invalidate_all();
+                // Said before it is so: `/status` never shows Redis back before the log does.
                 tracing::info!(
                     unreachable_since = since.map(|since| since.to_rfc3339()),
                     "Redis answers again: rate limits are shared by every server process again"
                 );
+                shared.reachable.store(true, Ordering::Release);
             }
         }
     }
@@ -470,16 +481,19 @@ impl Shared {
     }
 
     /// Redis failed to answer: count per process from now on, and say so once an outage.
-    fn lost(&self, error: &anyhow::Error) {
+    /// Marks Redis unreachable; true when that is news (the switch to counting here).
+    fn lost(&self, error: &anyhow::Error) -> bool {
         self.reachable.store(false, Ordering::Release);
         let mut since = lock(&self.unreachable_since);
-        if since.is_none() {
-            *since = Some(Utc::now());
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "Redis does not answer: each server process now enforces the rate limits on its own until it does"
-            );
+        if since.is_some() {
+            return false;
         }
+        *since = Some(Utc::now());
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "Redis does not answer: each server process now enforces the rate limits on its own until it does"
+        );
+        true
     }
 }
 
@@ -531,6 +545,36 @@ mod tests {
             "the cool-down (300 s), not the window: {:?}",
             refused.retry_after
         );
+    }
+
+    /// A second outage starts its counts afresh: a cool-down counted here during the first
+    /// one does not come back with the second.
+    #[tokio::test]
+    async fn each_switch_to_counting_in_the_process_starts_afresh() {
+        // Nothing listens on port 1: Redis is unreachable from the start.
+        let limiter = RateLimiter::shared(
+            settings(1, 0),
+            "redis://127.0.0.1:1",
+            Duration::from_millis(50),
+        )
+        .await
+        .expect("a well-formed URL");
+        let address: IpAddr = "10.0.0.8".parse().expect("address");
+        assert!(limiter.failed_authentication(address).await.is_ok());
+        assert!(
+            limiter.failed_authentication(address).await.is_err(),
+            "the first outage's cool-down"
+        );
+        // Redis came back (as the probe would find) and then went away again.
+        let shared = limiter.0.shared.as_ref().expect("shared");
+        lock(&shared.unreachable_since).take();
+        shared.reachable.store(true, Ordering::Release);
+
+        assert!(
+            limiter.failed_authentication(address).await.is_ok(),
+            "the second outage counts from zero"
+        );
+        assert_eq!(limiter.status().store, RateLimitStore::Process);
     }
 
     #[tokio::test]

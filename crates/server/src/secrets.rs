@@ -25,6 +25,24 @@ pub fn new_token_secret() -> String {
     )
 }
 
+/// The shortest `SECRET_KEY` accepted: 32 bytes, HMAC-SHA256's own output size.
+pub const MIN_SECRET_KEY_BYTES: usize = 32;
+
+/// Refuses a `SECRET_KEY` too short to key the token hashes, saying how to make one.
+pub fn check_secret_key(key: &str) -> Result<(), String> {
+    if key.len() >= MIN_SECRET_KEY_BYTES {
+        return Ok(());
+    }
+    Err(format!(
+        "SECRET_KEY is {} bytes long: it must be at least {MIN_SECRET_KEY_BYTES}; make a random \
+         one with `openssl rand -hex 32`, and keep it (a new key invalidates every token)",
+        key.len()
+    ))
+}
+
+/// What the key check is an HMAC of. Never a token secret: those start with [`TOKEN_PREFIX`].
+const KEY_CHECK_TEXT: &str = "buildstate key check 1";
+
 /// Hashes token secrets with HMAC-SHA256 keyed by `SECRET_KEY`: a stolen database alone does
 /// not let anyone check guesses. Changing the key invalidates every token.
 #[derive(Clone)]
@@ -43,6 +61,12 @@ impl TokenHasher {
         TokenHasher {
             key: secret_key.as_bytes().to_vec(),
         }
+    }
+
+    /// The key's check: the HMAC of a fixed text, stored so that a command run with another
+    /// key can tell (the key itself is never stored, and cannot be found from the check).
+    pub fn key_check(&self) -> String {
+        self.hash(KEY_CHECK_TEXT)
     }
 
     /// The stored form of a token secret (hex).
@@ -70,6 +94,19 @@ mod tests {
         assert_ne!(hasher.hash(&one), TokenHasher::new("key-b").hash(&one));
         assert!(!hasher.hash(&one).contains(&one));
         assert!(!format!("{hasher:?}").contains("key-a"));
+    }
+
+    #[test]
+    fn a_secret_key_needs_32_bytes_and_its_check_tells_keys_apart() {
+        assert!(check_secret_key(&"k".repeat(32)).is_ok());
+        let short = check_secret_key("change-me").expect_err("too short");
+        assert!(
+            short.contains("9 bytes") && short.contains("openssl rand -hex 32"),
+            "{short}"
+        );
+        let (a, b) = (TokenHasher::new("key-a"), TokenHasher::new("key-b"));
+        assert_eq!(a.key_check(), TokenHasher::new("key-a").key_check());
+        assert_ne!(a.key_check(), b.key_check());
     }
 
     #[test]

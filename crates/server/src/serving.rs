@@ -3,16 +3,23 @@
 //!
 //! axum's own `serve` offers none of the limits a service exposed to every CI worker needs, so
 //! connections are served here with hyper directly: a semaphore caps how many are open at
-//! once (beyond it, new ones wait in the kernel's backlog), each connection is closed when it
-//! sits idle or takes too long to send a request's headers, and shutdown lets every request
-//! already received finish and be answered before the process exits. Request timeouts and
-//! body sizes are per request, in the router (`api::router`).
+//! once, each connection is closed when it sits idle or takes too long to send a request's
+//! headers (a new one included: it must send a whole request head within the header timeout),
+//! and shutdown lets every request already received finish and be answered before the process
+//! exits. Request timeouts and body sizes are per request, in the router (`api::router`).
+//!
+//! At the cap, a new connection is not left waiting behind sockets that do nothing: the oldest
+//! connection with no request in progress (one that never sent a request first, then one kept
+//! alive between requests) is closed to make room, so a flood of silent sockets cannot lock
+//! out the clients that send requests. Only when every connection is busy with a request does
+//! a new one wait. An event stream gives its connection's place back once accepted
+//! ([`ConnectionSlot`]): streams have limits of their own (`crate::streams`).
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,7 +35,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -97,6 +104,7 @@ pub async fn serve_connections(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let open = OpenConnections::default();
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     // The header timeout is enforced by `Watched`, which (unlike hyper's own) does not start
@@ -104,11 +112,6 @@ pub async fn serve_connections(
     http.timer(TokioTimer::new()).header_read_timeout(None);
     tokio::pin!(shutdown);
     loop {
-        let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => slot,
-            () = &mut shutdown => break,
-        };
-        let Ok(slot) = slot else { break };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -121,11 +124,34 @@ pub async fn serve_connections(
             },
             () = &mut shutdown => break,
         };
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                // At the cap: make room by closing a connection that is not serving a request,
+                // if there is one; otherwise wait for one to close.
+                open.close_one_idle();
+                let slot = tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => slot,
+                    () = &mut shutdown => break,
+                };
+                let Ok(slot) = slot else { break };
+                slot
+            }
+        };
+        let slot = ConnectionSlot::holding(slot);
+        let requests = open.add();
         let (app, http, limits, tls) = (app.clone(), http.clone(), limits.clone(), tls.clone());
+        let open = open.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let connection = Connection {
+                peer,
+                app,
+                requests: Arc::clone(&requests),
+                slot: slot.clone(),
+            };
             let served = match tls {
-                None => serve_one(stream, peer, app, &http, &limits, watcher).await,
+                None => serve_one(stream, connection, &http, &limits, watcher).await,
                 // The handshake happens here, not in the accept loop, so a slow client delays
                 // only itself; it must finish within the header read timeout.
                 Some(Tls(acceptor)) => {
@@ -133,7 +159,7 @@ pub async fn serve_connections(
                         .await
                     {
                         Ok(Ok(stream)) => {
-                            serve_one(stream, peer, app, &http, &limits, watcher).await
+                            serve_one(stream, connection, &http, &limits, watcher).await
                         }
                         Ok(Err(error)) => Err(error.into()),
                         Err(_) => {
@@ -145,7 +171,8 @@ pub async fn serve_connections(
             if let Err(error) = served {
                 tracing::debug!(peer = %peer, error = %error, "connection closed");
             }
-            drop(slot);
+            open.remove(&requests);
+            slot.release();
         });
     }
     drop(listener);
@@ -162,11 +189,18 @@ pub async fn serve_connections(
     }
 }
 
+/// What serving one connection needs besides its stream.
+struct Connection {
+    peer: SocketAddr,
+    app: Router,
+    requests: Arc<Requests>,
+    slot: ConnectionSlot,
+}
+
 /// Serves one connection's requests until it closes.
 async fn serve_one<S>(
     stream: S,
-    peer: SocketAddr,
-    app: Router,
+    connection: Connection,
     http: &hyper::server::conn::http1::Builder,
     limits: &Limits,
     watcher: Watcher,
@@ -174,11 +208,17 @@ async fn serve_one<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let requests = Arc::new(Requests::default());
+    let Connection {
+        peer,
+        app,
+        requests,
+        slot,
+    } = connection;
     let io = TokioIo::new(Watched::new(stream, Arc::clone(&requests), limits));
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         // The client's address, for the per-address limit on failed authentications.
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(slot.clone());
         let in_flight = InFlight::enter(&requests);
         let app = app.clone();
         async move {
@@ -197,13 +237,114 @@ where
     Ok(())
 }
 
+/// A connection's place under the connection cap, released when it closes — or earlier, by an
+/// event stream, which has limits of its own. Handlers take it as an extractor.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionSlot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl ConnectionSlot {
+    fn holding(permit: OwnedSemaphorePermit) -> Self {
+        ConnectionSlot(Arc::new(std::sync::Mutex::new(Some(permit))))
+    }
+
+    /// Gives the place back to the listener (once; later calls do nothing).
+    pub fn release(&self) {
+        let permit = self.0.lock().map(|mut permit| permit.take());
+        drop(permit);
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ConnectionSlot {
+    type Rejection = std::convert::Infallible;
+
+    /// The request's connection's slot; an empty one when served some other way.
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<ConnectionSlot>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// The open connections, oldest first, so one doing nothing can be closed to make room.
+#[derive(Debug, Clone, Default)]
+struct OpenConnections(Arc<std::sync::Mutex<OpenList>>);
+
+#[derive(Debug, Default)]
+struct OpenList {
+    next: u64,
+    /// By the order they were accepted in.
+    connections: std::collections::BTreeMap<u64, Arc<Requests>>,
+}
+
+impl OpenConnections {
+    fn add(&self) -> Arc<Requests> {
+        let mut list = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        list.next += 1;
+        let requests = Arc::new(Requests {
+            number: list.next,
+            ..Requests::default()
+        });
+        let number = list.next;
+        list.connections.insert(number, Arc::clone(&requests));
+        requests
+    }
+
+    fn remove(&self, requests: &Requests) {
+        let mut list = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        list.connections.remove(&requests.number);
+    }
+
+    /// Closes the oldest connection that has never sent a request, else the oldest kept alive
+    /// between requests; none if every connection is busy. Returns whether it closed one.
+    fn close_one_idle(&self) -> bool {
+        let list = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let idle = |requests: &&Arc<Requests>| {
+            requests.in_flight.load(Ordering::SeqCst) == 0
+                && !requests.closing.load(Ordering::SeqCst)
+        };
+        let silent = list
+            .connections
+            .values()
+            .filter(idle)
+            .find(|requests| requests.arrived.load(Ordering::SeqCst) == 0);
+        let Some(victim) = silent.or_else(|| list.connections.values().find(idle)) else {
+            return false;
+        };
+        victim.closing.store(true, Ordering::SeqCst);
+        let parked = victim.parked_reader.lock().map(|mut parked| parked.take());
+        if let Ok(Some(reader)) = parked {
+            reader.wake();
+        }
+        true
+    }
+}
+
 /// A connection's requests: how many arrived, and how many are between arrival and answer.
 #[derive(Debug, Default)]
 struct Requests {
+    /// The connection's place in [`OpenConnections`].
+    number: u64,
     arrived: AtomicUsize,
     in_flight: AtomicUsize,
-    /// The connection's reader, parked while a request was in flight. hyper reads again only
-    /// when the socket wakes it, so the idle clock must be started by waking it here.
+    /// Set to close the connection to make room for another (it is doing nothing).
+    closing: AtomicBool,
+    /// The connection's reader, parked waiting for bytes. hyper reads again only when the
+    /// socket wakes it, so the idle clock (after a request) and a closing (to make room) must
+    /// wake it here.
     parked_reader: std::sync::Mutex<Option<std::task::Waker>>,
 }
 
@@ -255,14 +396,17 @@ struct Watched<S> {
 
 impl<S> Watched<S> {
     fn new(inner: S, requests: Arc<Requests>, limits: &Limits) -> Self {
+        // A new connection owes a whole request head within the header timeout (or the idle
+        // timeout, if shorter): one that sends nothing is not kept for the idle timeout.
+        let first_request = limits.header_read_timeout.min(limits.idle_timeout);
         Watched {
             inner,
             requests,
             arrived: 0,
             idle_timeout: limits.idle_timeout,
             header_read_timeout: limits.header_read_timeout,
-            phase: Phase::Idle,
-            deadline: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+            phase: Phase::Head,
+            deadline: Box::pin(tokio::time::sleep(first_request)),
         }
     }
 }
@@ -275,7 +419,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let arrived = this.requests.arrived.load(Ordering::SeqCst);
-        if this.requests.in_flight.load(Ordering::SeqCst) > 0 {
+        let in_flight = this.requests.in_flight.load(Ordering::SeqCst);
+        if in_flight == 0 && this.requests.closing.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed to make room for a new connection: it had no request in progress",
+            )));
+        }
+        if in_flight > 0 {
             this.phase = Phase::Busy;
             this.arrived = arrived;
         } else if this.phase == Phase::Busy || this.arrived != arrived {
@@ -296,6 +447,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending if this.phase != Phase::Busy => {
+                if let Ok(mut parked) = this.requests.parked_reader.lock() {
+                    *parked = Some(cx.waker().clone());
+                }
+                // Chosen to make room meanwhile: the wake-up above may have been missed.
+                if this.requests.closing.load(Ordering::SeqCst) {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 if this.deadline.as_mut().poll(cx).is_ready() {
                     let why = match this.phase {
                         Phase::Head => {

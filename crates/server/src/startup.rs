@@ -24,6 +24,7 @@ use crate::peers::{Followers, Peers};
 use crate::ratelimit::RateLimiter;
 use crate::serving::Tls;
 use crate::state::{AppInner, AppState};
+use crate::streams::{StreamLimits, Streams};
 use crate::token_cache::RecentTokens;
 use crate::webhooks::{read_hooks, RetryPlan, Webhooks};
 use crate::{api, serving};
@@ -65,6 +66,7 @@ impl ServerConfig {
                 cap: Duration::from_secs(300),
             },
         )?;
+        let hasher = self.hasher()?;
         let rate_limits = self.rate_limiter().await?;
         let db =
             Database::connect(&self.database_url, names, self.database_max_connections).await?;
@@ -77,18 +79,23 @@ impl ServerConfig {
             stuck_check: Duration::from_secs(self.stuck_check_secs),
             retry_check: Duration::from_millis(self.retry_check_millis),
             db,
-            hasher: self.hasher(),
+            hasher,
             retry_policy: RetryPolicy {
                 max_retries: self.max_retries,
                 backoff_base: Duration::from_secs(self.backoff_base_secs),
                 backoff_cap: Duration::from_secs(self.backoff_cap_secs),
-                lease_duration: Duration::try_from_secs_f64(self.lease_secs)
-                    .context("invalid lease time")?,
+                lease_duration: crate::config::lease_duration(self.lease_secs)
+                    .map_err(anyhow::Error::msg)
+                    .context("invalid `BUILDSTATE_LEASE_SECS`")?,
             },
             default_max_retries: self.max_retries,
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
             recent_tokens: RecentTokens::new(Duration::from_millis(self.token_cache_millis)),
             limits: self.limits(),
+            streams: Streams::new(StreamLimits {
+                total: self.max_streams,
+                per_token: self.max_streams_per_token,
+            }),
             rate_limits,
             client_address_header: self.client_address_header.clone(),
             tls: match (&self.tls_cert, &self.tls_key) {
@@ -113,6 +120,7 @@ pub async fn serve(
                 .follow(Followers {
                     tokens: state.recent_tokens.clone(),
                     events: state.events.clone(),
+                    streams: state.streams.clone(),
                 })
                 .await,
         ),
@@ -139,6 +147,13 @@ pub async fn serve(
     let limits = state.limits.clone();
     let tls = state.tls.clone();
     let events = state.events.clone();
+    let streams = state.streams.clone();
+    // Event streams never finish on their own: end them as the server stops accepting, so
+    // the drain waits only for real requests (their clients reconnect with `Last-Event-ID`).
+    let shutdown = async move {
+        shutdown.await;
+        streams.shut_down();
+    };
     serving::serve_connections(listener, api::router(state), limits, tls, shutdown).await;
     events.flush().await;
     housekeeping.abort();
@@ -171,7 +186,10 @@ async fn forget_old_idempotency_keys(db: Database, ttl: Duration) {
 
 /// `bldst server`: binds the configured address and serves until Ctrl-C or SIGTERM.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    // Held until the process exits: the lock is released with the file.
+    let _only_server = crate::db::claim_sqlite_file(&config.database_url)?;
     let state = config.app_state().await?;
+    state.db.keep_key_check(&state.hasher.key_check()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("failed to listen on {}", config.listen))?;

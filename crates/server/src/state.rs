@@ -38,6 +38,8 @@ pub struct AppInner {
     pub peers: Option<Peers>,
     /// What one client may take: body size, timeouts, connections.
     pub limits: Limits,
+    /// The open event streams, bounded per token and in total.
+    pub streams: crate::streams::Streams,
     /// Failed authentications per address and writes per token ([`crate::ratelimit`]).
     pub rate_limits: RateLimiter,
     /// The header a trusted proxy puts the client's address in, if any.

@@ -177,8 +177,12 @@ pub async fn revoke_token(
             None => ApiError::not_found("token", id),
         }
     })?;
-    let token = state.db.revoke_token(id, Utc::now()).await?;
+    let token = state
+        .db
+        .revoke_token(id, &state.hasher.key_check(), Utc::now())
+        .await?;
     state.recent_tokens.forget_all();
+    state.streams.token_revoked();
     tracing::info!(token_id = %token.id, by = %actor.username, "token revoked, with the tokens it created");
     Ok(Json(token))
 }

@@ -14,6 +14,14 @@ use serde_json::json;
 use crate::db::StoreError;
 use crate::ratelimit::{Limit, OverLimit};
 
+/// How long a client should wait after the database could not answer: a pool frees up or a
+/// connection comes back within a moment, and a longer wait would only stall the pipeline.
+const DATABASE_RETRY_AFTER_SECS: u64 = 1;
+
+/// How long a refused event stream waits before trying again: long enough for a stream to
+/// end somewhere, short enough that a dashboard comes back soon.
+const STREAM_RETRY_AFTER_SECS: u64 = 5;
+
 /// An error answer. 5xx answers say little; their cause is logged once, here.
 #[derive(Debug)]
 pub struct ApiError {
@@ -66,11 +74,48 @@ impl ApiError {
         )
     }
 
+    /// The body holds more than one JSON document: 422 naming the body and what follows.
+    pub fn trailing_data(found: String) -> Self {
+        ApiError::invalid_field(
+            "body",
+            format!(
+                "the request body must hold one JSON document and nothing after it; found `{}` after it",
+                // The client's bytes: control characters escaped, the rest as sent.
+                found
+                    .chars()
+                    .map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() })
+                    .collect::<String>()
+            ),
+        )
+    }
+
     pub fn unsupported_media_type(found: &str) -> Self {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::UnsupportedMediaType,
             format!("expected `Content-Type: application/json`, got `{found}`"),
+        )
+    }
+
+    /// HTTP/1.1 without a `Host` header: 400 naming it.
+    pub fn missing_host() -> Self {
+        let mut error = ApiError::bad_request(
+            ErrorCode::InvalidField,
+            "an HTTP/1.1 request needs a `Host` header",
+        );
+        error.field = Some("Host".to_owned());
+        error
+    }
+
+    /// A body compressed in a way the server does not read: 415 naming the encoding.
+    pub fn unsupported_content_encoding(found: &str) -> Self {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            format!(
+                "`Content-Encoding: {}` is not supported: send the body uncompressed",
+                found.escape_debug()
+            ),
         )
     }
 
@@ -358,6 +403,46 @@ impl ApiError {
         }))
     }
 
+    /// The database could not answer now and nothing was changed: 503 with `Retry-After`,
+    /// which every client retries; the cause is logged, not sent.
+    pub fn database_unavailable(cause: anyhow::Error) -> Self {
+        let mut error = ApiError::unavailable(
+            "the database is busy or unreachable; nothing was changed: try again shortly",
+        )
+        .with_details(json!({ "retry_after_seconds": DATABASE_RETRY_AFTER_SECS }));
+        error.cause = Some(cause);
+        error
+    }
+
+    /// An event stream was refused over a limit: 429 for the token's own limit (it holds
+    /// too many), 503 for the process's (it serves too many); both with `Retry-After`.
+    pub fn too_many_streams(refusal: crate::streams::StreamRefusal) -> Self {
+        use crate::streams::StreamRefusal;
+        match refusal {
+            StreamRefusal::PerToken { allowed } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited,
+                format!(
+                    "this token already holds {allowed} open event streams, its limit: close one \
+                     (or use another token) and try again"
+                ),
+            )
+            .with_details(json!({
+                "limit": "streams_per_token",
+                "allowed": allowed,
+                "retry_after_seconds": STREAM_RETRY_AFTER_SECS,
+            })),
+            StreamRefusal::Total { allowed } => ApiError::unavailable(format!(
+                "the server already serves {allowed} event streams, its limit: try again shortly"
+            ))
+            .with_details(json!({
+                "limit": "streams",
+                "allowed": allowed,
+                "retry_after_seconds": STREAM_RETRY_AFTER_SECS,
+            })),
+        }
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -379,6 +464,7 @@ impl From<StoreError> for ApiError {
             StoreError::Refused(refusal) | StoreError::RefusedAt { refusal, .. } => {
                 ApiError::conflict(ErrorCode::Refused, refusal.to_string())
             }
+            StoreError::Unavailable(cause) => ApiError::database_unavailable(cause),
             StoreError::Other(cause) => ApiError::internal(cause),
         }
     }
@@ -386,16 +472,25 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Some(cause) = &self.cause {
+        if let (Some(cause), StatusCode::SERVICE_UNAVAILABLE) = (&self.cause, self.status) {
+            tracing::warn!(
+                code = self.code.as_str(),
+                error = format!("{cause:#}"),
+                "the database could not answer; told the client to retry"
+            );
+        } else if let Some(cause) = &self.cause {
             tracing::error!(
                 code = self.code.as_str(),
                 error = format!("{cause:#}"),
                 "request failed"
             );
         }
-        let retry_after = (self.status == StatusCode::TOO_MANY_REQUESTS)
-            .then(|| self.details.as_ref()?.get("retry_after_seconds")?.as_u64())
-            .flatten();
+        let retry_after = matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        )
+        .then(|| self.details.as_ref()?.get("retry_after_seconds")?.as_u64())
+        .flatten();
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,

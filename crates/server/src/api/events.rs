@@ -11,6 +11,7 @@
 //! A client that falls too far behind is disconnected, and catches up the same way.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -25,9 +26,11 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, Authenticated, Id};
-use crate::db::FeedPoint;
+use crate::db::{Actor, FeedPoint};
 use crate::events::{BuildEvent, Published};
+use crate::serving::ConnectionSlot;
 use crate::state::AppState;
+use crate::streams::OpenStream;
 
 /// Entries replayed per read while catching a client up.
 const REPLAY_PAGE: u32 = 500;
@@ -101,6 +104,37 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         .transpose()
 }
 
+/// Counts a stream for the request's token (refused over a limit) and gives its connection's
+/// slot back to the listener: streams have limits of their own ([`crate::streams`]).
+fn open_stream(
+    state: &AppState,
+    auth: &Authenticated,
+    slot: &ConnectionSlot,
+) -> Result<OpenStream, ApiError> {
+    let open = state
+        .streams
+        .open(&auth.0.token_id)
+        .map_err(ApiError::too_many_streams)?;
+    slot.release();
+    Ok(open)
+}
+
+/// Runs a stream's `body` (which sends its events) until it ends by itself, its client goes
+/// away, or it must end ([`OpenStream::must_end`]): dropping the sender ends the answer.
+fn spawn_until_ended(
+    open: OpenStream,
+    (state, actor, sender): (AppState, Actor, mpsc::Sender<Event>),
+    body: impl Future<Output = ()> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = body => {}
+            () = sender.closed() => {}
+            () = open.must_end(&state.db, &actor) => {}
+        }
+    });
+}
+
 /// The answer: an SSE body.
 type EventStream = axum::response::Response;
 
@@ -122,11 +156,13 @@ fn stream_of(receiver: mpsc::Receiver<Event>) -> EventStream {
         ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "resume after this sequence number (an `id` of this stream)")),
     responses((status = 200, description = "server-sent `transition` events, without end; each one's `data` is a `BuildEvent` as one line of JSON", content_type = "text/event-stream", body = String),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
+        (status = 422, body = ErrorBody),
+        (status = 503, description = "the server serves as many event streams as it may; `Retry-After` says when to try again", body = ErrorBody)),
     security(("bearer" = ["read"])))]
 pub async fn build_events(
     State(state): State<AppState>,
     auth: Authenticated,
+    slot: ConnectionSlot,
     Id(id): Id<BuildId>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<BuildEventsQuery>,
@@ -149,8 +185,10 @@ pub async fn build_events(
     // Subscribe before reading the history, so nothing falls between the two.
     let live = state.events.subscribe();
     let mut build = state.db.get_build(&id).await?;
+    let open = open_stream(&state, &auth, &slot)?;
     let (sender, receiver) = mpsc::channel(64);
-    tokio::spawn(async move {
+    let ending = (state.clone(), auth.0, sender.clone());
+    spawn_until_ended(open, ending, async move {
         let mut last_seq = after.unwrap_or(build.last_seq);
         if after.is_some() {
             loop {
@@ -225,11 +263,13 @@ fn is_after(point: &FeedPoint, than: &FeedPoint) -> bool {
 #[utoipa::path(get, path = "/events", tag = "events",
     params(("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,18}:[^:]+:[0-9]{1,18}$", description = "resume after this event id (`recorded-at-ms:build-id:seq`, an `id` of this stream)")),
     responses((status = 200, description = "server-sent `transition` events, without end; each one's `data` is a `BuildEvent` as one line of JSON", content_type = "text/event-stream", body = String),
-        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, description = "the server serves as many event streams as it may; `Retry-After` says when to try again", body = ErrorBody)),
     security(("bearer" = ["read"])))]
 pub async fn all_events(
     State(state): State<AppState>,
     auth: Authenticated,
+    slot: ConnectionSlot,
     headers: HeaderMap,
 ) -> Result<EventStream, ApiError> {
     auth.require(Scope::Read)?;
@@ -244,8 +284,10 @@ pub async fn all_events(
         })
         .transpose()?;
     let live = state.events.subscribe();
+    let open = open_stream(&state, &auth, &slot)?;
     let (sender, receiver) = mpsc::channel(64);
-    tokio::spawn(async move {
+    let ending = (state.clone(), auth.0, sender.clone());
+    spawn_until_ended(open, ending, async move {
         let mut last = resume.clone();
         if let Some(mut point) = resume {
             loop {

@@ -51,9 +51,36 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Parses a JSON document, naming the failing field on a type or rule error.
+/// Parses a body holding exactly one JSON document, naming the failing field on a type or rule
+/// error, and refusing anything after the document (`{...} xyz`, or a second document whose
+/// change would otherwise be silently dropped).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = parse_document(deserializer)?;
+    // `end` skips trailing whitespace and fails on anything else.
+    if deserializer.end().is_err() {
+        return Err(ApiError::trailing_data(trailing_data(bytes)));
+    }
+    Ok(value)
+}
+
+/// What follows the first JSON document of `bytes`, for the refusal: the first few characters,
+/// whitespace trimmed.
+fn trailing_data(bytes: &[u8]) -> String {
+    let mut stream =
+        serde_json::Deserializer::from_slice(bytes).into_iter::<serde::de::IgnoredAny>();
+    let _ = stream.next();
+    let rest = String::from_utf8_lossy(&bytes[stream.byte_offset()..]);
+    let rest = rest.trim();
+    match rest.char_indices().nth(32) {
+        Some((at, _)) => format!("{}…", &rest[..at]),
+        None => rest.to_owned(),
+    }
+}
+
+fn parse_document<'de, T: DeserializeOwned>(
+    deserializer: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();

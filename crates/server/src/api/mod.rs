@@ -9,6 +9,7 @@ pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod reports;
+pub mod request_checks;
 pub mod request_id;
 
 use std::sync::Arc;
@@ -132,6 +133,9 @@ pub fn router(state: AppState) -> Router {
             metrics::observe_requests,
         ))
         .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()) })
+        .layer(axum::middleware::from_fn(move |request, next| {
+            request_checks::refuse_unservable(limits.max_body_bytes, request, next)
+        }))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(Extension(BodyLimit(limits.max_body_bytes)))
         .layer(

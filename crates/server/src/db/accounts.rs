@@ -79,6 +79,67 @@ impl Database {
         rows.iter().map(user_from_row).collect()
     }
 
+    /// The server's start: keeps the check of the key it hashes tokens with. The first time,
+    /// the tokens made before checks were kept get it too (made with this key, or they never
+    /// worked). A different check is a new key: it replaces the old one, and the tokens made
+    /// with the old key no longer count as working (logged).
+    pub async fn keep_key_check(&self, check: &str) -> StoreResult<()> {
+        async {
+            match self.stored_key_check().await? {
+                Some(stored) if stored == check => return Ok(()),
+                Some(_) => tracing::warn!(
+                    "SECRET_KEY differs from the key this database's tokens were made with: \
+                     every token made before now is refused; create new ones (`bldst server token create`)"
+                ),
+                None => {}
+            }
+            self.record_key_check(check).await
+        }
+        .await
+        .map_err(StoreError::during(|| "keep the key check".to_owned()))
+    }
+
+    /// A command beside the server (`bootstrap`, `token create`): whether `check` is the check
+    /// of the key the server keeps, or none is kept yet (then it is kept now: a fresh install
+    /// bootstrapped before its first start).
+    pub async fn same_key_as_the_server(&self, check: &str) -> StoreResult<bool> {
+        async {
+            match self.stored_key_check().await? {
+                Some(stored) => Ok(stored == check),
+                None => self.record_key_check(check).await.map(|()| true),
+            }
+        }
+        .await
+        .map_err(StoreError::during(|| "compare the key check".to_owned()))
+    }
+
+    async fn stored_key_check(&self) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT key_check FROM key_check WHERE id = 1")
+                .fetch_optional(&self.writer)
+                .await?,
+        )
+    }
+
+    async fn record_key_check(&self, check: &str) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO key_check (id, key_check, recorded_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET key_check = excluded.key_check, \
+             recorded_at = excluded.recorded_at",
+        )
+        .bind(check)
+        .bind(Utc::now().timestamp_millis())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE api_tokens SET key_check = $1 WHERE key_check IS NULL")
+            .bind(check)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await.map_err(StoreError::at_commit)?;
+        Ok(())
+    }
+
     /// How many users have the admin role.
     pub async fn count_admins(&self) -> StoreResult<u64> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'")
@@ -121,7 +182,7 @@ impl Database {
         }
         sqlx::query(
             "INSERT INTO api_tokens (id, user_id, secret_hash, description, scope, created_at, \
-             expires_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             expires_at, created_by, key_check) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&id)
         .bind(&user.id)
@@ -131,9 +192,10 @@ impl Database {
         .bind(now.timestamp_millis())
         .bind(expires_at.map(|at| at.timestamp_millis()))
         .bind(created_by)
+        .bind(hasher.key_check())
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.commit().await.map_err(StoreError::at_commit)?;
         let token = self.token_info(&id).await?;
         Ok(CreatedToken { token, secret })
     }
@@ -177,7 +239,15 @@ impl Database {
     /// On PostgreSQL the same statements announce each revocation to every server process
     /// sharing the database (see [`crate::peers`]); the announcements go out when the
     /// revocation commits, never without it (not when the last admin token is refused).
-    pub async fn revoke_token(&self, id: &str, now: DateTime<Utc>) -> StoreResult<TokenInfo> {
+    ///
+    /// Only tokens that can work count as live admin tokens: unrevoked, unexpired, and made
+    /// with the key whose check is `key_check` (the server's).
+    pub async fn revoke_token(
+        &self,
+        id: &str,
+        key_check: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TokenInfo> {
         let mut tx = self.writer.begin().await?;
         let exists = sqlx::query("SELECT id FROM api_tokens WHERE id = $1")
             .bind(id)
@@ -193,7 +263,8 @@ impl Database {
             format!(
                 "SELECT t.id FROM api_tokens t JOIN users u ON u.id = t.user_id \
                  WHERE t.scope = 'admin' AND u.role = 'admin' AND t.revoked_at IS NULL \
-                 AND (t.expires_at IS NULL OR t.expires_at > $1) ORDER BY t.id{lock}"
+                 AND (t.expires_at IS NULL OR t.expires_at > $1) \
+                 AND (t.key_check IS NULL OR t.key_check = $2) ORDER BY t.id{lock}"
             )
         };
         let lock = match self.dialect {
@@ -202,6 +273,7 @@ impl Database {
         };
         let admins_before: Vec<String> = sqlx::query_scalar(&live_admins(lock))
             .bind(now.timestamp_millis())
+            .bind(key_check)
             .fetch_all(&mut *tx)
             .await?;
         const TREE: &str = "WITH RECURSIVE tree (id) AS ( \
@@ -239,13 +311,14 @@ impl Database {
         }
         let admins_after: Vec<String> = sqlx::query_scalar(&live_admins(""))
             .bind(now.timestamp_millis())
+            .bind(key_check)
             .fetch_all(&mut *tx)
             .await?;
         if admins_after.is_empty() && !admins_before.is_empty() {
             // Dropping the transaction rolls the revocation back.
             return Err(StoreError::LastAdminToken { id: id.to_owned() });
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(StoreError::at_commit)?;
         self.token_info(id).await
     }
 
@@ -271,6 +344,22 @@ impl Database {
             })
         })
         .transpose()
+    }
+
+    /// Whether token `token_id` still works at `now`: not revoked, not expired.
+    pub async fn token_is_live(&self, token_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let live: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM api_tokens WHERE id = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(token_id)
+        .bind(now.timestamp_millis())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(|error| {
+            StoreError::during(|| format!("check whether token `{token_id}` works"))(error.into())
+        })?;
+        Ok(live.is_some())
     }
 
     /// Records that a token was used.

@@ -44,7 +44,7 @@ impl Database {
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> StoreResult<Started> {
-        async {
+        super::rerun_on_contention(|| async {
             if let Some(key) = &request.key {
                 if let Some(build) = self.unfinished_build_with_key(key.as_str()).await? {
                     return Ok(Started::Resumed(build));
@@ -94,10 +94,10 @@ impl Database {
             );
             insert_history(&mut tx, &id, &entries, None).await?;
             let build = self.build_in(&mut tx, &id, false).await?;
-            tx.commit().await?;
+            tx.commit().await.map_err(StoreError::at_commit)?;
             let started = entries.pop().context("a new build has its `started` entry")?;
             Ok(Started::New { build, started })
-        }
+        })
         .await
         .map_err(StoreError::during(|| "start a build".to_owned()))
     }
@@ -333,13 +333,28 @@ impl Database {
     /// was already applied, lets `decide` rule on the build as locked at that time, saves what
     /// it decided with its history entries (made by `actor`, `None` for the server itself),
     /// remembers the answer under the idempotency key, and commits.
+    ///
+    /// A transaction PostgreSQL aborts for a serialization failure or a deadlock is run again
+    /// from the start (it kept nothing and answered nobody), so `decide` may be called again.
     pub(super) async fn change_build<'a>(
         &self,
         id: &BuildId,
         lock: RowLock,
         idempotency: Option<&(String, String)>,
         actor: Option<&Actor>,
-        decide: impl FnOnce(&Build, DateTime<Utc>) -> StoreResult<Decision<'a>>,
+        decide: impl Fn(&Build, DateTime<Utc>) -> StoreResult<Decision<'a>>,
+    ) -> StoreResult<Change> {
+        super::rerun_on_contention(|| self.change_build_once(id, lock, idempotency, actor, &decide))
+            .await
+    }
+
+    async fn change_build_once<'a>(
+        &self,
+        id: &BuildId,
+        lock: RowLock,
+        idempotency: Option<&(String, String)>,
+        actor: Option<&Actor>,
+        decide: &impl Fn(&Build, DateTime<Utc>) -> StoreResult<Decision<'a>>,
     ) -> StoreResult<Change> {
         let mut tx = self.writer.begin().await?;
         let (mut build, stored_outputs, last_recorded_at) = self
@@ -442,7 +457,7 @@ impl Database {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(StoreError::at_commit)?;
         Ok(Change::Recorded(result))
     }
 
@@ -473,7 +488,7 @@ impl Database {
         fence: Option<i64>,
         policy: &RetryPolicy,
     ) -> StoreResult<Lease> {
-        async {
+        super::rerun_on_contention(|| async {
             let mut tx = self.writer.begin().await?;
             let build = self.build_in(&mut tx, id.as_str(), true).await?;
             // As for reports: the clock is read once the row is ours.
@@ -485,9 +500,9 @@ impl Database {
                 .bind(id.as_str())
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
+            tx.commit().await.map_err(StoreError::at_commit)?;
             Ok(lease)
-        }
+        })
         .await
         .map_err(StoreError::during(|| {
             format!("renew the lease on stage {stage} of build `{id}`")
@@ -503,7 +518,7 @@ impl Database {
         run: Option<&str>,
         fence: Option<i64>,
     ) -> StoreResult<Build> {
-        async {
+        super::rerun_on_contention(|| async {
             let mut tx = self.writer.begin().await?;
             let build = self.build_in(&mut tx, id.as_str(), true).await?;
             let now = Utc::now();
@@ -516,9 +531,9 @@ impl Database {
             .bind(id.as_str())
             .fetch_one(&mut *tx)
             .await?;
-            tx.commit().await?;
+            tx.commit().await.map_err(StoreError::at_commit)?;
             self.build_from_row(&row)
-        }
+        })
         .await
         .map_err(StoreError::during(|| {
             format!("release the lease on stage {stage} of build `{id}`")

@@ -39,9 +39,7 @@ impl Database {
         .fetch_all(&self.reader)
         .await
         .map_err(|error| {
-            StoreError::Other(
-                anyhow::Error::new(error).context("failed to read the event stream's history"),
-            )
+            StoreError::during(|| "read the event stream's history".to_owned())(error.into())
         })?;
         let mut events = Vec::with_capacity(rows.len());
         let mut builds: std::collections::HashMap<String, Build> = Default::default();

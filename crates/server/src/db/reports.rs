@@ -29,11 +29,7 @@ fn count(row: &AnyRow, column: &str) -> StoreResult<u64> {
 
 /// Names the report a database error came from.
 fn in_report(report: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
-    move |error| {
-        StoreError::Other(
-            anyhow::Error::new(error).context(format!("failed to read the {report} report")),
-        )
-    }
+    move |error| StoreError::during(|| format!("read the {report} report"))(error.into())
 }
 
 impl Database {

@@ -102,7 +102,7 @@ impl Database {
             // The builds table comes last: its count is the answer.
             removed = delete.execute(&mut *transaction).await?.rows_affected();
         }
-        transaction.commit().await?;
+        transaction.commit().await.map_err(StoreError::at_commit)?;
         Ok(removed)
     }
 
