@@ -7,11 +7,11 @@
 //! answer for a pull request from a fork (its token is read-only): the caller turns it into a
 //! warning, not a failure.
 
-use std::time::Duration;
-
 use buildstate_domain::wire::Build;
 use buildstate_domain::BuildStatus;
 use octocrab::models::StatusState;
+
+use crate::github_api::{call_error, CallError};
 
 /// GitHub's limit on a status description.
 const MAX_DESCRIPTION_CHARS: usize = 140;
@@ -84,19 +84,8 @@ pub async fn post(target: &Target, status: &CommitStatus) -> Result<(), PostErro
             target.repository
         )));
     };
-    let octocrab = octocrab::Octocrab::builder()
-        .base_uri(target.api_url.trim_end_matches('/'))
-        .map_err(|error| {
-            PostError::Failed(format!(
-                "GITHUB_API_URL `{}` is not a URL: {error}",
-                target.api_url
-            ))
-        })?
-        .personal_token(target.token.clone())
-        .set_connect_timeout(Some(Duration::from_secs(10)))
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .build()
-        .map_err(|error| PostError::Failed(format!("cannot set up the GitHub client: {error}")))?;
+    let octocrab =
+        crate::github_api::client(&target.api_url, &target.token).map_err(PostError::Failed)?;
     let repository = octocrab.repos(owner, name);
     let mut request = repository
         .create_status(target.sha.clone(), status.state)
@@ -105,35 +94,20 @@ pub async fn post(target: &Target, status: &CommitStatus) -> Result<(), PostErro
     if let Some(url) = &status.target_url {
         request = request.target(url.clone());
     }
-    match request.send().await {
+    match request
+        .send()
+        .await
+        .map_err(|error| call_error(error, &target.api_url))
+    {
         Ok(_) => Ok(()),
-        Err(octocrab::Error::GitHub { source, .. }) => {
-            let message = format!(
-                "GitHub answered {} to the commit status: {}",
-                source.status_code.as_u16(),
-                source.message
-            );
-            if source.status_code.as_u16() == 403 {
+        Err(CallError::Refused { status, message }) => {
+            let message = format!("GitHub answered {status} to the commit status: {message}");
+            if status == 403 {
                 Err(PostError::Forbidden(message))
             } else {
                 Err(PostError::Failed(message))
             }
         }
-        Err(error) => Err(PostError::Failed(format!(
-            "cannot post the commit status to {}: {}",
-            target.api_url,
-            error_chain(&error)
-        ))),
+        Err(CallError::Failed(message)) => Err(PostError::Failed(message)),
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -36,6 +36,7 @@ pub const DECLARED: &[&str] = &[
     "outputs",
     "on-backoff",
     "max-wait",
+    "run-id",
     "github-token",
     "commit-status",
     "dashboard-url",
@@ -73,6 +74,9 @@ pub enum Command {
     Gate,
     /// Read the build.
     Get,
+    /// After a failed workflow run: wait for its builds' retries to be due, then re-run its
+    /// failed jobs.
+    Retry,
 }
 
 impl Command {
@@ -82,6 +86,7 @@ impl Command {
             Command::Report => "report",
             Command::Gate => "gate",
             Command::Get => "get",
+            Command::Retry => "retry",
         }
     }
 }
@@ -140,6 +145,10 @@ pub struct Inputs {
     pub commit_status: bool,
     pub dashboard_url: Option<String>,
     pub summary: Summary,
+    /// `retry`: the builds' keys, every line of `key`.
+    pub keys: Vec<BuildKey>,
+    /// `retry`: the failed workflow run (`run-id`).
+    pub run_id: Option<u64>,
 }
 
 impl std::fmt::Debug for Inputs {
@@ -247,23 +256,40 @@ pub fn key_values(
     Ok(map)
 }
 
+/// Every line of `key` as a build key (blank lines and `#` comments ignored).
+fn key_lines(env: &EnvMap) -> Result<Vec<BuildKey>, InputError> {
+    let Some(text) = raw(env, "key") else {
+        return Ok(Vec::new());
+    };
+    text.lines()
+        .map(str::trim)
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+        .map(|(number, line)| {
+            line.parse::<BuildKey>()
+                .map_err(|problem| error("key", format!("line {}: {problem}", number + 1)))
+        })
+        .collect()
+}
+
 /// Parses and checks the inputs for the command they name. Never touches the network.
 pub fn parse(env: &EnvMap) -> Result<Inputs, InputError> {
     let command = match raw(env, "command").as_deref() {
         None => {
             return Err(error(
                 "command",
-                "required: one of `start`, `report`, `gate`, `get`",
+                "required: one of `start`, `report`, `gate`, `get`, `retry`",
             ))
         }
         Some("start") => Command::Start,
         Some("report") => Command::Report,
         Some("gate") => Command::Gate,
         Some("get") => Command::Get,
+        Some("retry") => Command::Retry,
         Some(other) => {
             return Err(error(
                 "command",
-                format!("`{other}` is not one of `start`, `report`, `gate`, `get`"),
+                format!("`{other}` is not one of `start`, `report`, `gate`, `get`, `retry`"),
             ))
         }
     };
@@ -286,7 +312,15 @@ pub fn parse(env: &EnvMap) -> Result<Inputs, InputError> {
         )
     })?;
 
-    let key: Option<BuildKey> = parsed(env, "key")?;
+    // `retry` takes a key per line (the builds of one workflow run); the others take one.
+    let keys = match command {
+        Command::Retry => key_lines(env)?,
+        _ => Vec::new(),
+    };
+    let key: Option<BuildKey> = match command {
+        Command::Retry => None,
+        _ => parsed(env, "key")?,
+    };
     let build_id: Option<BuildId> = parsed(env, "build-id")?;
     let build = build_id
         .map(BuildRef::Id)
@@ -360,6 +394,13 @@ pub fn parse(env: &EnvMap) -> Result<Inputs, InputError> {
         commit_status: boolean(env, "commit-status", false)?,
         dashboard_url: raw(env, "dashboard-url"),
         summary,
+        keys,
+        run_id: raw(env, "run-id")
+            .map(|text| {
+                text.parse::<u64>()
+                    .map_err(|_| error("run-id", format!("`{text}` is not a workflow run id")))
+            })
+            .transpose()?,
     };
     check_for_command(&inputs)?;
     Ok(inputs)
@@ -390,6 +431,16 @@ fn check_for_command(inputs: &Inputs) -> Result<(), InputError> {
         }
         Command::Get => {
             required(inputs.build.as_ref(), "build-id", command).map_err(with_key_hint)?;
+        }
+        Command::Retry => {
+            if inputs.keys.is_empty() && (inputs.platform.is_none() || inputs.image_type.is_none())
+            {
+                return Err(error(
+                    "key",
+                    "required for `command: retry`: the keys of the failed run's builds, one per line, or `platform` and `image-type` for the key `start` gives by default",
+                ));
+            }
+            required(inputs.github_token.as_ref(), "github-token", command)?;
         }
     }
     if inputs.commit_status && inputs.github_token.is_none() {

@@ -1,6 +1,6 @@
 //! buildstate's GitHub Action: one step of a workflow starts or resumes a build, reports a
-//! stage, gates a step or reads the build, with step outputs, a job summary, error annotations
-//! and, optionally, a commit status.
+//! stage, gates a step, reads the build or re-runs a failed run once its retry is due, with
+//! step outputs, a job summary, error annotations and, optionally, a commit status.
 //!
 //! It is a Docker container action (`action.yml` at the repository root) whose image runs the
 //! `bldst` binary under the name `bldst-action` (see `src/main.rs`). The protocol is the
@@ -9,12 +9,14 @@
 //! buildstate server is `buildstate-client`'s; the rules are the server's.
 //!
 //! - [`run`]: one step, with its I/O and environment passed in; it dispatches to one module
-//!   per command (`start`, `report`, `gate`, `get`), which share `step`'s helpers.
+//!   per command (`start`, `report`, `gate`, `get`, `retry`: after a failed run, wait for its
+//!   builds' retries, then re-run its failed jobs), which share `step`'s helpers.
 //! - [`inputs`]: `INPUT_*` parsed and checked before any network call.
 //! - [`commands`]: workflow commands, escaping, masks, balanced groups.
 //! - [`files`]: `$GITHUB_OUTPUT` (heredocs) and `$GITHUB_STEP_SUMMARY`.
 //! - [`summary`]: the build's ladder as Markdown.
 //! - [`github`]: the run's identity: report source, idempotency key, default build key.
+//! - [`github_api`]: GitHub's REST API through octocrab, for the commit status and re-runs.
 //! - [`commit_status`]: the build as a commit status, through octocrab.
 
 pub mod commands;
@@ -23,8 +25,10 @@ pub mod files;
 mod gate;
 mod get;
 pub mod github;
+pub mod github_api;
 pub mod inputs;
 mod report;
+mod retry;
 mod run;
 mod start;
 mod step;

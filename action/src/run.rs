@@ -75,5 +75,6 @@ async fn execute(step: &mut Step<'_, '_>, stdin: &mut dyn Read) -> Result<u8, Fa
         Command::Report => step.report(&client, &inputs, stdin).await,
         Command::Gate => step.gate(&client, &inputs).await,
         Command::Get => step.get(&client, &inputs).await,
+        Command::Retry => step.retry(&client, &inputs).await,
     }
 }

@@ -206,6 +206,7 @@ mod tests {
             next_attempt_at: None,
             last_message: None,
             last_seq: 1,
+            retry_due_seq: None,
             created_at: at,
             updated_at: at,
             outputs: Default::default(),

@@ -14,30 +14,12 @@ mod rate_limits;
 mod report;
 mod run;
 mod server;
+mod single_thread;
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
 fn main() -> ExitCode {
-    let options = options::Options::parse();
-    // One thread drives every client: the load generator shares two cores with the server and
-    // PostgreSQL, so it must cost as little CPU as it can (pgbench also runs one thread).
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run::run(options)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    single_thread::run(run::run(options::Options::parse()))
 }

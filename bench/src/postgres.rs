@@ -8,6 +8,34 @@ use std::process::{Command, Stdio};
 use anyhow::Context as _;
 use reqwest::Url;
 
+/// The flags that name the local PostgreSQL a benchmark makes its scratch databases on.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PostgresFlags {
+    /// A PostgreSQL superuser URL on this machine; a scratch database beside it is used and
+    /// dropped at the end.
+    #[arg(
+        long,
+        env = "BLDST_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    pub postgres_url: String,
+    #[arg(long, default_value = "psql")]
+    pub psql: PathBuf,
+}
+
+impl PostgresFlags {
+    /// The admin URL, checked, and `psql`.
+    #[allow(dead_code)] // bldst-reports-bench and bldst-retries-bench; bldst-bench compiles this module too
+    pub fn admin(&self) -> anyhow::Result<(AdminUrl, Psql)> {
+        Ok((
+            AdminUrl::parse(&self.postgres_url)?,
+            Psql {
+                program: self.psql.clone(),
+            },
+        ))
+    }
+}
+
 /// A superuser URL of a local PostgreSQL, from which scratch-database URLs are derived.
 #[derive(Debug, Clone)]
 pub struct AdminUrl(Url);

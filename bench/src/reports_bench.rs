@@ -9,6 +9,7 @@ mod postgres;
 mod seed;
 #[allow(dead_code)]
 mod server;
+mod single_thread;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,16 +40,8 @@ struct Options {
     /// Where the SQLite file goes (kept for another look; delete it after).
     #[arg(long, default_value = "target/reports-bench.db")]
     sqlite_path: PathBuf,
-    /// A PostgreSQL superuser URL on this machine; a scratch database beside it is seeded and
-    /// dropped at the end.
-    #[arg(
-        long,
-        env = "BLDST_BENCH_POSTGRES_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/test"
-    )]
-    postgres_url: String,
-    #[arg(long, default_value = "psql")]
-    psql: PathBuf,
+    #[command(flatten)]
+    postgres: postgres::PostgresFlags,
     /// Leave the seeded databases in place at the end (the SQLite file always stays), for a
     /// later `--reuse` run.
     #[arg(long)]
@@ -80,24 +73,7 @@ const ENDPOINTS: [(&str, &str); 12] = [
 ];
 
 fn main() -> ExitCode {
-    let options = Options::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(options)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    single_thread::run(run(Options::parse()))
 }
 
 async fn run(options: Options) -> anyhow::Result<()> {
@@ -115,10 +91,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
                 format!("sqlite://{}", options.sqlite_path.display())
             }
             "postgres" => {
-                let admin = postgres::AdminUrl::parse(&options.postgres_url)?;
-                let psql = postgres::Psql {
-                    program: options.psql.clone(),
-                };
+                let (admin, psql) = options.postgres.admin()?;
                 let name = "bldst_reports_bench";
                 let mut database = if options.reuse {
                     postgres::ScratchDatabase::existing(&admin, &psql, name)
@@ -156,9 +129,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
             if backend == "postgres" {
                 // A migration that rewrote rows leaves them not all-visible until autovacuum
                 // passes (within minutes on a live server); measure what it leaves behind.
-                let psql = postgres::Psql {
-                    program: options.psql.clone(),
-                };
+                let (_, psql) = options.postgres.admin()?;
                 psql.execute(&url, "VACUUM ANALYZE build_history")?;
             }
             server

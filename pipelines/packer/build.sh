@@ -33,9 +33,11 @@ last_checkpoint_ami() {
 # reports it as the stage's `ami_id` output with the completion. `bldst build run` skips the
 # stage if it already completed, waits out a backoff after a failure or another run's lease on
 # the stage, heartbeats while Packer runs, stops (exit 12) if the build is blocked, and reports
-# a failure with Packer's stderr.
+# a failure with Packer's stderr. With `--retry` a failed Packer build (a flaky mirror, a
+# capacity error) is run again from the same source AMI once the server makes the retry due,
+# until it succeeds or the build is blocked after max_retries failures.
 checkpoint() {
-    bldst build run "$BUILD_ID" --state "$1" -- sh -c '
+    bldst build run "$BUILD_ID" --state "$1" --retry -- sh -c '
         packer build -var "source_ami=$1" -var "build_id=$BUILD_ID" -var "stage=$2" \
             -var "playbook=$3" -var "manifest=manifest-$2.json" rhel8.pkr.hcl &&
         echo "ami_id=$(jq -r ".builds[-1].artifact_id" "manifest-$2.json" | cut -d: -f2)" \
@@ -50,7 +52,7 @@ checkpoint 55 ../ansible/playbooks/55-services.yml
 checkpoint 90 ../ansible/playbooks/90-validation.yml
 # Stage 100: publish. The stages this pipeline does not use (20, 30-50, 60-85, 95) are
 # recorded as skipped when a later one completes.
-bldst build run "$BUILD_ID" --state 100 -- \
+bldst build run "$BUILD_ID" --state 100 --retry -- \
     aws ec2 modify-image-attribute --image-id "$(last_checkpoint_ami)" \
     --launch-permission 'Add=[{Group=all}]'
 bldst build get "$BUILD_ID"

@@ -3,7 +3,8 @@
 # the first run of the pipeline fails at stage 15; after the "fix", the same pipeline is run
 # again, skips stages 0-10, retries 15 and goes on to publish. Stage 10 leaves the image id it
 # made as an output; the re-run's stage 15 gets it back from the server, not from a file the
-# pipeline kept.
+# pipeline kept. Stage 20 is flaky (it fails once): `--retry` runs it again by itself once the
+# server makes its retry due, with nobody re-running anything.
 #
 #   bash pipelines/shell/resume-demo.sh            # `bldst` from PATH, else target/release, else target/debug
 #   BLDST=/path/to/bldst bash pipelines/shell/resume-demo.sh
@@ -46,9 +47,10 @@ trap cleanup EXIT
 
 say() { printf '\n\033[1m## %s\033[0m\n' "$*"; }
 
-# A throw-away server: a fresh SQLite file, no backoff so the retry can happen at once.
+# A throw-away server: a fresh SQLite file, no backoff so the retry can happen at once, and a
+# retry made due within a fifth of a second of its failure.
 export DATABASE_URL="sqlite://$work/buildstate.db" SECRET_KEY=demo-only
-export BUILDSTATE_BACKOFF_BASE_SECS=0 BUILDSTATE_LISTEN="127.0.0.1:$PORT"
+export BUILDSTATE_BACKOFF_BASE_SECS=0 BUILDSTATE_RETRY_CHECK_MILLIS=200 BUILDSTATE_LISTEN="127.0.0.1:$PORT"
 if ! BUILDSTATE_API_TOKEN=$("$BLDST" server bootstrap --username demo --email demo@example.com 2>"$work/bootstrap.log"); then
     cat "$work/bootstrap.log" >&2
     echo "error: \`$BLDST server bootstrap\` failed (above)" >&2
@@ -88,7 +90,13 @@ pipeline() {
         echo "base configuration: starting an instance from $ami"
         if [ ! -e "$1/mirror-fixed" ]; then echo "dnf: mirror timed out" >&2; exit 1; fi
         echo "base configuration applied on $ami"' "$BLDST" "$work"
-    "$BLDST" build run "$BUILD_ID" --state 20 -- echo "cloud provider setup done"
+    # Flaky: the cloud provider's API fails the first call. `--retry` waits until the server
+    # makes the retry due (after the backoff) and runs the step again.
+    "$BLDST" build run "$BUILD_ID" --state 20 --retry --max-wait 1m -- sh -c '
+        if [ ! -e "$0/provider-flaked" ]; then
+            touch "$0/provider-flaked"; echo "cloud provider API: 503" >&2; exit 1
+        fi
+        echo "cloud provider setup done"' "$work"
     "$BLDST" build run "$BUILD_ID" --state 100 -- echo "image published"
 }
 

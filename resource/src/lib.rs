@@ -7,10 +7,11 @@
 //!
 //! - [`schema`]: the `source` and `params` keys (unknown keys are refused), and the versions.
 //! - [`check`], [`get`] (`in`), [`put`] (`out`): the three commands, thin over
-//!   `buildstate-client`.
+//!   `buildstate-client`; [`backoff`]: `out` waiting out a failed stage's backoff.
 //! - [`connection`]: the client a command talks through and the identity it reports under;
 //!   [`log`]: the stderr lines, scrubbed of the token.
 
+pub mod backoff;
 pub mod check;
 pub mod connection;
 pub mod get;

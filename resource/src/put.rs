@@ -3,10 +3,12 @@
 //!
 //! The report is idempotent within a Concourse build: its `Idempotency-Key` is derived from the
 //! build's `BUILD_*` metadata and the report itself, so a put re-run by `attempts:` or a request
-//! retried after a lost answer records one transition.
+//! retried after a lost answer records one transition. A report refused because its stage is
+//! still backing off waits the backoff out first ([`crate::backoff`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use buildstate_client::api::{Client, ClientError};
 use buildstate_client::ci;
@@ -18,6 +20,7 @@ use buildstate_domain::{BuildKey, Labels, ReportStatus};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::backoff;
 use crate::connection::{concourse_run, describe};
 use crate::get::metadata;
 use crate::log::Log;
@@ -54,7 +57,16 @@ pub async fn put(
                     report.state, report.status
                 )
             });
-            let result = match client.report_transition(&id, &report, key.as_deref()).await {
+            let max_wait = Duration::from_secs(
+                params
+                    .backoff_max_wait_seconds
+                    .or(source.backoff_max_wait_seconds)
+                    .unwrap_or(backoff::DEFAULT_MAX_WAIT_SECONDS),
+            );
+            let reported =
+                backoff::report_after_backoff(client, &id, &report, key.as_deref(), max_wait, log)
+                    .await;
+            let result = match reported {
                 Ok(result) => result,
                 // A re-run puts `in_progress` on every stage before its task; on a stage that
                 // already completed there is nothing to record, and the implicit get's gate

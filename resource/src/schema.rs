@@ -39,9 +39,14 @@ pub struct Source {
     /// Failures a stage may have before a build `out` starts is blocked.
     #[serde(default)]
     pub max_retries: Option<u32>,
-    /// Emit only some transitions from `check`.
+    /// Emit only some transitions from `check`, e.g. `events: [retry_due]` for a resource
+    /// that re-triggers the job when the server makes a failed stage's retry due.
     #[serde(default)]
     pub filter: Option<Filter>,
+    /// The longest `out` waits out a failed stage's backoff before reporting on it (900 if
+    /// absent; 0: fail at once with `retry_too_soon`). `params` may override it.
+    #[serde(default)]
+    pub backoff_max_wait_seconds: Option<u64>,
     /// Log each step on stderr (never the token).
     #[serde(default)]
     pub debug: bool,
@@ -61,7 +66,8 @@ pub struct Source {
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     /// History event kinds: `started`, `in_progress`, `completed`, `failed`, `skipped`,
-    /// `retried`, `reset`, `cancelled`.
+    /// `retried`, `reset`, `cancelled`, `taken_over`, `retry_due` (the server made a failed
+    /// stage's next attempt due: trigger the job on it to retry by itself).
     #[serde(default)]
     pub events: Vec<EventKind>,
     /// State codes.
@@ -159,6 +165,10 @@ pub struct OutParams {
     /// the runs that resume the build by their `in` (`outputs/<KEY>`, `outputs.json`).
     #[serde(default)]
     pub outputs: Option<Outputs>,
+    /// This put's bound on waiting out the stage's backoff (`source.backoff_max_wait_seconds`
+    /// if absent).
+    #[serde(default)]
+    pub backoff_max_wait_seconds: Option<u64>,
 }
 
 /// The report a task writes for `params.file`.

@@ -17,7 +17,7 @@ use clap::{Args, Subcommand};
 
 use super::context::Context;
 use super::error::CliError;
-use super::{config, run as run_stage, values, watch};
+use super::{config, run as run_stage, run_loop, values, watch};
 use buildstate_client::failure::exit;
 
 /// History entries asked for per page when reading a whole history.
@@ -282,7 +282,7 @@ struct ReasonArgs {
 pub async fn run(args: BuildArgs, context: &Context<'_>) -> Result<u8, CliError> {
     let printer = &context.printer;
     match args.command {
-        BuildCommand::Run(args) => return run_stage::run(args, context).await,
+        BuildCommand::Run(args) => return run_loop::run(args, context).await,
         BuildCommand::Create(args) => create(args, context).await?,
         BuildCommand::Update(args) => update(args, context).await?,
         BuildCommand::Get { id } => {

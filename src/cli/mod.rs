@@ -14,6 +14,7 @@ mod logging;
 pub mod output;
 mod report;
 mod run;
+mod run_loop;
 #[cfg(feature = "server")]
 mod server;
 pub mod streams;

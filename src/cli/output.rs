@@ -197,13 +197,7 @@ impl Printer {
             "failures",
             format!("{} of {} allowed", build.failures, build.max_retries),
         ));
-        table.add_row(text(
-            "next attempt",
-            build
-                .next_attempt_at
-                .as_ref()
-                .map_or_else(|| "-".to_owned(), time),
-        ));
+        table.add_row(text("next attempt", next_attempt(build)));
         table.add_row(text("last message", optional(build.last_message.as_ref())));
         table.add_row(text(
             "lease",
@@ -378,6 +372,25 @@ impl Printer {
 }
 
 /// A time as RFC 3339 in UTC, to the second.
+/// When the build's failed stage runs again, e.g. `2026-12-06T21:40:00Z (in 30s), attempt 2
+/// of 4`; for a blocked build, what a person can do.
+pub fn next_attempt(build: &Build) -> String {
+    use buildstate_client::retry_wait::{needs_a_person, next_attempt_words};
+    match (build.status, build.next_attempt_at) {
+        (BuildStatus::Failed, Some(at)) => {
+            let left = (at - Utc::now()).num_seconds();
+            let when = if left > 0 {
+                format!("in {left}s")
+            } else {
+                "due now".to_owned()
+            };
+            format!("{} ({when}), {}", time(&at), next_attempt_words(build))
+        }
+        (BuildStatus::Blocked, _) => format!("none: {}", needs_a_person(&build.id)),
+        _ => "-".to_owned(),
+    }
+}
+
 pub fn time(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }

@@ -7,6 +7,9 @@
 //! with the tail of the command's stderr as the message — either releases the lease — and
 //! exits with the command's code. Its own lines go to stderr, prefixed `bldst:`, so the
 //! command's stdout stays the command's.
+//!
+//! This module runs one attempt ([`run_once`]); `--retry`'s loop over attempts is
+//! [`super::run_loop`]'s.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -17,7 +20,7 @@ use buildstate_client::gate_wait::{self, GateOutcome, NotWaited, WaitPolicy};
 use buildstate_client::lease::{read_outputs_file, Heartbeats};
 use buildstate_client::message::{keep_tail, message_from_output};
 use buildstate_domain::limits::MAX_MESSAGE_CHARS;
-use buildstate_domain::wire::ReportTransition;
+use buildstate_domain::wire::{Build, ReportTransition};
 use buildstate_domain::{BuildId, Outputs, ReportStatus, StateCode};
 use clap::Args;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -46,11 +49,16 @@ environment. What it writes to $BLDST_OUTPUTS_FILE (a JSON object of strings, or
 lines) is reported as the stage's outputs with the completion; read earlier stages' outputs with \
 `bldst build outputs \"$BUILDSTATE_BUILD_ID\" KEY`. Outputs are not for secrets.
 
+With --retry, a failed command is run again once the server makes the stage's retry due \
+(after its backoff; each wait at most --max-wait), until it succeeds or the build is blocked; \
+the exit code is the last attempt's.
+
 While the command runs, the stage is leased to this run (--run, else the report source with a \
 random suffix) and heartbeats keep the lease; the completion or failure releases it.
 
 Examples:
   bldst build run \"$BUILD_ID\" --state 15 -- ansible-playbook -i inventory base.yml
+  bldst build run \"$BUILD_ID\" --state 15 --retry -- ansible-playbook -i inventory base.yml
   bldst build run \"$BUILD_ID\" --state 70 --no-wait -- ./run-integration-tests.sh
   bldst_cli build run \"$BUILD_ID\" --state 55 --max-wait 30m -- sh -c 'dnf -y install httpd'
   bldst build run \"$BUILD_ID\" --state 10 -- sh -c 'packer build . && echo ami_id=$(jq -r .builds[-1].artifact_id manifest.json | cut -d: -f2) >> \"$BLDST_OUTPUTS_FILE\"'"
@@ -59,16 +67,24 @@ pub struct RunArgs {
     /// The build's id, e.g. from `bldst build create --quiet` or `bldst build list`; the
     /// setup action exports it for a job's later steps.
     #[arg(env = "BUILDSTATE_BUILD_ID")]
-    id: BuildId,
+    pub(super) id: BuildId,
     /// The stage this command performs.
     #[arg(long, value_name = "N", value_parser = values::state_code(), hide_possible_values = true)]
-    state: StateCode,
+    pub(super) state: StateCode,
     /// If the stage is backing off after a failure, exit 11 at once instead of waiting.
     #[arg(long)]
     no_wait: bool,
-    /// The longest backoff to wait out before giving up with exit 11.
+    /// The longest backoff to wait out before giving up with exit 11 (with --retry: before
+    /// each retry).
     #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
-    max_wait: Duration,
+    pub(super) max_wait: Duration,
+    /// When the command fails, wait until the server makes the stage's retry due (its
+    /// backoff) and run the command again, until it succeeds or the build is blocked.
+    #[arg(long, conflicts_with = "no_wait")]
+    pub(super) retry: bool,
+    /// How often to ask whether the retry is due once the backoff has elapsed.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval, hide = true)]
+    pub(super) retry_poll: Duration,
     /// Where the reports come from [default: BUILDSTATE_SOURCE, or the CI run's URL].
     #[arg(long)]
     source: Option<String>,
@@ -99,9 +115,31 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// Runs `bldst build run`; the `u8` is the exit code.
-pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
-    let client = context.client()?;
+/// One attempt's end: the exit code, and with a failure the server recorded, the build as
+/// that failure left it (failed, or blocked).
+pub(super) struct Attempt {
+    pub(super) code: u8,
+    pub(super) failed: Option<Build>,
+}
+
+/// The run identity of this `bldst build run`: `--run`, else the report source (or `local`)
+/// with a random suffix. Every attempt of a `--retry` loop uses the same one.
+pub(super) fn run_identity(args: &RunArgs, context: &Context<'_>) -> String {
+    let source = config::report_source(args.source.as_deref(), context.env);
+    args.run.clone().unwrap_or_else(|| {
+        let base = source.as_deref().unwrap_or("local");
+        let suffix = buildstate_client::api::new_idempotency_key();
+        format!("{base}#{}", &suffix[..suffix.len().min(8)])
+    })
+}
+
+/// Runs one attempt of `bldst build run` as run `run`: gate, report, run, report.
+pub(super) async fn run_once(
+    args: &RunArgs,
+    context: &Context<'_>,
+    client: &Client,
+    run: &str,
+) -> Result<Attempt, CliError> {
     let stage = args.state;
     let id = &args.id;
     let program = args
@@ -110,13 +148,8 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
         .map(|program| program.to_string_lossy().into_owned())
         .unwrap_or_default();
     let source = config::report_source(args.source.as_deref(), context.env);
-    let run = args.run.clone().unwrap_or_else(|| {
-        let base = source.as_deref().unwrap_or("local");
-        let suffix = buildstate_client::api::new_idempotency_key();
-        format!("{base}#{}", &suffix[..suffix.len().min(8)])
-    });
-    if let Some(code) = gate_until_runnable(&client, &args, &run, &context.printer).await? {
-        return Ok(code);
+    if let Some(code) = gate_until_runnable(client, args, run, &context.printer).await? {
+        return Ok(Attempt { code, failed: None });
     }
     let report = |status, message: String, fence: Option<i64>, outputs: Outputs| ReportTransition {
         state: stage,
@@ -124,7 +157,7 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
         message: Some(message),
         expected_state: None,
         source: source.clone(),
-        run: Some(run.clone()),
+        run: Some(run.to_owned()),
         fence,
         outputs,
     };
@@ -216,7 +249,7 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
     match (status, reported) {
         (ReportStatus::Completed, Ok(result)) => {
             context.printer.note(&format!("bldst: {}", result.note));
-            Ok(code)
+            Ok(Attempt { code, failed: None })
         }
         (ReportStatus::Completed, Err(error)) => {
             let error = CliError::from(error);
@@ -236,14 +269,17 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
                 ));
             }
             context.printer.note(&format!("bldst: {}", result.note));
-            Ok(code)
+            Ok(Attempt {
+                code,
+                failed: Some(result.build),
+            })
         }
         (_, Err(error)) => {
             context.printer.note(&format!(
                 "error: `{program}` failed and the failure of stage {stage} of build `{id}` could not be recorded: {}",
                 CliError::from(error).message
             ));
-            Ok(code)
+            Ok(Attempt { code, failed: None })
         }
     }
 }

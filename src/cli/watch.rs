@@ -10,7 +10,7 @@ use buildstate_domain::{BuildId, BuildStatus};
 
 use super::context::Context;
 use super::error::CliError;
-use super::output::time;
+use super::output::{next_attempt, time};
 use buildstate_client::failure::exit;
 
 /// Exit code after Ctrl-C, the shell's convention for SIGINT.
@@ -71,7 +71,8 @@ fn exit_code(status: BuildStatus) -> u8 {
 }
 
 /// One transition: when, the entry, and where it left the build, e.g.
-/// `2025-01-02T10:00:00Z  #7  55 failed (attempt 2)  -> failed at 55 run_tests  "mirror down"`.
+/// `2025-01-02T10:00:00Z  #7  55 failed (attempt 2)  -> failed at 55 run_tests, next attempt:
+/// 2025-01-02T10:01:00Z (in 60s), attempt 3 of 4  "mirror down"`.
 fn transition_line(event: &BuildEvent) -> String {
     let HistoryEntry {
         seq,
@@ -95,6 +96,10 @@ fn transition_line(event: &BuildEvent) -> String {
             "  -> {} at {} {}",
             build.status, build.state, build.state_name
         ));
+        // A failed or blocked build: when it runs again, or that it will not by itself.
+        if matches!(build.status, BuildStatus::Failed | BuildStatus::Blocked) {
+            line.push_str(&format!(", next attempt: {}", next_attempt(build)));
+        }
     }
     if let Some(first) = message
         .as_deref()

@@ -10,4 +10,5 @@ mod bad_input;
 mod commit_status;
 mod helpers;
 mod image;
+mod retries;
 mod steps;

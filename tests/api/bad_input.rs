@@ -323,3 +323,61 @@ async fn every_bad_request_gets_a_named_4xx_and_changes_nothing(app: TestApp) {
         insta::assert_snapshot!("bad_input_answers", answers);
     });
 }
+
+on_both_backends!(every_route_with_an_id_answers_a_malformed_id_as_not_found);
+
+/// Every operation the OpenAPI document lists with an `{id}` in its path, asked with ids no
+/// resource can have: each answers 404 with the resource's not-found code, as the document
+/// promises, before looking at a body or a query (one extractor reads every id).
+async fn every_route_with_an_id_answers_a_malformed_id_as_not_found(app: TestApp) {
+    // Arrange
+    let (_, document) = raw(&app, Method::GET, "/openapi.json", None, None).await;
+    let operations: Vec<(Method, String)> = document["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .filter(|(path, _)| path.contains("{id}"))
+        .flat_map(|(path, item)| {
+            let methods = item.as_object().expect("path item").keys();
+            methods.map(move |method| {
+                let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+                (method, path.clone())
+            })
+        })
+        .collect();
+    assert_eq!(
+        operations.len(),
+        11,
+        "the build routes and DELETE /tokens/{{id}}: {operations:?}"
+    );
+    // Ids are URL-safe (letters, digits, `_`, `-`) and at most 64 characters.
+    let too_long = "b".repeat(65);
+    let malformed = [
+        "..%2Fetc",
+        "%FF",
+        "b_%00aaaaaaaaaaaaaaaaaaa",
+        "two%20words",
+        &too_long,
+    ];
+
+    for (method, path) in &operations {
+        for id in malformed {
+            // Act
+            let url = path.replace("{id}", id);
+            let (status, json) =
+                raw(&app, method.clone(), &url, Some(&app.admin_token), None).await;
+
+            // Assert
+            let expected = if path.starts_with("/builds/") {
+                "build_not_found"
+            } else {
+                "not_found"
+            };
+            let name = format!("{method} {url}");
+            assert_eq!(status, 404, "{name}: {json}");
+            assert_eq!(json["error"]["code"], expected, "{name}: {json}");
+            let message = json["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.ends_with("not found"), "{name}: {message}");
+        }
+    }
+}

@@ -185,3 +185,85 @@ async fn bldst_server_token_create_recovers_a_locked_out_install(app: crate::sup
 }
 
 crate::on_both_backends!(bldst_server_token_create_recovers_a_locked_out_install);
+
+/// `bldst server token create` follows the API's token rules (domain `tokens`), with the
+/// API's own sentences: a description that says nothing or breaks the free-text rules, a
+/// scope the user's role cannot hold, an expiry that is zero or over a hundred years.
+async fn bldst_server_token_create_refuses_what_the_api_refuses_in_its_words(
+    app: crate::support::TestApp,
+) {
+    // Arrange: a member, who holds at most `write` tokens
+    let admin = app.client();
+    admin
+        .create_user(&buildstate_domain::wire::CreateUser {
+            username: "ci".parse().expect("username"),
+            email: "ci@example.com".parse().expect("email"),
+            role: buildstate_domain::Role::Member,
+        })
+        .await
+        .expect("member created");
+    let long = "x".repeat(buildstate_domain::limits::MAX_TOKEN_DESCRIPTION_CHARS + 1);
+    // (username, scope, description, --expires-in, the API's expires_in_seconds)
+    let cases = [
+        ("admin", "admin", "   ", None, None::<u64>),
+        ("admin", "admin", long.as_str(), None, None),
+        ("admin", "admin", "ring \u{7} the bell", None, None),
+        ("ci", "admin", "a pipeline", None, None),
+        ("admin", "read", "a pipeline", Some("0s"), Some(0)),
+        (
+            "admin",
+            "read",
+            "a pipeline",
+            Some("40000d"),
+            Some(40_000 * 86_400),
+        ),
+    ];
+    for (username, scope, description, expires_in, expires_in_seconds) in cases {
+        let name = format!("{username} {scope} {description:?} {expires_in:?}");
+
+        // Act: the API, then the command
+        let mut body = serde_json::json!({
+            "username": username,
+            "scope": scope,
+            "description": description,
+        });
+        if let Some(seconds) = expires_in_seconds {
+            body["expires_in_seconds"] = seconds.into();
+        }
+        let (status, api) = crate::helpers::raw(
+            &app,
+            reqwest::Method::POST,
+            "/tokens",
+            Some(&app.admin_token),
+            Some(("application/json", &body.to_string())),
+        )
+        .await;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bldst"));
+        command
+            .args(["server", "token", "create", "--username", username])
+            .args(["--scope", scope, "--description", description])
+            .args(
+                expires_in
+                    .map(|expiry| ["--expires-in", expiry])
+                    .into_iter()
+                    .flatten(),
+            )
+            .env("DATABASE_URL", &app.database_url)
+            .env("SECRET_KEY", "test-secret-key")
+            .env("NO_COLOR", "1");
+        let refused = command.output().expect("bldst runs");
+
+        // Assert: both refuse, with one sentence
+        assert_eq!(status, 422, "{name}: {api}");
+        let sentence = api["error"]["message"].as_str().expect("a message");
+        assert!(!refused.status.success(), "{name}: the command refused too");
+        assert!(refused.stdout.is_empty(), "{name}: no token printed");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains(sentence),
+            "{name}: {stderr} lacks {sentence}"
+        );
+    }
+}
+
+crate::on_both_backends!(bldst_server_token_create_refuses_what_the_api_refuses_in_its_words);

@@ -21,6 +21,7 @@ mod rate_limits;
 mod replicas;
 mod reports;
 mod retention;
+mod retries;
 mod server_image;
 mod text_rules;
 mod tls;

@@ -381,13 +381,13 @@ async fn reports_answer_success_failures_durations_stuck_and_recovery(app: TestA
 }
 
 /// Reads server-sent events from an open response until `count` have arrived.
-struct EventReader {
+pub(crate) struct EventReader {
     answer: reqwest::Response,
     buffer: String,
 }
 
 impl EventReader {
-    async fn open(app_url: &str, token: &str, last_event_id: Option<&str>) -> Self {
+    pub(crate) async fn open(app_url: &str, token: &str, last_event_id: Option<&str>) -> Self {
         let mut request = reqwest::Client::new().get(app_url).bearer_auth(token);
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id);
@@ -405,7 +405,7 @@ impl EventReader {
     }
 
     /// The next `transition` event: (id, data).
-    async fn next(&mut self) -> (String, Value) {
+    pub(crate) async fn next(&mut self) -> (String, Value) {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
@@ -708,10 +708,10 @@ async fn metrics_count_builds_transitions_and_requests(app: TestApp) {
 }
 
 /// What the local receiver saw: (alert header, signature header, body).
-type Received = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+pub(crate) type Received = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
 
 /// A webhook receiver on 127.0.0.1:0 that refuses the first `refusals` deliveries with a 503.
-async fn receiver(refusals: usize) -> (String, Received) {
+pub(crate) async fn receiver(refusals: usize) -> (String, Received) {
     let received: Received = Arc::default();
     let attempts = Arc::new(Mutex::new(0usize));
     let state = (received.clone(), attempts);
@@ -751,7 +751,7 @@ async fn receiver(refusals: usize) -> (String, Received) {
     (url, received)
 }
 
-async fn wait_for(received: &Received, alert: &str) -> Vec<u8> {
+pub(crate) async fn wait_for(received: &Received, alert: &str) -> Vec<u8> {
     for _ in 0..400 {
         if let Some((_, _, body)) = received
             .lock()

@@ -14,6 +14,17 @@ pub fn json<T: serde::de::DeserializeOwned>(text: &str) -> T {
     serde_json::from_str(text).unwrap_or_else(|error| panic!("JSON on stdout ({error}): {text}"))
 }
 
+/// The build `id` as `bldst build get -o json` prints it.
+pub async fn build_of(bldst: &Bldst, id: &str) -> buildstate_domain::wire::Build {
+    json(
+        &bldst
+            .run(&["build", "get", id, "-o", "json"])
+            .await
+            .ok()
+            .stdout,
+    )
+}
+
 /// What one run of `bldst` left behind.
 #[derive(Debug)]
 pub struct Outcome {

@@ -13,6 +13,7 @@ mod helpers;
 mod outputs;
 mod rate_limits;
 mod reports;
+mod retries;
 mod run;
 mod streams;
 mod usage;

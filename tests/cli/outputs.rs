@@ -4,10 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use buildstate_domain::wire::Build;
 use buildstate_domain::StageOutput;
 
-use crate::helpers::{json, Bldst};
+use crate::helpers::{build_of, json, Bldst};
 use crate::on_both_backends;
 use crate::support::{Backend, TestApp};
 
@@ -17,16 +16,6 @@ on_both_backends!(
     build_run_reports_what_the_command_wrote_to_the_outputs_file,
     build_run_does_not_run_on_a_stage_another_run_holds,
 );
-
-async fn build_of(bldst: &Bldst, id: &str) -> Build {
-    json(
-        &bldst
-            .run(&["build", "get", id, "-o", "json"])
-            .await
-            .ok()
-            .stdout,
-    )
-}
 
 async fn outputs_set_on_update_are_read_back_as_a_table_a_value_env_lines_and_json(app: TestApp) {
     let bldst = Bldst::admin(&app);

@@ -2,21 +2,11 @@
 //! through, its failure is reported with the end of its stderr, a completed stage is skipped
 //! and a blocked build or a backoff stops it, each with its documented exit code.
 
-use buildstate_domain::wire::{Build, HistoryPage};
+use buildstate_domain::wire::HistoryPage;
 
 use crate::assert_cli_snapshot;
-use crate::helpers::{json, Bldst};
+use crate::helpers::{build_of, json, Bldst};
 use crate::support::{Backend, TestApp};
-
-async fn build_of(bldst: &Bldst, id: &str) -> Build {
-    json(
-        &bldst
-            .run(&["build", "get", id, "-o", "json"])
-            .await
-            .ok()
-            .stdout,
-    )
-}
 
 async fn a_command_that_succeeds_completes_its_stage(app: TestApp) {
     // Arrange

@@ -15,3 +15,4 @@ mod outputs;
 mod pipelines;
 mod put;
 mod rate_limits;
+mod retries;

@@ -136,3 +136,90 @@ fn a_broken_example_would_be_caught() {
         assert!(caught.is_err(), "{why} fails the validation");
     }
 }
+
+/// The `get` steps of `jobs` with `trigger: true`, as (job, resource) pairs.
+fn triggers(jobs: &Value) -> Vec<(String, String)> {
+    fn walk(job: &str, value: &Value, found: &mut Vec<(String, String)>) {
+        match value {
+            Value::Mapping(map) => {
+                if let (Some(step), Some(true)) = (
+                    map.get("get").and_then(Value::as_str),
+                    map.get("trigger").and_then(Value::as_bool),
+                ) {
+                    let resource = map.get("resource").and_then(Value::as_str).unwrap_or(step);
+                    found.push((job.to_owned(), resource.to_owned()));
+                }
+                for (_, child) in map {
+                    walk(job, child, found);
+                }
+            }
+            Value::Sequence(items) => {
+                for item in items {
+                    walk(job, item, found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for job in jobs.as_sequence().expect("jobs") {
+        let name = job["name"].as_str().expect("job name");
+        walk(name, &job["plan"], &mut found);
+    }
+    found
+}
+
+#[test]
+fn the_retries_example_retriggers_its_job_on_retry_due_of_the_line_it_reports_on() {
+    // Arrange
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/concourse/retries.yml");
+    let text = std::fs::read_to_string(&path).expect("pipelines/concourse/retries.yml");
+    let pipeline: Value = serde_norway::from_str(&text).expect("YAML");
+    let resources = state_store_resources("retries.yml", &pipeline);
+
+    // Act: the resources that emit only `retry_due`, and the jobs they trigger.
+    let retry_due: Vec<(&String, &Source)> = resources
+        .iter()
+        .filter(|(_, source)| {
+            source
+                .filter
+                .as_ref()
+                .is_some_and(|filter| filter.events == [buildstate_domain::EventKind::RetryDue])
+        })
+        .collect();
+    let triggers = triggers(&pipeline["jobs"]);
+
+    // Assert: one such resource, on the build line another resource reports on, and a job
+    // that triggers on it and puts that line's stages.
+    assert_eq!(retry_due.len(), 1, "one retry_due resource: {resources:?}");
+    let (retry_name, retry_source) = retry_due[0];
+    let reported = resources
+        .iter()
+        .find(|(name, source)| {
+            *name != retry_name
+                && source.filter.is_none()
+                && source.platform == retry_source.platform
+                && source.image_type == retry_source.image_type
+                && source.key == retry_source.key
+        })
+        .map(|(name, _)| name.clone())
+        .expect("a resource reports on the same build line");
+    let job = triggers
+        .iter()
+        .find(|(_, resource)| resource == retry_name)
+        .map(|(job, _)| job.clone())
+        .expect("a job triggers on the retry_due resource");
+    let job_text = serde_norway::to_string(
+        pipeline["jobs"]
+            .as_sequence()
+            .expect("jobs")
+            .iter()
+            .find(|candidate| candidate["name"].as_str() == Some(job.as_str()))
+            .expect("the job"),
+    )
+    .expect("YAML");
+    assert!(
+        job_text.contains(&format!("put: {reported}")),
+        "job `{job}` reports on `{reported}`"
+    );
+}

@@ -259,12 +259,16 @@ impl Peer {
     }
 }
 
-/// A test server's configuration: a fixed key, no backoff, the small pool.
+/// A test server's configuration: a fixed key, no backoff, the small pool, and no retry
+/// scheduler: with no backoff every failure would be due at once, and a `retry_due` entry
+/// appearing beside a test's own reports would make its history depend on timing. Tests of
+/// automatic retries turn it on (`retry_check_millis`).
 fn test_config(database_url: &str) -> ServerConfig {
     let mut config = ServerConfig::for_database(database_url);
     config.secret_key = Some("test-secret-key".into());
     config.backoff_base_secs = 0;
     config.database_max_connections = TEST_POOL_SIZE;
+    config.retry_check_millis = 0;
     config
 }
 
@@ -317,6 +321,49 @@ macro_rules! on_both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
                     $crate::support::on($crate::support::Backend::Postgres, super::$scenario).await;
+                }
+            }
+        )+
+    };
+}
+
+/// Runs `scenario` on `backend` with the server's configuration changed by `adjust`, unless
+/// that backend is not configured.
+pub async fn on_with<F, Fut>(backend: Backend, adjust: impl FnOnce(&mut ServerConfig), scenario: F)
+where
+    F: FnOnce(TestApp) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if let Some(app) = TestApp::spawn_with(backend, adjust).await {
+        scenario(app).await;
+    }
+}
+
+/// [`on_both_backends!`] on servers configured by `adjust` (an `fn(&mut ServerConfig)` beside
+/// the scenarios): `on_both_backends_with!(adjust => scenario, ...)`.
+#[macro_export]
+macro_rules! on_both_backends_with {
+    ($adjust:ident => $($scenario:ident),+ $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    $crate::support::on_with(
+                        $crate::support::Backend::Sqlite,
+                        super::$adjust,
+                        super::$scenario,
+                    )
+                    .await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    $crate::support::on_with(
+                        $crate::support::Backend::Postgres,
+                        super::$adjust,
+                        super::$scenario,
+                    )
+                    .await;
                 }
             }
         )+

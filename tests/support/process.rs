@@ -19,7 +19,9 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `bldst server --listen 127.0.0.1:0 ARGS…` on `database_url` with `SECRET_KEY`
-    /// set as the in-process test servers set it, plus `env`; waits until it listens.
+    /// set as the in-process test servers set it, and, as they have it, no retry scheduler
+    /// (tests of automatic retries turn it on with `BUILDSTATE_RETRY_CHECK_MILLIS` in `env`),
+    /// plus `env`; waits until it listens.
     pub async fn start(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_bldst"));
         command
@@ -27,6 +29,7 @@ impl ServerProcess {
             .args(args)
             .env("DATABASE_URL", database_url)
             .env("SECRET_KEY", "test-secret-key")
+            .env("BUILDSTATE_RETRY_CHECK_MILLIS", "0")
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .env_remove("BUILDSTATE_LOG_FORMAT");

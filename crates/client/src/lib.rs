@@ -10,6 +10,7 @@
 //! - [`failure`]: client errors as documented exit codes and sentences that say what to do.
 //! - [`gate_wait`]: ask the gate, waiting out a backoff, until a stage may run.
 //! - [`lease`]: heartbeats while a command holds a stage, and the outputs it leaves behind.
+//! - [`retry_wait`]: wait for the server to make a failed stage's retry due.
 //!
 //! Nothing here links the server (axum, sqlx); `.ci/run` checks that with `cargo tree`.
 
@@ -21,5 +22,6 @@ pub mod failure;
 pub mod gate_wait;
 pub mod lease;
 pub mod message;
+pub mod retry_wait;
 
 pub use api::{Client, ClientConfig, ClientError};

@@ -167,6 +167,7 @@ mod tests {
             next_attempt_at: None,
             lease: None,
             last_seq: 9,
+            retry_due_seq: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod limits;
 pub mod notes;
 pub mod outputs;
 pub mod reports;
+pub mod retries;
 pub mod rules;
 pub mod state;
 pub mod status;
@@ -21,6 +22,7 @@ pub use fields::{
 };
 pub use gate::{gate, Gate, GateDecision};
 pub use outputs::{InvalidOutputs, Outputs, StageOutput, StageOutputs};
+pub use retries::{record_retry_due, retry_due, DueRetry};
 pub use rules::{
     apply_operator_action, apply_report, release_lease, renew_lease, Event, Lease, OperatorAction,
     Progress, Refusal, Report, RetryPolicy, Transition, DEFAULT_LEASE_DURATION,

@@ -3,6 +3,7 @@
 //! for (stages skipped by a jump, stage 0 completed by one). Pure, so every store and front end
 //! says the same thing, and tested here rather than through a database.
 
+use crate::fields::BuildId;
 use crate::rules::{Event, Progress};
 use crate::state::StateCode;
 use crate::status::{BuildStatus, EventKind};
@@ -80,11 +81,26 @@ pub fn describe_transition(events: &[Event], build: &Progress, max_retries: u32)
             last.state, build.failures, max_retries
         ),
         (K::Retried, _) => format!("stage {} will be retried", last.state),
+        (K::RetryDue, _) => last
+            .note
+            .clone()
+            .unwrap_or_else(|| format!("a retry of stage {} is due", last.state)),
         (K::Reset, _) => format!("the build was reset to stage {}", last.state),
         (K::Cancelled, _) => "the build was cancelled".to_owned(),
         (kind, _) => format!("recorded {kind} at stage {}", last.state),
     };
     what + &skipped
+}
+
+/// What to do with a build that is blocked at `state`: the three operator commands, each
+/// with its arguments, for an alert or a summary to show as is.
+pub fn blocked_next_step(id: &BuildId, state: StateCode) -> String {
+    format!(
+        "build `{id}` is blocked at stage {state} and needs a person: run it again with \
+         `bldst build retry {id} --reason TEXT`, go back with \
+         `bldst build reset {id} --state CODE --reason TEXT` (CODE at most {state}), or give \
+         it up with `bldst build cancel {id} --reason TEXT` (admin token)"
+    )
 }
 
 #[cfg(test)]
@@ -103,6 +119,7 @@ mod tests {
             next_attempt_at: None,
             lease: None,
             last_seq: 1,
+            retry_due_seq: None,
         }
     }
 
@@ -179,6 +196,14 @@ mod tests {
                 BuildStatus::Cancelled,
                 "the build was cancelled",
             ),
+            (
+                Event {
+                    note: Some("retry 1 of 3 of stage 15 is due".to_owned()),
+                    ..event(15, EventKind::RetryDue)
+                },
+                BuildStatus::Failed,
+                "retry 1 of 3 of stage 15 is due",
+            ),
         ];
         for (event, status, sentence) in cases {
             let state = i64::from(event.state);
@@ -218,6 +243,18 @@ mod tests {
         assert_eq!(
             already_completed(code(100), &at(100, BuildStatus::Completed, 0)),
             "stage 100 was already completed; the build is completed"
+        );
+    }
+
+    #[test]
+    fn a_blocked_build_names_the_three_commands_with_its_id_and_stage() {
+        let id: BuildId = "b_abc".parse().expect("id");
+        assert_eq!(
+            blocked_next_step(&id, code(15)),
+            "build `b_abc` is blocked at stage 15 and needs a person: run it again with \
+             `bldst build retry b_abc --reason TEXT`, go back with \
+             `bldst build reset b_abc --state CODE --reason TEXT` (CODE at most 15), or give it \
+             up with `bldst build cancel b_abc --reason TEXT` (admin token)"
         );
     }
 }

@@ -37,6 +37,10 @@ pub struct Progress {
     pub lease: Option<Lease>,
     /// The sequence number of the newest history entry (fences are sequence numbers).
     pub last_seq: i64,
+    /// With `failed`: the sequence number of the `retry_due` entry that announced the failed
+    /// stage's next attempt, once the server recorded it ([`crate::retries`]). Every change
+    /// that moves the build clears it, so each failure gets its own.
+    pub retry_due_seq: Option<i64>,
 }
 
 impl Progress {
@@ -49,6 +53,7 @@ impl Progress {
             next_attempt_at: None,
             lease: None,
             last_seq: 1,
+            retry_due_seq: None,
         }
     }
 
@@ -413,6 +418,7 @@ pub fn apply_report(
         next_attempt_at,
         lease: None,
         last_seq,
+        retry_due_seq: None,
     };
     let progress = match report.status {
         ReportStatus::Completed => {
@@ -462,13 +468,13 @@ pub fn apply_report(
             if failures > policy.max_retries {
                 finished_with(stage, BuildStatus::Blocked, failures, None)
             } else {
-                let wait = chrono::Duration::from_std(policy.backoff(failures))
-                    .unwrap_or(chrono::Duration::MAX);
+                // Always a time, however long the configured backoff: the scheduler finds
+                // failed builds by it, and one without would never be retried.
                 finished_with(
                     stage,
                     BuildStatus::Failed,
                     failures,
-                    now.checked_add_signed(wait),
+                    Some(deadline(now, policy.backoff(failures))),
                 )
             }
         }
@@ -595,6 +601,7 @@ pub fn apply_operator_action(
         next_attempt_at: None,
         lease: None,
         last_seq,
+        retry_due_seq: None,
     };
     match action {
         OperatorAction::Retry => match current.status {
@@ -630,6 +637,7 @@ pub fn apply_operator_action(
                     next_attempt_at: None,
                     lease: None,
                     last_seq,
+                    retry_due_seq: None,
                     ..current.clone()
                 },
                 Event::plain(current.state, EventKind::Cancelled),
@@ -639,15 +647,17 @@ pub fn apply_operator_action(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use BuildStatus::{Blocked, Cancelled, Completed, Failed, InProgress, Running};
 
-    fn code(n: i64) -> StateCode {
+    /// A state code the test knows is valid (the other rule modules' tests use it too).
+    pub(crate) fn code(n: i64) -> StateCode {
         StateCode::new(n).expect("test codes are valid")
     }
 
-    fn now() -> DateTime<Utc> {
+    /// The rule tests' fixed clock.
+    pub(crate) fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).expect("valid timestamp")
     }
 
@@ -659,6 +669,7 @@ mod tests {
             next_attempt_at: None,
             lease: None,
             last_seq: 7,
+            retry_due_seq: None,
         }
     }
 

@@ -120,6 +120,9 @@ wire_enum! {
         Cancelled => "cancelled",
         /// A run's lease on this stage expired and another run took the stage over.
         TakenOver => "taken_over",
+        /// The failed stage's backoff ended and it has retries left: its next attempt is due
+        /// now. Recorded by the server, once per failure; front ends start the retry on it.
+        RetryDue => "retry_due",
     }
 }
 

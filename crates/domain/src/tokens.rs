@@ -12,7 +12,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::fields::Username;
+use crate::fields::{check_free_text, InvalidField, Username};
+use crate::limits::MAX_TOKEN_DESCRIPTION_CHARS;
 use crate::status::{Role, Scope};
 
 /// The longest lifetime a token may be given, in seconds (100 years): leave the expiry out for
@@ -47,6 +48,12 @@ pub enum TokenRefusal {
         role: Role,
         requested: Scope,
     },
+    /// A token's description says what it is for: it may not be blank.
+    #[error("say what the token is for, e.g. \"concourse aws-rhel8 pipeline\"")]
+    DescriptionMissing,
+    /// The description breaks the free-text rules (its length, a control character).
+    #[error(transparent)]
+    DescriptionInvalid(InvalidField),
     #[error("must be positive")]
     ExpiryNotPositive,
     #[error("must be at most {MAX_TOKEN_LIFETIME_SECS} seconds (100 years); leave it out for a token that never expires")]
@@ -67,6 +74,9 @@ impl TokenRefusal {
             | TokenRefusal::ScopeAboveCreator { .. }
             | TokenRefusal::RevokeAboveScope { .. } => None,
             TokenRefusal::ScopeAboveRole { .. } => Some("scope"),
+            TokenRefusal::DescriptionMissing | TokenRefusal::DescriptionInvalid(_) => {
+                Some("description")
+            }
             TokenRefusal::ExpiryNotPositive
             | TokenRefusal::ExpiryTooLarge
             | TokenRefusal::ExpiryAfterCreator { .. } => Some("expires_in_seconds"),
@@ -101,6 +111,15 @@ pub fn authorize_token_creation(
     Ok(())
 }
 
+/// Is `description` fit to describe a token: not blank, and within the free-text rules?
+pub fn check_description(description: &str) -> Result<(), TokenRefusal> {
+    if description.trim().is_empty() {
+        return Err(TokenRefusal::DescriptionMissing);
+    }
+    check_free_text("description", description, MAX_TOKEN_DESCRIPTION_CHARS)
+        .map_err(TokenRefusal::DescriptionInvalid)
+}
+
 /// The expiry of a new `scope` token for a user with `role`, created by `creator` at `now`
 /// with `expires_in_seconds` asked for (`None`: never, or the creator's expiry if it has one).
 pub fn grant_token(
@@ -112,27 +131,7 @@ pub fn grant_token(
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, TokenRefusal> {
     authorize_token_creation(creator, username, scope)?;
-    if !role.max_scope().allows(scope) {
-        return Err(TokenRefusal::ScopeAboveRole {
-            username: username.clone(),
-            role,
-            requested: scope,
-        });
-    }
-    let asked = match expires_in_seconds {
-        Some(0) => return Err(TokenRefusal::ExpiryNotPositive),
-        Some(seconds) if seconds > MAX_TOKEN_LIFETIME_SECS => {
-            return Err(TokenRefusal::ExpiryTooLarge)
-        }
-        Some(seconds) => Some(
-            i64::try_from(seconds)
-                .ok()
-                .and_then(Duration::try_seconds)
-                .and_then(|lifetime| now.checked_add_signed(lifetime))
-                .ok_or(TokenRefusal::ExpiryTooLarge)?,
-        ),
-        None => None,
-    };
+    let asked = grant_root_token(username, role, scope, expires_in_seconds, now)?;
     match (asked, creator.expires_at) {
         (Some(asked), Some(limit)) if asked > limit => Err(TokenRefusal::ExpiryAfterCreator {
             max_seconds: (limit - now).num_seconds().max(0),
@@ -140,6 +139,35 @@ pub fn grant_token(
         }),
         (None, limit) => Ok(limit),
         (asked, _) => Ok(asked),
+    }
+}
+
+/// The expiry of a new root token, one no token created (`bldst server token create`, run
+/// with the server's own key): the rules of [`grant_token`] but the creator's.
+pub fn grant_root_token(
+    username: &Username,
+    role: Role,
+    scope: Scope,
+    expires_in_seconds: Option<u64>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, TokenRefusal> {
+    if !role.max_scope().allows(scope) {
+        return Err(TokenRefusal::ScopeAboveRole {
+            username: username.clone(),
+            role,
+            requested: scope,
+        });
+    }
+    match expires_in_seconds {
+        Some(0) => Err(TokenRefusal::ExpiryNotPositive),
+        Some(seconds) if seconds > MAX_TOKEN_LIFETIME_SECS => Err(TokenRefusal::ExpiryTooLarge),
+        Some(seconds) => i64::try_from(seconds)
+            .ok()
+            .and_then(Duration::try_seconds)
+            .and_then(|lifetime| now.checked_add_signed(lifetime))
+            .map(Some)
+            .ok_or(TokenRefusal::ExpiryTooLarge),
+        None => Ok(None),
     }
 }
 
@@ -273,6 +301,60 @@ mod tests {
         let refused = grant_token(&holder, &bob, Role::Member, Scope::Admin, None, at(0))
             .expect_err("members hold no admin tokens");
         assert_eq!(refused.field(), Some("scope"));
+    }
+
+    #[test]
+    fn a_description_says_what_the_token_is_for_in_free_text() {
+        let long = "x".repeat(MAX_TOKEN_DESCRIPTION_CHARS + 1);
+        let cases = [
+            ("concourse aws-rhel8 pipeline", None),
+            ("", Some("say what the token is for")),
+            ("  \n", Some("say what the token is for")),
+            (long.as_str(), Some("must be at most")),
+            ("bell\u{7}", Some("control character")),
+        ];
+        for (description, refused) in cases {
+            let answer = check_description(description);
+            match refused {
+                None => assert_eq!(answer, Ok(()), "{description:?}"),
+                Some(sentence) => {
+                    let refusal = answer.expect_err(description);
+                    assert_eq!(refusal.field(), Some("description"));
+                    assert!(refusal.to_string().contains(sentence), "{refusal}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_root_token_follows_the_role_and_expiry_rules_with_no_creator_to_outlive() {
+        let admin = name("admin");
+        let now = at(0);
+        let cases = [
+            (Role::Admin, Scope::Admin, None, Ok(None)),
+            (Role::Admin, Scope::Read, Some(60), Ok(Some(at(60)))),
+            (Role::Member, Scope::Admin, None, Err(Some("scope"))),
+            (
+                Role::Admin,
+                Scope::Admin,
+                Some(0),
+                Err(Some("expires_in_seconds")),
+            ),
+            (
+                Role::Admin,
+                Scope::Admin,
+                Some(u64::MAX),
+                Err(Some("expires_in_seconds")),
+            ),
+        ];
+        for (role, scope, seconds, expected) in cases {
+            let answer = grant_root_token(&admin, role, scope, seconds, now);
+            assert_eq!(
+                answer.map_err(|refusal| refusal.field()),
+                expected,
+                "{role} {scope} {seconds:?}"
+            );
+        }
     }
 
     #[test]

@@ -153,6 +153,10 @@ pub struct Build {
     pub last_message: Option<String>,
     /// The sequence number of the newest history entry.
     pub last_seq: i64,
+    /// With `failed`: the sequence number of the `retry_due` entry the server recorded once
+    /// the failed stage's backoff ended (its next attempt is due now); absent before that.
+    #[serde(default)]
+    pub retry_due_seq: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The outputs of the completed stages, merged: where two stages set a key, the later
@@ -182,6 +186,7 @@ impl Build {
             next_attempt_at: self.next_attempt_at,
             lease: self.lease.clone(),
             last_seq: self.last_seq,
+            retry_due_seq: self.retry_due_seq,
         }
     }
 }

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
-use buildstate_domain::fields::check_free_text;
-use buildstate_domain::limits::MAX_TOKEN_DESCRIPTION_CHARS;
+use buildstate_domain::tokens;
 use buildstate_domain::wire::CreatedToken;
 use buildstate_domain::{Email, Role, Scope, Username};
 use chrono::Utc;
@@ -58,31 +56,23 @@ pub async fn create_token_out_of_band(
     description: &str,
     expires_in: Option<Duration>,
 ) -> anyhow::Result<CreatedToken> {
-    check_free_text("description", description, MAX_TOKEN_DESCRIPTION_CHARS)?;
-    anyhow::ensure!(
-        !description.trim().is_empty(),
-        "the description must say what the token is for"
-    );
+    // The API's rules (domain `tokens`), but the creator's: there is none to outlive.
+    tokens::check_description(description)?;
     let user = state.db.user_by_name(username).await.map_err(|error| match error {
         StoreError::NotFound { .. } => anyhow::anyhow!(
             "user `{username}` not found: `bldst server token create` makes tokens for existing users"
         ),
         other => anyhow::Error::new(other),
     })?;
-    anyhow::ensure!(
-        user.role.max_scope().allows(scope),
-        "user `{username}` has the `{}` role, which cannot hold `{scope}` tokens",
-        user.role
-    );
     let now = Utc::now();
-    let expires_at = expires_in
-        .map(|lifetime| {
-            chrono::Duration::from_std(lifetime)
-                .ok()
-                .and_then(|lifetime| now.checked_add_signed(lifetime))
-                .context("the expiry is too far away")
-        })
-        .transpose()?;
+    // Whole seconds, as the API takes them: zero is refused as it is there.
+    let expires_at = tokens::grant_root_token(
+        username,
+        user.role,
+        scope,
+        expires_in.map(|lifetime| lifetime.as_secs()),
+        now,
+    )?;
     let created = state
         .db
         .create_token(

@@ -169,6 +169,13 @@ pub struct ServerConfig {
     #[arg(long, env = "BUILDSTATE_CLIENT_ADDRESS_HEADER", value_name = "HEADER",
           value_parser = parse_header_name)]
     pub client_address_header: Option<axum::http::HeaderName>,
+    /// How often, in milliseconds, this process looks for failed builds whose backoff has
+    /// ended and records their `retry_due` entry (each at most this long after it is due);
+    /// 0: never (retries then wait for a client to make them).
+    #[arg(long, env = "BUILDSTATE_RETRY_CHECK_MILLIS",
+          default_value_t = crate::retries::DEFAULT_RETRY_CHECK_MILLIS,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub retry_check_millis: u64,
 }
 
 fn parse_header_name(text: &str) -> Result<axum::http::HeaderName, String> {
@@ -293,6 +300,7 @@ impl std::fmt::Debug for ServerConfig {
             rate_limit_writes,
             rate_limit_writes_window_secs,
             client_address_header,
+            retry_check_millis,
         } = self;
         let secret_key =
             secret_key
@@ -339,6 +347,7 @@ impl std::fmt::Debug for ServerConfig {
                 rate_limit_writes_window_secs,
             )
             .field("client_address_header", client_address_header)
+            .field("retry_check_millis", retry_check_millis)
             .finish()
     }
 }
@@ -369,6 +378,10 @@ mod tests {
         assert_eq!(config.stuck_after_secs, 3600);
         assert_eq!(config.rate_limit_writes, 3000);
         assert_eq!(config.client_address_header, None);
+        assert_eq!(
+            config.retry_check_millis,
+            crate::retries::DEFAULT_RETRY_CHECK_MILLIS
+        );
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! through one connection (SQLite allows one writer at a time anyway; WAL keeps readers going).
 //!
 //! This file opens the store. Its verbs live by what they store: `builds` (builds and their
-//! transitions), `accounts` (users and tokens), `reports`, `feed` and `retention`; `rows` holds
-//! the SQL column lists and the row mapping they share.
+//! transitions), `accounts` (users and tokens), `reports`, `feed`, `retention` and `retries`
+//! (the retries the scheduler announces); `rows` holds the SQL column lists and the row mapping
+//! they share.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,12 +31,14 @@ mod builds;
 mod feed;
 mod reports;
 mod retention;
+mod retries;
 mod rows;
 
 pub use accounts::{Actor, TOKEN_REVOKED};
 pub use builds::{BuildFilter, TransitionRequest};
 pub use feed::FeedPoint;
 pub use reports::MAX_ATTENTION_BUILDS;
+pub use retries::DueCursor;
 
 /// What went wrong in the store, in domain terms.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +114,15 @@ impl Dialect {
         match self {
             Dialect::Sqlite => "",
             Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// Like [`Dialect::for_update`], but rows another transaction holds are left out instead
+    /// of waited for.
+    fn for_update_skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
         }
     }
 

@@ -6,6 +6,7 @@
 //! - [`admin`]: the operations beside the API (bootstrap, out-of-band tokens);
 //! - [`state`]: what every handler shares; [`api`] and [`dashboard`]: the routes;
 //! - [`db`]: the store; [`events`], [`peers`], [`webhooks`], [`metrics`]: what follows a change;
+//! - [`retries`]: the scheduler that records each due retry;
 //! - [`serving`], [`ratelimit`], [`secrets`], [`names`], [`token_cache`]: the parts they use.
 
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod names;
 pub mod peers;
 pub mod ratelimit;
+pub mod retries;
 pub mod secrets;
 pub mod serving;
 pub mod startup;

@@ -61,6 +61,7 @@ pub struct Metrics {
     registry: Registry,
     transitions: Family<TransitionLabels, Counter>,
     retries: Family<RetryLabels, Counter>,
+    retries_due: Family<RetryLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     builds: Family<StatusLabels, Gauge>,
@@ -88,6 +89,12 @@ impl Metrics {
             "retries",
             "Stage failures this process recorded that will be retried, plus operator retries",
             retries.clone(),
+        );
+        let retries_due = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "retries_due",
+            "Retries this process announced (retry_due entries): a failed stage's backoff ended with retries left",
+            retries_due.clone(),
         );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -126,6 +133,7 @@ impl Metrics {
             registry,
             transitions,
             retries,
+            retries_due,
             requests,
             request_seconds,
             builds,
@@ -146,20 +154,19 @@ impl Metrics {
                     status: entry.kind.as_str().to_owned(),
                 })
                 .inc();
-            let retried = match entry.kind {
-                EventKind::Failed => build.status == BuildStatus::Failed,
-                EventKind::Retried => true,
-                _ => false,
+            let counter = match entry.kind {
+                EventKind::Failed if build.status == BuildStatus::Failed => &self.retries,
+                EventKind::Retried => &self.retries,
+                EventKind::RetryDue => &self.retries_due,
+                _ => continue,
             };
-            if retried {
-                self.retries
-                    .get_or_create(&RetryLabels {
-                        platform: build.platform.to_string(),
-                        image_type: build.image_type.to_string(),
-                        code,
-                    })
-                    .inc();
-            }
+            counter
+                .get_or_create(&RetryLabels {
+                    platform: build.platform.to_string(),
+                    image_type: build.image_type.to_string(),
+                    code,
+                })
+                .inc();
         }
     }
 

@@ -75,6 +75,7 @@ impl ServerConfig {
             stuck_thresholds,
             webhooks,
             stuck_check: Duration::from_secs(self.stuck_check_secs),
+            retry_check: Duration::from_millis(self.retry_check_millis),
             db,
             hasher: self.hasher(),
             retry_policy: RetryPolicy {
@@ -124,6 +125,8 @@ pub async fn serve(
     let followers = [
         Some(tokio::spawn(state.rate_limits.clone().watch_redis())),
         state.events.start(),
+        (!state.retry_check.is_zero())
+            .then(|| crate::retries::start(state.clone(), state.retry_check)),
         (!state.webhooks.is_empty()).then(|| state.webhooks.follow(&state.events)),
         (!state.webhooks.is_empty()).then(|| {
             state.webhooks.watch_stuck(

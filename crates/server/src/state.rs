@@ -52,6 +52,9 @@ pub struct AppInner {
     pub webhooks: Webhooks,
     /// How often to look for builds that became stuck.
     pub stuck_check: Duration,
+    /// How often to look for failed builds whose retry is due ([`crate::retries`]); zero:
+    /// never.
+    pub retry_check: Duration,
 }
 
 impl AppState {

@@ -1,5 +1,5 @@
 //! Alerts: webhooks configured on the server, fired when a build is blocked, becomes stuck,
-//! fails, or completes.
+//! fails, has a retry due, or completes.
 //!
 //! Each hook is a URL, a secret of its own and the alerts it wants. A delivery is a JSON POST
 //! signed with HMAC-SHA256 of the exact body under the hook's secret, in
@@ -8,7 +8,8 @@
 //! repeats). A delivery that fails (no answer, or a 408/429/5xx) is retried with exponential
 //! backoff; a 4xx other than those is final (the receiver refused it).
 //!
-//! Blocked, failed and completed fire from the process that recorded the change, once.
+//! Blocked, failed, retry_due and completed fire from the process that recorded the change,
+//! once (a retry_due is recorded by exactly one process: [`crate::retries`]).
 //! Stuck is noticed by a periodic scan; the database marks each quiet spell as alerted, so
 //! however many processes scan, one alert goes out.
 
@@ -20,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use buildstate_domain::reports::StuckThresholds;
 use buildstate_domain::wire::{Build, HistoryEntry};
-use buildstate_domain::{BuildStatus, EventKind, StateCode};
+use buildstate_domain::{notes, BuildStatus, EventKind, StateCode};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,9 @@ pub enum Alert {
     Failed,
     /// Stage 100 completed: the image is published.
     Completed,
+    /// A failed stage's backoff ended and it has retries left: start its next attempt (e.g.
+    /// point the hook at a Concourse resource's check webhook).
+    RetryDue,
 }
 
 impl Alert {
@@ -51,6 +55,21 @@ impl Alert {
             Alert::Stuck => "stuck",
             Alert::Failed => "failed",
             Alert::Completed => "completed",
+            Alert::RetryDue => "retry_due",
+        }
+    }
+
+    /// The sentence a delivery of this alert carries on what to do (see [`Delivery`]).
+    pub fn next_step(self, build: &Build, entry: &HistoryEntry) -> Option<String> {
+        match self {
+            Alert::Blocked => Some(notes::blocked_next_step(&build.id, build.state)),
+            Alert::RetryDue => entry.message.clone().map(|due| {
+                format!(
+                    "{due}: start stage {} of build `{}` again",
+                    entry.state, build.id
+                )
+            }),
+            Alert::Stuck | Alert::Failed | Alert::Completed => None,
         }
     }
 
@@ -60,6 +79,7 @@ impl Alert {
             EventKind::Failed if build.status == BuildStatus::Blocked => Some(Alert::Blocked),
             EventKind::Failed => Some(Alert::Failed),
             EventKind::Completed if entry.state == StateCode::PUBLISHED => Some(Alert::Completed),
+            EventKind::RetryDue => Some(Alert::RetryDue),
             _ => None,
         }
     }
@@ -144,6 +164,10 @@ pub struct Delivery {
     pub entry: Option<HistoryEntry>,
     /// For `stuck`: seconds since anything was recorded.
     pub idle_secs: Option<u64>,
+    /// What to do about it, in a sentence: for `blocked`, the operator commands that release
+    /// the build; for `retry_due`, which retry of which stage to start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_step: Option<String>,
     pub sent_at: DateTime<Utc>,
 }
 
@@ -274,6 +298,7 @@ impl Webhooks {
                                 build: event.build.clone(),
                                 entry: Some(event.entry.clone()),
                                 idle_secs: None,
+                                next_step: alert.next_step(&event.build, &event.entry),
                                 sent_at: Utc::now(),
                             });
                         }
@@ -321,6 +346,7 @@ impl Webhooks {
                     build,
                     entry: None,
                     idle_secs: Some(stuck.idle_secs),
+                    next_step: None,
                     sent_at: now,
                 });
             }

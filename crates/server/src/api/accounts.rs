@@ -1,20 +1,19 @@
 //! Users and API tokens: who may call the API, and with which scope.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use buildstate_domain::limits::MAX_TOKEN_DESCRIPTION_CHARS;
 use buildstate_domain::tokens::{self, Holder};
 use buildstate_domain::wire::{
     CreateToken, CreateUser, CreatedToken, ErrorBody, TokenInfo, User, Whoami,
 };
-use buildstate_domain::{fields::check_free_text, Scope, TokenId, Username};
+use buildstate_domain::{Scope, TokenId, Username};
 use chrono::Utc;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, Authenticated};
+use super::extract::{ApiJson, ApiQuery, Authenticated, Id};
 use crate::state::AppState;
 
 /// Create a user (admin).
@@ -77,18 +76,7 @@ pub async fn create_token(
     };
     tokens::authorize_token_creation(&creator, &request.username, request.scope)
         .map_err(ApiError::token_refused)?;
-    if request.description.trim().is_empty() {
-        return Err(ApiError::invalid_field(
-            "description",
-            "say what the token is for, e.g. \"concourse aws-rhel8 pipeline\"",
-        ));
-    }
-    check_free_text(
-        "description",
-        &request.description,
-        MAX_TOKEN_DESCRIPTION_CHARS,
-    )
-    .map_err(|error| ApiError::invalid_field("description", error.to_string()))?;
+    tokens::check_description(&request.description).map_err(ApiError::token_refused)?;
     let user = state.db.user_by_name(&request.username).await?;
     let now = Utc::now();
     let expires_at = tokens::grant_token(
@@ -169,7 +157,7 @@ pub async fn list_tokens(
 pub async fn revoke_token(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    Id(id): Id<TokenId>,
 ) -> Result<Json<TokenInfo>, ApiError> {
     let actor = &auth.0;
     let holder = Holder {
@@ -180,9 +168,6 @@ pub async fn revoke_token(
     if !actor.scope.allows(Scope::Write) {
         return Err(ApiError::insufficient_scope(Scope::Write, actor.scope));
     }
-    // A malformed id cannot exist (and must never reach the database: a NUL byte would be
-    // refused there as an error of ours).
-    let id: TokenId = id.parse().map_err(|_| ApiError::not_found("token", &id))?;
     let id = id.as_str();
     let target = state.db.token_info(id).await?;
     tokens::authorize_revocation(&holder, &target.username, target.scope).map_err(|refusal| {

@@ -1,7 +1,7 @@
 //! Build endpoints: start-or-resume, read, list, report a transition, heartbeat and release a
 //! stage's lease, history, gate, and the operator actions.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use buildstate_domain::limits::{
@@ -24,17 +24,12 @@ use sha2::{Digest, Sha256};
 use utoipa::IntoParams;
 
 use super::error::ApiError;
-use super::extract::{bearer_token, ApiJson, ApiQuery, Authenticated};
+use super::extract::{bearer_token, ApiJson, ApiQuery, Authenticated, Id};
 use crate::db::{BuildFilter, StoreError, TransitionRequest};
 use crate::state::AppState;
 
 fn invalid_outputs(error: InvalidOutputs) -> ApiError {
     ApiError::invalid_field(error.field.clone(), error.to_string())
-}
-
-/// Parses the `{id}` path segment; a malformed id cannot exist, so it is "not found".
-fn build_id(raw: &str) -> Result<BuildId, ApiError> {
-    raw.parse().map_err(|_| ApiError::build_not_found(raw))
 }
 
 /// Maps a store error for build `id`, turning rule refusals into 409s that name the build.
@@ -175,10 +170,9 @@ pub async fn list_builds(
 pub async fn get_build(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    Id(id): Id<BuildId>,
 ) -> Result<Json<Build>, ApiError> {
     auth.require(Scope::Read)?;
-    let id = build_id(&id)?;
     Ok(Json(state.db.get_build(&id).await?))
 }
 
@@ -210,12 +204,11 @@ pub async fn get_build(
 pub async fn report_transition(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    Id(id): Id<BuildId>,
     headers: HeaderMap,
     ApiJson(report): ApiJson<ReportTransition>,
 ) -> Result<Json<TransitionResult>, ApiError> {
     let actor = auth.require(Scope::Write)?;
-    let id = build_id(&id)?;
     check_text("message", report.message.as_deref(), MAX_MESSAGE_CHARS)?;
     check_text("source", report.source.as_deref(), MAX_SOURCE_CHARS)?;
     check_run("run", report.run.as_deref())?;
@@ -284,11 +277,10 @@ fn lease_request(request: &LeaseRequest) -> Result<(), ApiError> {
 pub async fn heartbeat(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    Id(id): Id<BuildId>,
     ApiJson(request): ApiJson<LeaseRequest>,
 ) -> Result<Json<Lease>, ApiError> {
     auth.require(Scope::Write)?;
-    let id = build_id(&id)?;
     lease_request(&request)?;
     let lease = state
         .db
@@ -318,11 +310,10 @@ pub async fn heartbeat(
 pub async fn release_lease(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    Id(id): Id<BuildId>,
     ApiJson(request): ApiJson<LeaseRequest>,
 ) -> Result<Json<Build>, ApiError> {
     auth.require(Scope::Write)?;
-    let id = build_id(&id)?;
     lease_request(&request)?;
     let build = state
         .db
@@ -364,11 +355,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 pub async fn get_history(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    Id(id): Id<BuildId>,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<HistoryPage>, ApiError> {
     auth.require(Scope::Read)?;
-    let id = build_id(&id)?;
     let limit = query.limit.unwrap_or(HISTORY_PAGE_DEFAULT);
     if limit == 0 || limit > HISTORY_PAGE_MAX {
         return Err(ApiError::invalid_field(
@@ -406,11 +396,10 @@ pub struct GateQuery {
 pub async fn gate_stage(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    Id(id): Id<BuildId>,
     ApiQuery(query): ApiQuery<GateQuery>,
 ) -> Result<Json<GateAnswer>, ApiError> {
     auth.require(Scope::Read)?;
-    let id = build_id(&id)?;
     check_run("run", query.run.as_deref())?;
     let stage = query
         .state
@@ -435,12 +424,11 @@ pub async fn gate_stage(
 async fn operator_action(
     state: &AppState,
     auth: &Authenticated,
-    id: &str,
+    id: &BuildId,
     action: OperatorAction,
     reason: &str,
 ) -> Result<Json<TransitionResult>, ApiError> {
     let actor = auth.require(Scope::Admin)?;
-    let id = build_id(id)?;
     if reason.trim().is_empty() {
         return Err(ApiError::invalid_field(
             "reason",
@@ -450,9 +438,9 @@ async fn operator_action(
     check_text("reason", Some(reason), MAX_MESSAGE_CHARS)?;
     let result = state
         .db
-        .apply_operator_action(&id, action, reason, actor)
+        .apply_operator_action(id, action, reason, actor)
         .await
-        .map_err(for_build(&id))?;
+        .map_err(for_build(id))?;
     state.announce(&result.build, &result.recorded);
     Ok(Json(result))
 }
@@ -465,7 +453,7 @@ async fn operator_action(
 pub async fn retry_build(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    Id(id): Id<BuildId>,
     ApiJson(body): ApiJson<OperatorReason>,
 ) -> Result<Json<TransitionResult>, ApiError> {
     operator_action(&state, &auth, &id, OperatorAction::Retry, &body.reason).await
@@ -479,7 +467,7 @@ pub async fn retry_build(
 pub async fn reset_build(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    Id(id): Id<BuildId>,
     ApiJson(body): ApiJson<ResetBuild>,
 ) -> Result<Json<TransitionResult>, ApiError> {
     let action = OperatorAction::Reset { to: body.state };
@@ -494,7 +482,7 @@ pub async fn reset_build(
 pub async fn cancel_build(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    Id(id): Id<BuildId>,
     ApiJson(body): ApiJson<OperatorReason>,
 ) -> Result<Json<TransitionResult>, ApiError> {
     operator_action(&state, &auth, &id, OperatorAction::Cancel, &body.reason).await

@@ -13,18 +13,18 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse as _;
 use buildstate_domain::wire::ErrorBody;
-use buildstate_domain::Scope;
+use buildstate_domain::{BuildId, Scope};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 use utoipa::IntoParams;
 
 use super::error::ApiError;
-use super::extract::{ApiQuery, Authenticated};
+use super::extract::{ApiQuery, Authenticated, Id};
 use crate::db::FeedPoint;
 use crate::events::{BuildEvent, Published};
 use crate::state::AppState;
@@ -127,16 +127,11 @@ fn stream_of(receiver: mpsc::Receiver<Event>) -> EventStream {
 pub async fn build_events(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    Id(id): Id<BuildId>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<BuildEventsQuery>,
 ) -> Result<EventStream, ApiError> {
     auth.require(Scope::Read)?;
-    let id: buildstate_domain::BuildId =
-        id.parse()
-            .map_err(|error: buildstate_domain::InvalidField| {
-                ApiError::invalid_field("id", error.to_string())
-            })?;
     let after = match last_event_id(&headers)? {
         Some(raw) => Some(sequence_number(raw).ok_or_else(|| {
             ApiError::invalid_field(

@@ -3,12 +3,12 @@
 
 use axum::body::Bytes;
 use axum::extract::ConnectInfo;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, RawPathParams, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
 use buildstate_domain::wire::ErrorCode;
-use buildstate_domain::Scope;
+use buildstate_domain::{BuildId, Scope, TokenId};
 use chrono::{Duration, Utc};
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
@@ -109,6 +109,51 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             .map_err(|rejection| {
                 ApiError::bad_request(ErrorCode::InvalidQuery, rejection.body_text())
             })
+    }
+}
+
+/// An id a route takes in its path, and how the API answers one that names nothing.
+pub trait PathId: std::str::FromStr + Send {
+    /// The answer for `raw`, which is no such resource.
+    fn not_found(raw: &str) -> ApiError;
+}
+
+impl PathId for BuildId {
+    fn not_found(raw: &str) -> ApiError {
+        ApiError::build_not_found(raw)
+    }
+}
+
+impl PathId for TokenId {
+    fn not_found(raw: &str) -> ApiError {
+        ApiError::not_found("token", raw)
+    }
+}
+
+/// The `{id}` of a route, parsed: the one place every route reads its id.
+///
+/// A malformed id (`..%2Fetc`, a NUL byte, not UTF-8 once decoded) is answered exactly as a
+/// well-formed id that names nothing, 404 with the resource's `*_not_found` code: no
+/// resource can have it, and a 404 is what the OpenAPI document promises for a path id
+/// (`openapi::StandardAnswers`). It never reaches the database. Extracted after the token
+/// (401 comes first) and before the body and the scope check.
+#[derive(Debug)]
+pub struct Id<T>(pub T);
+
+impl<T: PathId, S: Send + Sync> FromRequestParts<S> for Id<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let raw = match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(raw)) => raw,
+            // Not UTF-8 once percent-decoded: named as it was sent.
+            Err(_) => RawPathParams::from_request_parts(parts, state)
+                .await
+                .ok()
+                .and_then(|params| params.iter().next().map(|(_, raw)| raw.to_owned()))
+                .unwrap_or_default(),
+        };
+        raw.parse().map(Id).map_err(|_| T::not_found(&raw))
     }
 }
 

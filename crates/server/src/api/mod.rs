@@ -16,7 +16,7 @@ use std::sync::Arc;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use axum::{BoxError, Extension};
 use axum::{Json, Router};
 use tower::timeout::TimeoutLayer;
@@ -25,29 +25,22 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::state::AppState;
 use error::ApiError;
 use extract::BodyLimit;
 use openapi::StandardAnswers;
 
+/// What the document says beyond its routes; each route's entry comes from its handler's
+/// `#[utoipa::path]`, registered in [`documented_routes`].
 #[derive(OpenApi)]
 #[openapi(
     info(title = "buildstate", description = "Records how far each image build got, so a re-run resumes at the failed step."),
-    paths(
-        health::health, health::ready, health::status,
-        builds::start_build, builds::list_builds, builds::get_build, builds::report_transition,
-        builds::heartbeat, builds::release_lease, builds::get_history, builds::gate_stage, builds::retry_build, builds::reset_build,
-        builds::cancel_build,
-        accounts::create_user, accounts::list_users, accounts::create_token,
-        accounts::list_tokens, accounts::revoke_token, accounts::whoami,
-        reports::success_report, reports::failure_report, reports::duration_report,
-        reports::stuck_report, reports::recovery_report,
-        events::build_events, events::all_events, metrics::metrics,
-    ),
     // The `data` of every server-sent event (see `openapi::describe_event_streams`).
     components(schemas(buildstate_domain::wire::BuildEvent)),
-    modifiers(&BearerAuth, &StandardAnswers),
+    modifiers(&BearerAuth),
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
@@ -64,9 +57,42 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The OpenAPI document, as served at `/openapi.json`.
-pub fn openapi() -> serde_json::Value {
-    let mut doc = ApiDoc::openapi();
+/// Every documented route, each registered once: `routes!` takes the method, the path and the
+/// OpenAPI entry from the handler's `#[utoipa::path]`, so the router and the document cannot
+/// disagree. Handlers sharing a path go in one `routes!`.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::status))
+        .routes(routes!(builds::start_build, builds::list_builds))
+        .routes(routes!(builds::get_build))
+        .routes(routes!(builds::report_transition))
+        .routes(routes!(builds::heartbeat))
+        .routes(routes!(builds::release_lease))
+        .routes(routes!(builds::get_history))
+        .routes(routes!(builds::gate_stage))
+        .routes(routes!(builds::retry_build))
+        .routes(routes!(builds::reset_build))
+        .routes(routes!(builds::cancel_build))
+        .routes(routes!(accounts::create_user, accounts::list_users))
+        .routes(routes!(accounts::create_token, accounts::list_tokens))
+        .routes(routes!(accounts::revoke_token))
+        .routes(routes!(accounts::whoami))
+        .routes(routes!(reports::success_report))
+        .routes(routes!(reports::failure_report))
+        .routes(routes!(reports::duration_report))
+        .routes(routes!(reports::stuck_report))
+        .routes(routes!(reports::recovery_report))
+        .routes(routes!(events::build_events))
+        .routes(routes!(events::all_events))
+        .routes(routes!(metrics::metrics))
+}
+
+/// The finished document: what the shared extractors answer on every operation, the version,
+/// and what utoipa's attributes cannot say ([`openapi`]'s links, cross-field rules, streams).
+fn document(mut doc: utoipa::openapi::OpenApi) -> serde_json::Value {
+    StandardAnswers.modify(&mut doc);
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let mut document = serde_json::to_value(doc).expect("the OpenAPI document is JSON");
     openapi::add_links(&mut document);
@@ -75,17 +101,20 @@ pub fn openapi() -> serde_json::Value {
     document
 }
 
+/// The OpenAPI document, as served at `/openapi.json`.
+pub fn openapi() -> serde_json::Value {
+    document(documented_routes().into_openapi())
+}
+
 /// Every route of the API, with the per-request limits of `state.limits`.
 pub fn router(state: AppState) -> Router {
     let limits = state.limits.clone();
     let timeout = limits.request_timeout;
+    let (routes, document) = documented_routes().split_for_parts();
     // Shared, not owned: axum clones the whole router for every connection it accepts, and an
     // owned document (about half a megabyte) was deep-copied with it.
-    let document = Arc::new(openapi());
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/status", get(health::status))
+    let document = Arc::new(self::document(document));
+    routes
         .route(
             "/openapi.json",
             get(move || {
@@ -93,37 +122,6 @@ pub fn router(state: AppState) -> Router {
                 async move { Json(document) }
             }),
         )
-        .route(
-            "/builds",
-            post(builds::start_build).get(builds::list_builds),
-        )
-        .route("/builds/{id}", get(builds::get_build))
-        .route("/builds/{id}/transitions", post(builds::report_transition))
-        .route("/builds/{id}/heartbeat", post(builds::heartbeat))
-        .route("/builds/{id}/release", post(builds::release_lease))
-        .route("/builds/{id}/history", get(builds::get_history))
-        .route("/builds/{id}/gate", get(builds::gate_stage))
-        .route("/builds/{id}/retry", post(builds::retry_build))
-        .route("/builds/{id}/reset", post(builds::reset_build))
-        .route("/builds/{id}/cancel", post(builds::cancel_build))
-        .route(
-            "/users",
-            post(accounts::create_user).get(accounts::list_users),
-        )
-        .route(
-            "/tokens",
-            post(accounts::create_token).get(accounts::list_tokens),
-        )
-        .route("/tokens/{id}", delete(accounts::revoke_token))
-        .route("/auth/whoami", get(accounts::whoami))
-        .route("/reports/success", get(reports::success_report))
-        .route("/reports/failures", get(reports::failure_report))
-        .route("/reports/durations", get(reports::duration_report))
-        .route("/reports/stuck", get(reports::stuck_report))
-        .route("/reports/recovery", get(reports::recovery_report))
-        .route("/builds/{id}/events", get(events::build_events))
-        .route("/events", get(events::all_events))
-        .route("/metrics", get(metrics::metrics))
         .merge(crate::dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

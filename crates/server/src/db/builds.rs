@@ -95,7 +95,7 @@ impl Database {
                 &[started],
                 request.description.as_deref(),
                 None,
-                actor,
+                Some(actor),
                 now,
             );
             insert_history(&mut tx, &id, &entries, None).await?;
@@ -158,19 +158,27 @@ impl Database {
         &self,
         tx: &mut Transaction<'static, Any>,
         id: &str,
+        lock: RowLock,
     ) -> StoreResult<(Build, StoredOutputs, Option<DateTime<Utc>>)> {
+        let (lock_clause, not_there) = match lock {
+            RowLock::Wait => (self.dialect.for_update(), build_not_found(id)),
+            // SKIP LOCKED returns no row when another transaction holds it.
+            RowLock::SkipIfLocked => (
+                self.dialect.for_update_skip_locked(),
+                StoreError::Conflict(format!("build `{id}` is being changed by another request")),
+            ),
+        };
         // The last entry comes with the row, by its primary key: no extra round trip.
         let row = sqlx::query(&format!(
             "SELECT {BUILD_COLUMNS_BUT_OUTPUTS}, outputs, stage_outputs, \
              (SELECT h.recorded_at FROM build_history h \
               WHERE h.build_id = builds.id AND h.seq = builds.last_seq) AS last_recorded_at \
-             FROM builds WHERE id = $1{}",
-            self.dialect.for_update()
+             FROM builds WHERE id = $1{lock_clause}"
         ))
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?
-        .ok_or_else(|| build_not_found(id))?;
+        .ok_or(not_there)?;
         let stored = StoredOutputs {
             per_stage: row.try_get("stage_outputs")?,
         };
@@ -268,7 +276,7 @@ impl Database {
         actor: &Actor,
     ) -> StoreResult<TransitionResult> {
         let idempotency = request.idempotency.as_ref();
-        self.change_build(id, idempotency, actor, |build, now| {
+        self.change_build(id, RowLock::Wait, idempotency, Some(actor), |build, now| {
             let policy = RetryPolicy {
                 max_retries: build.max_retries,
                 ..*policy
@@ -302,7 +310,7 @@ impl Database {
         reason: &str,
         actor: &Actor,
     ) -> StoreResult<TransitionResult> {
-        self.change_build(id, None, actor, |build, _now| {
+        self.change_build(id, RowLock::Wait, None, Some(actor), |build, _now| {
             let (progress, event) = apply_operator_action(&build.progress(), action)?;
             Ok(Decision::Apply {
                 progress,
@@ -320,21 +328,25 @@ impl Database {
         }))
     }
 
-    /// Changes a build by the rules, the one way reports and operator actions do: begins a
-    /// transaction, locks the build, reads the clock, answers again a request whose
-    /// `idempotency` key (with the hash of its body) was already applied, lets `decide` rule on
-    /// the build as locked at that time, saves what it decided with its history entries,
+    /// Changes a build by the rules, the one way reports, operator actions and the retry
+    /// scheduler do: begins a transaction, locks the build (waiting for the lock, or with
+    /// [`RowLock::SkipIfLocked`] refusing with a conflict when another change holds it), reads
+    /// the clock, answers again a request whose `idempotency` key (with the hash of its body)
+    /// was already applied, lets `decide` rule on the build as locked at that time, saves what
+    /// it decided with its history entries (made by `actor`, `None` for the server itself),
     /// remembers the answer under the idempotency key, and commits.
-    async fn change_build<'a>(
+    pub(super) async fn change_build<'a>(
         &self,
         id: &BuildId,
+        lock: RowLock,
         idempotency: Option<&(String, String)>,
-        actor: &Actor,
+        actor: Option<&Actor>,
         decide: impl FnOnce(&Build, DateTime<Utc>) -> StoreResult<Decision<'a>>,
     ) -> StoreResult<TransitionResult> {
         let mut tx = self.writer.begin().await?;
-        let (mut build, stored_outputs, last_recorded_at) =
-            self.locked_build_and_outputs(&mut tx, id.as_str()).await?;
+        let (mut build, stored_outputs, last_recorded_at) = self
+            .locked_build_and_outputs(&mut tx, id.as_str(), lock)
+            .await?;
         // Read the clock only once the row is ours: a report that waited for the lock must not
         // judge a backoff that was set after it arrived.
         let now = Utc::now();
@@ -512,14 +524,14 @@ impl Database {
             "UPDATE builds SET state = $1, status = $2, failures = $3, next_attempt_at = $4, \
              last_message = $5, last_seq = $6, updated_at = $7, lease_holder = $8, \
              lease_fence = $9, lease_expires_at = $10, \
-             stage_outputs = COALESCE($11, stage_outputs), outputs = COALESCE($12, outputs) \
-             WHERE id = $13 RETURNING {BUILD_COLUMNS_BUT_OUTPUTS}"
+             stage_outputs = COALESCE($11, stage_outputs), outputs = COALESCE($12, outputs), \
+             retry_due_seq = $14 WHERE id = $13 RETURNING {BUILD_COLUMNS_BUT_OUTPUTS}"
         );
         let sql = match self.dialect {
             Dialect::Postgres => format!(
                 "WITH appended AS (INSERT INTO build_history ({HISTORY_COLUMNS}, duration_ms) \
                  VALUES {placeholders}) {update}",
-                placeholders = history_placeholders(14, recorded.len()),
+                placeholders = history_placeholders(15, recorded.len()),
             ),
             Dialect::Sqlite => {
                 insert_history(tx, id, recorded, previous).await?;
@@ -539,7 +551,8 @@ impl Database {
             .bind(lease.map(|lease| lease.expires_at.timestamp_millis()))
             .bind(written.as_ref().map(|json| json.per_stage.as_str()))
             .bind(written.as_ref().map(|json| json.merged.as_str()))
-            .bind(id);
+            .bind(id)
+            .bind(progress.retry_due_seq);
         if self.dialect == Dialect::Postgres {
             query = bind_history(query, id, recorded, previous);
         }
@@ -634,8 +647,19 @@ enum OutputsAfter {
     Unchanged(MergedOutputs),
 }
 
+/// How [`Database::change_build`] takes the build's row lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RowLock {
+    /// Waits until the change holding it commits: a report or an operator action must apply.
+    Wait,
+    /// On PostgreSQL, does not wait (`SKIP LOCKED`): the change is refused with a conflict,
+    /// which the retry scheduler takes as "another process or a report has this build now".
+    /// SQLite has one writer, so nothing else ever holds it.
+    SkipIfLocked,
+}
+
 /// What the rules decide a change does to a build (see [`Database::change_build`]).
-enum Decision<'a> {
+pub(super) enum Decision<'a> {
     /// Nothing: the build and its history stay as they are (a report of a stage already
     /// completed); `note` says so.
     AlreadyDone { note: String },

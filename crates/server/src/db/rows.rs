@@ -20,7 +20,7 @@ macro_rules! build_columns_but_outputs {
     () => {
         "id, build_key, platform, image_type, description, labels, state, status, failures, \
          max_retries, next_attempt_at, last_message, last_seq, created_at, updated_at, \
-         lease_holder, lease_fence, lease_expires_at"
+         lease_holder, lease_fence, lease_expires_at, retry_due_seq"
     };
 }
 pub(super) const BUILD_COLUMNS_BUT_OUTPUTS: &str = build_columns_but_outputs!();
@@ -45,13 +45,14 @@ pub(super) const HISTORY_COLUMNS: &str =
 const HISTORY_PARAMS: usize = 12;
 
 /// The history rows `events` become, numbered from `first_seq`, with the messages
-/// [`notes::entry_message`] gives them.
+/// [`notes::entry_message`] gives them; `actor` is `None` for what the server records by
+/// itself (a due retry).
 pub(super) fn history_entries(
     first_seq: i64,
     events: &[Event],
     message: Option<&str>,
     source: Option<&str>,
-    actor: &Actor,
+    actor: Option<&Actor>,
     now: DateTime<Utc>,
 ) -> Vec<HistoryEntry> {
     // Stored in milliseconds: answer with what a later read returns.
@@ -67,8 +68,8 @@ pub(super) fn history_entries(
                 kind: event.kind,
                 message,
                 attempt: event.attempt,
-                reported_by: Some(actor.username.to_string()),
-                token_id: Some(actor.token_id.clone()),
+                reported_by: actor.map(|actor| actor.username.to_string()),
+                token_id: actor.map(|actor| actor.token_id.clone()),
                 source: source.map(str::to_owned),
                 recorded_at,
                 outputs: event.outputs.clone(),
@@ -364,6 +365,7 @@ impl Database {
             next_attempt_at: optional_time(row, "next_attempt_at")?,
             last_message: row.try_get("last_message")?,
             last_seq: row.try_get("last_seq")?,
+            retry_due_seq: row.try_get("retry_due_seq")?,
             created_at: time(row, "created_at")?,
             updated_at: time(row, "updated_at")?,
             outputs,
