@@ -69,46 +69,32 @@ grep -c '^decision=skip$' "$work/output" | sed 's/^/host runs that answered skip
 echo
 echo "== 3. a 20-stage workflow in both styles"
 per_step="$work/image-build-20-stages.yml"
+# One step of the action: NAME, its `if:` (or empty), then its command's inputs as lines.
+action_step() {
+    echo "      - name: $1"
+    if [ -n "$2" ]; then echo "        if: $2"; fi
+    echo "        uses: example/buildstate@v0"
+    echo "        with:"
+    echo "          api-url: \${{ vars.BUILDSTATE_API_URL }}"
+    echo "          api-token: \${{ secrets.BUILDSTATE_TOKEN }}"
+    echo "          build-id: \${{ steps.start.outputs.build-id }}"
+    shift 2
+    printf '          %s\n' "$@"
+}
 {
     sed -n '/^name:/,/commit-status: true$/p' pipelines/github/image-build.yml
     for state in $(seq 5 5 100); do
-        cat <<STAGE
-
-      - name: gate stage $state
-        id: gate-$state
-        uses: example/buildstate@v0
-        with:
-          api-url: \${{ vars.BUILDSTATE_API_URL }}
-          api-token: \${{ secrets.BUILDSTATE_TOKEN }}
-          command: gate
-          build-id: \${{ steps.start.outputs.build-id }}
-          state: $state
-      - name: stage $state
-        id: stage-$state
-        if: steps.gate-$state.outputs.skip != 'true'
-        run: ./stages/$state.sh 2>&1 | tee stage.log
-      - name: report stage $state completed
-        if: steps.gate-$state.outputs.skip != 'true'
-        uses: example/buildstate@v0
-        with:
-          api-url: \${{ vars.BUILDSTATE_API_URL }}
-          api-token: \${{ secrets.BUILDSTATE_TOKEN }}
-          command: report
-          build-id: \${{ steps.start.outputs.build-id }}
-          state: $state
-          status: completed
-      - name: report stage $state failed
-        if: failure() && steps.stage-$state.outcome == 'failure'
-        uses: example/buildstate@v0
-        with:
-          api-url: \${{ vars.BUILDSTATE_API_URL }}
-          api-token: \${{ secrets.BUILDSTATE_TOKEN }}
-          command: report
-          build-id: \${{ steps.start.outputs.build-id }}
-          state: $state
-          status: failed
-          message-file: stage.log
-STAGE
+        echo
+        action_step "gate stage $state" "" "command: gate" "state: $state" |
+            sed "1a\        id: gate-$state"
+        echo "      - name: stage $state"
+        echo "        id: stage-$state"
+        echo "        if: steps.gate-$state.outputs.skip != 'true'"
+        echo "        run: ./stages/$state.sh 2>&1 | tee stage.log"
+        action_step "report stage $state completed" "steps.gate-$state.outputs.skip != 'true'" \
+            "command: report" "state: $state" "status: completed"
+        action_step "report stage $state failed" "failure() && steps.stage-$state.outcome == 'failure'" \
+            "command: report" "state: $state" "status: failed" "message-file: stage.log"
     done
 } > "$per_step"
 one_line=pipelines/github/image-build-one-line.yml
