@@ -65,13 +65,15 @@ pub fn sample_rss(
 }
 
 /// From `samples` of (reports answered, KiB): the first sample at or past each multiple of
-/// `every` reports, as (that multiple, MiB).
+/// `every` reports, as (the highest multiple it reached, MiB).
 pub fn rss_every(samples: &[(u64, u64)], every: u64) -> Vec<(u64, f64)> {
     let mut marks = Vec::new();
     let mut next = every;
     for &(answered, kib) in samples {
         if every > 0 && answered >= next {
-            marks.push((next, kib as f64 / 1024.0));
+            // Labelled with the highest multiple reached: a multiple the sampling stepped
+            // over has no reading of its own.
+            marks.push(((answered / every) * every, kib as f64 / 1024.0));
             next = (answered / every + 1) * every;
         }
     }

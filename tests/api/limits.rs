@@ -173,6 +173,9 @@ async fn a_connection_beyond_the_cap_waits_while_every_connection_is_busy() {
     let token = admin_token(&dir);
     let first = busy_connection(&server, &token).await;
     let _second = busy_connection(&server, &token).await;
+    // Until the server has read a connection's request head, that connection is not serving a
+    // request and may be closed to make room: give it time to read both heads.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut third = TcpStream::connect(&server.address)
         .await
         .expect("the kernel queues it");
