@@ -8,21 +8,26 @@
 //! Rows go straight into the tables, bypassing the API (which would take hours for 2 million
 //! transitions): PostgreSQL with `COPY ... FROM STDIN`, SQLite with multi-row `INSERT`s in
 //! large transactions. The schema is the server's own: the caller starts `bldst server` on the
-//! database first, which applies the migrations. Generation is deterministic (a fixed seed).
+//! database first, which applies the migrations; the rows are the store's own
+//! (`buildstate_server::db::{NewBuildRow, HistoryRow}`, with their column lists), so a column the
+//! store starts writing is one the seeder must fill. Generation is deterministic (a fixed seed).
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
 
 use anyhow::Context as _;
 use buildstate_domain::reports::completion_durations;
 use buildstate_domain::EventKind;
+use buildstate_server::db::{
+    ColumnValue, HistoryRow, NewBuildRow, HISTORY_ROW_WIDTH, NEW_BUILD_ROW_WIDTH,
+};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use sqlx::postgres::PgPoolCopyExt as _;
 
 /// How many builds are generated and written at a time (bounds memory).
 const CHUNK_BUILDS: usize = 5_000;
-/// Rows per multi-row `INSERT` on SQLite (13 columns × 1000 stays under its 32 766 variables).
-const SQLITE_ROWS_PER_INSERT: usize = 1_000;
+/// Bound values per multi-row `INSERT` on SQLite, at most (its limit is 32 766 variables).
+const SQLITE_VALUES_PER_INSERT: usize = 15_000;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -400,138 +405,165 @@ impl Store {
     }
 }
 
-const BUILD_COLUMNS: &str = "id, build_key, platform, image_type, description, labels, state, \
-     status, failures, max_retries, next_attempt_at, last_message, last_seq, created_at, updated_at";
-const HISTORY_COLUMNS: &str = "build_id, seq, state, kind, message, attempt, reported_by, \
-     token_id, source, recorded_at, duration_ms";
+impl SeededBuild {
+    /// The build's row, as the store writes it.
+    fn row(&self) -> NewBuildRow<'_> {
+        NewBuildRow {
+            id: &self.id,
+            build_key: Some(&self.key),
+            platform: self.platform,
+            image_type: self.image_type,
+            description: None,
+            labels: &self.labels,
+            state: self.state,
+            status: self.status,
+            failures: self.failures,
+            max_retries: 3,
+            next_attempt_at: self.next_attempt_at,
+            last_message: self.last_message,
+            last_seq: self.history.len() as i64,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+
+    /// The history's rows, as the store writes them.
+    fn history_rows<'a>(&'a self, source: &'a str) -> impl Iterator<Item = HistoryRow<'a>> + 'a {
+        self.history.iter().map(move |entry| HistoryRow {
+            build_id: &self.id,
+            seq: entry.seq,
+            state: entry.state,
+            kind: entry.kind,
+            message: entry.message,
+            attempt: entry.attempt,
+            reported_by: Some("ci-bot"),
+            token_id: None,
+            source: Some(source),
+            recorded_at: entry.recorded_at,
+            outputs: None,
+            duration_ms: entry.duration_ms,
+        })
+    }
+
+    fn source(&self) -> String {
+        format!(
+            "https://ci.example.com/teams/images/pipelines/{}-{}",
+            self.platform, self.image_type
+        )
+    }
+}
+
+/// Inserts `rows` (each `WIDTH` values for `columns`) into `table`, as many per statement as
+/// SQLite allows.
+async fn insert_sqlite<const WIDTH: usize>(
+    transaction: &mut sqlx::SqliteConnection,
+    table: &str,
+    columns: &str,
+    rows: Vec<[ColumnValue<'_>; WIDTH]>,
+) -> anyhow::Result<()> {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let batch = rows.by_ref().take(SQLITE_VALUES_PER_INSERT / WIDTH);
+        let mut insert = sqlx::QueryBuilder::new(format!("INSERT INTO {table} ({columns}) "));
+        insert.push_values(batch, |mut row, values| {
+            for value in values {
+                match value {
+                    ColumnValue::Text(Some(Cow::Borrowed(text))) => row.push_bind(Some(text)),
+                    ColumnValue::Text(Some(Cow::Owned(text))) => row.push_bind(Some(text)),
+                    ColumnValue::Text(None) => row.push_bind(None::<&str>),
+                    ColumnValue::Integer(number) => row.push_bind(number),
+                };
+            }
+        });
+        insert.build().execute(&mut *transaction).await?;
+    }
+    Ok(())
+}
 
 async fn write_sqlite(pool: &sqlx::SqlitePool, builds: &[SeededBuild]) -> anyhow::Result<()> {
     let mut transaction = pool.begin().await?;
-    for rows in builds.chunks(SQLITE_ROWS_PER_INSERT) {
-        let mut insert = sqlx::QueryBuilder::new(format!("INSERT INTO builds ({BUILD_COLUMNS}) "));
-        insert.push_values(rows, |mut row, build| {
-            row.push_bind(&build.id)
-                .push_bind(&build.key)
-                .push_bind(build.platform)
-                .push_bind(build.image_type)
-                .push_bind(None::<String>)
-                .push_bind(&build.labels)
-                .push_bind(build.state)
-                .push_bind(build.status)
-                .push_bind(build.failures)
-                .push_bind(3_i64)
-                .push_bind(build.next_attempt_at)
-                .push_bind(build.last_message)
-                .push_bind(build.history.len() as i64)
-                .push_bind(build.created_at)
-                .push_bind(build.updated_at);
-        });
-        insert.build().execute(&mut *transaction).await?;
-    }
-    let entries: Vec<(&SeededBuild, &Entry)> = builds
+    let rows: Vec<[ColumnValue<'_>; NEW_BUILD_ROW_WIDTH]> =
+        builds.iter().map(|build| build.row().values()).collect();
+    insert_sqlite(&mut transaction, "builds", NewBuildRow::COLUMNS, rows).await?;
+    let sources: Vec<String> = builds.iter().map(SeededBuild::source).collect();
+    let rows: Vec<[ColumnValue<'_>; HISTORY_ROW_WIDTH]> = builds
         .iter()
-        .flat_map(|build| build.history.iter().map(move |entry| (build, entry)))
+        .zip(&sources)
+        .flat_map(|(build, source)| build.history_rows(source).map(HistoryRow::values))
         .collect();
-    for rows in entries.chunks(SQLITE_ROWS_PER_INSERT) {
-        let mut insert =
-            sqlx::QueryBuilder::new(format!("INSERT INTO build_history ({HISTORY_COLUMNS}) "));
-        insert.push_values(rows, |mut row, (build, entry)| {
-            row.push_bind(&build.id)
-                .push_bind(entry.seq)
-                .push_bind(entry.state)
-                .push_bind(entry.kind)
-                .push_bind(entry.message)
-                .push_bind(entry.attempt)
-                .push_bind("ci-bot")
-                .push_bind(None::<String>)
-                .push_bind(source(build))
-                .push_bind(entry.recorded_at)
-                .push_bind(entry.duration_ms);
-        });
-        insert.build().execute(&mut *transaction).await?;
-    }
+    insert_sqlite(&mut transaction, "build_history", HistoryRow::COLUMNS, rows).await?;
     transaction.commit().await?;
     Ok(())
 }
 
-fn source(build: &SeededBuild) -> String {
-    format!(
-        "https://ci.example.com/teams/images/pipelines/{}-{}",
-        build.platform, build.image_type
-    )
+/// A row of `COPY … WITH (FORMAT csv)`: an empty field is NULL, text is quoted with `"` doubled.
+fn push_csv_row<'a>(out: &mut String, values: impl IntoIterator<Item = ColumnValue<'a>>) {
+    for (n, value) in values.into_iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        match value {
+            ColumnValue::Text(Some(text)) => {
+                out.push('"');
+                out.push_str(&text.replace('"', "\"\""));
+                out.push('"');
+            }
+            ColumnValue::Integer(Some(number)) => out.push_str(&number.to_string()),
+            ColumnValue::Text(None) | ColumnValue::Integer(None) => {}
+        }
+    }
+    out.push('\n');
 }
 
-/// A CSV field: empty (NULL) for `None`, else quoted with `"` doubled.
-fn csv(out: &mut String, value: Option<&str>) {
-    if let Some(value) = value {
-        out.push('"');
-        out.push_str(&value.replace('"', "\"\""));
-        out.push('"');
-    }
+async fn copy_postgres(
+    pool: &sqlx::PgPool,
+    table: &str,
+    columns: &str,
+    rows: &str,
+) -> anyhow::Result<()> {
+    let mut copy = pool
+        .copy_in_raw(&format!(
+            "COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)"
+        ))
+        .await?;
+    copy.send(rows.as_bytes()).await?;
+    copy.finish().await?;
+    Ok(())
 }
 
 async fn write_postgres(pool: &sqlx::PgPool, builds: &[SeededBuild]) -> anyhow::Result<()> {
     let mut rows = String::with_capacity(builds.len() * 300);
     for build in builds {
-        csv(&mut rows, Some(&build.id));
-        rows.push(',');
-        csv(&mut rows, Some(&build.key));
-        let _ = write!(rows, ",{},{},,", build.platform, build.image_type);
-        csv(&mut rows, Some(&build.labels));
-        let _ = write!(
-            rows,
-            ",{},{},{},3,{},",
-            build.state,
-            build.status,
-            build.failures,
-            build
-                .next_attempt_at
-                .map_or_else(String::new, |at| at.to_string())
-        );
-        csv(&mut rows, build.last_message);
-        let _ = writeln!(
-            rows,
-            ",{},{},{}",
-            build.history.len(),
-            build.created_at,
-            build.updated_at
-        );
+        push_csv_row(&mut rows, build.row().values());
     }
-    let mut copy = pool
-        .copy_in_raw(&format!(
-            "COPY builds ({BUILD_COLUMNS}) FROM STDIN WITH (FORMAT csv)"
-        ))
-        .await?;
-    copy.send(rows.as_bytes()).await?;
-    copy.finish().await?;
+    copy_postgres(pool, "builds", NewBuildRow::COLUMNS, &rows).await?;
 
     let mut rows = String::with_capacity(builds.len() * 25 * 120);
     for build in builds {
-        let source = source(build);
-        for entry in &build.history {
-            let _ = write!(
-                rows,
-                "{},{},{},{},",
-                build.id, entry.seq, entry.state, entry.kind
-            );
-            csv(&mut rows, entry.message);
-            let _ = writeln!(
-                rows,
-                ",{},ci-bot,,{source},{},{}",
-                entry.attempt.map_or_else(String::new, |n| n.to_string()),
-                entry.recorded_at,
-                entry
-                    .duration_ms
-                    .map_or_else(String::new, |n| n.to_string())
-            );
+        let source = build.source();
+        for row in build.history_rows(&source) {
+            push_csv_row(&mut rows, row.values());
         }
     }
-    let mut copy = pool
-        .copy_in_raw(&format!(
-            "COPY build_history ({HISTORY_COLUMNS}) FROM STDIN WITH (FORMAT csv)"
-        ))
-        .await?;
-    copy.send(rows.as_bytes()).await?;
-    copy.finish().await?;
-    Ok(())
+    copy_postgres(pool, "build_history", HistoryRow::COLUMNS, &rows).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_csv_row_quotes_text_and_leaves_nulls_empty() {
+        let mut out = String::new();
+        push_csv_row(
+            &mut out,
+            [
+                ColumnValue::Text(Some(Cow::Borrowed("say \"hi\", twice"))),
+                ColumnValue::Text(None),
+                ColumnValue::Integer(Some(42)),
+                ColumnValue::Integer(None),
+            ],
+        );
+        assert_eq!(out, "\"say \"\"hi\"\", twice\",,42,\n");
+    }
 }

@@ -15,9 +15,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{Any, Row, Transaction};
 
 use super::rows::{
-    bind_history, build_not_found, history_entries, history_from_row, history_placeholders,
-    insert_history, optional_time, ChangedOutputs, MergedOutputs, StoredOutputs, BUILD_COLUMNS,
-    BUILD_COLUMNS_BUT_OUTPUTS, HISTORY_COLUMNS,
+    bind_history, bind_values, build_not_found, history_entries, history_from_row,
+    history_placeholders, insert_history, optional_time, placeholders, ChangedOutputs, HistoryRow,
+    MergedOutputs, NewBuildRow, StoredOutputs, BUILD_COLUMNS, BUILD_COLUMNS_BUT_OUTPUTS,
+    HISTORY_COLUMNS, NEW_BUILD_ROW_WIDTH,
 };
 use super::{Actor, Database, Dialect, StoreError, StoreResult};
 
@@ -53,21 +54,32 @@ impl Database {
             let id = format!("b_{}", crate::secrets::random_id(20));
             let labels = serde_json::to_string(request.labels.as_map()).context("labels")?;
             let mut tx = self.writer.begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO builds (id, build_key, platform, image_type, description, labels, state, \
-                 status, failures, max_retries, next_attempt_at, last_message, last_seq, created_at, \
-                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, 0, 'running', 0, $7, NULL, NULL, 1, $8, $8)",
-            )
-            .bind(&id)
-            .bind(request.key.as_ref().map(|key| key.as_str()))
-            .bind(request.platform.as_str())
-            .bind(request.image_type.as_str())
-            .bind(request.description.as_deref())
-            .bind(labels)
-            .bind(i64::from(max_retries))
-            .bind(now.timestamp_millis())
-            .execute(&mut *tx)
-            .await;
+            let now_ms = now.timestamp_millis();
+            let row = NewBuildRow {
+                id: &id,
+                build_key: request.key.as_ref().map(|key| key.as_str()),
+                platform: request.platform.as_str(),
+                image_type: request.image_type.as_str(),
+                description: request.description.as_deref(),
+                labels: &labels,
+                state: i64::from(StateCode::TRIGGERED),
+                status: buildstate_domain::BuildStatus::Running.as_str(),
+                failures: 0,
+                max_retries: i64::from(max_retries),
+                next_attempt_at: None,
+                last_message: None,
+                last_seq: 1,
+                created_at: now_ms,
+                updated_at: now_ms,
+            };
+            let sql = format!(
+                "INSERT INTO builds ({}) VALUES {}",
+                NewBuildRow::COLUMNS,
+                placeholders(1, NEW_BUILD_ROW_WIDTH, 1)
+            );
+            let inserted = bind_values(sqlx::query(&sql), row.values())
+                .execute(&mut *tx)
+                .await;
             match inserted {
                 Ok(_) => {}
                 // Another request started the same key first: resume that build.
@@ -95,7 +107,9 @@ impl Database {
             insert_history(&mut tx, &id, &entries, None).await?;
             let build = self.build_in(&mut tx, &id, false).await?;
             tx.commit().await.map_err(StoreError::at_commit)?;
-            let started = entries.pop().context("a new build has its `started` entry")?;
+            let started = entries
+                .pop()
+                .context("a new build has its `started` entry")?;
             Ok(Started::New { build, started })
         })
         .await
@@ -573,8 +587,9 @@ impl Database {
         );
         let sql = match self.dialect {
             Dialect::Postgres => format!(
-                "WITH appended AS (INSERT INTO build_history ({HISTORY_COLUMNS}, duration_ms) \
-                 VALUES {placeholders}) {update}",
+                "WITH appended AS (INSERT INTO build_history ({columns}) VALUES {placeholders}) \
+                 {update}",
+                columns = HistoryRow::COLUMNS,
                 placeholders = history_placeholders(15, recorded.len()),
             ),
             Dialect::Sqlite => {

@@ -1,7 +1,10 @@
 //! How rows and the store's types map onto each other: the column lists the queries select and
 //! insert, reading a build, a history entry, a lease, a token or a user from a row, writing
-//! history rows, and a build's per-stage and merged outputs as their columns hold them.
+//! build and history rows ([`NewBuildRow`], [`HistoryRow`]: also what a benchmark seeder writes,
+//! so it cannot fall behind the schema), and a build's per-stage and merged outputs as their
+//! columns hold them.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
@@ -38,11 +41,154 @@ pub(super) fn build_not_found(id: &str) -> StoreError {
     }
 }
 
-pub(super) const HISTORY_COLUMNS: &str =
-    "build_id, seq, state, kind, message, attempt, reported_by, token_id, source, \
-     recorded_at, outputs";
-/// Parameters per history row written, in the order of [`HISTORY_COLUMNS`] and `duration_ms`.
-const HISTORY_PARAMS: usize = 12;
+/// The columns a history entry is read from.
+macro_rules! history_columns {
+    () => {
+        "build_id, seq, state, kind, message, attempt, reported_by, token_id, source, \
+         recorded_at, outputs"
+    };
+}
+pub(super) const HISTORY_COLUMNS: &str = history_columns!();
+
+/// One column's value as the store writes it: what a bound parameter (or a field of a bulk
+/// `COPY`) is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnValue<'a> {
+    Text(Option<Cow<'a, str>>),
+    Integer(Option<i64>),
+}
+
+impl<'a> ColumnValue<'a> {
+    fn text(value: Option<&'a str>) -> Self {
+        ColumnValue::Text(value.map(Cow::Borrowed))
+    }
+}
+
+/// A build's row as the store inserts it when the build starts: every column it writes, in the
+/// order of [`NewBuildRow::COLUMNS`]. Timestamps are Unix milliseconds; `labels` is the JSON
+/// object of the build's labels.
+#[derive(Debug, Clone)]
+pub struct NewBuildRow<'a> {
+    pub id: &'a str,
+    pub build_key: Option<&'a str>,
+    pub platform: &'a str,
+    pub image_type: &'a str,
+    pub description: Option<&'a str>,
+    pub labels: &'a str,
+    pub state: i64,
+    pub status: &'a str,
+    pub failures: i64,
+    pub max_retries: i64,
+    pub next_attempt_at: Option<i64>,
+    pub last_message: Option<&'a str>,
+    pub last_seq: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// How many columns a [`NewBuildRow`] writes.
+pub const NEW_BUILD_ROW_WIDTH: usize = 15;
+
+impl<'a> NewBuildRow<'a> {
+    /// The columns [`NewBuildRow::values`] fills, in its order.
+    pub const COLUMNS: &'static str = "id, build_key, platform, image_type, description, labels, \
+         state, status, failures, max_retries, next_attempt_at, last_message, last_seq, \
+         created_at, updated_at";
+
+    /// The row's values, in the order of [`NewBuildRow::COLUMNS`].
+    pub fn values(self) -> [ColumnValue<'a>; NEW_BUILD_ROW_WIDTH] {
+        [
+            ColumnValue::text(Some(self.id)),
+            ColumnValue::text(self.build_key),
+            ColumnValue::text(Some(self.platform)),
+            ColumnValue::text(Some(self.image_type)),
+            ColumnValue::text(self.description),
+            ColumnValue::text(Some(self.labels)),
+            ColumnValue::Integer(Some(self.state)),
+            ColumnValue::text(Some(self.status)),
+            ColumnValue::Integer(Some(self.failures)),
+            ColumnValue::Integer(Some(self.max_retries)),
+            ColumnValue::Integer(self.next_attempt_at),
+            ColumnValue::text(self.last_message),
+            ColumnValue::Integer(Some(self.last_seq)),
+            ColumnValue::Integer(Some(self.created_at)),
+            ColumnValue::Integer(Some(self.updated_at)),
+        ]
+    }
+}
+
+/// A history entry's row as the store appends it, in the order of [`HistoryRow::COLUMNS`]:
+/// `recorded_at` in Unix milliseconds, `outputs` as JSON, and `duration_ms` the stage's
+/// duration on a completion (`buildstate_domain::reports::completion_durations`).
+#[derive(Debug, Clone)]
+pub struct HistoryRow<'a> {
+    pub build_id: &'a str,
+    pub seq: i64,
+    pub state: i64,
+    pub kind: &'a str,
+    pub message: Option<&'a str>,
+    pub attempt: Option<i64>,
+    pub reported_by: Option<&'a str>,
+    pub token_id: Option<&'a str>,
+    pub source: Option<&'a str>,
+    pub recorded_at: i64,
+    pub outputs: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+/// How many columns a [`HistoryRow`] writes.
+pub const HISTORY_ROW_WIDTH: usize = 12;
+
+impl<'a> HistoryRow<'a> {
+    /// The columns [`HistoryRow::values`] fills, in its order.
+    pub const COLUMNS: &'static str = concat!(history_columns!(), ", duration_ms");
+
+    /// The row's values, in the order of [`HistoryRow::COLUMNS`].
+    pub fn values(self) -> [ColumnValue<'a>; HISTORY_ROW_WIDTH] {
+        [
+            ColumnValue::text(Some(self.build_id)),
+            ColumnValue::Integer(Some(self.seq)),
+            ColumnValue::Integer(Some(self.state)),
+            ColumnValue::text(Some(self.kind)),
+            ColumnValue::text(self.message),
+            ColumnValue::Integer(self.attempt),
+            ColumnValue::text(self.reported_by),
+            ColumnValue::text(self.token_id),
+            ColumnValue::text(self.source),
+            ColumnValue::Integer(Some(self.recorded_at)),
+            ColumnValue::Text(self.outputs.map(Cow::Owned)),
+            ColumnValue::Integer(self.duration_ms),
+        ]
+    }
+}
+
+/// Binds `values` in order.
+pub(super) fn bind_values<'q>(
+    mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    values: impl IntoIterator<Item = ColumnValue<'q>>,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    for value in values {
+        query = match value {
+            ColumnValue::Text(Some(Cow::Borrowed(text))) => query.bind(Some(text)),
+            ColumnValue::Text(Some(Cow::Owned(text))) => query.bind(Some(text)),
+            ColumnValue::Text(None) => query.bind(None::<&str>),
+            ColumnValue::Integer(number) => query.bind(number),
+        };
+    }
+    query
+}
+
+/// `($first, …, $first+width-1), (…)`: numbered placeholders for `rows` rows of `width` values.
+pub(super) fn placeholders(first: usize, width: usize, rows: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let start = first + row * width;
+            let params: Vec<String> = (start..start + width).map(|n| format!("${n}")).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The history rows `events` become, numbered from `first_seq`, with the messages
 /// [`notes::entry_message`] gives them; `actor` is `None` for what the server records by
@@ -78,18 +224,9 @@ pub(super) fn history_entries(
         .collect()
 }
 
-/// `($first, …, $first+9), (…)`: numbered placeholders for `rows` history rows.
+/// Numbered placeholders, from `$first`, for `rows` history rows.
 pub(super) fn history_placeholders(first: usize, rows: usize) -> String {
-    (0..rows)
-        .map(|row| {
-            let start = first + row * HISTORY_PARAMS;
-            let params: Vec<String> = (start..start + HISTORY_PARAMS)
-                .map(|n| format!("${n}"))
-                .collect();
-            format!("({})", params.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    placeholders(first, HISTORY_ROW_WIDTH, rows)
 }
 
 /// Binds `rows` in the order of [`history_placeholders`], with each one's stage duration
@@ -104,24 +241,25 @@ pub(super) fn bind_history<'q>(
         previous,
         rows.iter().map(|row| (row.kind, row.recorded_at)),
     );
-    for (row, duration) in rows.iter().zip(durations) {
-        query = query
-            .bind(build_id)
-            .bind(row.seq)
-            .bind(i64::from(row.state))
-            .bind(row.kind.as_str())
-            .bind(row.message.as_deref())
-            .bind(row.attempt.map(i64::from))
-            .bind(row.reported_by.as_deref())
-            .bind(row.token_id.as_deref())
-            .bind(row.source.as_deref())
-            .bind(row.recorded_at.timestamp_millis())
-            .bind(
-                row.outputs
-                    .as_ref()
-                    .and_then(|outputs| serde_json::to_string(outputs).ok()),
-            )
-            .bind(duration);
+    for (row, duration_ms) in rows.iter().zip(durations) {
+        let written = HistoryRow {
+            build_id,
+            seq: row.seq,
+            state: i64::from(row.state),
+            kind: row.kind.as_str(),
+            message: row.message.as_deref(),
+            attempt: row.attempt.map(i64::from),
+            reported_by: row.reported_by.as_deref(),
+            token_id: row.token_id.as_deref(),
+            source: row.source.as_deref(),
+            recorded_at: row.recorded_at.timestamp_millis(),
+            outputs: row
+                .outputs
+                .as_ref()
+                .and_then(|outputs| serde_json::to_string(outputs).ok()),
+            duration_ms,
+        };
+        query = bind_values(query, written.values());
     }
     query
 }
@@ -137,7 +275,8 @@ pub(super) async fn insert_history(
         return Ok(());
     }
     let sql = format!(
-        "INSERT INTO build_history ({HISTORY_COLUMNS}, duration_ms) VALUES {}",
+        "INSERT INTO build_history ({}) VALUES {}",
+        HistoryRow::COLUMNS,
         history_placeholders(1, rows.len())
     );
     bind_history(sqlx::query(&sql), build_id, rows, previous)
@@ -371,5 +510,32 @@ impl Database {
             outputs,
             lease: lease_from_row(row)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column_count(columns: &str) -> usize {
+        columns
+            .split(',')
+            .filter(|name| !name.trim().is_empty())
+            .count()
+    }
+
+    #[test]
+    fn each_written_row_has_a_value_for_each_of_its_columns() {
+        assert_eq!(column_count(NewBuildRow::COLUMNS), NEW_BUILD_ROW_WIDTH);
+        assert_eq!(column_count(HistoryRow::COLUMNS), HISTORY_ROW_WIDTH);
+    }
+
+    #[test]
+    fn placeholders_number_each_row_on_from_the_first() {
+        assert_eq!(placeholders(3, 2, 2), "($3, $4), ($5, $6)");
+        assert_eq!(
+            history_placeholders(1, 1).matches('$').count(),
+            HISTORY_ROW_WIDTH
+        );
     }
 }
