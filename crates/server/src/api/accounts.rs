@@ -57,7 +57,9 @@ pub async fn list_users(
 /// records the caller's token as `created_by`, and is revoked with it.
 #[utoipa::path(post, path = "/tokens", tag = "accounts", request_body = CreateToken,
     responses(
-        (status = 201, body = CreatedToken),
+        (status = 201, body = CreatedToken, links(
+            ("RevokeToken" = (operation_id = "revoke_token", parameters(("id" = "$response.body#/token/id")))),
+        )),
         (status = 403, description = "the token may not create this token (scope, or another user's)", body = ErrorBody),
         (status = 404, description = "no such user", body = ErrorBody),
         (status = 422, body = ErrorBody),

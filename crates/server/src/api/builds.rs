@@ -60,11 +60,31 @@ fn check_text(field: &'static str, text: Option<&str>, max: usize) -> Result<(),
     }
 }
 
+/// Where a started build's id is in the answer: what its links (to reading it, reporting on it,
+/// its history, its gate and the operator actions) pass as their `id`.
+const STARTED_BUILD_ID: &str = "$response.body#/build/id";
+
 /// Start a build, or resume the unfinished build with the same `key`.
 #[utoipa::path(post, path = "/builds", tag = "builds", request_body = StartBuild,
     responses(
-        (status = 201, description = "a new build", body = StartedBuild),
-        (status = 200, description = "the unfinished build with this key, resumed", body = StartedBuild),
+        (status = 201, description = "a new build", body = StartedBuild, links(
+            ("GetBuild" = (operation_id = "get_build", parameters(("id" = STARTED_BUILD_ID)))),
+            ("ReportTransition" = (operation_id = "report_transition", parameters(("id" = STARTED_BUILD_ID)))),
+            ("GetHistory" = (operation_id = "get_history", parameters(("id" = STARTED_BUILD_ID)))),
+            ("GateStage" = (operation_id = "gate_stage", parameters(("id" = STARTED_BUILD_ID)))),
+            ("RetryBuild" = (operation_id = "retry_build", parameters(("id" = STARTED_BUILD_ID)))),
+            ("ResetBuild" = (operation_id = "reset_build", parameters(("id" = STARTED_BUILD_ID)))),
+            ("CancelBuild" = (operation_id = "cancel_build", parameters(("id" = STARTED_BUILD_ID)))),
+        )),
+        (status = 200, description = "the unfinished build with this key, resumed", body = StartedBuild, links(
+            ("GetBuild" = (operation_id = "get_build", parameters(("id" = STARTED_BUILD_ID)))),
+            ("ReportTransition" = (operation_id = "report_transition", parameters(("id" = STARTED_BUILD_ID)))),
+            ("GetHistory" = (operation_id = "get_history", parameters(("id" = STARTED_BUILD_ID)))),
+            ("GateStage" = (operation_id = "gate_stage", parameters(("id" = STARTED_BUILD_ID)))),
+            ("RetryBuild" = (operation_id = "retry_build", parameters(("id" = STARTED_BUILD_ID)))),
+            ("ResetBuild" = (operation_id = "reset_build", parameters(("id" = STARTED_BUILD_ID)))),
+            ("CancelBuild" = (operation_id = "cancel_build", parameters(("id" = STARTED_BUILD_ID)))),
+        )),
         (status = 409, description = "a build with this key was started at the same moment; try again", body = ErrorBody),
         (status = 422, description = "a field broke a rule", body = ErrorBody),
     ),

@@ -32,7 +32,7 @@ use utoipa_axum::routes;
 use crate::state::AppState;
 use error::ApiError;
 use extract::BodyLimit;
-use openapi::StandardAnswers;
+use openapi::{LinkSpelling, StandardAnswers};
 
 /// What the document says beyond its routes; each route's entry comes from its handler's
 /// `#[utoipa::path]`, registered in [`documented_routes`].
@@ -94,13 +94,14 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics::metrics))
 }
 
-/// The finished document: what the shared extractors answer on every operation, the version,
-/// and what utoipa's attributes cannot say ([`openapi`]'s links, cross-field rules, streams).
+/// The finished document: what the shared extractors answer on every operation, the links
+/// spelled as OpenAPI does, the version, and what utoipa's attributes cannot say ([`openapi`]'s
+/// cross-field rules, streams).
 fn document(mut doc: utoipa::openapi::OpenApi) -> serde_json::Value {
     StandardAnswers.modify(&mut doc);
+    LinkSpelling.modify(&mut doc);
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let mut document = serde_json::to_value(doc).expect("the OpenAPI document is JSON");
-    openapi::add_links(&mut document);
     openapi::add_cross_field_rules(&mut document);
     openapi::describe_event_streams(&mut document);
     document

@@ -1,9 +1,12 @@
 //! What the OpenAPI document says beyond each handler's own annotations: the answers every
-//! operation of a shape can give (they come from the shared extractors, not the handler), and
-//! the links that let a client — or a stateful fuzzer — walk from a created build or token to
-//! what can be done with it.
+//! operation of a shape can give (they come from the shared extractors, not the handler), the
+//! spelling of the links the handlers declare (which let a client — or a stateful fuzzer — walk
+//! from a created build or token to what can be done with it), and what utoipa's attributes
+//! cannot say (cross-field rules, the event streams' items).
 
 use serde_json::{json, Value};
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::link::Link;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::{OpenApi, Ref, RefOr};
@@ -144,62 +147,60 @@ fn rate_limited_answer(description: &str) -> RefOr<utoipa::openapi::Response> {
         .into()
 }
 
-/// Where a started build's id is in `POST /builds`'s answer.
-const STARTED_BUILD_ID: &str = "$response.body#/build/id";
-/// Where a created token's id is in `POST /tokens`'s answer.
-const CREATED_TOKEN_ID: &str = "$response.body#/token/id";
+/// Spells each response link's fields as OpenAPI does. The links are declared with their
+/// routes (`links(...)` in `#[utoipa::path]`), but utoipa's `Link` (as of 5.5) serializes
+/// `operation_id`, `operation_ref` and `request_body` in snake case, which no client reads: each
+/// is moved to its `operationId`, `operationRef` or `requestBody` key (through the link's
+/// extensions, which serialize as written).
+#[derive(Debug)]
+pub struct LinkSpelling;
 
-/// Adds links from the answers that create something to the operations that use it: a started
-/// build to reading it, reporting on it, its history, its gate and the operator actions; a
-/// created token to revoking it.
-///
-/// Written into the JSON document rather than through utoipa's `Link`, which (as of 5.5)
-/// serializes its fields in snake case (`operation_id`), which no client reads.
-pub fn add_links(document: &mut Value) {
-    let build_links = [
-        ("GetBuild", "get_build"),
-        ("ReportTransition", "report_transition"),
-        ("GetHistory", "get_history"),
-        ("GateStage", "gate_stage"),
-        ("RetryBuild", "retry_build"),
-        ("ResetBuild", "reset_build"),
-        ("CancelBuild", "cancel_build"),
-    ];
-    link(
-        document,
-        "/builds",
-        &["200", "201"],
-        STARTED_BUILD_ID,
-        &build_links,
-    );
-    link(
-        document,
-        "/tokens",
-        &["201"],
-        CREATED_TOKEN_ID,
-        &[("RevokeToken", "revoke_token")],
-    );
+impl Modify for LinkSpelling {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let operations = openapi.paths.paths.values_mut().flat_map(|item| {
+            [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+        });
+        for operation in operations.flatten() {
+            for response in operation.responses.responses.values_mut() {
+                let RefOr::T(response) = response else {
+                    continue;
+                };
+                for link in response.links.values_mut() {
+                    if let RefOr::T(link) = link {
+                        spell_link(link);
+                    }
+                }
+            }
+        }
+    }
 }
 
-fn link(document: &mut Value, path: &str, statuses: &[&str], id: &str, targets: &[(&str, &str)]) {
-    for status in statuses {
-        let Some(response) = document
-            .pointer_mut(&format!(
-                "/paths/{}/post/responses/{status}",
-                path.replace('/', "~1")
-            ))
-            .and_then(Value::as_object_mut)
-        else {
-            continue;
-        };
-        let links: serde_json::Map<String, Value> = targets
-            .iter()
-            .map(|(name, operation_id)| {
-                let link = json!({ "operationId": operation_id, "parameters": { "id": id } });
-                ((*name).to_owned(), link)
-            })
-            .collect();
-        response.insert("links".to_owned(), Value::Object(links));
+fn spell_link(link: &mut Link) {
+    let mut spelled: Vec<(&str, Value)> = Vec::new();
+    if !link.operation_id.is_empty() {
+        spelled.push(("operationId", std::mem::take(&mut link.operation_id).into()));
+    }
+    if !link.operation_ref.is_empty() {
+        spelled.push((
+            "operationRef",
+            std::mem::take(&mut link.operation_ref).into(),
+        ));
+    }
+    if let Some(body) = link.request_body.take() {
+        spelled.push(("requestBody", body));
+    }
+    if spelled.is_empty() {
+        return;
+    }
+    let extensions = link.extensions.get_or_insert_with(Extensions::default);
+    for (key, value) in spelled {
+        extensions.insert(key.to_owned(), value);
     }
 }
 
