@@ -8,6 +8,7 @@
 mod load;
 mod options;
 mod pgbench;
+mod phase;
 mod postgres;
 mod procfs;
 mod rate_limits;

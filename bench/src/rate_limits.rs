@@ -18,9 +18,9 @@ use tokio::process::{Child, Command};
 
 use crate::load::Target;
 use crate::options::{Backend, Options, RateLimits, ReportKind};
+use crate::phase::run_server_phase;
 use crate::postgres::{AdminUrl, Psql, ScratchDatabase};
 use crate::report::{median, ServerPhase};
-use crate::run::run_server_phase;
 use crate::server::ServerProcess;
 
 /// A write limit no benchmark reaches: every write is counted, none refused.

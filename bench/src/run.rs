@@ -3,8 +3,6 @@
 //! counts; then the report.
 
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -12,18 +10,13 @@ use anyhow::Context as _;
 use crate::load::{self, Target, Window};
 use crate::options::{Backend, Options, RateLimits, ReportKind};
 use crate::pgbench::{self, Script};
+use crate::phase::{quiet, run_server_phase};
 use crate::postgres::{AdminUrl, Psql, ScratchDatabase};
 use crate::procfs::{self, CpuSnapshot};
 use crate::report::{
-    self, BackendRun, CeilingPhase, HeartbeatPhase, Latency, Machine, Results, Round, ServerPhase,
-    KIB_PER_MIB,
+    self, BackendRun, CeilingPhase, HeartbeatPhase, Latency, Machine, Results, Round, KIB_PER_MIB,
 };
 use crate::server::ServerProcess;
-
-/// How often the server's resident memory is sampled under load.
-const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
-/// Memory is reported each time this many more reports have been answered in a phase.
-const RSS_MARK_EVERY: u64 = 10_000;
 
 /// Runs every round and writes the report.
 pub async fn run(options: Options) -> anyhow::Result<()> {
@@ -345,60 +338,6 @@ async fn run_heartbeat_phase(
     })
 }
 
-pub(crate) async fn run_server_phase(
-    options: &Options,
-    backend: Backend,
-    server_pids: &[u32],
-    target: &Target,
-    clients: u32,
-    kind: ReportKind,
-) -> anyhow::Result<ServerPhase> {
-    let build_ids = load::create_builds(target, clients).await?;
-    let background_cores = quiet(options).await?;
-    let answered = Arc::new(AtomicU64::new(0));
-    let (stop_sampling, sampler) =
-        procfs::sample_rss(server_pids.to_vec(), RSS_SAMPLE_EVERY, answered.clone());
-    let window = Window::starting_now(options.warmup(), options.duration());
-    let measure_cpu = async {
-        tokio::time::sleep_until(window.measure_from.into()).await;
-        let from = CpuSnapshot::take(server_pids)?;
-        tokio::time::sleep_until(window.end.into()).await;
-        Ok::<_, anyhow::Error>(from.until(&CpuSnapshot::take(server_pids)?))
-    };
-    let (outcome, cpu) = tokio::join!(
-        load::run_clients(
-            target,
-            &build_ids,
-            kind,
-            window,
-            options.max_requests_per_client,
-            answered
-        ),
-        measure_cpu
-    );
-    let _ = stop_sampling.send(());
-    let rss_samples = sampler.await.context("the RSS sampler failed")?;
-    let (outcome, cpu) = (outcome?, cpu?);
-    let measured_secs = window.measured().as_secs_f64();
-    Ok(ServerPhase {
-        backend,
-        clients,
-        kind,
-        measured_secs,
-        transitions: outcome.transitions,
-        transitions_per_sec: outcome.transitions as f64 / measured_secs,
-        latency: Latency::of(&outcome.latency_micros),
-        errors: outcome.errors,
-        first_errors: outcome.first_errors,
-        resets: outcome.resets,
-        peak_rss_mib: rss_samples.iter().map(|&(_, kib)| kib).max().unwrap_or(0) as f64
-            / KIB_PER_MIB,
-        rss_by_reports: procfs::rss_every(&rss_samples, RSS_MARK_EVERY),
-        background_cores,
-        cpu,
-    })
-}
-
 async fn run_ceiling(
     options: &Options,
     psql: &Psql,
@@ -431,14 +370,6 @@ async fn run_ceiling(
         background_cores,
         cpu: outcome.cpu,
     })
-}
-
-pub(crate) async fn quiet(options: &Options) -> anyhow::Result<f64> {
-    procfs::wait_for_quiet(
-        options.quiet_below_cores,
-        Duration::from_secs(options.quiet_wait_secs),
-    )
-    .await
 }
 
 async fn describe_machine(options: &Options, psql: &Psql, admin: &AdminUrl) -> Machine {
