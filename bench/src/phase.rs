@@ -10,7 +10,7 @@ use anyhow::Context as _;
 
 use crate::load::{self, Target, Window};
 use crate::options::{Backend, Options, ReportKind};
-use crate::procfs::{self, CpuSnapshot};
+use crate::procfs::{self, CpuSnapshot, CpuUse};
 use crate::report::{Latency, ServerPhase, KIB_PER_MIB};
 
 /// How often the server's resident memory is sampled under load.
@@ -34,12 +34,7 @@ pub async fn run_server_phase(
     let (stop_sampling, sampler) =
         procfs::sample_rss(server_pids.to_vec(), RSS_SAMPLE_EVERY, answered.clone());
     let window = Window::starting_now(options.warmup(), options.duration());
-    let measure_cpu = async {
-        tokio::time::sleep_until(window.measure_from.into()).await;
-        let from = CpuSnapshot::take(server_pids)?;
-        tokio::time::sleep_until(window.end.into()).await;
-        Ok::<_, anyhow::Error>(from.until(&CpuSnapshot::take(server_pids)?))
-    };
+    let measure_cpu = cpu_in_window(window, server_pids);
     let (outcome, cpu) = tokio::join!(
         load::run_clients(
             target,
@@ -82,4 +77,12 @@ pub async fn quiet(options: &Options) -> anyhow::Result<f64> {
         Duration::from_secs(options.quiet_wait_secs),
     )
     .await
+}
+
+/// The servers' (`server_pids`) CPU over the measured part of `window`, once it has ended.
+pub async fn cpu_in_window(window: Window, server_pids: &[u32]) -> anyhow::Result<CpuUse> {
+    tokio::time::sleep_until(window.measure_from.into()).await;
+    let from = CpuSnapshot::take(server_pids)?;
+    tokio::time::sleep_until(window.end.into()).await;
+    Ok(from.until(&CpuSnapshot::take(server_pids)?))
 }

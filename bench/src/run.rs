@@ -10,9 +10,9 @@ use anyhow::Context as _;
 use crate::load::{self, Target, Window};
 use crate::options::{Backend, Options, RateLimits, ReportKind};
 use crate::pgbench::{self, Script};
-use crate::phase::{quiet, run_server_phase};
+use crate::phase::{cpu_in_window, quiet, run_server_phase};
 use crate::postgres::{AdminUrl, Psql, ScratchDatabase};
-use crate::procfs::{self, CpuSnapshot};
+use crate::procfs;
 use crate::report::{
     self, BackendRun, CeilingPhase, HeartbeatPhase, Latency, Machine, Results, Round, KIB_PER_MIB,
 };
@@ -311,12 +311,7 @@ async fn run_heartbeat_phase(
     let every = Duration::from_secs(options.heartbeat_every_secs);
     let background_cores = quiet(options).await?;
     let window = Window::starting_now(options.warmup(), options.duration());
-    let measure_cpu = async {
-        tokio::time::sleep_until(window.measure_from.into()).await;
-        let from = CpuSnapshot::take(server_pids)?;
-        tokio::time::sleep_until(window.end.into()).await;
-        Ok::<_, anyhow::Error>(from.until(&CpuSnapshot::take(server_pids)?))
-    };
+    let measure_cpu = cpu_in_window(window, server_pids);
     let (outcome, cpu) = tokio::join!(
         load::run_heartbeats(target, &build_ids, every, window),
         measure_cpu
