@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::process::{bootstrap_output, BootstrapDatabase, TEST_SECRET_KEY};
+
 /// Kills the child if the test fails half-way.
 struct Running(std::process::Child);
 
@@ -14,24 +16,6 @@ impl Drop for Running {
     }
 }
 
-/// `bldst server bootstrap` in `dir`, on the default database (no DATABASE_URL).
-fn bootstrap_in(dir: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_bldst"))
-        .args([
-            "server",
-            "bootstrap",
-            "--username",
-            "admin",
-            "--email",
-            "admin@example.com",
-        ])
-        .current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env("SECRET_KEY", "binary-test-key-of-32-bytes-or-more")
-        .output()
-        .expect("bootstrap runs")
-}
-
 #[tokio::test]
 async fn bldst_server_creates_its_sqlite_file_serves_and_bootstraps_once() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -40,7 +24,7 @@ async fn bldst_server_creates_its_sqlite_file_serves_and_bootstraps_once() {
         .args(["server", "--listen", "127.0.0.1:0"])
         .current_dir(dir.path())
         .env_remove("DATABASE_URL")
-        .env("SECRET_KEY", "binary-test-key-of-32-bytes-or-more")
+        .env("SECRET_KEY", TEST_SECRET_KEY)
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -76,7 +60,7 @@ async fn bldst_server_creates_its_sqlite_file_serves_and_bootstraps_once() {
         .expect("ready");
     assert_eq!(ready.status(), 200);
 
-    let first = bootstrap_in(dir.path());
+    let first = bootstrap_output(BootstrapDatabase::DefaultFileIn(dir.path()));
     assert!(
         first.status.success(),
         "{}",
@@ -111,7 +95,7 @@ async fn bldst_server_creates_its_sqlite_file_serves_and_bootstraps_once() {
         "the printed token works against the running server"
     );
 
-    let second = bootstrap_in(dir.path());
+    let second = bootstrap_output(BootstrapDatabase::DefaultFileIn(dir.path()));
     assert!(!second.status.success());
     assert!(second.stdout.is_empty(), "nothing on stdout on failure");
     let message = String::from_utf8_lossy(&second.stderr);
@@ -149,7 +133,7 @@ async fn bldst_server_creates_its_sqlite_file_serves_and_bootstraps_once() {
 #[test]
 fn bootstrap_away_from_the_servers_database_says_it_created_a_new_one() {
     let elsewhere = tempfile::tempdir().expect("another directory");
-    let output = bootstrap_in(elsewhere.path());
+    let output = bootstrap_output(BootstrapDatabase::DefaultFileIn(elsewhere.path()));
     assert!(output.status.success());
     let created = elsewhere
         .path()
@@ -212,14 +196,14 @@ async fn bldst_server_token_create_recovers_a_locked_out_install(app: crate::sup
     assert!(message.contains("openssl rand -hex 32"), "{message}");
 
     // An unknown user: refused, naming it.
-    let nobody = create(Some("test-secret-key-of-32-bytes-or-more"), "nobody");
+    let nobody = create(Some(TEST_SECRET_KEY), "nobody");
     assert!(!nobody.status.success());
     assert!(nobody.stdout.is_empty());
     let message = String::from_utf8_lossy(&nobody.stderr);
     assert!(message.contains("`nobody` not found"), "{message}");
 
     // With it: one admin token on stdout, which the running server accepts.
-    let created = create(Some("test-secret-key-of-32-bytes-or-more"), "admin");
+    let created = create(Some(TEST_SECRET_KEY), "admin");
     assert!(
         created.status.success(),
         "{}",
@@ -277,7 +261,7 @@ async fn a_second_server_on_one_sqlite_file_is_refused_naming_postgresql() {
         "{stderr}"
     );
 
-    let stderr = refused(url.clone(), "test-secret-key-of-32-bytes-or-more");
+    let stderr = refused(url.clone(), TEST_SECRET_KEY);
     assert!(
         stderr.contains("another `bldst server` already serves the SQLite database")
             && stderr.contains("PostgreSQL"),
@@ -356,7 +340,7 @@ async fn bldst_server_token_create_refuses_what_the_api_refuses_in_its_words(
                     .flatten(),
             )
             .env("DATABASE_URL", &app.database_url)
-            .env("SECRET_KEY", "test-secret-key-of-32-bytes-or-more")
+            .env("SECRET_KEY", TEST_SECRET_KEY)
             .env("NO_COLOR", "1");
         let refused = command.output().expect("bldst runs");
 

@@ -17,7 +17,7 @@ use buildstate_domain::{BuildStatus, ReportStatus};
 
 use crate::helpers::{code, report, start_request};
 use crate::support::image::{build_image, tree, ImageKind, ImageRoot};
-use crate::support::process::ServerProcess;
+use crate::support::process::{ServerProcess, BOOTSTRAP_ARGS};
 use crate::support::ScratchDatabase;
 
 /// The user the image runs as (Debian's `nobody`), and who owns its data directory.
@@ -65,18 +65,7 @@ async fn serve_a_build_and_stop(image: &ImageRoot, env: &[(&str, &str)]) {
         String::from_utf8_lossy(&healthy.stderr)
     );
 
-    let bootstrap = run_in_image(
-        image,
-        &bldst(&[
-            "server",
-            "bootstrap",
-            "--username",
-            "admin",
-            "--email",
-            "admin@example.com",
-        ]),
-        &env,
-    );
+    let bootstrap = run_in_image(image, &bldst(&BOOTSTRAP_ARGS), &env);
     assert!(
         bootstrap.status.success(),
         "{}",

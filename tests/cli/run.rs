@@ -3,31 +3,49 @@
 //! and a blocked build or a backoff stops it, each with its documented exit code.
 
 use buildstate_domain::wire::HistoryPage;
+use buildstate_domain::BuildId;
 
 use crate::assert_cli_snapshot;
-use crate::helpers::{build_of, json, Bldst};
+use crate::helpers::{build_of, json, Bldst, Outcome};
 use crate::support::{Backend, TestApp};
 
-async fn a_command_that_succeeds_completes_its_stage(app: TestApp) {
-    // Arrange
-    let bldst = Bldst::admin(&app);
-    let id = bldst.create_build(&[]).await;
+/// The words of `bldst build run ID --state STATE FLAGS… -- COMMAND…`.
+fn build_run<'a>(
+    id: &'a str,
+    state: &'a str,
+    flags: &[&'a str],
+    command: &[&'a str],
+) -> Vec<&'a str> {
+    [
+        &["build", "run", id, "--state", state][..],
+        flags,
+        &["--"],
+        command,
+    ]
+    .concat()
+}
 
-    // Act
-    let ran = bldst
-        .run(&[
-            "build",
-            "run",
-            id.as_str(),
-            "--state",
-            "0",
-            "--",
+/// A new build (by an admin's client) whose stage 0 runs `command` through `bldst build run`:
+/// the client, the build and how the run ended.
+async fn run_stage_0_of_a_new_build(app: &TestApp, command: &[&str]) -> (Bldst, BuildId, Outcome) {
+    let bldst = Bldst::admin(app);
+    let id = bldst.create_build(&[]).await;
+    let ran = bldst.run(&build_run(id.as_str(), "0", &[], command)).await;
+    (bldst, id, ran)
+}
+
+async fn a_command_that_succeeds_completes_its_stage(app: TestApp) {
+    // Arrange, Act
+    let (bldst, id, ran) = run_stage_0_of_a_new_build(
+        &app,
+        &[
             "sh",
             "-c",
             "echo \"hello from $BUILDSTATE_BUILD_ID at $BUILDSTATE_STATE\"; echo progress >&2",
-        ])
-        .await
-        .ok();
+        ],
+    )
+    .await;
+    let ran = ran.ok();
 
     // Assert
     assert_cli_snapshot!("run_success_stdout", ran.stdout);
@@ -45,17 +63,7 @@ async fn a_command_that_fails_twice_then_succeeds_resumes_at_the_failed_stage(ap
                  if [ $n -le 2 ]; then echo \"attempt $n: mirror timed out\" >&2; exit 7; fi; \
                  echo \"attempt $n: installed\"";
     let work = tempfile::tempdir().expect("work directory");
-    let step = [
-        "build",
-        "run",
-        id.as_str(),
-        "--state",
-        "5",
-        "--",
-        "sh",
-        "-c",
-        flaky,
-    ];
+    let step = build_run(id.as_str(), "5", &[], &["sh", "-c", flaky]);
 
     // Act
     let first = bldst.run_in(&step, None, Some(work.path())).await;
@@ -102,16 +110,7 @@ async fn a_stage_already_completed_is_skipped_without_running_the_command(app: T
     // Act
     let skipped = bldst
         .run_in(
-            &[
-                "build",
-                "run",
-                id.as_str(),
-                "--state",
-                "0",
-                "--",
-                "touch",
-                "ran",
-            ],
+            &build_run(id.as_str(), "0", &[], &["touch", "ran"]),
             None,
             Some(work.path()),
         )
@@ -129,14 +128,14 @@ async fn a_blocked_build_does_not_run_the_command(app: TestApp) {
     let bldst = Bldst::admin(&app);
     let id = bldst.create_build(&["--max-retries", "0"]).await;
     let failed = bldst
-        .run(&["build", "run", id.as_str(), "--state", "0", "--", "false"])
+        .run(&build_run(id.as_str(), "0", &[], &["false"]))
         .await
         .expect_code(1);
     assert!(failed.stderr.contains("blocked"), "{}", failed.stderr);
 
     // Act
     let stopped = bldst
-        .run(&["build", "run", id.as_str(), "--state", "0", "--", "true"])
+        .run(&build_run(id.as_str(), "0", &[], &["true"]))
         .await
         .expect_code(12);
 
@@ -146,23 +145,9 @@ async fn a_blocked_build_does_not_run_the_command(app: TestApp) {
 }
 
 async fn a_command_that_cannot_start_is_reported_failed_with_code_127(app: TestApp) {
-    // Arrange
-    let bldst = Bldst::admin(&app);
-    let id = bldst.create_build(&[]).await;
-
-    // Act
-    let missing = bldst
-        .run(&[
-            "build",
-            "run",
-            id.as_str(),
-            "--state",
-            "0",
-            "--",
-            "no-such-program-here",
-        ])
-        .await
-        .expect_code(127);
+    // Arrange, Act
+    let (bldst, id, missing) = run_stage_0_of_a_new_build(&app, &["no-such-program-here"]).await;
+    let missing = missing.expect_code(127);
 
     // Assert
     assert!(
@@ -188,17 +173,7 @@ async fn a_success_that_cannot_be_reported_says_so_and_fails(app: TestApp) {
 
     // Act
     let refused = bldst
-        .run(&[
-            "build",
-            "run",
-            id.as_str(),
-            "--state",
-            "0",
-            "--",
-            "sh",
-            "-c",
-            &cancel,
-        ])
+        .run(&build_run(id.as_str(), "0", &[], &["sh", "-c", &cancel]))
         .await
         .expect_code(4);
 
@@ -215,25 +190,9 @@ async fn a_success_that_cannot_be_reported_says_so_and_fails(app: TestApp) {
 }
 
 async fn a_command_killed_by_a_signal_exits_128_plus_the_signal(app: TestApp) {
-    // Arrange
-    let bldst = Bldst::admin(&app);
-    let id = bldst.create_build(&[]).await;
-
-    // Act
-    let killed = bldst
-        .run(&[
-            "build",
-            "run",
-            id.as_str(),
-            "--state",
-            "0",
-            "--",
-            "sh",
-            "-c",
-            "kill -9 $$",
-        ])
-        .await
-        .expect_code(137);
+    // Arrange, Act
+    let (bldst, id, killed) = run_stage_0_of_a_new_build(&app, &["sh", "-c", "kill -9 $$"]).await;
+    let killed = killed.expect_code(137);
 
     // Assert
     assert!(
@@ -246,24 +205,16 @@ async fn a_command_killed_by_a_signal_exits_128_plus_the_signal(app: TestApp) {
 }
 
 async fn a_failure_with_coloured_stderr_is_reported_with_the_colours_removed(app: TestApp) {
-    // Arrange: a tool that colours its errors and draws progress with carriage returns
-    let bldst = Bldst::admin(&app);
-    let id = bldst.create_build(&[]).await;
-
-    // Act
-    let ran = bldst
-        .run(&[
-            "build",
-            "run",
-            id.as_str(),
-            "--state",
-            "0",
-            "--",
+    // Arrange, Act: a tool that colours its errors and draws progress with carriage returns
+    let (bldst, id, ran) = run_stage_0_of_a_new_build(
+        &app,
+        &[
             "sh",
             "-c",
             r"printf '10%%\r100%%\n\033[31merror\033[0m: disk full\n' >&2; exit 3",
-        ])
-        .await;
+        ],
+    )
+    .await;
 
     // Assert: the failure is recorded (the server refuses control characters), as plain text
     assert_eq!(ran.code, 3, "{}", ran.stderr);
@@ -305,9 +256,7 @@ async fn a_backoff_is_refused_with_exit_code_11_under_no_wait_or_a_short_max_wai
     };
     let work = tempfile::tempdir().expect("work directory");
     for flags in [&["--no-wait"][..], &["--max-wait", "5s"][..]] {
-        let mut args = vec!["build", "run", id.as_str(), "--state", "0"];
-        args.extend_from_slice(flags);
-        args.extend_from_slice(&["--", "touch", "ran"]);
+        let args = build_run(id.as_str(), "0", flags, &["touch", "ran"]);
         let refused = bldst
             .run_in(&args, None, Some(work.path()))
             .await
@@ -326,16 +275,7 @@ async fn a_short_backoff_is_waited_out_before_the_command_runs() {
         return;
     };
     let ran = bldst
-        .run(&[
-            "build",
-            "run",
-            id.as_str(),
-            "--state",
-            "0",
-            "--",
-            "echo",
-            "retried",
-        ])
+        .run(&build_run(id.as_str(), "0", &[], &["echo", "retried"]))
         .await
         .ok();
     assert_eq!(ran.stdout, "retried\n");
@@ -362,19 +302,12 @@ async fn a_stage_running_several_short_leases_keeps_its_lease(backend: Backend) 
         env!("CARGO_BIN_EXE_bldst")
     );
     let ran = bldst
-        .run(&[
-            "build",
-            "run",
+        .run(&build_run(
             id.as_str(),
-            "--state",
             "0",
-            "--run",
-            "runner",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
+            &["--run", "runner"],
+            &["sh", "-c", &script],
+        ))
         .await
         .ok();
     assert!(

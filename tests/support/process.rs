@@ -2,11 +2,49 @@
 //! processes on one database, signals, the listener's limits, TLS, the log format.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use buildstate::client::{Client, ClientConfig};
+
+/// The `SECRET_KEY` of the server processes the tests start, and of their bootstraps.
+pub const TEST_SECRET_KEY: &str = "test-secret-key-of-32-bytes-or-more";
+
+/// The words after `bldst` that bootstrap the first admin, `admin`.
+pub const BOOTSTRAP_ARGS: [&str; 6] = [
+    "server",
+    "bootstrap",
+    "--username",
+    "admin",
+    "--email",
+    "admin@example.com",
+];
+
+/// Which database `bldst server bootstrap` writes to.
+#[derive(Debug, Clone, Copy)]
+pub enum BootstrapDatabase<'a> {
+    /// The one `DATABASE_URL` names.
+    Url(&'a str),
+    /// The default one (no `DATABASE_URL`): the SQLite file in this working directory.
+    DefaultFileIn(&'a std::path::Path),
+}
+
+/// Runs `bldst server bootstrap` ([`BOOTSTRAP_ARGS`]) on `database`, with
+/// [`TEST_SECRET_KEY`]; its whole output, whether it succeeded or not.
+pub fn bootstrap_output(database: BootstrapDatabase<'_>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bldst"));
+    command
+        .args(BOOTSTRAP_ARGS)
+        .env("SECRET_KEY", TEST_SECRET_KEY);
+    match database {
+        BootstrapDatabase::Url(url) => command.env("DATABASE_URL", url),
+        BootstrapDatabase::DefaultFileIn(dir) => {
+            command.current_dir(dir).env_remove("DATABASE_URL")
+        }
+    };
+    command.output().expect("bldst server bootstrap runs")
+}
 
 /// A running `bldst server`; killed when dropped.
 pub struct ServerProcess {
@@ -28,7 +66,7 @@ impl ServerProcess {
             .args(["server", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("DATABASE_URL", database_url)
-            .env("SECRET_KEY", "test-secret-key-of-32-bytes-or-more")
+            .env("SECRET_KEY", TEST_SECRET_KEY)
             .env("BUILDSTATE_RETRY_CHECK_MILLIS", "0")
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
@@ -92,19 +130,7 @@ impl ServerProcess {
 
     /// Runs `bldst server bootstrap` on `database_url`; returns the first admin's token.
     pub fn bootstrap(database_url: &str) -> String {
-        let output = Command::new(env!("CARGO_BIN_EXE_bldst"))
-            .args([
-                "server",
-                "bootstrap",
-                "--username",
-                "admin",
-                "--email",
-                "admin@example.com",
-            ])
-            .env("DATABASE_URL", database_url)
-            .env("SECRET_KEY", "test-secret-key-of-32-bytes-or-more")
-            .output()
-            .expect("bldst server bootstrap runs");
+        let output = bootstrap_output(BootstrapDatabase::Url(database_url));
         assert!(
             output.status.success(),
             "bootstrap: {}",

@@ -154,19 +154,19 @@ pub struct ServerConfig {
     pub rate_limit_failed_auths: u32,
     /// The window of `--rate-limit-failed-auths`, in seconds.
     #[arg(long, env = "BUILDSTATE_RATE_LIMIT_FAILED_AUTH_WINDOW_SECS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+          value_parser = rate_limit_secs())]
     pub rate_limit_failed_auth_window_secs: u64,
     /// How long, in seconds, an address over `--rate-limit-failed-auths` has its failing
     /// attempts answered 429 (a valid token is still served).
     #[arg(long, env = "BUILDSTATE_RATE_LIMIT_FAILED_AUTH_COOLDOWN_SECS", default_value_t = 300,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+          value_parser = rate_limit_secs())]
     pub rate_limit_failed_auth_cooldown_secs: u64,
     /// Writes (POST, PUT, PATCH, DELETE) one token may make per window; 0: no limit.
     #[arg(long, env = "BUILDSTATE_RATE_LIMIT_WRITES", default_value_t = 3000)]
     pub rate_limit_writes: u32,
     /// The window of `--rate-limit-writes`, in seconds.
     #[arg(long, env = "BUILDSTATE_RATE_LIMIT_WRITES_WINDOW_SECS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+          value_parser = rate_limit_secs())]
     pub rate_limit_writes_window_secs: u64,
     /// Behind a proxy or load balancer: the header it puts the client's address in (e.g.
     /// `X-Forwarded-For`; its last entry is used). Unset: the connection's address. Set it only
@@ -181,6 +181,11 @@ pub struct ServerConfig {
           default_value_t = crate::retries::DEFAULT_RETRY_CHECK_MILLIS,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub retry_check_millis: u64,
+}
+
+/// The seconds of a rate limit's window or cool-down: at least 1, at most a day.
+fn rate_limit_secs() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..=86_400)
 }
 
 fn parse_header_name(text: &str) -> Result<axum::http::HeaderName, String> {
