@@ -273,30 +273,61 @@ async fn delays(
 /// bldst-reports-bench seeds its history): through the API this took minutes on a busy
 /// machine, and only the waiting builds matter here. Answers their ids.
 async fn seed(database: &mut sqlx::AnyConnection, builds: usize) -> anyhow::Result<Vec<String>> {
+    use buildstate_server::db::{bind_values, HistoryRow, NewBuildRow};
     use sqlx::Connection as _;
     let now = chrono::Utc::now().timestamp_millis();
     let ids: Vec<String> = (0..builds).map(|n| format!("b_{n:020}")).collect();
+    // The store's own rows and statements, so that they follow its schema.
+    let build_sql = NewBuildRow::insert_sql(1);
+    let history_sql = HistoryRow::insert_sql(2);
     for chunk in ids.chunks(200) {
         let mut tx = database.begin().await?;
         for id in chunk {
-            sqlx::query(
-                "INSERT INTO builds (id, platform, image_type, labels, state, status, failures, \
-                 max_retries, next_attempt_at, last_seq, created_at, updated_at) \
-                 VALUES ($1, 'aws', 'rhel8', '{}', 15, 'failed', 1, 3, $2, 2, $3, $3)",
-            )
-            .bind(id)
-            .bind(now + 3_600_000)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO build_history (build_id, seq, state, kind, attempt, recorded_at) \
-                 VALUES ($1, 1, 0, 'started', NULL, $2), ($1, 2, 15, 'failed', 1, $2)",
-            )
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            let build = NewBuildRow {
+                id,
+                build_key: None,
+                platform: "aws",
+                image_type: "rhel8",
+                description: None,
+                labels: "{}",
+                state: 15,
+                status: "failed",
+                failures: 1,
+                max_retries: 3,
+                next_attempt_at: Some(now + 3_600_000),
+                last_message: None,
+                last_seq: 2,
+                created_at: now,
+                updated_at: now,
+            };
+            bind_values(sqlx::query(&build_sql), build.values())
+                .execute(&mut *tx)
+                .await?;
+            let started = HistoryRow {
+                build_id: id,
+                seq: 1,
+                state: 0,
+                kind: "started",
+                message: None,
+                attempt: None,
+                reported_by: None,
+                token_id: None,
+                source: None,
+                recorded_at: now,
+                outputs: None,
+                duration_ms: None,
+            };
+            let failed = HistoryRow {
+                seq: 2,
+                state: 15,
+                kind: "failed",
+                attempt: Some(1),
+                ..started.clone()
+            };
+            let values = [started, failed].into_iter().flat_map(HistoryRow::values);
+            bind_values(sqlx::query(&history_sql), values)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
     }

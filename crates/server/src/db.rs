@@ -41,7 +41,9 @@ pub use reports::MAX_ATTENTION_BUILDS;
 pub use retries::DueCursor;
 /// The rows the store writes, for a seeder that writes builds and history in bulk (the reports
 /// benchmark) with the store's own columns.
-pub use rows::{ColumnValue, HistoryRow, NewBuildRow, HISTORY_ROW_WIDTH, NEW_BUILD_ROW_WIDTH};
+pub use rows::{
+    bind_values, ColumnValue, HistoryRow, NewBuildRow, HISTORY_ROW_WIDTH, NEW_BUILD_ROW_WIDTH,
+};
 
 /// What went wrong in the store, in domain terms.
 #[derive(Debug, thiserror::Error)]

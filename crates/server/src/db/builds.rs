@@ -16,9 +16,8 @@ use sqlx::{Any, Row, Transaction};
 
 use super::rows::{
     bind_history, bind_values, build_not_found, history_entries, history_from_row,
-    history_placeholders, insert_history, optional_time, placeholders, ChangedOutputs, HistoryRow,
-    MergedOutputs, NewBuildRow, StoredOutputs, BUILD_COLUMNS, BUILD_COLUMNS_BUT_OUTPUTS,
-    HISTORY_COLUMNS, NEW_BUILD_ROW_WIDTH,
+    history_placeholders, insert_history, optional_time, ChangedOutputs, HistoryRow, MergedOutputs,
+    NewBuildRow, StoredOutputs, BUILD_COLUMNS, BUILD_COLUMNS_BUT_OUTPUTS, HISTORY_COLUMNS,
 };
 use super::{Actor, Database, Dialect, StoreError, StoreResult};
 
@@ -72,11 +71,7 @@ impl Database {
                 created_at: now_ms,
                 updated_at: now_ms,
             };
-            let sql = format!(
-                "INSERT INTO builds ({}) VALUES {}",
-                NewBuildRow::COLUMNS,
-                placeholders(1, NEW_BUILD_ROW_WIDTH, 1)
-            );
+            let sql = NewBuildRow::insert_sql(1);
             let inserted = bind_values(sqlx::query(&sql), row.values())
                 .execute(&mut *tx)
                 .await;

@@ -95,6 +95,15 @@ impl<'a> NewBuildRow<'a> {
          state, status, failures, max_retries, next_attempt_at, last_message, last_seq, \
          created_at, updated_at";
 
+    /// The statement that inserts `rows` build rows, their values bound by [`bind_values`].
+    pub fn insert_sql(rows: usize) -> String {
+        format!(
+            "INSERT INTO builds ({}) VALUES {}",
+            Self::COLUMNS,
+            placeholders(1, NEW_BUILD_ROW_WIDTH, rows)
+        )
+    }
+
     /// The row's values, in the order of [`NewBuildRow::COLUMNS`].
     pub fn values(self) -> [ColumnValue<'a>; NEW_BUILD_ROW_WIDTH] {
         [
@@ -143,6 +152,15 @@ impl<'a> HistoryRow<'a> {
     /// The columns [`HistoryRow::values`] fills, in its order.
     pub const COLUMNS: &'static str = concat!(history_columns!(), ", duration_ms");
 
+    /// The statement that inserts `rows` history rows, their values bound by [`bind_values`].
+    pub fn insert_sql(rows: usize) -> String {
+        format!(
+            "INSERT INTO build_history ({}) VALUES {}",
+            Self::COLUMNS,
+            history_placeholders(1, rows)
+        )
+    }
+
     /// The row's values, in the order of [`HistoryRow::COLUMNS`].
     pub fn values(self) -> [ColumnValue<'a>; HISTORY_ROW_WIDTH] {
         [
@@ -162,8 +180,9 @@ impl<'a> HistoryRow<'a> {
     }
 }
 
-/// Binds `values` in order.
-pub(super) fn bind_values<'q>(
+/// Binds `values` in order (a statement's parameters, as [`NewBuildRow::insert_sql`] and
+/// [`HistoryRow::insert_sql`] number them).
+pub fn bind_values<'q>(
     mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
     values: impl IntoIterator<Item = ColumnValue<'q>>,
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
@@ -274,11 +293,7 @@ pub(super) async fn insert_history(
     if rows.is_empty() {
         return Ok(());
     }
-    let sql = format!(
-        "INSERT INTO build_history ({}) VALUES {}",
-        HistoryRow::COLUMNS,
-        history_placeholders(1, rows.len())
-    );
+    let sql = HistoryRow::insert_sql(rows.len());
     bind_history(sqlx::query(&sql), build_id, rows, previous)
         .execute(&mut **tx)
         .await?;
