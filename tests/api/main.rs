@@ -10,6 +10,7 @@ mod binary;
 mod builds;
 mod client;
 mod concurrency;
+mod crash;
 mod health;
 mod healthcheck;
 mod helpers;

@@ -14,6 +14,11 @@ use crate::support::redis::RedisProcess;
 
 const WRONG_TOKEN: &str = "bst_this0token0was0never0issued0by0this0server";
 
+/// The processes wait up to 5 s for the test's Redis instead of the default 50 ms: on a busy
+/// machine a Redis that is up can take longer than 50 ms to answer, and the process would then
+/// rightly count on its own (a fresh window), which is the outage test's subject, not these.
+const PATIENT_WITH_REDIS: (&str, &str) = ("BUILDSTATE_REDIS_TIMEOUT_MILLIS", "5000");
+
 /// A fresh SQLite file and its first admin token.
 fn database() -> (tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -119,6 +124,7 @@ async fn failed_authentications_and_writes_through_one_process_count_on_the_othe
         &url,
         &[
             ("REDIS_URL", redis_url.as_str()),
+            PATIENT_WITH_REDIS,
             ("BUILDSTATE_RATE_LIMIT_FAILED_AUTHS", "3"),
             ("BUILDSTATE_RATE_LIMIT_WRITES", "3"),
         ],
@@ -190,6 +196,7 @@ async fn when_redis_stops_the_limits_hold_per_process_and_are_shared_again_when_
         &url,
         &[
             ("REDIS_URL", redis_url.as_str()),
+            PATIENT_WITH_REDIS,
             ("BUILDSTATE_RATE_LIMIT_FAILED_AUTHS", "2"),
         ],
     )

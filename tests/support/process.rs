@@ -169,6 +169,13 @@ impl ServerProcess {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// Sends SIGKILL and waits for the process to end: a crash, with no chance to answer or
+    /// flush anything.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL the server");
+        self.child.wait().expect("wait for the killed server");
+    }
+
     /// Waits (up to a minute) for the process to exit.
     pub async fn exited(&mut self) -> ExitStatus {
         for _ in 0..1200 {
