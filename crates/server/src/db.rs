@@ -33,6 +33,7 @@ mod reports;
 mod retention;
 mod retries;
 mod rows;
+mod savings;
 
 pub use accounts::{Actor, TOKEN_REVOKED};
 pub use builds::{BuildFilter, Change, Started, TransitionRequest};

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use anyhow::Context as _;
+use buildstate_domain::resumes::Resume;
 use buildstate_domain::wire::{Build, HistoryEntry, TokenInfo, User};
 use buildstate_domain::{notes, Event, Lease, Outputs, StageOutput, StageOutputs, StateCode};
 use chrono::{DateTime, Utc};
@@ -20,7 +21,7 @@ macro_rules! build_columns_but_outputs {
     () => {
         "id, build_key, platform, image_type, description, labels, state, status, failures, \
          max_retries, next_attempt_at, last_message, last_seq, created_at, updated_at, \
-         lease_holder, lease_fence, lease_expires_at, retry_due_seq"
+         lease_holder, lease_fence, lease_expires_at, retry_due_seq, last_resume"
     };
 }
 pub(super) const BUILD_COLUMNS_BUT_OUTPUTS: &str = build_columns_but_outputs!();
@@ -179,6 +180,16 @@ pub(super) fn u32_column(row: &AnyRow, column: &str) -> StoreResult<u32> {
     u32::try_from(value).map_err(|_| anyhow::anyhow!("column `{column}` holds {value}").into())
 }
 
+pub(super) fn optional_u32(row: &AnyRow, column: &str) -> StoreResult<Option<u32>> {
+    let value: Option<i64> = row.try_get(column)?;
+    value
+        .map(|value| {
+            u32::try_from(value)
+                .map_err(|_| anyhow::anyhow!("column `{column}` holds {value}").into())
+        })
+        .transpose()
+}
+
 fn from_millis(millis: i64) -> StoreResult<DateTime<Utc>> {
     DateTime::from_timestamp_millis(millis)
         .ok_or_else(|| anyhow::anyhow!("timestamp {millis} is out of range").into())
@@ -334,6 +345,17 @@ pub(super) fn user_from_row(row: &AnyRow) -> StoreResult<User> {
     })
 }
 
+/// The build's latest resume, kept as the domain's `Resume` in JSON.
+fn last_resume_from_row(row: &AnyRow) -> StoreResult<Option<Resume>> {
+    let json: Option<String> = row.try_get("last_resume")?;
+    json.map(|json| {
+        serde_json::from_str(&json)
+            .context("stored last_resume is not a resume")
+            .map_err(StoreError::from)
+    })
+    .transpose()
+}
+
 impl Database {
     pub(super) fn build_from_row(&self, row: &AnyRow) -> StoreResult<Build> {
         self.build_with_outputs(row, merged_outputs_from_row(row)?)
@@ -370,6 +392,7 @@ impl Database {
             updated_at: time(row, "updated_at")?,
             outputs,
             lease: lease_from_row(row)?,
+            last_resume: last_resume_from_row(row)?,
         })
     }
 }
