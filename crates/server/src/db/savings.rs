@@ -77,9 +77,15 @@ impl Database {
                 .collect::<StoreResult<BTreeMap<String, SavingsGroup>>>()?;
             StoreResult::Ok(groups.into_values().collect::<Vec<_>>())
         };
+        // The window's rows first (one range of the time index), then grouped by build:
+        // without MATERIALIZED, SQLite groups the whole table along its primary key instead
+        // (a scan that grows with the history, whatever the window).
         let top = sqlx::query(&format!(
-            "SELECT build_id, MIN(platform) AS platform, MIN(image_type) AS image_type, {SUMS} \
-             FROM build_resumes WHERE resumed_at >= $1 GROUP BY build_id \
+            "WITH in_window AS MATERIALIZED (SELECT build_id, platform, image_type, \
+             stages_not_rerun, saved_ms, unknown_durations FROM build_resumes \
+             WHERE resumed_at >= $1) \
+             SELECT build_id, MIN(platform) AS platform, MIN(image_type) AS image_type, {SUMS} \
+             FROM in_window GROUP BY build_id \
              ORDER BY saved DESC, stages DESC, build_id LIMIT $2"
         ))
         .bind(since_millis)
