@@ -3,7 +3,7 @@
 //! walking the 21 stages as a pipeline would (stages its pipeline does not use are skipped,
 //! some stages are reported `in_progress` first, failures are retried after a backoff and block
 //! the build after `max_retries`), some cancelled, some abandoned mid-stage (stuck), the newest
-//! still running.
+//! still running. Each run after a failure is a resume, with what it saved (`build_resumes`).
 //!
 //! Rows go straight into the tables, bypassing the API (which would take hours for 2 million
 //! transitions): PostgreSQL with `COPY ... FROM STDIN`, SQLite with multi-row `INSERT`s in
@@ -14,7 +14,8 @@ use std::fmt::Write as _;
 
 use anyhow::Context as _;
 use buildstate_domain::reports::completion_durations;
-use buildstate_domain::EventKind;
+use buildstate_domain::resumes::{saved_before, PassEntry, PreviousEntry, Saved};
+use buildstate_domain::{EventKind, StateCode};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use sqlx::postgres::PgPoolCopyExt as _;
@@ -71,6 +72,17 @@ struct SeededBuild {
     history: Vec<Entry>,
     /// When the last entry that was not a skipped stage was recorded.
     last_record_at: Option<i64>,
+    /// Each time the pipeline ran again after a failure: what that resume saved, as the server
+    /// records it (`build_resumes`, migration 0014).
+    resumes: Vec<SeededResume>,
+}
+
+/// One `build_resumes` row.
+struct SeededResume {
+    seq: i64,
+    at: i64,
+    stage: i64,
+    saved: Saved,
 }
 
 /// What was written.
@@ -82,6 +94,7 @@ pub struct Seeded {
     pub blocked: u64,
     pub cancelled: u64,
     pub unfinished: u64,
+    pub resumes: u64,
 }
 
 /// How a stage usually goes: mean duration in seconds and chance of failing per attempt.
@@ -166,6 +179,7 @@ impl Generator {
             updated_at: created_at,
             history: Vec::with_capacity(32),
             last_record_at: None,
+            resumes: Vec::new(),
         };
         let mut t = created_at;
         build.push(0, "started", None, None, t);
@@ -248,6 +262,8 @@ impl Generator {
                         return build;
                     }
                     build.next_attempt_at = None;
+                    // The pipeline runs again: it resumes at the failed stage.
+                    build.resume_at(code, t);
                     attempt += 1;
                     continue;
                 }
@@ -265,6 +281,46 @@ impl Generator {
 }
 
 impl SeededBuild {
+    /// Records the resume at `stage` of a run whose first report comes at `at`, with what the
+    /// domain's rule says it saved from the history so far.
+    fn resume_at(&mut self, stage: i64, at: i64) {
+        let time =
+            |millis: i64| chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default();
+        let code = |code: i64| StateCode::new(code).unwrap_or(StateCode::TRIGGERED);
+        let attempt = |attempt: Option<i64>| attempt.and_then(|n| u32::try_from(n).ok());
+        let kind = |kind: &str| kind.parse::<EventKind>().unwrap_or(EventKind::Started);
+        let entries = self
+            .history
+            .iter()
+            .enumerate()
+            .filter(|(_, entry)| matches!(entry.kind, "completed" | "skipped"))
+            .map(|(index, entry)| PassEntry {
+                seq: entry.seq,
+                state: code(entry.state),
+                kind: kind(entry.kind),
+                attempt: attempt(entry.attempt),
+                at: time(entry.recorded_at),
+                previous: index.checked_sub(1).map(|before| {
+                    let before = &self.history[before];
+                    PreviousEntry {
+                        state: code(before.state),
+                        kind: kind(before.kind),
+                        attempt: attempt(before.attempt),
+                        at: time(before.recorded_at),
+                    }
+                }),
+            });
+        let saved = saved_before(code(stage), entries);
+        if saved.stages_not_rerun > 0 {
+            self.resumes.push(SeededResume {
+                seq: self.history.len() as i64 + 1,
+                at,
+                stage,
+                saved,
+            });
+        }
+    }
+
     fn push(
         &mut self,
         state: i64,
@@ -327,6 +383,7 @@ pub async fn seed(
         for build in &chunk {
             seeded.builds += 1;
             seeded.transitions += build.history.len() as u64;
+            seeded.resumes += build.resumes.len() as u64;
             match build.status {
                 "completed" => seeded.completed += 1,
                 "blocked" => seeded.blocked += 1,
@@ -393,6 +450,9 @@ impl Store {
                 sqlx::query("VACUUM ANALYZE build_history")
                     .execute(&pool)
                     .await?;
+                sqlx::query("VACUUM ANALYZE build_resumes")
+                    .execute(&pool)
+                    .await?;
                 pool.close().await;
             }
         }
@@ -404,6 +464,16 @@ const BUILD_COLUMNS: &str = "id, build_key, platform, image_type, description, l
      status, failures, max_retries, next_attempt_at, last_message, last_seq, created_at, updated_at";
 const HISTORY_COLUMNS: &str = "build_id, seq, state, kind, message, attempt, reported_by, \
      token_id, source, recorded_at, duration_ms";
+const RESUME_COLUMNS: &str = "build_id, seq, resumed_at, stage, platform, image_type, \
+     stages_not_rerun, saved_ms, unknown_durations";
+
+/// Every build's resumes, with the build they belong to.
+fn resumes(builds: &[SeededBuild]) -> Vec<(&SeededBuild, &SeededResume)> {
+    builds
+        .iter()
+        .flat_map(|build| build.resumes.iter().map(move |resume| (build, resume)))
+        .collect()
+}
 
 async fn write_sqlite(pool: &sqlx::SqlitePool, builds: &[SeededBuild]) -> anyhow::Result<()> {
     let mut transaction = pool.begin().await?;
@@ -447,6 +517,22 @@ async fn write_sqlite(pool: &sqlx::SqlitePool, builds: &[SeededBuild]) -> anyhow
                 .push_bind(source(build))
                 .push_bind(entry.recorded_at)
                 .push_bind(entry.duration_ms);
+        });
+        insert.build().execute(&mut *transaction).await?;
+    }
+    for rows in resumes(builds).chunks(SQLITE_ROWS_PER_INSERT) {
+        let mut insert =
+            sqlx::QueryBuilder::new(format!("INSERT INTO build_resumes ({RESUME_COLUMNS}) "));
+        insert.push_values(rows, |mut row, (build, resume)| {
+            row.push_bind(&build.id)
+                .push_bind(resume.seq)
+                .push_bind(resume.at)
+                .push_bind(resume.stage)
+                .push_bind(build.platform)
+                .push_bind(build.image_type)
+                .push_bind(i64::from(resume.saved.stages_not_rerun))
+                .push_bind(resume.saved.saved_ms as i64)
+                .push_bind(i64::from(resume.saved.unknown_durations));
         });
         insert.build().execute(&mut *transaction).await?;
     }
@@ -529,6 +615,30 @@ async fn write_postgres(pool: &sqlx::PgPool, builds: &[SeededBuild]) -> anyhow::
     let mut copy = pool
         .copy_in_raw(&format!(
             "COPY build_history ({HISTORY_COLUMNS}) FROM STDIN WITH (FORMAT csv)"
+        ))
+        .await?;
+    copy.send(rows.as_bytes()).await?;
+    copy.finish().await?;
+
+    let mut rows = String::new();
+    for (build, resume) in resumes(builds) {
+        let _ = writeln!(
+            rows,
+            "{},{},{},{},{},{},{},{},{}",
+            build.id,
+            resume.seq,
+            resume.at,
+            resume.stage,
+            build.platform,
+            build.image_type,
+            resume.saved.stages_not_rerun,
+            resume.saved.saved_ms,
+            resume.saved.unknown_durations
+        );
+    }
+    let mut copy = pool
+        .copy_in_raw(&format!(
+            "COPY build_resumes ({RESUME_COLUMNS}) FROM STDIN WITH (FORMAT csv)"
         ))
         .await?;
     copy.send(rows.as_bytes()).await?;
