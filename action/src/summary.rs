@@ -2,6 +2,7 @@
 //! where this run resumed, the attempt, and links to the runs that did the work and to the
 //! dashboard. Pure: a [`Build`] and its history in, Markdown out.
 
+use buildstate_domain::resumes::Resume;
 use buildstate_domain::wire::{Build, HistoryEntry};
 use buildstate_domain::{BuildStatus, EventKind, StateCode};
 
@@ -44,6 +45,21 @@ pub fn resumed_at(history: &[HistoryEntry], source: Option<&str>) -> Option<Stat
         .iter()
         .find(|entry| entry.source.as_deref() == Some(source) && entry.kind != EventKind::Started)
         .map(|entry| entry.state)
+}
+
+/// The build's latest resume when this run (`source`, attempt included) made it: the report
+/// that resumed (`seq`) is this run's. The numbers are the server's record.
+pub fn resume_by<'b>(
+    build: &'b Build,
+    history: &[HistoryEntry],
+    source: Option<&str>,
+) -> Option<&'b Resume> {
+    let resume = build.last_resume.as_ref()?;
+    let source = source?;
+    history
+        .iter()
+        .any(|entry| entry.seq == resume.seq && entry.source.as_deref() == Some(source))
+        .then_some(resume)
 }
 
 /// Whether this run (`source`, attempt included) started the build: it recorded the build's
@@ -165,6 +181,9 @@ pub fn ladder(build: &Build, history: &[HistoryEntry], context: &Context) -> Str
         facts.push(format!("[dashboard]({url})"));
     }
     text.push_str(&facts.join(" · "));
+    if let Some(resume) = resume_by(build, history, source) {
+        text.push_str(&format!("\n\n⏩ **{}**", resume.describe()));
+    }
     text.push_str("\n\n| | stage | | status | done in |\n|---|---:|---|---|---|\n");
     for code in StateCode::all() {
         let (mark, words) = stage_mark(build, history, code);
@@ -222,6 +241,7 @@ mod tests {
             updated_at: at,
             outputs: Default::default(),
             lease: None,
+            last_resume: None,
         }
     }
 
@@ -300,6 +320,37 @@ mod tests {
             "**in_progress** at stage 5 (kickstart) · started by this run · stage attempt 1 · \
              workflow run attempt 1"
         );
+    }
+
+    #[test]
+    fn a_run_that_resumed_says_what_it_saved_from_the_servers_record() {
+        let history = [
+            entry(1, 0, EventKind::Started, RUN1),
+            entry(2, 0, EventKind::Completed, RUN1),
+            entry(3, 5, EventKind::Failed, RUN1),
+            entry(4, 5, EventKind::InProgress, RUN2),
+        ];
+        let mut resumed = build(5, BuildStatus::InProgress, 0);
+        resumed.last_resume = Some(Resume {
+            stage: StateCode::new(5).expect("code"),
+            at: history[3].recorded_at,
+            seq: 4,
+            stages_not_rerun: 1,
+            saved_ms: 133 * 60_000,
+            unknown_durations: 0,
+        });
+        let context = |source: &str| Context {
+            source: Some(source.into()),
+            ..Context::default()
+        };
+        let text = ladder(&resumed, &history, &context(RUN2));
+        assert_eq!(
+            text.lines().nth(4),
+            Some("⏩ **resumed at stage 5: 1 stage not re-run, about 2 h 13 min saved**")
+        );
+        // Another run's summary does not claim it.
+        let other = ladder(&resumed, &history, &context(RUN1));
+        assert!(!other.contains("not re-run"), "{other}");
     }
 
     #[test]

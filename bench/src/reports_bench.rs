@@ -42,6 +42,10 @@ struct Options {
     sqlite_path: PathBuf,
     #[command(flatten)]
     postgres: postgres::PostgresFlags,
+    /// The scratch PostgreSQL database's name (another name lets two checkouts measure on one
+    /// server without dropping each other's).
+    #[arg(long, default_value = "bldst_reports_bench")]
+    postgres_database: String,
     /// Leave the seeded databases in place at the end (the SQLite file always stays), for a
     /// later `--reuse` run.
     #[arg(long)]
@@ -54,7 +58,7 @@ struct Options {
 }
 
 /// What the dashboard's reports page and first page ask for.
-const ENDPOINTS: [(&str, &str); 12] = [
+const ENDPOINTS: [(&str, &str); 14] = [
     ("report: success (7 days)", "/reports/success"),
     ("report: success (90 days)", "/reports/success?days=90"),
     ("report: failures (7 days)", "/reports/failures"),
@@ -63,6 +67,8 @@ const ENDPOINTS: [(&str, &str); 12] = [
     ("report: durations (90 days)", "/reports/durations?days=90"),
     ("report: stuck and blocked", "/reports/stuck"),
     ("report: recovery (7 days)", "/reports/recovery"),
+    ("report: savings (7 days)", "/reports/savings"),
+    ("report: savings (90 days)", "/reports/savings?days=90"),
     ("dashboard: HTML", "/dashboard/"),
     ("dashboard: GET /builds?limit=50", "/builds?limit=50"),
     (
@@ -92,7 +98,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
             }
             "postgres" => {
                 let (admin, psql) = options.postgres.admin()?;
-                let name = "bldst_reports_bench";
+                let name = options.postgres_database.as_str();
                 let mut database = if options.reuse {
                     postgres::ScratchDatabase::existing(&admin, &psql, name)
                 } else {
@@ -149,9 +155,10 @@ async fn run(options: Options) -> anyhow::Result<()> {
             let started = Instant::now();
             let seeded = seed::seed(&url, options.builds, options.in_progress_chance, 42).await?;
             eprintln!(
-                "{backend}: seeded {} builds, {} transitions in {:.1}s ({} completed, {} blocked, {} cancelled, {} unfinished)",
+                "{backend}: seeded {} builds, {} transitions, {} resumes in {:.1}s ({} completed, {} blocked, {} cancelled, {} unfinished)",
                 seeded.builds,
                 seeded.transitions,
+                seeded.resumes,
                 started.elapsed().as_secs_f64(),
                 seeded.completed,
                 seeded.blocked,

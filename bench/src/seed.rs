@@ -3,7 +3,7 @@
 //! walking the 21 stages as a pipeline would (stages its pipeline does not use are skipped,
 //! some stages are reported `in_progress` first, failures are retried after a backoff and block
 //! the build after `max_retries`), some cancelled, some abandoned mid-stage (stuck), the newest
-//! still running.
+//! still running. Each run after a failure is a resume, with what it saved (`build_resumes`).
 //!
 //! Rows go straight into the tables, bypassing the API (which would take hours for 2 million
 //! transitions): PostgreSQL with `COPY ... FROM STDIN`, SQLite with multi-row `INSERT`s in
@@ -16,9 +16,11 @@ use std::borrow::Cow;
 
 use anyhow::Context as _;
 use buildstate_domain::reports::completion_durations;
-use buildstate_domain::EventKind;
+use buildstate_domain::resumes::{saved_before, PassEntry, PreviousEntry, Saved};
+use buildstate_domain::{EventKind, StateCode};
 use buildstate_server::db::{
-    ColumnValue, HistoryRow, NewBuildRow, HISTORY_ROW_WIDTH, NEW_BUILD_ROW_WIDTH,
+    ColumnValue, HistoryRow, NewBuildRow, ResumeRow, HISTORY_ROW_WIDTH, NEW_BUILD_ROW_WIDTH,
+    RESUME_ROW_WIDTH,
 };
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
@@ -76,6 +78,17 @@ struct SeededBuild {
     history: Vec<Entry>,
     /// When the last entry that was not a skipped stage was recorded.
     last_record_at: Option<i64>,
+    /// Each time the pipeline ran again after a failure: what that resume saved, as the server
+    /// records it (`build_resumes`, migration 0014).
+    resumes: Vec<SeededResume>,
+}
+
+/// One `build_resumes` row.
+struct SeededResume {
+    seq: i64,
+    at: i64,
+    stage: i64,
+    saved: Saved,
 }
 
 /// What was written.
@@ -87,6 +100,7 @@ pub struct Seeded {
     pub blocked: u64,
     pub cancelled: u64,
     pub unfinished: u64,
+    pub resumes: u64,
 }
 
 /// How a stage usually goes: mean duration in seconds and chance of failing per attempt.
@@ -171,6 +185,7 @@ impl Generator {
             updated_at: created_at,
             history: Vec::with_capacity(32),
             last_record_at: None,
+            resumes: Vec::new(),
         };
         let mut t = created_at;
         build.push(0, "started", None, None, t);
@@ -253,6 +268,8 @@ impl Generator {
                         return build;
                     }
                     build.next_attempt_at = None;
+                    // The pipeline runs again: it resumes at the failed stage.
+                    build.resume_at(code, t);
                     attempt += 1;
                     continue;
                 }
@@ -270,6 +287,46 @@ impl Generator {
 }
 
 impl SeededBuild {
+    /// Records the resume at `stage` of a run whose first report comes at `at`, with what the
+    /// domain's rule says it saved from the history so far.
+    fn resume_at(&mut self, stage: i64, at: i64) {
+        let time =
+            |millis: i64| chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default();
+        let code = |code: i64| StateCode::new(code).unwrap_or(StateCode::TRIGGERED);
+        let attempt = |attempt: Option<i64>| attempt.and_then(|n| u32::try_from(n).ok());
+        let kind = |kind: &str| kind.parse::<EventKind>().unwrap_or(EventKind::Started);
+        let entries = self
+            .history
+            .iter()
+            .enumerate()
+            .filter(|(_, entry)| matches!(entry.kind, "completed" | "skipped"))
+            .map(|(index, entry)| PassEntry {
+                seq: entry.seq,
+                state: code(entry.state),
+                kind: kind(entry.kind),
+                attempt: attempt(entry.attempt),
+                at: time(entry.recorded_at),
+                previous: index.checked_sub(1).map(|before| {
+                    let before = &self.history[before];
+                    PreviousEntry {
+                        state: code(before.state),
+                        kind: kind(before.kind),
+                        attempt: attempt(before.attempt),
+                        at: time(before.recorded_at),
+                    }
+                }),
+            });
+        let saved = saved_before(code(stage), entries);
+        if saved.stages_not_rerun > 0 {
+            self.resumes.push(SeededResume {
+                seq: self.history.len() as i64 + 1,
+                at,
+                stage,
+                saved,
+            });
+        }
+    }
+
     fn push(
         &mut self,
         state: i64,
@@ -332,6 +389,7 @@ pub async fn seed(
         for build in &chunk {
             seeded.builds += 1;
             seeded.transitions += build.history.len() as u64;
+            seeded.resumes += build.resumes.len() as u64;
             match build.status {
                 "completed" => seeded.completed += 1,
                 "blocked" => seeded.blocked += 1,
@@ -398,6 +456,9 @@ impl Store {
                 sqlx::query("VACUUM ANALYZE build_history")
                     .execute(&pool)
                     .await?;
+                sqlx::query("VACUUM ANALYZE build_resumes")
+                    .execute(&pool)
+                    .await?;
                 pool.close().await;
             }
         }
@@ -442,6 +503,21 @@ impl SeededBuild {
             recorded_at: entry.recorded_at,
             outputs: None,
             duration_ms: entry.duration_ms,
+        })
+    }
+
+    /// The resumes' rows, as the store keeps them for the savings report.
+    fn resume_rows(&self) -> impl Iterator<Item = ResumeRow<'_>> + '_ {
+        self.resumes.iter().map(move |resume| ResumeRow {
+            build_id: &self.id,
+            seq: resume.seq,
+            resumed_at: resume.at,
+            stage: resume.stage,
+            platform: self.platform,
+            image_type: self.image_type,
+            stages_not_rerun: i64::from(resume.saved.stages_not_rerun),
+            saved_ms: i64::try_from(resume.saved.saved_ms).unwrap_or(i64::MAX),
+            unknown_durations: i64::from(resume.saved.unknown_durations),
         })
     }
 
@@ -492,6 +568,11 @@ async fn write_sqlite(pool: &sqlx::SqlitePool, builds: &[SeededBuild]) -> anyhow
         .flat_map(|(build, source)| build.history_rows(source).map(HistoryRow::values))
         .collect();
     insert_sqlite(&mut transaction, "build_history", HistoryRow::COLUMNS, rows).await?;
+    let rows: Vec<[ColumnValue<'_>; RESUME_ROW_WIDTH]> = builds
+        .iter()
+        .flat_map(|build| build.resume_rows().map(ResumeRow::values))
+        .collect();
+    insert_sqlite(&mut transaction, "build_resumes", ResumeRow::COLUMNS, rows).await?;
     transaction.commit().await?;
     Ok(())
 }
@@ -545,7 +626,15 @@ async fn write_postgres(pool: &sqlx::PgPool, builds: &[SeededBuild]) -> anyhow::
             push_csv_row(&mut rows, row.values());
         }
     }
-    copy_postgres(pool, "build_history", HistoryRow::COLUMNS, &rows).await
+    copy_postgres(pool, "build_history", HistoryRow::COLUMNS, &rows).await?;
+
+    let mut rows = String::new();
+    for build in builds {
+        for row in build.resume_rows() {
+            push_csv_row(&mut rows, row.values());
+        }
+    }
+    copy_postgres(pool, "build_resumes", ResumeRow::COLUMNS, &rows).await
 }
 
 #[cfg(test)]

@@ -136,4 +136,6 @@ printf '%s\n' "$history" | awk '
         printf "the re-run skipped stages %s (completed by the first run), ran stage %s again after %d failure(s), and %s\n",
             skipped, retried, failures[retried], published ? "published the image (stage 100)" : "did not publish the image"
     }'
-
+# And what resuming saved, as the server recorded it (docs/rules.md, "What resuming saved"): the
+# re-run's stage 15 and the automatic retry of stage 20 each did not run the stages before them.
+"$BLDST" report savings --days 1 2>/dev/null | sed -n 1p

@@ -70,14 +70,19 @@ pub async fn get(
 /// The `metadata` list Concourse shows beside a version.
 pub fn metadata(build: &Build, api_url: &str) -> Value {
     let attempt = attempt(build);
-    json!([
+    let mut pairs = json!([
         {"name": "build_id", "value": build.id.to_string()},
         {"name": "state", "value": build.state.to_string()},
         {"name": "state_name", "value": build.state_name},
         {"name": "status", "value": build.status.as_str()},
         {"name": "attempt", "value": attempt.to_string()},
         {"name": "dashboard", "value": buildstate_client::api::dashboard_url(api_url, &build.id)},
-    ])
+    ]);
+    // What the build's latest resume saved, as the server recorded it.
+    if let (Some(resume), Some(pairs)) = (&build.last_resume, pairs.as_array_mut()) {
+        pairs.push(json!({"name": "resumed", "value": resume.describe()}));
+    }
+    pairs
 }
 
 /// The attempt at the build's state that runs next (or runs now): failures so far plus one.
@@ -144,6 +149,7 @@ fn write_files(
     write("outputs.json", &pretty(&build.outputs))?;
     write("outputs.env", &env_lines(&build.outputs))?;
     write("lease.json", &pretty(&build.lease))?;
+    write("resume.json", &pretty(&build.last_resume))?;
     Ok(())
 }
 

@@ -215,6 +215,13 @@ impl Printer {
             ),
         ));
         table.add_row(text(
+            "last resume",
+            build
+                .last_resume
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |resume| resume.describe()),
+        ));
+        table.add_row(text(
             "outputs",
             if build.outputs.is_empty() {
                 "-".to_owned()

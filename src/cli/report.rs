@@ -1,10 +1,11 @@
 //! `bldst report ...`: the server's reports (the dashboard's reports page) as tables, or as
 //! the API's JSON with `--output json`. The numbers are the server's; definitions live in
-//! `buildstate_domain::reports` and `docs/cli.md`.
+//! `buildstate_domain::reports`, `buildstate_domain::resumes` and `docs/cli.md`.
 
 use buildstate_domain::reports::{
     AttentionBuild, DurationStats, StageRecovery, SuccessCounts, MAX_WINDOW_DAYS,
 };
+use buildstate_domain::resumes::{SavingsGroup, SavingsTotals};
 use buildstate_domain::StateCode;
 use clap::{Args, Subcommand};
 use comfy_table::Cell;
@@ -73,6 +74,18 @@ Examples:
   bldst report recovery
   bldst report recovery --days 30")]
     Recovery(WindowArgs),
+    /// What resuming saved: stages not re-run and their recorded durations, over resumes in the window.
+    #[command(
+        after_help = "A resume is a run carrying on where a build had stopped (a failure, an \
+operator's retry or reset, a lost lease); it saved the stages completed before it, each with \
+the time from its in_progress to its completion. Stages completed without an in_progress have \
+no recorded duration: UNKNOWN counts them (they are not in SAVED).
+
+Examples:
+  bldst report savings
+  bldst report savings --days 30 --output json"
+    )]
+    Savings(WindowArgs),
 }
 
 #[derive(Debug, Args)]
@@ -235,8 +248,69 @@ pub async fn run(args: ReportArgs, context: &Context<'_>) -> Result<u8, CliError
             ));
             printer.print_fitted(table, &[1])?;
         }
+        ReportCommand::Savings(window) => {
+            let report = client.savings_report(window.days).await?;
+            if printer.is_json() {
+                return json(printer, &report);
+            }
+            printer.note(&format!("resumes since {}", time(&report.since)));
+            printer.line(&report.summary)?;
+            printer.line("")?;
+            let all = SavingsGroup {
+                name: "all".to_owned(),
+                totals: report.totals,
+            };
+            savings_table(printer, "PLATFORM", &report.by_platform, &all)?;
+            printer.line("")?;
+            savings_table(printer, "IMAGE TYPE", &report.by_image_type, &all)?;
+            printer.line("")?;
+            let mut table = printer.table(&[
+                "ID",
+                "PLATFORM",
+                "IMAGE TYPE",
+                "RESUMES",
+                "STAGES NOT RE-RUN",
+                "SAVED",
+                "UNKNOWN",
+            ]);
+            for build in &report.top_builds {
+                let mut row = vec![
+                    Cell::new(build.id.as_str()),
+                    Cell::new(build.platform.as_str()),
+                    Cell::new(build.image_type.as_str()),
+                ];
+                row.extend(savings_cells(&build.totals));
+                table.add_row(row);
+            }
+            printer.print_fitted(table, &[1, 2])?;
+        }
     }
     Ok(exit::SUCCESS)
+}
+
+fn savings_table(
+    printer: &Printer,
+    group: &str,
+    rows: &[SavingsGroup],
+    all: &SavingsGroup,
+) -> Result<(), CliError> {
+    let mut table = printer.table(&[group, "RESUMES", "STAGES NOT RE-RUN", "SAVED", "UNKNOWN"]);
+    for group in rows.iter().chain([all]) {
+        let mut row = vec![Cell::new(&group.name)];
+        row.extend(savings_cells(&group.totals));
+        table.add_row(row);
+    }
+    printer.print_fitted(table, &[0])
+}
+
+/// RESUMES, STAGES NOT RE-RUN, SAVED and UNKNOWN cells.
+fn savings_cells(totals: &SavingsTotals) -> Vec<Cell> {
+    vec![
+        Cell::new(totals.resumes),
+        Cell::new(totals.stages_not_rerun),
+        Cell::new(human_secs(totals.saved_ms as f64 / 1000.0)),
+        Cell::new(totals.unknown_durations),
+    ]
 }
 
 fn json<T: serde::Serialize>(printer: &Printer, report: &T) -> Result<u8, CliError> {

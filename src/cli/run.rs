@@ -20,6 +20,7 @@ use buildstate_client::gate_wait::{self, GateOutcome, NotWaited, WaitPolicy};
 use buildstate_client::lease::{read_outputs_file, Heartbeats};
 use buildstate_client::message::{keep_tail, message_from_output};
 use buildstate_domain::limits::MAX_MESSAGE_CHARS;
+use buildstate_domain::resumes::Resume;
 use buildstate_domain::wire::{Build, ReportTransition};
 use buildstate_domain::{BuildId, Outputs, ReportStatus, StateCode};
 use clap::Args;
@@ -116,11 +117,13 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// One attempt's end: the exit code, and with a failure the server recorded, the build as
-/// that failure left it (failed, or blocked).
+/// One attempt's end: the exit code, with a failure the server recorded, the build as that
+/// failure left it (failed, or blocked), and the resume the server recorded when this attempt
+/// claimed the stage (docs/rules.md, "What resuming saved").
 pub(super) struct Attempt {
     pub(super) code: u8,
     pub(super) failed: Option<Build>,
+    pub(super) resumed: Option<Resume>,
 }
 
 /// The run identity of this `bldst build run`: `--run`, else the report source (or `local`)
@@ -150,7 +153,11 @@ pub(super) async fn run_once(
         .unwrap_or_default();
     let source = config::report_source(args.source.as_deref(), context.env);
     if let Some(code) = gate_until_runnable(client, args, run, &context.printer).await? {
-        return Ok(Attempt { code, failed: None });
+        return Ok(Attempt {
+            code,
+            failed: None,
+            resumed: None,
+        });
     }
     let report = |status, message: String, fence: Option<i64>, outputs: Outputs| ReportTransition {
         state: stage,
@@ -175,6 +182,7 @@ pub(super) async fn run_once(
         )
         .await?;
     let lease = claimed.build.lease.clone();
+    let resumed = claimed.resumed.clone();
     let fence = lease.as_ref().map(|lease| lease.fence);
     context.printer.note(&format!(
         "bldst: stage {stage} of build `{id}`: running `{program}`"
@@ -254,7 +262,11 @@ pub(super) async fn run_once(
     match (status, reported) {
         (ReportStatus::Completed, Ok(result)) => {
             context.printer.note(&format!("bldst: {}", result.note));
-            Ok(Attempt { code, failed: None })
+            Ok(Attempt {
+                code,
+                failed: None,
+                resumed,
+            })
         }
         (ReportStatus::Completed, Err(error)) => {
             let error = CliError::from(error);
@@ -277,6 +289,7 @@ pub(super) async fn run_once(
             Ok(Attempt {
                 code,
                 failed: Some(result.build),
+                resumed,
             })
         }
         (_, Err(error)) => {
@@ -284,7 +297,11 @@ pub(super) async fn run_once(
                 "error: `{program}` failed and the failure of stage {stage} of build `{id}` could not be recorded: {}",
                 CliError::from(error).message
             ));
-            Ok(Attempt { code, failed: None })
+            Ok(Attempt {
+                code,
+                failed: None,
+                resumed,
+            })
         }
     }
 }

@@ -27,10 +27,13 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
         max_wait: args.max_wait,
         poll: args.retry_poll,
     };
-    loop {
+    // The latest resume an attempt's claim recorded: the run's last line says what it saved.
+    let mut resumed = None;
+    let code = loop {
         let attempt = run_stage::run_once(&args, context, &client, &run).await?;
+        resumed = attempt.resumed.or(resumed);
         let Some(failed) = attempt.failed.filter(|_| args.retry) else {
-            return Ok(attempt.code);
+            break attempt.code;
         };
         let mut on_wait = |build: &Build, wait: Duration| {
             context.printer.note(&format!(
@@ -62,14 +65,14 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
                     build.max_retries,
                     needs_a_person(id)
                 ));
-                return Ok(attempt.code);
+                break attempt.code;
             }
             RetryWait::NotFailed(build) => {
                 context.printer.note(&format!(
                     "bldst: build `{id}` is {} at stage {} now (another run or an operator moved it): not retrying here",
                     build.status, build.state
                 ));
-                return Ok(attempt.code);
+                break attempt.code;
             }
             RetryWait::TooLate { build, due_at } => {
                 let when = match due_at {
@@ -81,8 +84,14 @@ pub async fn run(args: RunArgs, context: &Context<'_>) -> Result<u8, CliError> {
                     next_attempt_words(&build),
                     args.max_wait.as_secs()
                 ));
-                return Ok(attempt.code);
+                break attempt.code;
             }
         }
+    };
+    if let Some(resume) = resumed {
+        context
+            .printer
+            .note(&format!("bldst: {}", resume.describe()));
     }
+    Ok(code)
 }

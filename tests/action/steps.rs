@@ -178,6 +178,14 @@ async fn a_rerun_resumes_the_build_and_skips_what_the_first_attempt_completed(ap
         "{}",
         got.summary
     );
+    // What resuming saved, as the server recorded it with the re-run's report on stage 5:
+    // stage 0, which the first attempt ran, was not run again.
+    assert!(
+        got.summary
+            .contains("⏩ **resumed at stage 5: 1 stage not re-run, "),
+        "{}",
+        got.summary
+    );
     assert!(
         got.summary.contains(&format!(
             "[dashboard]({}/dashboard/#/builds/{id})",

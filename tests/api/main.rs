@@ -23,6 +23,7 @@ mod replicas;
 mod reports;
 mod retention;
 mod retries;
+mod savings;
 mod server_image;
 mod streams;
 mod text_rules;

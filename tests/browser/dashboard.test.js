@@ -156,6 +156,9 @@ async function main() {
       const rates = await page.textContent("[data-testid=chart-success-platform] svg");
       assert.ok(rates.includes("100% of 1 finished · 1 unfinished"), rates);
       await page.waitForSelector("[data-testid=blocked] tbody tr");
+      // What resuming saved: the server's sentence for the page's window.
+      const saved = await page.textContent("[data-testid=savings] p.big");
+      assert.match(saved, /^(resuming saved .+ in the last 7 days, \d+ stages? not re-run|no build resumed in the last 7 days)/, saved);
       step(`${device}: the reports page draws its charts and lists blocked builds`);
       await page.screenshot({ path: path.join(SHOTS, `${device}-reports.png`), fullPage: true });
 

@@ -133,13 +133,22 @@ fn the_demo_script_finds_a_debug_build_and_resumes_the_failed_stage() {
         ],
         "{stdout}"
     );
-    // It ends by saying what resuming did, not with a gate's "stop" that reads like an error.
+    // It ends by saying what resuming did, not with a gate's "stop" that reads like an error,
+    // then what it saved as the server recorded it: the re-run's resume at 15 (0, 5, 10 not
+    // re-run) and the automatic retry's at 20 (0 to 15).
+    let last: Vec<&str> = stdout.lines().rev().take(2).collect();
     assert_eq!(
-        stdout.lines().last(),
+        last.get(1).copied(),
         Some(
             "the re-run skipped stages 0, 5, 10 (completed by the first run), ran stage 15 \
              again after 1 failure(s), and published the image (stage 100)"
         ),
+        "{stdout}"
+    );
+    let saved = last.first().copied().unwrap_or_default();
+    assert!(
+        saved.starts_with("resuming saved ")
+            && saved.ends_with(" in the last day, 7 stages not re-run"),
         "{stdout}"
     );
 }

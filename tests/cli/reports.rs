@@ -4,13 +4,15 @@
 use buildstate_domain::reports::{
     DurationReport, FailureReport, RecoveryReport, StuckReport, SuccessReport,
 };
+use buildstate_domain::resumes::SavingsReport;
 
 use crate::helpers::{json, Bldst};
 use crate::support::TestApp;
 
 crate::on_both_backends!(
     reports_print_as_tables_and_json,
-    bad_report_flags_are_refused_before_asking
+    bad_report_flags_are_refused_before_asking,
+    savings_print_as_a_sentence_tables_and_json,
 );
 
 /// The report tables with the durations (which depend on how fast the test ran) redacted
@@ -19,6 +21,8 @@ macro_rules! assert_report_snapshot {
     ($name:expr, $text:expr) => {{
         let mut filters = crate::helpers::redactions();
         filters.push((r"\b\d+(\.\d+)?(ms|s)\b|\b\d+m \d{2}s\b", "[dur]"));
+        // The savings sentence says its time in words ("under a second", "2 h 13 min").
+        filters.push((r"resuming saved .+? in the last", "resuming saved [dur] in the last"));
         // The columns' widths follow the durations' lengths: one gap of two spaces instead.
         filters.push((r" {2,}", "  "));
         insta::with_settings!({filters => filters}, {
@@ -203,4 +207,57 @@ async fn bad_report_flags_are_refused_before_asking(app: TestApp) {
         .await
         .expect_code(5);
     unauthenticated.expect_one_error_line();
+}
+
+/// One build resumed at 10 after a failure: 0 ran with in_progress/completed, 5 reported only
+/// its completion (its duration unknown).
+async fn savings_print_as_a_sentence_tables_and_json(app: TestApp) {
+    // Arrange
+    let bldst = Bldst::admin(&app);
+    let id = bldst.create_build(&[]).await;
+    for (state, status) in [
+        (0, "in_progress"),
+        (0, "completed"),
+        (5, "completed"),
+        (10, "failed"),
+        (10, "in_progress"),
+    ] {
+        bldst.report(&id, state, status).await;
+    }
+
+    // Act
+    let table = bldst.run(&["report", "savings"]).await.ok();
+    let report: SavingsReport = json(
+        &bldst
+            .run(&["report", "savings", "--days", "30", "-o", "json"])
+            .await
+            .ok()
+            .stdout,
+    );
+
+    // Assert
+    assert_report_snapshot!("report_savings_table", table.stdout);
+    assert!(
+        table.stderr.starts_with("resumes since "),
+        "{}",
+        table.stderr
+    );
+    assert_eq!(
+        (
+            report.days,
+            report.totals.resumes,
+            report.totals.stages_not_rerun,
+            report.totals.unknown_durations
+        ),
+        (30, 1, 2, 1)
+    );
+    assert_eq!(report.top_builds[0].id, id);
+    assert!(
+        report.summary.starts_with("resuming saved ")
+            && report.summary.ends_with(
+                " in the last 30 days, 2 stages not re-run (1 without a recorded duration)"
+            ),
+        "{}",
+        report.summary
+    );
 }

@@ -73,6 +73,16 @@ async fn a_command_that_fails_twice_then_succeeds_resumes_at_the_failed_stage(ap
     // Assert
     assert_eq!([first.code, second.code, third.code], [7, 7, 0]);
     assert_cli_snapshot!("run_failure_stderr", first.stderr);
+    // Each later attempt resumed after a failure, and its last line says what that saved:
+    // stage 0, reported completed without an in_progress, has no recorded duration.
+    for (attempt, ran) in [("second", &second), ("third", &third)] {
+        assert_eq!(
+            ran.stderr.lines().last(),
+            Some("bldst: resumed at stage 5: 1 stage not re-run, time saved unknown (no recorded durations)"),
+            "{attempt}: {}",
+            ran.stderr
+        );
+    }
     assert_eq!(third.stdout, "attempt 3: installed\n");
     let build = build_of(&bldst, id.as_str()).await;
     assert_eq!(

@@ -280,7 +280,7 @@ async fn the_shown_account_and_build_commands_run_against_a_server(app: TestApp)
                 ]
                 | [
                     "report",
-                    "success" | "failures" | "durations" | "stuck" | "recovery",
+                    "success" | "failures" | "durations" | "stuck" | "recovery" | "savings",
                     ..
                 ]
         );

@@ -75,6 +75,41 @@ async fn in_writes_the_build_the_gates_and_the_stage_lists(app: TestApp) {
         .expect("list")
         .iter()
         .all(|m| m["value"].is_string()));
+    assert_eq!(read(path, "resume.json"), "null\n", "not resumed yet");
+    assert!(!answer.to_string().contains("\"resumed\""), "{answer}");
+
+    // The re-run's put on the failed stage resumes the build: `in` shows what that saved, as
+    // the server recorded it. Stage 10 was reported completed without an in_progress, so its
+    // duration is unknown; stage 0 (completed by the jump) and skipped 5 are not counted.
+    let resumed = resource
+        .put(
+            put_dir.path(),
+            &json!({"source": source, "params": {"state": 15, "status": "in_progress"}}),
+        )
+        .await
+        .json();
+    let dir = resource.dir();
+    let answer = resource
+        .get(
+            dir.path(),
+            &json!({"source": source, "version": resumed["version"]}),
+        )
+        .await
+        .json();
+    assert_eq!(
+        metadata(&answer, "resumed"),
+        "resumed at stage 15: 1 stage not re-run, time saved unknown (no recorded durations)"
+    );
+    let resume: serde_json::Value =
+        serde_json::from_str(&read(dir.path(), "resume.json")).expect("resume.json");
+    assert_eq!(
+        (
+            &resume["stage"],
+            &resume["stages_not_rerun"],
+            &resume["unknown_durations"]
+        ),
+        (&json!(15), &json!(1), &json!(1))
+    );
     app.stop().await;
 }
 

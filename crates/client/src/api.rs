@@ -499,6 +499,14 @@ impl Client {
         self.report("/reports/recovery", &window_pairs(days)).await
     }
 
+    /// What resuming saved over resumes in the window.
+    pub async fn savings_report(
+        &self,
+        days: Option<u32>,
+    ) -> Result<buildstate_domain::resumes::SavingsReport> {
+        self.report("/reports/savings", &window_pairs(days)).await
+    }
+
     async fn report<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
         self.send::<(), _>(Method::GET, path, None, query, None)
             .await

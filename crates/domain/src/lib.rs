@@ -10,6 +10,7 @@ pub mod limits;
 pub mod notes;
 pub mod outputs;
 pub mod reports;
+pub mod resumes;
 pub mod retries;
 pub mod rules;
 pub mod state;

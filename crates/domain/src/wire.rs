@@ -168,6 +168,10 @@ pub struct Build {
     /// have expired (compare `expires_at`); the next report from another run then takes over.
     #[serde(default)]
     pub lease: Option<Lease>,
+    /// The latest time a run resumed this build (docs/rules.md, "What resuming saved"): where,
+    /// and the stages it did not run again; absent until one did.
+    #[serde(default)]
+    pub last_resume: Option<crate::resumes::Resume>,
 }
 
 impl Build {
@@ -342,6 +346,9 @@ pub struct TransitionResult {
     /// a client can say where the build stands without reading its history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_entry: Option<HistoryEntry>,
+    /// Set when this report resumed the build: the stages it need not run again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<crate::resumes::Resume>,
 }
 
 /// The `details` of a `stage_already_completed` refusal (409): the report's stage, the stage

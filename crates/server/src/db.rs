@@ -33,16 +33,18 @@ mod reports;
 mod retention;
 mod retries;
 mod rows;
+mod savings;
 
 pub use accounts::{Actor, TOKEN_REVOKED};
 pub use builds::{BuildFilter, Change, Started, TransitionRequest};
 pub use feed::FeedPoint;
 pub use reports::MAX_ATTENTION_BUILDS;
 pub use retries::DueCursor;
-/// The rows the store writes, for a seeder that writes builds and history in bulk (the reports
-/// benchmark) with the store's own columns.
+/// The rows the store writes, for a seeder that writes builds, history and resumes in bulk
+/// (the reports benchmark) with the store's own columns.
 pub use rows::{
-    bind_values, ColumnValue, HistoryRow, NewBuildRow, HISTORY_ROW_WIDTH, NEW_BUILD_ROW_WIDTH,
+    bind_values, ColumnValue, HistoryRow, NewBuildRow, ResumeRow, HISTORY_ROW_WIDTH,
+    NEW_BUILD_ROW_WIDTH, RESUME_ROW_WIDTH,
 };
 
 /// What went wrong in the store, in domain terms.

@@ -5,8 +5,10 @@
 //! status, blocked and stuck builds) and are read from it at scrape time, so every process
 //! reports the same values: aggregate them with `max`, not `sum`.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use buildstate_domain::resumes::Resume;
 use buildstate_domain::wire::{Build, HistoryEntry};
 use buildstate_domain::{BuildStatus, EventKind};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -29,6 +31,12 @@ struct RetryLabels {
     platform: String,
     image_type: String,
     code: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    platform: String,
+    image_type: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,6 +70,9 @@ pub struct Metrics {
     transitions: Family<TransitionLabels, Counter>,
     retries: Family<RetryLabels, Counter>,
     retries_due: Family<RetryLabels, Counter>,
+    resumes: Family<GroupLabels, Counter>,
+    stages_not_rerun: Family<GroupLabels, Counter>,
+    resume_saved_seconds: Family<GroupLabels, Counter<f64, AtomicU64>>,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     builds: Family<StatusLabels, Gauge>,
@@ -95,6 +106,24 @@ impl Metrics {
             "retries_due",
             "Retries this process announced (retry_due entries): a failed stage's backoff ended with retries left",
             retries_due.clone(),
+        );
+        let resumes = Family::<GroupLabels, Counter>::default();
+        registry.register(
+            "resumes",
+            "Resumes this process recorded: a run carried on where a build had stopped (docs/rules.md, \"What resuming saved\")",
+            resumes.clone(),
+        );
+        let stages_not_rerun = Family::<GroupLabels, Counter>::default();
+        registry.register(
+            "stages_not_rerun",
+            "Stages the resumes this process recorded did not run again",
+            stages_not_rerun.clone(),
+        );
+        let resume_saved_seconds = Family::<GroupLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "resume_saved_seconds",
+            "Recorded durations of the stages not run again (unknown durations excluded), in seconds",
+            resume_saved_seconds.clone(),
         );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -134,6 +163,9 @@ impl Metrics {
             transitions,
             retries,
             retries_due,
+            resumes,
+            stages_not_rerun,
+            resume_saved_seconds,
             requests,
             request_seconds,
             builds,
@@ -168,6 +200,21 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Counts a resume this process recorded on `build`.
+    pub fn observe_resume(&self, build: &Build, resume: &Resume) {
+        let labels = GroupLabels {
+            platform: build.platform.to_string(),
+            image_type: build.image_type.to_string(),
+        };
+        self.resumes.get_or_create(&labels).inc();
+        self.stages_not_rerun
+            .get_or_create(&labels)
+            .inc_by(u64::from(resume.stages_not_rerun));
+        self.resume_saved_seconds
+            .get_or_create(&labels)
+            .inc_by(resume.saved_ms as f64 / 1000.0);
     }
 
     /// Counts one answered request.

@@ -246,6 +246,9 @@ pub async fn report_transition(
         .map_err(for_build(&id))?;
     // A replayed answer's entries were published when they were recorded.
     state.announce(change.build(), change.recorded_now());
+    if let Some(resume) = change.resumed_now() {
+        state.metrics.observe_resume(change.build(), resume);
+    }
     Ok(Json(change.into_answer()))
 }
 

@@ -89,6 +89,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(reports::duration_report))
         .routes(routes!(reports::stuck_report))
         .routes(routes!(reports::recovery_report))
+        .routes(routes!(reports::savings_report))
         .routes(routes!(events::build_events))
         .routes(routes!(events::all_events))
         .routes(routes!(metrics::metrics))

@@ -1,5 +1,6 @@
 //! `GET /reports/*`: success rates, failures, stage durations, stuck and blocked builds, time
-//! to recover. A read token is enough. Definitions: `buildstate_domain::reports`.
+//! to recover, what resuming saved. A read token is enough. Definitions:
+//! `buildstate_domain::reports` and `buildstate_domain::resumes`.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use buildstate_domain::reports::{
     DurationReport, FailureReport, RecoveryReport, StuckReport, StuckThresholds, SuccessReport,
     DEFAULT_WINDOW_DAYS, MAX_STUCK_AFTER_SECS, MAX_WINDOW_DAYS,
 };
+use buildstate_domain::resumes::SavingsReport;
 use buildstate_domain::wire::ErrorBody;
 use buildstate_domain::Scope;
 use chrono::{DateTime, Utc};
@@ -31,6 +33,11 @@ pub struct WindowQuery {
 
 impl WindowQuery {
     fn since(&self) -> Result<DateTime<Utc>, ApiError> {
+        Ok(self.window()?.0)
+    }
+
+    /// When the window starts, and its length in days.
+    fn window(&self) -> Result<(DateTime<Utc>, u32), ApiError> {
         let days = self.days.unwrap_or(DEFAULT_WINDOW_DAYS);
         if days == 0 || days > MAX_WINDOW_DAYS {
             return Err(ApiError::invalid_field(
@@ -38,7 +45,7 @@ impl WindowQuery {
                 format!("must be 1 to {MAX_WINDOW_DAYS}"),
             ));
         }
-        Ok(Utc::now() - chrono::Duration::days(i64::from(days)))
+        Ok((Utc::now() - chrono::Duration::days(i64::from(days)), days))
     }
 }
 
@@ -146,4 +153,21 @@ pub async fn recovery_report(
 ) -> Result<Json<RecoveryReport>, ApiError> {
     auth.require(Scope::Read)?;
     Ok(Json(state.db.recovery_report(window.since()?).await?))
+}
+
+/// What resuming saved: over resumes in the window, the stages not re-run and their recorded
+/// durations (unknown ones counted apart), in total, by platform, by image type, and the
+/// builds that saved most (at most 20).
+#[utoipa::path(get, path = "/reports/savings", tag = "reports", params(WindowQuery),
+    responses((status = 200, body = SavingsReport), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub async fn savings_report(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiQuery(window): ApiQuery<WindowQuery>,
+) -> Result<Json<SavingsReport>, ApiError> {
+    auth.require(Scope::Read)?;
+    let (since, days) = window.window()?;
+    Ok(Json(state.db.savings_report(since, days).await?))
 }

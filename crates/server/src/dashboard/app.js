@@ -531,9 +531,9 @@ let reportDays = 7;
 async function reportsPage() {
   stopFollowing();
   const q = `?days=${reportDays}`;
-  const [success, failures, durations, stuck, recovery] = await Promise.all([
+  const [success, failures, durations, stuck, recovery, savings] = await Promise.all([
     api(`/reports/success${q}`), api(`/reports/failures${q}`), api(`/reports/durations${q}`),
-    api("/reports/stuck"), api(`/reports/recovery${q}`)]);
+    api("/reports/stuck"), api(`/reports/recovery${q}`), api(`/reports/savings${q}`)]);
   const days = h("select", { "data-testid": "days", onchange: (event) => {
     reportDays = Number(event.target.value);
     reportsPage().catch(showError);
@@ -561,7 +561,11 @@ async function reportsPage() {
         ["p50", "p90"], secs)),
       h("section", { class: "card" }, h("h2", {}, "Time to recover from a failure"),
         h("p", { class: "big" }, overall ? `p50 ${secs(overall.p50_secs)} · p90 ${secs(overall.p90_secs)}` : "no recoveries yet"),
-        h("p", { class: "muted" }, `${recovery.overall.recovered} recovered, ${recovery.overall.unrecovered} not (yet)`))),
+        h("p", { class: "muted" }, `${recovery.overall.recovered} recovered, ${recovery.overall.unrecovered} not (yet)`)),
+      // The sentence is the server's (the domain's words), not put together here.
+      h("section", { class: "card", "data-testid": "savings" }, h("h2", {}, "What resuming saved"),
+        h("p", { class: "big" }, savings.summary),
+        h("p", { class: "muted" }, `${savings.totals.resumes} resumes · ${savings.totals.unknown_durations} stages without a recorded duration (not counted as zero)`))),
     attentionTable(`Blocked (${stuck.blocked.length})`, "blocked", stuck.blocked),
     attentionTable(`Stuck: nothing reported for over ${secs(stuck.stuck_after_secs)} (${stuck.stuck.length})`, "stuck", stuck.stuck));
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
+use buildstate_domain::resumes::{self, PassEntry, PreviousEntry, Resume, Saved};
 use buildstate_domain::wire::{
     Build, BuildPage, HistoryEntry, HistoryPage, StartBuild, StatusOverview, TransitionResult,
 };
@@ -16,8 +17,9 @@ use sqlx::{Any, Row, Transaction};
 
 use super::rows::{
     bind_history, bind_values, build_not_found, history_entries, history_from_row,
-    history_placeholders, insert_history, optional_time, ChangedOutputs, HistoryRow, MergedOutputs,
-    NewBuildRow, StoredOutputs, BUILD_COLUMNS, BUILD_COLUMNS_BUT_OUTPUTS, HISTORY_COLUMNS,
+    history_placeholders, insert_history, optional_time, optional_u32, parsed, state_column, time,
+    ChangedOutputs, HistoryRow, MergedOutputs, NewBuildRow, ResumeRow, StoredOutputs,
+    BUILD_COLUMNS, BUILD_COLUMNS_BUT_OUTPUTS, HISTORY_COLUMNS,
 };
 use super::{Actor, Database, Dialect, StoreError, StoreResult};
 
@@ -156,14 +158,15 @@ impl Database {
     }
 
     /// The build, locked, its per-stage outputs as stored (a change decodes those only if it
-    /// may touch them, see [`StoredOutputs::after`]) and when its last history entry was
-    /// recorded (what the next completion's duration counts from).
+    /// may touch them, see [`StoredOutputs::after`]), when its last history entry was
+    /// recorded (what the next completion's duration counts from) and its pending stop
+    /// (`stopped_seq`, [`resumes::stop_after`]).
     async fn locked_build_and_outputs(
         &self,
         tx: &mut Transaction<'static, Any>,
         id: &str,
         lock: RowLock,
-    ) -> StoreResult<(Build, StoredOutputs, Option<DateTime<Utc>>)> {
+    ) -> StoreResult<(Build, StoredOutputs, Option<DateTime<Utc>>, Option<i64>)> {
         let (lock_clause, not_there) = match lock {
             RowLock::Wait => (self.dialect.for_update(), build_not_found(id)),
             // SKIP LOCKED returns no row when another transaction holds it.
@@ -174,7 +177,7 @@ impl Database {
         };
         // The last entry comes with the row, by its primary key: no extra round trip.
         let row = sqlx::query(&format!(
-            "SELECT {BUILD_COLUMNS_BUT_OUTPUTS}, outputs, stage_outputs, \
+            "SELECT {BUILD_COLUMNS_BUT_OUTPUTS}, outputs, stage_outputs, stopped_seq, \
              (SELECT h.recorded_at FROM build_history h \
               WHERE h.build_id = builds.id AND h.seq = builds.last_seq) AS last_recorded_at \
              FROM builds WHERE id = $1{lock_clause}"
@@ -190,6 +193,7 @@ impl Database {
             self.build_from_row(&row)?,
             stored,
             optional_time(&row, "last_recorded_at")?,
+            row.try_get("stopped_seq")?,
         ))
     }
 
@@ -366,7 +370,7 @@ impl Database {
         decide: &impl Fn(&Build, DateTime<Utc>) -> StoreResult<Decision<'a>>,
     ) -> StoreResult<Change> {
         let mut tx = self.writer.begin().await?;
-        let (mut build, stored_outputs, last_recorded_at) = self
+        let (mut build, stored_outputs, last_recorded_at, stopped_seq) = self
             .locked_build_and_outputs(&mut tx, id.as_str(), lock)
             .await?;
         // Read the clock only once the row is ours: a report that waited for the lock must not
@@ -409,6 +413,7 @@ impl Database {
         };
         let result = match decision {
             Decision::AlreadyDone { note } => TransitionResult {
+                resumed: None,
                 last_entry: Some(self.last_entry_in(&mut tx, &build).await?),
                 note,
                 build,
@@ -424,6 +429,25 @@ impl Database {
             } => {
                 let recorded =
                     history_entries(build.last_seq + 1, &events, message, source, actor, now);
+                let resume = match resumes::resumes_at(&build.progress(), stopped_seq, &events) {
+                    Some(stage) => {
+                        let saved = self.saved_before_in(&mut tx, id.as_str(), stage).await?;
+                        let report = recorded.last().context("a report records its entry")?;
+                        Resume::recorded(stage, report.recorded_at, report.seq, saved)
+                    }
+                    None => None,
+                };
+                let resume_columns = ResumeColumns {
+                    stopped_seq: resumes::stop_after(stopped_seq, build.last_seq + 1, &events),
+                    last_resume: resume
+                        .as_ref()
+                        .map(serde_json::to_string)
+                        .transpose()
+                        .context("serialize the resume")?,
+                };
+                if let Some(resume) = &resume {
+                    self.insert_resume(&mut tx, &build, resume).await?;
+                }
                 let last_message = last_message.or(build.last_message.as_deref());
                 let outputs = match stored_outputs.after(&events)? {
                     Some(changed) => OutputsAfter::Changed(changed),
@@ -437,10 +461,12 @@ impl Database {
                         (&recorded, last_recorded_at),
                         last_message,
                         outputs,
+                        resume_columns,
                         now,
                     )
                     .await?;
                 TransitionResult {
+                    resumed: resume,
                     last_entry: None,
                     note: notes::describe_transition(
                         &events,
@@ -531,13 +557,17 @@ impl Database {
             let mut tx = self.writer.begin().await?;
             let build = self.build_in(&mut tx, id.as_str(), true).await?;
             let now = Utc::now();
-            buildstate_domain::release_lease(&build.progress(), stage, run, fence, now)?;
+            let released =
+                buildstate_domain::release_lease(&build.progress(), stage, run, fence, now)?;
+            // The run was interrupted: the next run's report on the stage resumes the build.
             let row = sqlx::query(&format!(
                 "UPDATE builds SET lease_holder = NULL, lease_fence = NULL, \
-                 lease_expires_at = NULL, updated_at = $1 WHERE id = $2 RETURNING {BUILD_COLUMNS}"
+                 lease_expires_at = NULL, updated_at = $1, stopped_seq = $3 WHERE id = $2 \
+                 RETURNING {BUILD_COLUMNS}"
             ))
             .bind(now.timestamp_millis())
             .bind(id.as_str())
+            .bind(released.fence)
             .fetch_one(&mut *tx)
             .await?;
             tx.commit().await.map_err(StoreError::at_commit)?;
@@ -564,6 +594,7 @@ impl Database {
         (recorded, previous): (&[HistoryEntry], Option<DateTime<Utc>>),
         last_message: Option<&str>,
         outputs: OutputsAfter,
+        resume: ResumeColumns,
         now: DateTime<Utc>,
     ) -> StoreResult<Build> {
         let last_seq = recorded.last().map_or(0, |entry| entry.seq);
@@ -578,14 +609,15 @@ impl Database {
              last_message = $5, last_seq = $6, updated_at = $7, lease_holder = $8, \
              lease_fence = $9, lease_expires_at = $10, \
              stage_outputs = COALESCE($11, stage_outputs), outputs = COALESCE($12, outputs), \
-             retry_due_seq = $14 WHERE id = $13 RETURNING {BUILD_COLUMNS_BUT_OUTPUTS}"
+             retry_due_seq = $14, stopped_seq = $15, last_resume = COALESCE($16, last_resume) \
+             WHERE id = $13 RETURNING {BUILD_COLUMNS_BUT_OUTPUTS}"
         );
         let sql = match self.dialect {
             Dialect::Postgres => format!(
                 "WITH appended AS (INSERT INTO build_history ({columns}) VALUES {placeholders}) \
                  {update}",
                 columns = HistoryRow::COLUMNS,
-                placeholders = history_placeholders(15, recorded.len()),
+                placeholders = history_placeholders(17, recorded.len()),
             ),
             Dialect::Sqlite => {
                 insert_history(tx, id, recorded, previous).await?;
@@ -606,12 +638,83 @@ impl Database {
             .bind(written.as_ref().map(|json| json.per_stage.as_str()))
             .bind(written.as_ref().map(|json| json.merged.as_str()))
             .bind(id)
-            .bind(progress.retry_due_seq);
+            .bind(progress.retry_due_seq)
+            .bind(resume.stopped_seq)
+            .bind(resume.last_resume);
         if self.dialect == Dialect::Postgres {
             query = bind_history(query, id, recorded, previous);
         }
         let row = query.fetch_one(&mut **tx).await?;
         self.build_with_outputs(&row, merged)
+    }
+
+    /// What a resume at `stage` of build `id` saved, from its history as locked in `tx`: every
+    /// completion and skip before `stage`, each with the entry just before it
+    /// ([`resumes::saved_before`] picks the current pass's and their durations).
+    async fn saved_before_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &str,
+        stage: StateCode,
+    ) -> StoreResult<Saved> {
+        let rows = sqlx::query(
+            "SELECT c.seq, c.state, c.kind, c.attempt, c.recorded_at, p.state AS p_state, \
+             p.kind AS p_kind, p.attempt AS p_attempt, p.recorded_at AS p_recorded_at \
+             FROM build_history c LEFT JOIN build_history p \
+             ON p.build_id = c.build_id AND p.seq = c.seq - 1 \
+             WHERE c.build_id = $1 AND c.state < $2 AND c.kind IN ('completed', 'skipped')",
+        )
+        .bind(id)
+        .bind(i64::from(stage))
+        .fetch_all(&mut **tx)
+        .await?;
+        let entries = rows
+            .iter()
+            .map(|row| {
+                let previous = match optional_time(row, "p_recorded_at")? {
+                    Some(at) => Some(PreviousEntry {
+                        state: state_column(row, "p_state")?,
+                        kind: parsed(row, "p_kind")?,
+                        attempt: optional_u32(row, "p_attempt")?,
+                        at,
+                    }),
+                    None => None,
+                };
+                Ok(PassEntry {
+                    seq: row.try_get("seq")?,
+                    state: state_column(row, "state")?,
+                    kind: parsed(row, "kind")?,
+                    attempt: optional_u32(row, "attempt")?,
+                    at: time(row, "recorded_at")?,
+                    previous,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(resumes::saved_before(stage, entries))
+    }
+
+    /// Keeps `resume` of `build` for the savings report.
+    async fn insert_resume(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        build: &Build,
+        resume: &Resume,
+    ) -> StoreResult<()> {
+        let row = ResumeRow {
+            build_id: build.id.as_str(),
+            seq: resume.seq,
+            resumed_at: resume.at.timestamp_millis(),
+            stage: i64::from(resume.stage),
+            platform: build.platform.as_str(),
+            image_type: build.image_type.as_str(),
+            stages_not_rerun: i64::from(resume.stages_not_rerun),
+            saved_ms: i64::try_from(resume.saved_ms).unwrap_or(i64::MAX),
+            unknown_durations: i64::from(resume.unknown_durations),
+        };
+        bind_values(sqlx::query(&ResumeRow::insert_sql(1)), row.values())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     /// History entries with `seq > after`, oldest first, at most `limit`.
@@ -729,6 +832,14 @@ impl Change {
         }
     }
 
+    /// The resume this call recorded: none for a replay.
+    pub fn resumed_now(&self) -> Option<&Resume> {
+        match self {
+            Change::Recorded(result) => result.resumed.as_ref(),
+            Change::Replayed(_) => None,
+        }
+    }
+
     pub fn answer(&self) -> &TransitionResult {
         match self {
             Change::Recorded(result) | Change::Replayed(result) => result,
@@ -748,6 +859,13 @@ impl Change {
 enum OutputsAfter {
     Changed(ChangedOutputs),
     Unchanged(MergedOutputs),
+}
+
+/// What a change writes about resumes: the pending stop after it, and the resume it recorded
+/// (JSON; `None` keeps the build's latest).
+struct ResumeColumns {
+    stopped_seq: Option<i64>,
+    last_resume: Option<String>,
 }
 
 /// How [`Database::change_build`] takes the build's row lock.

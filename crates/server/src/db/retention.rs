@@ -15,7 +15,12 @@ use super::{Database, Dialect, StoreError, StoreResult};
 const FINISHED: &str = "('completed', 'cancelled')";
 
 /// The tables holding rows of a build, children first.
-const BUILD_TABLES: [&str; 3] = ["stuck_alerts", "idempotency_keys", "build_history"];
+const BUILD_TABLES: [&str; 4] = [
+    "stuck_alerts",
+    "idempotency_keys",
+    "build_history",
+    "build_resumes",
+];
 
 impl Database {
     /// Removes builds that finished (completed or cancelled) before `cutoff`, `batch` builds
