@@ -222,6 +222,8 @@ mod tests {
             updated_at: at,
             outputs: Default::default(),
             lease: None,
+            reopened_until: None,
+            retry_policy: None,
         }
     }
 

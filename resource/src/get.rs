@@ -144,6 +144,12 @@ fn write_files(
     write("outputs.json", &pretty(&build.outputs))?;
     write("outputs.env", &env_lines(&build.outputs))?;
     write("lease.json", &pretty(&build.lease))?;
+    // The policy the build started with (`{"rules": []}` without one), for tasks that show it
+    // or decide by it; `build.json` has it too.
+    write(
+        "retry_policy.json",
+        &pretty(&build.retry_policy.clone().unwrap_or_default()),
+    )?;
     Ok(())
 }
 

@@ -8,9 +8,12 @@ use buildstate_domain::wire::{
     Build, BuildPage, HistoryEntry, HistoryPage, StartBuild, StatusOverview, TransitionResult,
 };
 use buildstate_domain::{
-    apply_operator_action, apply_report, notes, BuildId, Event, Lease, OperatorAction, Progress,
-    Refusal, Report, RetryPolicy, StateCode, Transition,
+    apply_operator_action_under, apply_report_under, notes, BuildId, BuildRetryPolicy, Event,
+    Lease, OperatorAction, Progress, Refusal, Report, RetryPolicy, StateCode, Transition,
 };
+
+/// The retry policy of a build that has none: every stage keeps the build's defaults.
+static NO_POLICY: BuildRetryPolicy = BuildRetryPolicy::none();
 use chrono::{DateTime, Utc};
 use sqlx::{Any, Row, Transaction};
 
@@ -52,11 +55,20 @@ impl Database {
             }
             let id = format!("b_{}", crate::secrets::random_id(20));
             let labels = serde_json::to_string(request.labels.as_map()).context("labels")?;
+            // An empty policy is no policy: the column stays NULL.
+            let retry_policy = request
+                .retry_policy
+                .as_ref()
+                .filter(|policy| !policy.is_empty())
+                .map(serde_json::to_string)
+                .transpose()
+                .context("retry policy")?;
             let mut tx = self.writer.begin().await?;
             let inserted = sqlx::query(
                 "INSERT INTO builds (id, build_key, platform, image_type, description, labels, state, \
                  status, failures, max_retries, next_attempt_at, last_message, last_seq, created_at, \
-                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, 0, 'running', 0, $7, NULL, NULL, 1, $8, $8)",
+                 updated_at, retry_policy) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 0, 'running', 0, $7, NULL, NULL, 1, $8, $8, $9)",
             )
             .bind(&id)
             .bind(request.key.as_ref().map(|key| key.as_str()))
@@ -66,6 +78,7 @@ impl Database {
             .bind(labels)
             .bind(i64::from(max_retries))
             .bind(now.timestamp_millis())
+            .bind(retry_policy)
             .execute(&mut *tx)
             .await;
             match inserted {
@@ -165,7 +178,7 @@ impl Database {
         };
         // The last entry comes with the row, by its primary key: no extra round trip.
         let row = sqlx::query(&format!(
-            "SELECT {BUILD_COLUMNS_BUT_OUTPUTS}, outputs, stage_outputs, \
+            "SELECT {BUILD_COLUMNS_BUT_OUTPUTS}, retry_policy, outputs, stage_outputs, \
              (SELECT h.recorded_at FROM build_history h \
               WHERE h.build_id = builds.id AND h.seq = builds.last_seq) AS last_recorded_at \
              FROM builds WHERE id = $1{lock_clause}"
@@ -273,12 +286,19 @@ impl Database {
     ) -> StoreResult<Change> {
         let idempotency = request.idempotency.as_ref();
         self.change_build(id, RowLock::Wait, idempotency, Some(actor), |build, now| {
-            let policy = RetryPolicy {
+            let defaults = RetryPolicy {
                 max_retries: build.max_retries,
                 ..*policy
             };
+            let stages = build.retry_policy.as_ref().unwrap_or(&NO_POLICY);
             Ok(
-                match apply_report(&build.progress(), &request.report, &policy, now)? {
+                match apply_report_under(
+                    &build.progress(),
+                    &request.report,
+                    &defaults,
+                    stages,
+                    now,
+                )? {
                     Transition::AlreadyDone { stage, .. } => Decision::AlreadyDone {
                         note: notes::already_completed(stage, &build.progress()),
                     },
@@ -307,10 +327,12 @@ impl Database {
         actor: &Actor,
     ) -> StoreResult<TransitionResult> {
         self.change_build(id, RowLock::Wait, None, Some(actor), |build, _now| {
-            let (progress, event) = apply_operator_action(&build.progress(), action)?;
+            let stages = build.retry_policy.as_ref().unwrap_or(&NO_POLICY);
+            let (progress, events) =
+                apply_operator_action_under(&build.progress(), action, stages)?;
             Ok(Decision::Apply {
                 progress,
-                events: vec![event],
+                events,
                 message: Some(reason),
                 source: None,
                 last_message: None,
@@ -420,7 +442,7 @@ impl Database {
                     Some(changed) => OutputsAfter::Changed(changed),
                     None => OutputsAfter::Unchanged(std::mem::take(&mut build.outputs)),
                 };
-                let updated = self
+                let mut updated = self
                     .save_progress(
                         &mut tx,
                         id.as_str(),
@@ -431,12 +453,14 @@ impl Database {
                         now,
                     )
                     .await?;
+                // The policy never changes: the build read under the lock has it, parsed.
+                updated.retry_policy = build.retry_policy.take();
                 TransitionResult {
                     last_entry: None,
                     note: notes::describe_transition(
                         &events,
                         &updated.progress(),
-                        updated.max_retries,
+                        updated.allowed_retries(),
                     ),
                     build: updated,
                     changed: true,
@@ -569,13 +593,14 @@ impl Database {
              last_message = $5, last_seq = $6, updated_at = $7, lease_holder = $8, \
              lease_fence = $9, lease_expires_at = $10, \
              stage_outputs = COALESCE($11, stage_outputs), outputs = COALESCE($12, outputs), \
-             retry_due_seq = $14 WHERE id = $13 RETURNING {BUILD_COLUMNS_BUT_OUTPUTS}"
+             retry_due_seq = $14, reopened_until = $15 WHERE id = $13 \
+             RETURNING {BUILD_COLUMNS_BUT_OUTPUTS}"
         );
         let sql = match self.dialect {
             Dialect::Postgres => format!(
                 "WITH appended AS (INSERT INTO build_history ({HISTORY_COLUMNS}, duration_ms) \
                  VALUES {placeholders}) {update}",
-                placeholders = history_placeholders(15, recorded.len()),
+                placeholders = history_placeholders(16, recorded.len()),
             ),
             Dialect::Sqlite => {
                 insert_history(tx, id, recorded, previous).await?;
@@ -596,7 +621,8 @@ impl Database {
             .bind(written.as_ref().map(|json| json.per_stage.as_str()))
             .bind(written.as_ref().map(|json| json.merged.as_str()))
             .bind(id)
-            .bind(progress.retry_due_seq);
+            .bind(progress.retry_due_seq)
+            .bind(progress.reopened_until.map(i64::from));
         if self.dialect == Dialect::Postgres {
             query = bind_history(query, id, recorded, previous);
         }

@@ -14,13 +14,13 @@ use sqlx::{Any, Row, Transaction};
 
 use super::{Actor, Database, StoreError, StoreResult};
 
-/// Every column of a build but its per-stage outputs (a write that knows them already need not
-/// read them back).
+/// Every column of a build but its per-stage outputs and its retry policy (a write that knows
+/// them already need not read them back: the policy never changes, and a report parses it once).
 macro_rules! build_columns_but_outputs {
     () => {
         "id, build_key, platform, image_type, description, labels, state, status, failures, \
          max_retries, next_attempt_at, last_message, last_seq, created_at, updated_at, \
-         lease_holder, lease_fence, lease_expires_at, retry_due_seq"
+         lease_holder, lease_fence, lease_expires_at, retry_due_seq, reopened_until"
     };
 }
 pub(super) const BUILD_COLUMNS_BUT_OUTPUTS: &str = build_columns_but_outputs!();
@@ -28,7 +28,7 @@ pub(super) const BUILD_COLUMNS_BUT_OUTPUTS: &str = build_columns_but_outputs!();
 /// build whose merged view was not written yet (it had outputs before migration 0007).
 pub(super) const BUILD_COLUMNS: &str = concat!(
     build_columns_but_outputs!(),
-    ", outputs, CASE WHEN outputs IS NULL THEN stage_outputs END AS stage_outputs"
+    ", retry_policy, outputs, CASE WHEN outputs IS NULL THEN stage_outputs END AS stage_outputs"
 );
 
 pub(super) fn build_not_found(id: &str) -> StoreError {
@@ -335,11 +335,19 @@ pub(super) fn user_from_row(row: &AnyRow) -> StoreResult<User> {
 }
 
 impl Database {
+    /// A build from a row of [`BUILD_COLUMNS`] (or more): its retry policy included.
     pub(super) fn build_from_row(&self, row: &AnyRow) -> StoreResult<Build> {
-        self.build_with_outputs(row, merged_outputs_from_row(row)?)
+        let mut build = self.build_with_outputs(row, merged_outputs_from_row(row)?)?;
+        build.retry_policy = row
+            .try_get::<Option<String>, _>("retry_policy")?
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .context("stored retry policy")?;
+        Ok(build)
     }
 
-    /// A build from a row of [`BUILD_COLUMNS_BUT_OUTPUTS`] (or more) and its merged outputs.
+    /// A build from a row of [`BUILD_COLUMNS_BUT_OUTPUTS`] (or more) and its merged outputs,
+    /// without its retry policy (the caller has it, or reads it with [`Self::build_from_row`]).
     pub(super) fn build_with_outputs(
         &self,
         row: &AnyRow,
@@ -370,6 +378,12 @@ impl Database {
             updated_at: time(row, "updated_at")?,
             outputs,
             lease: lease_from_row(row)?,
+            reopened_until: row
+                .try_get::<Option<i64>, _>("reopened_until")?
+                .map(StateCode::new)
+                .transpose()
+                .context("column `reopened_until`")?,
+            retry_policy: None,
         })
     }
 }
