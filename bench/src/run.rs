@@ -313,7 +313,8 @@ async fn run_heartbeat_phase(
     server_pids: &[u32],
     target: &Target,
 ) -> anyhow::Result<HeartbeatPhase> {
-    let build_ids = load::create_builds(target, options.heartbeat_stages).await?;
+    let build_ids =
+        load::create_builds(target, options.heartbeat_stages, ReportKind::Plain).await?;
     load::claim_stages(target, &build_ids).await?;
     let every = Duration::from_secs(options.heartbeat_every_secs);
     let background_cores = quiet(options).await?;
@@ -353,7 +354,7 @@ pub(crate) async fn run_server_phase(
     clients: u32,
     kind: ReportKind,
 ) -> anyhow::Result<ServerPhase> {
-    let build_ids = load::create_builds(target, clients).await?;
+    let build_ids = load::create_builds(target, clients, kind).await?;
     let background_cores = quiet(options).await?;
     let answered = Arc::new(AtomicU64::new(0));
     let (stop_sampling, sampler) =

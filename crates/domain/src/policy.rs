@@ -113,11 +113,22 @@ impl<'de> Deserialize<'de> for StageRange {
             }
 
             fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<StageRange, E> {
-                value.to_string().parse().map_err(E::custom)
+                // A valid code directly (a report reads its build's policy on its hot path); an
+                // invalid one through the text rule, for its sentence.
+                match StateCode::new(value) {
+                    Ok(stage) => Ok(StageRange {
+                        first: stage,
+                        last: stage,
+                    }),
+                    Err(_) => value.to_string().parse().map_err(E::custom),
+                }
             }
 
             fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<StageRange, E> {
-                value.to_string().parse().map_err(E::custom)
+                match i64::try_from(value) {
+                    Ok(value) => self.visit_i64(value),
+                    Err(_) => value.to_string().parse().map_err(E::custom),
+                }
             }
 
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StageRange, E> {
@@ -276,6 +287,14 @@ impl BuildRetryPolicy {
         } else {
             Err(InvalidPolicy { problems })
         }
+    }
+
+    /// A policy as a store wrote it: the JSON of a policy that was checked when its build
+    /// started, read back without checking it again (every report of the build reads it, under
+    /// the build's lock). Anything else is parsed with `Deserialize`, which checks.
+    pub fn from_checked_json(json: &str) -> Result<Self, serde_json::Error> {
+        let UncheckedPolicy { rules } = serde_json::from_str(json)?;
+        Ok(BuildRetryPolicy { rules })
     }
 
     /// The rules, in the order they were written.
@@ -468,6 +487,15 @@ mod tests {
                 restart_from: None
             },
             "no policy: the defaults"
+        );
+    }
+
+    #[test]
+    fn a_stored_policy_reads_back_as_it_was_written() {
+        let json = serde_json::to_string(&example()).expect("serializes");
+        assert_eq!(
+            BuildRetryPolicy::from_checked_json(&json).expect("reads back"),
+            example()
         );
     }
 

@@ -7,7 +7,9 @@ use std::str::FromStr;
 
 use anyhow::Context as _;
 use buildstate_domain::wire::{Build, HistoryEntry, TokenInfo, User};
-use buildstate_domain::{notes, Event, Lease, Outputs, StageOutput, StageOutputs, StateCode};
+use buildstate_domain::{
+    notes, BuildRetryPolicy, Event, Lease, Outputs, StageOutput, StageOutputs, StateCode,
+};
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -340,7 +342,7 @@ impl Database {
         let mut build = self.build_with_outputs(row, merged_outputs_from_row(row)?)?;
         build.retry_policy = row
             .try_get::<Option<String>, _>("retry_policy")?
-            .map(|json| serde_json::from_str(&json))
+            .map(|json| BuildRetryPolicy::from_checked_json(&json))
             .transpose()
             .context("stored retry policy")?;
         Ok(build)
