@@ -2,7 +2,7 @@
 
     python3 bench/report_cycle.py PORT TOKEN KIND LAPS [BUILD_ID]
 
-KIND is plain, outputs or leased (see BENCHMARKS.md). Each lap is 61 requests: in_progress,
+KIND is plain, outputs, leased or policy (see BENCHMARKS.md). Each lap is 61 requests: in_progress,
 failed and completed for every stage 0..95, then an operator reset to 0. Without BUILD_ID it
 starts a build first. Prints the build id. Used by bench/instructions.sh.
 """
@@ -13,8 +13,8 @@ import sys
 
 def main() -> None:
     port, token, kind, laps = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-    if kind not in ("plain", "outputs", "leased"):
-        sys.exit(f"unknown report kind `{kind}`: expected plain, outputs or leased")
+    if kind not in ("plain", "outputs", "leased", "policy"):
+        sys.exit(f"unknown report kind `{kind}`: expected plain, outputs, leased or policy")
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
@@ -29,7 +29,15 @@ def main() -> None:
     if len(sys.argv) > 5:
         build = sys.argv[5]
     else:
-        build = post("/builds", {"platform": "aws", "image_type": "rhel8"})["build"]["id"]
+        start = {"platform": "aws", "image_type": "rhel8"}
+        if kind == "policy":
+            # The largest policy a build may have: one rule per stage, none reopening, so the
+            # cycle is the plain one (as bldst-bench's `policy` kind).
+            start["retry_policy"] = {"rules": [
+                {"stages": stage, "max_retries": 100, "backoff_base_secs": 0, "backoff_cap_secs": 0}
+                for stage in range(0, 101, 5)
+            ]}
+        build = post("/builds", start)["build"]["id"]
     print(build, flush=True)
     for _ in range(laps):
         for stage in range(0, 100, 5):

@@ -116,6 +116,7 @@ env "INPUT_COMMAND=start" "INPUT_API-URL=$api_url" "INPUT_API-TOKEN=$token" \
     "INPUT_PLATFORM=${SETUP_PLATFORM:-}" "INPUT_IMAGE-TYPE=${SETUP_IMAGE_TYPE:-}" \
     "INPUT_KEY=${SETUP_KEY:-}" "INPUT_DESCRIPTION=${SETUP_DESCRIPTION:-}" \
     "INPUT_LABELS=${SETUP_LABELS:-}" "INPUT_MAX-RETRIES=${SETUP_MAX_RETRIES:-}" \
+    "INPUT_RETRY-POLICY=${SETUP_RETRY_POLICY:-}" \
     "INPUT_SUMMARY=${SETUP_SUMMARY:-auto}" "INPUT_COMMIT-STATUS=false" \
     "GITHUB_OUTPUT=$started" "$dir/bldst-action" || { rm -f "$started"; exit 1; }
 build_id=$(sed -n 's/^build-id=//p' "$started")

@@ -11,9 +11,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use buildstate_client::env::EnvMap;
+use buildstate_client::policy::parse_policy;
 use buildstate_domain::limits::MAX_MESSAGE_CHARS;
 use buildstate_domain::{
-    BuildId, BuildKey, ImageType, Labels, Outputs, Platform, ReportStatus, StateCode,
+    BuildId, BuildKey, BuildRetryPolicy, ImageType, Labels, Outputs, Platform, ReportStatus,
+    StateCode,
 };
 
 /// Every input `action.yml` declares (a test checks the two agree).
@@ -28,6 +30,7 @@ pub const DECLARED: &[&str] = &[
     "description",
     "labels",
     "max-retries",
+    "retry-policy",
     "state",
     "status",
     "message",
@@ -134,6 +137,8 @@ pub struct Inputs {
     pub description: Option<String>,
     pub labels: Labels,
     pub max_retries: Option<u32>,
+    /// `start`: the build's retry policy (YAML or JSON), checked before anything is sent.
+    pub retry_policy: Option<BuildRetryPolicy>,
     pub state: Option<StateCode>,
     pub status: Option<ReportStatus>,
     pub message: Option<String>,
@@ -336,6 +341,11 @@ pub fn parse(env: &EnvMap) -> Result<Inputs, InputError> {
                 .map_err(|_| error("max-retries", format!("`{text}` is not a whole number")))
         })
         .transpose()?;
+    // The same sentences as the API's, naming the input instead of a file.
+    let retry_policy = raw(env, "retry-policy")
+        .map(|text| parse_policy(&text, "input `retry-policy`"))
+        .transpose()
+        .map_err(|invalid| error("retry-policy", invalid.reason))?;
     let message = raw(env, "message");
     if let Some(message) = &message {
         if message.chars().count() > MAX_MESSAGE_CHARS {
@@ -384,6 +394,7 @@ pub fn parse(env: &EnvMap) -> Result<Inputs, InputError> {
         description: raw(env, "description"),
         labels,
         max_retries,
+        retry_policy,
         state: parsed(env, "state")?,
         status: parsed(env, "status")?,
         message,

@@ -5,6 +5,7 @@ use buildstate_client::failure::exit;
 use buildstate_client::Client;
 use buildstate_domain::wire::StartBuild;
 
+use crate::commands::Level;
 use crate::inputs::{Inputs, Summary};
 use crate::step::{Failure, Step};
 use crate::summary;
@@ -25,12 +26,16 @@ impl Step<'_, '_> {
             key: key.clone(),
             labels: inputs.labels.clone(),
             max_retries: inputs.max_retries,
+            retry_policy: inputs.retry_policy.clone(),
         };
         self.log.group("buildstate: start");
         let started = client
             .start_build(&request)
             .await
             .map_err(|error| Failure::api("cannot start the build", &error))?;
+        if let Some(warning) = &started.warning {
+            self.log.annotate(Level::Warning, warning);
+        }
         let build = &started.build;
         self.set("resumed", if started.resumed { "true" } else { "false" })?;
         self.set_build_outputs(build)?;

@@ -242,6 +242,8 @@ mod tests {
             outputs: Default::default(),
             lease: None,
             last_resume: None,
+            reopened_until: None,
+            retry_policy: None,
         }
     }
 

@@ -88,20 +88,46 @@ impl Target {
     }
 }
 
-/// Starts one build per client (allowing 100 failures a stage) and returns their ids.
-pub async fn create_builds(target: &Target, clients: u32) -> anyhow::Result<Vec<String>> {
+/// A retry policy of 21 rules, one per stage, each allowing the cycle's failure (100 a
+/// stage, no backoff) without `restart_from`: the largest policy a build may have, on reports
+/// that follow the same cycle as the plain ones.
+pub fn policy_of_21_rules() -> serde_json::Value {
+    let rules: Vec<serde_json::Value> = (0..=100)
+        .step_by(5)
+        .map(|stage| {
+            serde_json::json!({
+                "stages": stage, "max_retries": 100, "backoff_base_secs": 0, "backoff_cap_secs": 0,
+            })
+        })
+        .collect();
+    serde_json::json!({ "rules": rules })
+}
+
+/// Starts one build per client (allowing 100 failures a stage) and returns their ids; for
+/// [`ReportKind::Policy`] each with [`policy_of_21_rules`].
+pub async fn create_builds(
+    target: &Target,
+    clients: u32,
+    kind: ReportKind,
+) -> anyhow::Result<Vec<String>> {
     let http = http_client()?;
     let mut ids = Vec::with_capacity(clients as usize);
     for client in 0..clients {
         let response = http
             .post(format!("{}/builds", target.base_url(client as usize)))
             .header(AUTHORIZATION, target.authorization()?)
-            .json(&serde_json::json!({
-                "platform": "aws",
-                "image_type": "bench",
-                "description": format!("bldst-bench client {client}"),
-                "max_retries": 100,
-            }))
+            .json(&{
+                let mut body = serde_json::json!({
+                    "platform": "aws",
+                    "image_type": "bench",
+                    "description": format!("bldst-bench client {client}"),
+                    "max_retries": 100,
+                });
+                if kind == ReportKind::Policy {
+                    body["retry_policy"] = policy_of_21_rules();
+                }
+                body
+            })
             .send()
             .await
             .context("failed to start a build")?;
@@ -195,7 +221,7 @@ fn lap(
                 "message": "bldst-bench report",
             });
             match kind {
-                ReportKind::Plain => {}
+                ReportKind::Plain | ReportKind::Policy => {}
                 ReportKind::Outputs if status == "completed" => {
                     body["outputs"] = serde_json::json!({
                         "ami_id": format!("ami-0bench{client:04}{stage:03}"),

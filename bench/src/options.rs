@@ -31,6 +31,10 @@ pub enum ReportKind {
     /// Every report comes from an identified run: `in_progress` claims the stage's lease,
     /// `failed`/`completed` are the holder's and release it.
     Leased,
+    /// Plain reports on a build started with a retry policy of 21 stage rules (one per
+    /// stage, no `restart_from`, so the cycle is the same): what reading and applying a policy
+    /// costs a report.
+    Policy,
 }
 
 impl ReportKind {
@@ -39,6 +43,7 @@ impl ReportKind {
             ReportKind::Plain => "plain",
             ReportKind::Outputs => "outputs",
             ReportKind::Leased => "leased",
+            ReportKind::Policy => "policy",
         }
     }
 }

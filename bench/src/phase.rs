@@ -28,7 +28,7 @@ pub async fn run_server_phase(
     clients: u32,
     kind: ReportKind,
 ) -> anyhow::Result<ServerPhase> {
-    let build_ids = load::create_builds(target, clients).await?;
+    let build_ids = load::create_builds(target, clients, kind).await?;
     let background_cores = quiet(options).await?;
     let answered = Arc::new(AtomicU64::new(0));
     let (stop_sampling, sampler) =

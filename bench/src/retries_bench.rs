@@ -299,6 +299,7 @@ async fn seed(database: &mut sqlx::AnyConnection, builds: usize) -> anyhow::Resu
                 last_seq: 2,
                 created_at: now,
                 updated_at: now,
+                retry_policy: None,
             };
             bind_values(sqlx::query(&build_sql), build.values())
                 .execute(&mut *tx)

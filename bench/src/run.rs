@@ -306,7 +306,8 @@ async fn run_heartbeat_phase(
     server_pids: &[u32],
     target: &Target,
 ) -> anyhow::Result<HeartbeatPhase> {
-    let build_ids = load::create_builds(target, options.heartbeat_stages).await?;
+    let build_ids =
+        load::create_builds(target, options.heartbeat_stages, ReportKind::Plain).await?;
     load::claim_stages(target, &build_ids).await?;
     let every = Duration::from_secs(options.heartbeat_every_secs);
     let background_cores = quiet(options).await?;

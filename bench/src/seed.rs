@@ -485,6 +485,7 @@ impl SeededBuild {
             last_seq: self.history.len() as i64,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            retry_policy: None,
         }
     }
 

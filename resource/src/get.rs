@@ -150,6 +150,12 @@ fn write_files(
     write("outputs.env", &env_lines(&build.outputs))?;
     write("lease.json", &pretty(&build.lease))?;
     write("resume.json", &pretty(&build.last_resume))?;
+    // The policy the build started with (`{"rules": []}` without one), for tasks that show it
+    // or decide by it; `build.json` has it too.
+    write(
+        "retry_policy.json",
+        &pretty(&build.retry_policy.clone().unwrap_or_default()),
+    )?;
     Ok(())
 }
 

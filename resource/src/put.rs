@@ -330,11 +330,15 @@ async fn start_or_resume(
         key: Some(key),
         labels,
         max_retries: source.max_retries,
+        retry_policy: source.retry_policy.clone(),
     };
     let started = client
         .start_build(&request)
         .await
         .map_err(|error| describe(&error))?;
+    if let Some(warning) = &started.warning {
+        log.line(format!("warning: {warning}"));
+    }
     let build = started.build;
     log.line(if started.resumed {
         format!(

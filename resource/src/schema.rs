@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use buildstate_domain::wire::HistoryEntry;
 use buildstate_domain::{
-    BuildId, BuildKey, EventKind, ImageType, Outputs, Platform, ReportStatus, StateCode,
+    BuildId, BuildKey, BuildRetryPolicy, EventKind, ImageType, Outputs, Platform, ReportStatus,
+    StateCode,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,11 @@ pub struct Source {
     /// Failures a stage may have before a build `out` starts is blocked.
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// The retry policy of builds `out` starts (docs/rules.md, "Retry policies"): `rules`, each
+    /// for `stages` (a code or `"15-45"`) with any of `max_retries`, `backoff_base_secs`,
+    /// `backoff_cap_secs`, `restart_from`. A resumed build keeps the one it started with.
+    #[serde(default)]
+    pub retry_policy: Option<BuildRetryPolicy>,
     /// Emit only some transitions from `check`, e.g. `events: [retry_due]` for a resource
     /// that re-triggers the job when the server makes a failed stage's retry due.
     #[serde(default)]
@@ -71,7 +77,8 @@ pub struct Source {
 pub struct Filter {
     /// History event kinds: `started`, `in_progress`, `completed`, `failed`, `skipped`,
     /// `retried`, `reset`, `cancelled`, `taken_over`, `retry_due` (the server made a failed
-    /// stage's next attempt due: trigger the job on it to retry by itself).
+    /// stage's next attempt due: trigger the job on it to retry by itself), `reopened` (a
+    /// failure moved the build back to its stage's `restart_from`).
     #[serde(default)]
     pub events: Vec<EventKind>,
     /// State codes.

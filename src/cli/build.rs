@@ -3,17 +3,19 @@
 //! [`super::run`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use buildstate_client::failure::gate_exit_code;
 use buildstate_client::lease::{env_lines, parse_assignment, read_outputs_file};
 use buildstate_client::message::read_message_file;
+use buildstate_client::policy::parse_policy;
 use buildstate_domain::limits::{BUILD_PAGE_MAX, HISTORY_PAGE_MAX};
 use buildstate_domain::wire::{
     BuildFilter, BuildQuery, ReportTransition, StartBuild, TransitionResult,
 };
 use buildstate_domain::{
-    BuildId, BuildKey, BuildStatus, ImageType, Labels, Outputs, Platform, ReportStatus, StateCode,
+    BuildId, BuildKey, BuildRetryPolicy, BuildStatus, ImageType, Labels, Outputs, Platform,
+    ReportStatus, StateCode,
 };
 use clap::{Args, Subcommand};
 
@@ -189,6 +191,10 @@ struct CreateArgs {
     /// Failures a stage may have before the build is blocked [default: the server's].
     #[arg(long, value_name = "N", value_parser = parse_count::<u32>)]
     max_retries: Option<u32>,
+    /// The build's retry policy per stage (retries, backoff, restart_from), a YAML or JSON
+    /// file (`-`: stdin); see docs/rules.md, "Retry policies". A resumed build keeps its own.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
     /// Print only the build id, for `BUILD_ID=$(...)` (not with --output json).
     #[arg(long, short)]
     quiet: bool,
@@ -342,6 +348,7 @@ async fn create(args: CreateArgs, context: &Context<'_>) -> Result<(), CliError>
     quiet_or_json(args.quiet, context, "create")?;
     let labels: BTreeMap<String, String> = args.labels.into_iter().collect();
     let labels = Labels::try_from(labels).map_err(|error| CliError::usage(error.to_string()))?;
+    let retry_policy = args.policy.as_deref().map(read_policy_file).transpose()?;
     let request = StartBuild {
         platform: args.platform,
         image_type: args.image_type,
@@ -349,6 +356,7 @@ async fn create(args: CreateArgs, context: &Context<'_>) -> Result<(), CliError>
         key: args.key,
         labels,
         max_retries: args.max_retries,
+        retry_policy,
     };
     let started = context.client()?.start_build(&request).await?;
     let build = &started.build;
@@ -368,11 +376,28 @@ async fn create(args: CreateArgs, context: &Context<'_>) -> Result<(), CliError>
     } else {
         printer.note(&format!("started build `{}`", build.id));
     }
+    if let Some(warning) = &started.warning {
+        printer.note(&format!("warning: {warning}"));
+    }
     if args.quiet {
         printer.line(build.id.as_str())
     } else {
         printer.build(build)
     }
+}
+
+/// Reads and checks the retry policy in `path` (`-`: stdin): a usage error (exit 2) naming the
+/// file, and the rule and setting, when it cannot be read or is not a valid policy.
+fn read_policy_file(path: &Path) -> Result<BuildRetryPolicy, CliError> {
+    let origin = format!("`{}`", path.display());
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|error| CliError::usage(format!("cannot read the retry policy {origin}: {error}")))?;
+    parse_policy(&text, &origin).map_err(|error| CliError::usage(error.to_string()))
 }
 
 async fn update(args: UpdateArgs, context: &Context<'_>) -> Result<(), CliError> {

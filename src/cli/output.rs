@@ -195,8 +195,22 @@ impl Printer {
         table.add_row(vec![Cell::new("status"), self.status_cell(build.status)]);
         table.add_row(text(
             "failures",
-            format!("{} of {} allowed", build.failures, build.max_retries),
+            format!("{} of {} allowed", build.failures, build.allowed_retries()),
         ));
+        // Shown only when there is something to show: builds without a policy print as before.
+        if let Some(policy) = &build.retry_policy {
+            let rules: Vec<String> = policy.rules().iter().map(ToString::to_string).collect();
+            table.add_row(text("retry policy", rules.join("\n")));
+        }
+        if let Some(until) = build.reopened_until {
+            table.add_row(text(
+                "reopened",
+                format!(
+                    "retrying stage {until} from stage {}: no stage after {until} runs until it completes",
+                    build.state
+                ),
+            ));
+        }
         table.add_row(text("next attempt", next_attempt(build)));
         table.add_row(text("last message", optional(build.last_message.as_ref())));
         table.add_row(text(
@@ -278,7 +292,7 @@ impl Printer {
                 Cell::new(build.image_type.as_str()),
                 Cell::new(format!("{} {}", build.state, build.state_name)),
                 self.status_cell(build.status),
-                Cell::new(format!("{}/{}", build.failures, build.max_retries)),
+                Cell::new(format!("{}/{}", build.failures, build.allowed_retries())),
                 Cell::new(time(&build.updated_at)),
             ]);
         }

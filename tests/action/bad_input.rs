@@ -31,6 +31,24 @@ async fn a_wrong_input_is_one_error_naming_it_and_no_request() {
             "input `image-type`: invalid image_type",
         ),
         (
+            &[
+                ("command", "start"),
+                ("platform", "aws"),
+                ("image-type", "rhel8"),
+                ("retry-policy", "rules:\n  - {stages: 25, restart_from: 30}\n"),
+            ],
+            "input `retry-policy`: invalid retry policy: rule 1 (stages 25): `restart_from` 30 must be earlier than stage 25",
+        ),
+        (
+            &[
+                ("command", "start"),
+                ("platform", "aws"),
+                ("image-type", "rhel8"),
+                ("retry-policy", "rules:\n  - {stages: 25, retries: 2}\n"),
+            ],
+            "input `retry-policy`: ",
+        ),
+        (
             &[("command", "gate"), ("build-id", "b_1")],
             "input `state`: required for `command: gate`",
         ),

@@ -97,6 +97,7 @@ async fn every_example_stage_step_that_fails_reports_failed(app: TestApp) {
                         key: None,
                         labels: Default::default(),
                         max_retries: None,
+                        retry_policy: None,
                     })
                     .await
                     .expect("start")

@@ -246,10 +246,69 @@ async fn a_build_can_be_found_by_its_key(app: TestApp) {
     assert_eq!(answer.output("decision"), "run");
 }
 
+async fn start_takes_the_retry_policy_input_and_a_rerun_keeps_it(app: TestApp) {
+    let action = Action::new(&app.base_url, &app.admin_token);
+    let workflow = Workflow::default();
+    let policy = "rules:\n  - {stages: 5, max_retries: 3, backoff_base_secs: 600}\n  - {stages: \"15-45\", max_retries: 2, restart_from: 10}\n";
+    let step = |policy: &str| {
+        Step::new(
+            "start",
+            &[
+                ("command", "start"),
+                ("platform", "aws"),
+                ("image-type", "rhel8"),
+                ("summary", "none"),
+                ("retry-policy", policy),
+            ],
+        )
+    };
+    let started = action.run(&workflow, &step(policy)).await.ok();
+    let id: BuildId = started.output("build-id").parse().expect("build id");
+    let build = app.client().get_build(&id).await.expect("get");
+    let rules: Vec<String> = build
+        .retry_policy
+        .as_ref()
+        .expect("the policy")
+        .rules()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "stages 5: max_retries 3, backoff_base_secs 600",
+            "stages 15-45: max_retries 2, restart_from 10"
+        ]
+    );
+    // The re-run of the workflow with another policy resumes the build, which keeps its own,
+    // and says so in a warning annotation.
+    let rerun = action
+        .run(
+            &workflow.rerun(),
+            &step(r#"{"rules": [{"stages": 25, "max_retries": 9}]}"#),
+        )
+        .await
+        .ok();
+    assert_eq!(rerun.output("build-id"), id.as_str());
+    assert!(
+        rerun
+            .stdout
+            .lines()
+            .any(|line| line.starts_with("::warning") && line.contains("was not applied")),
+        "{}",
+        rerun.stdout
+    );
+    assert_eq!(
+        app.client().get_build(&id).await.expect("get").retry_policy,
+        build.retry_policy
+    );
+}
+
 crate::on_both_backends!(
     a_rerun_resumes_the_build_and_skips_what_the_first_attempt_completed,
     a_retried_report_step_records_one_transition,
     a_build_can_be_found_by_its_key,
+    start_takes_the_retry_policy_input_and_a_rerun_keeps_it,
 );
 
 /// Starts the default build of `workflow` and returns its id.

@@ -20,6 +20,7 @@ pub fn start_request(key: Option<&str>) -> StartBuild {
         key: key.map(|key| key.parse().expect("key")),
         labels: Default::default(),
         max_retries: None,
+        retry_policy: None,
     }
 }
 

@@ -18,6 +18,7 @@ mod leases;
 mod limits;
 mod logs;
 mod outputs;
+mod policies;
 mod rate_limits;
 mod replicas;
 mod reports;

@@ -37,6 +37,7 @@ async fn start(client: &Client, platform: &str, image_type: &str, max_retries: u
             key: None,
             labels: Default::default(),
             max_retries: Some(max_retries),
+            retry_policy: None,
         })
         .await
         .expect("start")

@@ -24,6 +24,7 @@ on_both_backends_with!(no_backoff =>
     an_operator_retry_a_takeover_and_a_reset_each_resume_once,
     the_savings_report_adds_up_its_window_by_platform_image_type_and_build,
     metrics_count_resumes_stages_not_rerun_and_seconds_saved,
+    stages_reopened_by_restart_from_are_not_counted_as_saved,
 );
 
 /// Retries may follow a failure at once; leases last a second (the takeover test waits one out).
@@ -366,4 +367,30 @@ async fn metrics_count_resumes_stages_not_rerun_and_seconds_saved(app: TestApp) 
         (seconds - resume.saved_ms as f64 / 1000.0).abs() < 1e-9,
         "{seconds}"
     );
+}
+
+/// With a retry policy's `restart_from: 10` on stages 15-45, a failure at 25 reopens 10..25:
+/// the resume is at 10 and saved only 0 and 5, never the reopened stages that run again.
+async fn stages_reopened_by_restart_from_are_not_counted_as_saved(app: TestApp) {
+    let client = app.client();
+    let policy = serde_json::from_str(
+        r#"{"rules": [{"stages": "15-45", "max_retries": 2, "restart_from": 10}]}"#,
+    )
+    .expect("valid policy");
+    let request = buildstate_domain::wire::StartBuild {
+        retry_policy: Some(policy),
+        ..start_request(None)
+    };
+    let id = client.start_build(&request).await.expect("start").build.id;
+    run_stages(&client, &id, 0, 20).await;
+    send(&client, &id, 25, ReportStatus::InProgress).await;
+    let failed = send(&client, &id, 25, ReportStatus::Failed).await;
+    assert_eq!(failed.build.state, code(10), "the failure reopened 10..25");
+    let saved = recorded_durations(&history(&client, &id).await, &[0, 5]);
+
+    let retry = send(&client, &id, 10, ReportStatus::InProgress).await;
+    expect_resume(retry.resumed.as_ref(), 10, 2, saved, 0);
+    let report = savings(&app, "").await;
+    assert_eq!(report["totals"]["resumes"], 1);
+    assert_eq!(report["totals"]["stages_not_rerun"], 2);
 }

@@ -11,6 +11,7 @@ mod builds;
 mod examples;
 mod helpers;
 mod outputs;
+mod policies;
 mod rate_limits;
 mod reports;
 mod retries;

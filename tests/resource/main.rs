@@ -14,6 +14,7 @@ mod helpers;
 mod image;
 mod outputs;
 mod pipelines;
+mod policies;
 mod put;
 mod rate_limits;
 mod retries;

@@ -11,6 +11,7 @@
 //! - [`gate_wait`]: ask the gate, waiting out a backoff, until a stage may run.
 //! - [`lease`]: heartbeats while a command holds a stage, and the outputs it leaves behind.
 //! - [`retry_wait`]: wait for the server to make a failed stage's retry due.
+//! - [`policy`]: a build's retry policy read from YAML or JSON.
 //!
 //! Nothing here links the server (axum, sqlx); `.ci/run` checks that with `cargo tree`.
 
@@ -22,6 +23,7 @@ pub mod failure;
 pub mod gate_wait;
 pub mod lease;
 pub mod message;
+pub mod policy;
 pub mod retry_wait;
 
 pub use api::{Client, ClientConfig, ClientError};

@@ -82,6 +82,17 @@ pub fn gate(current: &Progress, stage: StateCode, run: Option<&str>, now: DateTi
             ),
         );
     }
+    // A reopened pass retries its failed stage: the stages after it wait for it, whatever the
+    // status.
+    if let Some(until) = current.reopened_until.filter(|&until| stage > until) {
+        return answer(
+            GateDecision::Stop,
+            format!(
+                "stage {until} failed and the stages from {} were reopened to retry it; it must complete again before stage {stage} runs",
+                current.state
+            ),
+        );
+    }
     if stage > current.state && current.status == BuildStatus::Failed {
         return answer(
             GateDecision::Stop,
@@ -92,6 +103,13 @@ pub fn gate(current: &Progress, stage: StateCode, run: Option<&str>, now: DateTi
         );
     }
     if stage == current.state && current.status == BuildStatus::Failed {
+        // The first stage of a reopened pass answers for the stage that failed.
+        let failed = match current.reopened_until {
+            Some(until) if until != stage => {
+                format!("stage {stage} was reopened to retry stage {until}, which failed")
+            }
+            _ => format!("stage {stage} failed"),
+        };
         if let Some(next_attempt_at) = current.next_attempt_at {
             let millis = (next_attempt_at - now).num_milliseconds();
             if millis > 0 {
@@ -100,7 +118,7 @@ pub fn gate(current: &Progress, stage: StateCode, run: Option<&str>, now: DateTi
                     decision: GateDecision::Wait,
                     wait_seconds: Some(wait_seconds),
                     reason: format!(
-                        "stage {stage} failed {} time(s); next attempt in {wait_seconds}s",
+                        "{failed} {} time(s); next attempt in {wait_seconds}s",
                         current.failures
                     ),
                 };
@@ -108,10 +126,7 @@ pub fn gate(current: &Progress, stage: StateCode, run: Option<&str>, now: DateTi
         }
         return answer(
             GateDecision::Run,
-            format!(
-                "stage {stage} failed {} time(s); retry it now",
-                current.failures
-            ),
+            format!("{failed} {} time(s); retry it now", current.failures),
         );
     }
     if let Some(lease) = current
@@ -168,6 +183,7 @@ mod tests {
             lease: None,
             last_seq: 9,
             retry_due_seq: None,
+            reopened_until: None,
         }
     }
 
@@ -283,6 +299,98 @@ mod tests {
             gate(&held, code(30), Some("run-a"), now()).decision,
             D::Run,
             "the holder itself runs"
+        );
+    }
+
+    #[test]
+    fn the_gates_of_a_reopened_pass() {
+        use BuildStatus::*;
+        use GateDecision as D;
+        // Stage 25 failed with `restart_from: 10`: the build is back at 10, failed, backing off.
+        let reopened = Progress {
+            next_attempt_at: Some(now() + chrono::Duration::seconds(30)),
+            reopened_until: Some(code(25)),
+            ..at(10, Failed)
+        };
+        let due = Progress {
+            next_attempt_at: Some(now() - chrono::Duration::seconds(1)),
+            ..reopened.clone()
+        };
+        // Stage 10 ran again: the pass goes on at 15.
+        let going = Progress {
+            reopened_until: Some(code(25)),
+            ..at(15, Running)
+        };
+        let cases = [
+            (
+                "a stage before the pass is skipped",
+                reopened.clone(),
+                5,
+                D::Skip,
+            ),
+            (
+                "the first reopened stage waits out the backoff",
+                reopened.clone(),
+                10,
+                D::Wait,
+            ),
+            (
+                "the first reopened stage runs once it ends",
+                due.clone(),
+                10,
+                D::Run,
+            ),
+            (
+                "a later reopened stage waits for the first",
+                due.clone(),
+                15,
+                D::Stop,
+            ),
+            (
+                "the failed stage waits for the first",
+                due.clone(),
+                25,
+                D::Stop,
+            ),
+            (
+                "a stage after the failed one stops",
+                due.clone(),
+                30,
+                D::Stop,
+            ),
+            (
+                "a reopened stage that ran again is skipped",
+                going.clone(),
+                10,
+                D::Skip,
+            ),
+            ("the next reopened stage runs", going.clone(), 15, D::Run),
+            (
+                "the failed stage may run (stages between skipped)",
+                going.clone(),
+                25,
+                D::Run,
+            ),
+            (
+                "no stage after the failed one runs until it completes",
+                going.clone(),
+                30,
+                D::Stop,
+            ),
+        ];
+        for (name, progress, stage, expected) in cases {
+            let answer = gate(&progress, code(stage), None, now());
+            assert_eq!(answer.decision, expected, "{name}: {}", answer.reason);
+        }
+        let waiting = gate(&reopened, code(10), None, now());
+        assert_eq!(waiting.wait_seconds, Some(30));
+        assert_eq!(
+            waiting.reason,
+            "stage 10 was reopened to retry stage 25, which failed 1 time(s); next attempt in 30s"
+        );
+        assert_eq!(
+            gate(&going, code(30), None, now()).reason,
+            "stage 25 failed and the stages from 15 were reopened to retry it; it must complete again before stage 30 runs"
         );
     }
 }

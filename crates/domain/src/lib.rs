@@ -9,6 +9,7 @@ pub mod gate;
 pub mod limits;
 pub mod notes;
 pub mod outputs;
+pub mod policy;
 pub mod reports;
 pub mod resumes;
 pub mod retries;
@@ -23,11 +24,12 @@ pub use fields::{
 };
 pub use gate::{gate, Gate, GateDecision};
 pub use outputs::{InvalidOutputs, Outputs, StageOutput, StageOutputs};
+pub use policy::{BuildRetryPolicy, InvalidPolicy, StageRange, StageRetry, StageRule};
 pub use retries::{record_retry_due, retry_due, DueRetry};
 pub use rules::{
-    apply_operator_action, apply_report, heartbeat_interval, release_lease, renew_lease, Event,
-    Lease, OperatorAction, Progress, Refusal, Report, RetryPolicy, Transition,
-    DEFAULT_LEASE_DURATION, MIN_LEASE_DURATION,
+    apply_operator_action, apply_operator_action_under, apply_report, apply_report_under,
+    heartbeat_interval, release_lease, renew_lease, Event, Lease, OperatorAction, Progress,
+    Refusal, Report, RetryPolicy, Transition, DEFAULT_LEASE_DURATION, MIN_LEASE_DURATION,
 };
 pub use state::{InvalidStateCode, Phase, StateCode};
 pub use status::{BuildStatus, EventKind, ReportStatus, Role, Scope, UnknownVariant};

@@ -32,3 +32,8 @@ pub const MAX_OUTPUT_KEY_CHARS: usize = 64;
 pub const MAX_OUTPUT_VALUE_BYTES: usize = 1024;
 /// The longest run identity (`run`, or `source` standing in for it) and report source.
 pub const MAX_RUN_CHARS: usize = 2048;
+
+/// The most rules a build's retry policy may have: one per stage from 0 to 100.
+pub const MAX_POLICY_RULES: usize = 21;
+/// The longest backoff base or cap a retry policy may set, in seconds: a week.
+pub const MAX_BACKOFF_SECS: u64 = 7 * 24 * 3600;

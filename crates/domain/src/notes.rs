@@ -80,6 +80,24 @@ pub fn describe_transition(events: &[Event], build: &Progress, max_retries: u32)
             "stage {} failed ({} of {} retries used); it will be retried",
             last.state, build.failures, max_retries
         ),
+        (K::Reopened, BuildStatus::Failed) => format!(
+            "stage {} failed ({} of {} retries used); stages {} to {} will run again",
+            events
+                .iter()
+                .rev()
+                .find(|e| e.kind == K::Failed)
+                .map_or(last.state, |e| e.state),
+            build.failures,
+            max_retries,
+            last.state,
+            build.retried_stage()
+        ),
+        (K::Reopened, _) => format!(
+            "stage {} will be retried: stages {} to {} run again",
+            build.retried_stage(),
+            last.state,
+            build.retried_stage()
+        ),
         (K::Retried, _) => format!("stage {} will be retried", last.state),
         (K::RetryDue, _) => last
             .note
@@ -120,6 +138,7 @@ mod tests {
             lease: None,
             last_seq: 1,
             retry_due_seq: None,
+            reopened_until: None,
         }
     }
 
@@ -165,6 +184,33 @@ mod tests {
         assert_eq!(
             describe_transition(&failed, &at(10, BuildStatus::Blocked, 4), 3),
             "stage 10 failed 4 times, more than the 3 allowed retries: the build is blocked"
+        );
+    }
+
+    #[test]
+    fn a_reopening_names_the_failed_stage_and_the_stages_that_run_again() {
+        let in_pass = |status, failures| Progress {
+            reopened_until: Some(code(25)),
+            ..at(10, status, failures)
+        };
+        assert_eq!(
+            describe_transition(
+                &[event(25, EventKind::Failed), event(10, EventKind::Reopened)],
+                &in_pass(BuildStatus::Failed, 1),
+                2
+            ),
+            "stage 25 failed (1 of 2 retries used); stages 10 to 25 will run again"
+        );
+        assert_eq!(
+            describe_transition(
+                &[
+                    event(25, EventKind::Retried),
+                    event(10, EventKind::Reopened)
+                ],
+                &in_pass(BuildStatus::Running, 0),
+                2
+            ),
+            "stage 25 will be retried: stages 10 to 25 run again"
         );
     }
 

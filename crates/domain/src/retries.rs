@@ -17,8 +17,10 @@ use crate::status::{BuildStatus, EventKind};
 /// A retry whose time has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DueRetry {
-    /// The failed stage, which runs again.
+    /// The stage that runs again: the failed one, or the first stage of a reopened pass.
     pub stage: StateCode,
+    /// The failed stage this is a retry of ([`Progress::retried_stage`]).
+    pub retried: StateCode,
     /// The attempt now due at `stage` (the failures so far, plus one).
     pub attempt: u32,
     /// Which retry this is: the failures so far, of the build's `max_retries`.
@@ -27,18 +29,25 @@ pub struct DueRetry {
 }
 
 impl DueRetry {
-    /// The history message of its `retry_due` entry, e.g. "retry 2 of 3 of stage 15 is due".
+    /// The history message of its `retry_due` entry, e.g. "retry 2 of 3 of stage 15 is due",
+    /// or "retry 1 of 2 of stage 25 is due: stages 10 to 25 run again" in a reopened pass.
     pub fn message(&self) -> String {
-        format!(
+        let due = format!(
             "retry {} of {} of stage {} is due",
-            self.retry, self.max_retries, self.stage
-        )
+            self.retry, self.max_retries, self.retried
+        );
+        if self.stage == self.retried {
+            due
+        } else {
+            format!("{due}: stages {} to {} run again", self.stage, self.retried)
+        }
     }
 }
 
 /// The retry due on a build at `current` as of `now`, if any: the build is `failed`, its
 /// backoff has elapsed (`next_attempt_at <= now`), it has retries left (`failures <=
-/// max_retries`, the build's own allowance), and this failure has no `retry_due` entry yet.
+/// max_retries`, the allowance of the build's [`Progress::retried_stage`] under its retry
+/// policy), and this failure has no `retry_due` entry yet.
 /// Never for `blocked`, `cancelled`, `completed`, `running` or `in_progress` builds.
 pub fn retry_due(current: &Progress, max_retries: u32, now: DateTime<Utc>) -> Option<DueRetry> {
     if current.status != BuildStatus::Failed || current.retry_due_seq.is_some() {
@@ -56,6 +65,7 @@ pub fn retry_due(current: &Progress, max_retries: u32, now: DateTime<Utc>) -> Op
     }
     Some(DueRetry {
         stage: current.state,
+        retried: current.retried_stage(),
         attempt: current.failures + 1,
         retry: current.failures,
         max_retries,
@@ -107,6 +117,7 @@ mod tests {
             lease: None,
             last_seq: 6,
             retry_due_seq: None,
+            reopened_until: None,
         }
     }
 
@@ -220,6 +231,22 @@ mod tests {
             "recorded once: asking again changes nothing"
         );
         assert_eq!(record_retry_due(&at(Failed, 2, Some(9)), 3, now()), None);
+    }
+
+    #[test]
+    fn a_reopened_pass_is_announced_as_a_retry_of_its_failed_stage() {
+        let reopened = Progress {
+            state: code(10),
+            reopened_until: Some(code(25)),
+            ..at(Failed, 1, Some(-1))
+        };
+        let (progress, event) = record_retry_due(&reopened, 2, now()).expect("due");
+        assert_eq!((progress.state, progress.status), (code(10), Failed));
+        assert_eq!((event.state, event.attempt), (code(10), Some(2)));
+        assert_eq!(
+            event.note.as_deref(),
+            Some("retry 1 of 2 of stage 25 is due: stages 10 to 25 run again")
+        );
     }
 
     fn policy() -> RetryPolicy {

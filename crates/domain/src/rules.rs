@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::outputs::{Outputs, StageOutputs};
+use crate::policy::{BuildRetryPolicy, StageRetry};
 use crate::state::StateCode;
 use crate::status::{BuildStatus, EventKind, ReportStatus};
 
@@ -41,6 +42,10 @@ pub struct Progress {
     /// stage's next attempt, once the server recorded it ([`crate::retries`]). Every change
     /// that moves the build clears it, so each failure gets its own.
     pub retry_due_seq: Option<i64>,
+    /// During a reopened pass ([`crate::policy`], `restart_from`): the failed stage the pass
+    /// retries, which must complete again before the build moves past it. Until it does,
+    /// failures are counted for it and its retry policy applies. `None` otherwise.
+    pub reopened_until: Option<StateCode>,
 }
 
 impl Progress {
@@ -54,7 +59,14 @@ impl Progress {
             lease: None,
             last_seq: 1,
             retry_due_seq: None,
+            reopened_until: None,
         }
+    }
+
+    /// The stage whose failures `failures` counts, and whose retry policy applies to them: the
+    /// failed stage a reopened pass retries, else the build's state.
+    pub fn retried_stage(&self) -> StateCode {
+        self.reopened_until.unwrap_or(self.state)
     }
 
     /// Whether `stage` is done on this build: see [`stage_has_completed`].
@@ -327,7 +339,7 @@ impl StageOutputs {
             EventKind::Completed => {
                 !none_stored || event.outputs.as_ref().is_some_and(|o| !o.is_empty())
             }
-            EventKind::Reset => !none_stored,
+            EventKind::Reset | EventKind::Reopened => !none_stored,
             _ => false,
         })
     }
@@ -350,7 +362,9 @@ impl StageOutputs {
                     };
                     changed |= previous != (!outputs.is_empty()).then_some(outputs);
                 }
-                EventKind::Reset => {
+                // The history keeps what the reopened stages produced; the build's outputs
+                // no longer offer it to a resumed run.
+                EventKind::Reset | EventKind::Reopened => {
                     let reopened = self.0.split_off(&event.state);
                     changed |= !reopened.is_empty();
                 }
@@ -361,13 +375,34 @@ impl StageOutputs {
     }
 }
 
-/// Applies a client's report to a build at `current`, as of `now`.
+/// Applies a client's report to a build at `current`, as of `now`, with `policy` for every
+/// stage: a build without a retry policy of its own.
 pub fn apply_report(
     current: &Progress,
     report: &Report,
     policy: &RetryPolicy,
     now: DateTime<Utc>,
 ) -> Result<Transition, Refusal> {
+    apply_report_under(current, report, policy, &BuildRetryPolicy::default(), now)
+}
+
+/// Applies a client's report to a build at `current`, as of `now`: `defaults` (the build's
+/// `max_retries`, the server's backoff and lease) apply to the stages the build's retry policy
+/// `stages` does not name.
+///
+/// A failure counts for the build's [`Progress::retried_stage`] and is judged by that stage's
+/// policy ([`BuildRetryPolicy::for_stage`]); when that has `restart_from` R and the build is not
+/// blocked, the build moves back to R (`failed`, with the backoff of the failed stage) and a
+/// `reopened` entry follows the `failed` one: a reopened pass, which ends when the failed stage
+/// completes again. During it no report moves past that stage and failures keep counting.
+pub fn apply_report_under(
+    current: &Progress,
+    report: &Report,
+    defaults: &RetryPolicy,
+    stages: &BuildRetryPolicy,
+    now: DateTime<Utc>,
+) -> Result<Transition, Refusal> {
+    let policy = defaults;
     let stage = report.state;
     if current.status == BuildStatus::Cancelled {
         return Err(Refusal::BuildFinished {
@@ -414,6 +449,13 @@ pub fn apply_report(
     if current.status == BuildStatus::Failed && stage > current.state {
         return Err(Refusal::FailedStageFirst {
             failed: current.state,
+            stage,
+        });
+    }
+    // A reopened pass retries its failed stage: nothing moves past it until it completes again.
+    if let Some(until) = current.reopened_until.filter(|&until| stage > until) {
+        return Err(Refusal::FailedStageFirst {
+            failed: until,
             stage,
         });
     }
@@ -478,8 +520,9 @@ pub fn apply_report(
         };
         Event::plain(passed, kind)
     }));
-    // Failures count per stage: a jump lands on a stage that has not failed yet.
-    let failures_so_far = if stage == current.state {
+    // Failures count per stage: a jump lands on a stage that has not failed yet. A reopened
+    // pass is one retry of its failed stage, so its count goes on through the pass.
+    let failures_so_far = if stage == current.state || current.reopened_until.is_some() {
         current.failures
     } else {
         0
@@ -496,6 +539,7 @@ pub fn apply_report(
         lease: None,
         last_seq,
         retry_due_seq: None,
+        reopened_until: current.reopened_until,
     };
     let progress = match report.status {
         ReportStatus::Completed => {
@@ -504,9 +548,17 @@ pub fn apply_report(
                 outputs: (!report.outputs.is_empty()).then(|| report.outputs.clone()),
                 ..Event::plain(stage, EventKind::Completed)
             });
-            match stage.next() {
-                Some(next) => finished_with(next, BuildStatus::Running, 0, None),
-                None => finished_with(stage, BuildStatus::Completed, 0, None),
+            // Before the failed stage a reopened pass goes on, still counting its failures;
+            // the failed stage completing ends it.
+            let pass = current.reopened_until.filter(|&until| stage < until);
+            let failures = pass.map_or(0, |_| current.failures);
+            let progress = match stage.next() {
+                Some(next) => finished_with(next, BuildStatus::Running, failures, None),
+                None => finished_with(stage, BuildStatus::Completed, failures, None),
+            };
+            Progress {
+                reopened_until: pass,
+                ..progress
             }
         }
         ReportStatus::InProgress => {
@@ -542,21 +594,49 @@ pub fn apply_report(
                 ..Event::plain(stage, EventKind::Failed)
             });
             let failures = failures_so_far + 1;
+            let retried = current.reopened_until.unwrap_or(stage);
+            let StageRetry {
+                policy,
+                restart_from,
+            } = stages.for_stage(retried, defaults);
             if failures > policy.max_retries {
                 finished_with(stage, BuildStatus::Blocked, failures, None)
             } else {
                 // Always a time, however long the configured backoff: the scheduler finds
                 // failed builds by it, and one without would never be retried.
-                finished_with(
-                    stage,
-                    BuildStatus::Failed,
-                    failures,
-                    Some(deadline(now, policy.backoff(failures))),
-                )
+                let next_attempt_at = Some(deadline(now, policy.backoff(failures)));
+                match restart_from {
+                    Some(from) => {
+                        events.push(Event {
+                            note: Some(reopen_note(stage, retried, from)),
+                            ..Event::plain(from, EventKind::Reopened)
+                        });
+                        Progress {
+                            last_seq: current.last_seq + events.len() as i64,
+                            reopened_until: Some(retried),
+                            ..finished_with(from, BuildStatus::Failed, failures, next_attempt_at)
+                        }
+                    }
+                    None => finished_with(stage, BuildStatus::Failed, failures, next_attempt_at),
+                }
             }
         }
     };
     Ok(Transition::Applied { progress, events })
+}
+
+/// The message of a `reopened` entry: `failed` failed while `retried` was being retried (the
+/// same stage outside a reopened pass), whose result does not survive without `from`.
+fn reopen_note(failed: StateCode, retried: StateCode, from: StateCode) -> String {
+    let during = if failed == retried {
+        String::new()
+    } else {
+        format!(" during the retry of stage {retried}")
+    };
+    format!(
+        "stage {failed} failed{during}; the result of stage {retried} does not survive without \
+         stage {from} (restart_from): stages {from} to {retried} run again"
+    )
 }
 
 /// Finds the lease on `stage` that `run` (or the holder of lease `fence`) holds, live or
@@ -665,11 +745,26 @@ pub enum OperatorAction {
     Cancel,
 }
 
-/// Applies an operator action to a build at `current`.
+/// Applies an operator action to a build without a retry policy of its own at `current`.
 pub fn apply_operator_action(
     current: &Progress,
     action: OperatorAction,
 ) -> Result<(Progress, Event), Refusal> {
+    let (progress, mut events) =
+        apply_operator_action_under(current, action, &BuildRetryPolicy::default())?;
+    // Without `restart_from`, every action records exactly one entry.
+    Ok((progress, events.remove(0)))
+}
+
+/// Applies an operator action to a build at `current` whose retry policy is `stages`. A retry
+/// of a stage whose policy has `restart_from` R reopens the build from R, as the failure did
+/// not (it blocked the build): a `retried` entry, then a `reopened` one, and the build is
+/// `running` at R in a reopened pass of that stage. A reset ends any pass.
+pub fn apply_operator_action_under(
+    current: &Progress,
+    action: OperatorAction,
+    stages: &BuildRetryPolicy,
+) -> Result<(Progress, Vec<Event>), Refusal> {
     let last_seq = current.last_seq + 1;
     let running_at = |state| Progress {
         state,
@@ -679,13 +774,35 @@ pub fn apply_operator_action(
         lease: None,
         last_seq,
         retry_due_seq: None,
+        reopened_until: None,
     };
     match action {
         OperatorAction::Retry => match current.status {
-            BuildStatus::Blocked | BuildStatus::Failed => Ok((
-                running_at(current.state),
-                Event::plain(current.state, EventKind::Retried),
-            )),
+            BuildStatus::Blocked | BuildStatus::Failed => {
+                let retried_event = Event::plain(current.state, EventKind::Retried);
+                let retried = current.retried_stage();
+                Ok(match stages.restart_from(retried) {
+                    Some(from) => (
+                        Progress {
+                            last_seq: last_seq + 1,
+                            reopened_until: Some(retried),
+                            ..running_at(from)
+                        },
+                        vec![
+                            retried_event,
+                            Event {
+                                note: Some(format!(
+                                    "an operator retried stage {retried}, whose result does not \
+                                     survive without stage {from} (restart_from): stages {from} \
+                                     to {retried} run again"
+                                )),
+                                ..Event::plain(from, EventKind::Reopened)
+                            },
+                        ],
+                    ),
+                    None => (running_at(current.state), vec![retried_event]),
+                })
+            }
             status => Err(Refusal::NothingToRetry { status }),
         },
         OperatorAction::Reset { to } => {
@@ -700,7 +817,7 @@ pub fn apply_operator_action(
                     current: current.state,
                 });
             }
-            Ok((running_at(to), Event::plain(to, EventKind::Reset)))
+            Ok((running_at(to), vec![Event::plain(to, EventKind::Reset)]))
         }
         OperatorAction::Cancel => {
             if current.status.is_finished() {
@@ -717,7 +834,7 @@ pub fn apply_operator_action(
                     retry_due_seq: None,
                     ..current.clone()
                 },
-                Event::plain(current.state, EventKind::Cancelled),
+                vec![Event::plain(current.state, EventKind::Cancelled)],
             ))
         }
     }
@@ -778,6 +895,7 @@ pub(crate) mod tests {
             lease: None,
             last_seq: 7,
             retry_due_seq: None,
+            reopened_until: None,
         }
     }
 
@@ -1582,6 +1700,351 @@ pub(crate) mod tests {
             let (progress, _) = apply_operator_action(&held("a", 5, 10), action).expect("applies");
             assert_eq!(progress.lease, None, "{action:?}");
         }
+    }
+
+    // ----- retry policies: reopening stages for a retry (restart_from) -------------------
+
+    /// Kickstart (5) retried 3 times with a long backoff; 15-45 twice, restarting from 10.
+    fn stage_policy() -> BuildRetryPolicy {
+        serde_json::from_str(
+            r#"{"rules": [
+                {"stages": 5, "max_retries": 3, "backoff_base_secs": 600, "backoff_cap_secs": 3600},
+                {"stages": "15-45", "max_retries": 2, "backoff_base_secs": 100, "restart_from": 10}
+            ]}"#,
+        )
+        .expect("valid policy")
+    }
+
+    /// A build in the pass that retries stage 25 from 10, at `state` with `failures`.
+    fn in_pass(state: i64, status: BuildStatus, failures: u32) -> Progress {
+        Progress {
+            reopened_until: Some(code(25)),
+            ..at(state, status, failures)
+        }
+    }
+
+    /// What a case expects: (state, status, failures, reopened_until) and the entries' (state,
+    /// kind), or a refusal.
+    #[derive(Debug)]
+    enum Pass {
+        Moves(
+            (i64, BuildStatus, u32, Option<i64>),
+            &'static [(i64, EventKind)],
+        ),
+        Refused(fn(&Refusal) -> bool),
+    }
+
+    #[test]
+    fn every_rule_of_a_reopened_pass() {
+        use EventKind as K;
+        use ReportStatus as R;
+        let cases: Vec<(&str, Progress, Report, Pass)> = vec![
+            (
+                "a failure at a stage with restart_from reopens the build from that stage",
+                at(25, InProgress, 0),
+                report(25, R::Failed),
+                Pass::Moves((10, Failed, 1, Some(25)), &[(25, K::Failed), (10, K::Reopened)]),
+            ),
+            (
+                "a failure reached by a jump reopens too",
+                at(20, Running, 0),
+                report(25, R::Failed),
+                Pass::Moves(
+                    (10, Failed, 1, Some(25)),
+                    &[(20, K::Skipped), (25, K::Failed), (10, K::Reopened)],
+                ),
+            ),
+            (
+                "the failure past the failed stage's max_retries blocks it there, reopening nothing",
+                in_pass(25, InProgress, 2),
+                report(25, R::Failed),
+                Pass::Moves((25, Blocked, 3, Some(25)), &[(25, K::Failed)]),
+            ),
+            (
+                "a stage without restart_from stays where it failed",
+                at(5, Running, 0),
+                report(5, R::Failed),
+                Pass::Moves((5, Failed, 1, None), &[(5, K::Failed)]),
+            ),
+            (
+                "a stage the policy does not name keeps the build's allowance",
+                at(50, Failed, 3),
+                report(50, R::Failed),
+                Pass::Moves((50, Blocked, 4, None), &[(50, K::Failed)]),
+            ),
+            (
+                "completing the first reopened stage keeps the failure count",
+                in_pass(10, Failed, 1),
+                report(10, R::Completed),
+                Pass::Moves((15, Running, 1, Some(25)), &[(10, K::Completed)]),
+            ),
+            (
+                "in_progress in the pass keeps the count",
+                in_pass(20, Running, 1),
+                report(20, R::InProgress),
+                Pass::Moves((20, InProgress, 1, Some(25)), &[(20, K::InProgress)]),
+            ),
+            (
+                "completing the failed stage ends the pass and resets the count",
+                in_pass(25, InProgress, 1),
+                report(25, R::Completed),
+                Pass::Moves((30, Running, 0, None), &[(25, K::Completed)]),
+            ),
+            (
+                "a jump inside the pass records the stages between as skipped and ends it at the failed stage",
+                in_pass(15, Running, 1),
+                report(25, R::Completed),
+                Pass::Moves(
+                    (30, Running, 0, None),
+                    &[(15, K::Skipped), (20, K::Skipped), (25, K::Completed)],
+                ),
+            ),
+            (
+                "no completion may jump past the failed stage of the pass",
+                in_pass(15, Running, 1),
+                report(30, R::Completed),
+                Pass::Refused(
+                    |r| matches!(r, Refusal::FailedStageFirst { failed, stage } if failed.value() == 25 && stage.value() == 30),
+                ),
+            ),
+            (
+                "no attempt may start past the failed stage of the pass",
+                in_pass(20, Running, 1),
+                report(35, R::InProgress),
+                Pass::Refused(|r| matches!(r, Refusal::FailedStageFirst { .. })),
+            ),
+            (
+                "no report may jump past the first reopened stage while it waits",
+                in_pass(10, Failed, 1),
+                report(15, R::InProgress),
+                Pass::Refused(
+                    |r| matches!(r, Refusal::FailedStageFirst { failed, .. } if failed.value() == 10),
+                ),
+            ),
+            (
+                "a failure at a reopened stage counts for the failed stage and reopens again",
+                in_pass(15, InProgress, 1),
+                report(15, R::Failed),
+                Pass::Moves((10, Failed, 2, Some(25)), &[(15, K::Failed), (10, K::Reopened)]),
+            ),
+            (
+                "a failure in the pass past the failed stage's allowance blocks where it happened",
+                in_pass(15, InProgress, 2),
+                report(15, R::Failed),
+                Pass::Moves((15, Blocked, 3, Some(25)), &[(15, K::Failed)]),
+            ),
+            (
+                "a failure of the first reopened stage counts for the failed stage",
+                in_pass(10, Running, 1),
+                report(10, R::Failed),
+                Pass::Moves((10, Failed, 2, Some(25)), &[(10, K::Failed), (10, K::Reopened)]),
+            ),
+        ];
+        for (name, current, report, expect) in cases {
+            let outcome = apply_report_under(&current, &report, &policy(), &stage_policy(), now());
+            match (expect, outcome) {
+                (Pass::Moves(expected, kinds), Ok(Transition::Applied { progress, events })) => {
+                    let (state, status, failures, until) = expected;
+                    assert_eq!(
+                        (
+                            progress.state,
+                            progress.status,
+                            progress.failures,
+                            progress.reopened_until
+                        ),
+                        (code(state), status, failures, until.map(code)),
+                        "{name}"
+                    );
+                    let got: Vec<(i64, EventKind)> = events
+                        .iter()
+                        .map(|e| (i64::from(e.state), e.kind))
+                        .collect();
+                    assert_eq!(got, kinds, "{name}");
+                    assert_eq!(
+                        progress.last_seq,
+                        current.last_seq + events.len() as i64,
+                        "{name}: last_seq follows the entries"
+                    );
+                }
+                (Pass::Refused(check), Err(refusal)) => {
+                    assert!(check(&refusal), "{name}: {refusal:?}")
+                }
+                (expect, outcome) => panic!("{name}: expected {expect:?}, got {outcome:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_reopening_backs_off_as_the_failed_stage_and_says_why() {
+        let Ok(Transition::Applied { progress, events }) = apply_report_under(
+            &in_pass(10, Running, 1),
+            &report(10, ReportStatus::Failed),
+            &policy(),
+            &stage_policy(),
+            now(),
+        ) else {
+            panic!("applied");
+        };
+        // Stage 25's backoff (base 100 s, the build's cap 60 s): its second failure waits 60 s.
+        assert_eq!(
+            progress.next_attempt_at,
+            Some(now() + chrono::Duration::seconds(60))
+        );
+        assert_eq!(
+            events[1].note.as_deref(),
+            Some("stage 10 failed during the retry of stage 25; the result of stage 25 does not survive without stage 10 (restart_from): stages 10 to 25 run again")
+        );
+        let Ok(Transition::Applied { progress, events }) = apply_report_under(
+            &at(25, Running, 0),
+            &report(25, ReportStatus::Failed),
+            &policy(),
+            &stage_policy(),
+            now(),
+        ) else {
+            panic!("applied");
+        };
+        assert_eq!(
+            progress.next_attempt_at,
+            Some(now() + chrono::Duration::seconds(60)),
+            "capped by the build's default cap, which the rule leaves"
+        );
+        assert_eq!(
+            events[1].note.as_deref(),
+            Some("stage 25 failed; the result of stage 25 does not survive without stage 10 (restart_from): stages 10 to 25 run again")
+        );
+        // Kickstart's own long backoff.
+        let Ok(Transition::Applied { progress, .. }) = apply_report_under(
+            &at(5, Running, 0),
+            &report(5, ReportStatus::Failed),
+            &policy(),
+            &stage_policy(),
+            now(),
+        ) else {
+            panic!("applied");
+        };
+        assert_eq!(
+            progress.next_attempt_at,
+            Some(now() + chrono::Duration::seconds(600))
+        );
+    }
+
+    #[test]
+    fn a_reopened_pass_cannot_loop_forever() {
+        // Fail 25, run 10 again, fail 15, run 10 again, fail 25: the third failure of the pass
+        // blocks the build, though no stage failed three times on its own.
+        let mut build = at(25, Running, 0);
+        let steps = [
+            (25, ReportStatus::Failed),
+            (10, ReportStatus::Completed),
+            (15, ReportStatus::Failed),
+            (10, ReportStatus::Completed),
+        ];
+        let later = now() + chrono::Duration::hours(1);
+        for (stage, status) in &steps {
+            match apply_report_under(
+                &build,
+                &report(*stage, *status),
+                &policy(),
+                &stage_policy(),
+                later,
+            ) {
+                Ok(Transition::Applied { progress, .. }) => build = progress,
+                other => panic!("{stage} {status}: {other:?}"),
+            }
+        }
+        assert_eq!((build.state, build.failures), (code(15), 2));
+        let Ok(Transition::Applied { progress, .. }) = apply_report_under(
+            &build,
+            &report(25, ReportStatus::Failed),
+            &policy(),
+            &stage_policy(),
+            later,
+        ) else {
+            panic!("applied");
+        };
+        assert_eq!(
+            (progress.state, progress.status, progress.failures),
+            (code(25), Blocked, 3)
+        );
+    }
+
+    #[test]
+    fn an_operator_retry_of_a_stage_with_restart_from_reopens_the_build() {
+        let blocked = in_pass(25, Blocked, 3);
+        let (progress, events) =
+            apply_operator_action_under(&blocked, OperatorAction::Retry, &stage_policy())
+                .expect("retried");
+        assert_eq!(
+            (
+                progress.state,
+                progress.status,
+                progress.failures,
+                progress.reopened_until
+            ),
+            (code(10), Running, 0, Some(code(25)))
+        );
+        let kinds: Vec<(i64, EventKind)> = events
+            .iter()
+            .map(|e| (i64::from(e.state), e.kind))
+            .collect();
+        assert_eq!(kinds, [(25, EventKind::Retried), (10, EventKind::Reopened)]);
+        assert_eq!(progress.last_seq, blocked.last_seq + 2);
+        // Blocked inside the pass (at 15): the retry is still stage 25's, from 10.
+        let (progress, _) = apply_operator_action_under(
+            &in_pass(15, Blocked, 3),
+            OperatorAction::Retry,
+            &stage_policy(),
+        )
+        .expect("retried");
+        assert_eq!(
+            (progress.state, progress.reopened_until),
+            (code(10), Some(code(25)))
+        );
+        // A stage without restart_from is retried where it is.
+        let (progress, events) =
+            apply_operator_action_under(&at(5, Blocked, 4), OperatorAction::Retry, &stage_policy())
+                .expect("retried");
+        assert_eq!(
+            (progress.state, progress.reopened_until, events.len()),
+            (code(5), None, 1)
+        );
+        // A reset ends a pass: the operator chose where the build goes.
+        let (progress, _) = apply_operator_action_under(
+            &in_pass(15, Running, 1),
+            OperatorAction::Reset { to: code(10) },
+            &stage_policy(),
+        )
+        .expect("reset");
+        assert_eq!(
+            (progress.state, progress.failures, progress.reopened_until),
+            (code(10), 0, None)
+        );
+    }
+
+    #[test]
+    fn a_reopening_supersedes_the_outputs_of_the_reopened_stages() {
+        let mut stages = StageOutputs::default();
+        stages.apply(&[
+            output_event(5, EventKind::Completed, Some(outputs(&[("ks", "1")]))),
+            output_event(
+                10,
+                EventKind::Completed,
+                Some(outputs(&[("ami_id", "ami-A")])),
+            ),
+            output_event(
+                20,
+                EventKind::Completed,
+                Some(outputs(&[("vm_ip", "10.0.0.9")])),
+            ),
+        ]);
+        let reopened = [
+            output_event(25, EventKind::Failed, None),
+            output_event(10, EventKind::Reopened, None),
+        ];
+        assert!(StageOutputs::may_change(&reopened, stages.is_empty()));
+        assert!(stages.apply(&reopened));
+        let merged = stages.merged();
+        assert_eq!(merged.keys().collect::<Vec<_>>(), ["ks"]);
     }
 
     // ----- what events do to a build's per-stage outputs ---------------------------------

@@ -123,6 +123,11 @@ wire_enum! {
         /// The failed stage's backoff ended and it has retries left: its next attempt is due
         /// now. Recorded by the server, once per failure; front ends start the retry on it.
         RetryDue => "retry_due",
+        /// A failure at a stage whose retry policy has `restart_from` moved the build back to
+        /// that earlier stage: the stages from it to the failed one run again, and their
+        /// outputs are superseded. The entry's state is the stage the build moved back to; its
+        /// message names the range and why.
+        Reopened => "reopened",
     }
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::fields::{BuildId, BuildKey, Email, ImageType, Labels, Platform, Username};
 use crate::gate::GateDecision;
 use crate::outputs::{Outputs, StageOutput};
+use crate::policy::BuildRetryPolicy;
 use crate::rules::Lease;
 use crate::state::{Phase, StateCode};
 use crate::status::{BuildStatus, EventKind, ReportStatus, Role, Scope};
@@ -58,7 +59,7 @@ pub mod schemas {
 /// negative numbers for an unsigned field and numbers beyond the field's type are refused,
 /// saying which. One visitor serves every integer type: each JSON number is widened to `i128`
 /// (which holds every `i64` and `u64`) and then narrowed to the field's type.
-mod whole_number {
+pub(crate) mod whole_number {
     use serde::de::{Deserializer, Error, Visitor};
     use std::fmt;
     use std::marker::PhantomData;
@@ -172,6 +173,14 @@ pub struct Build {
     /// and the stages it did not run again; absent until one did.
     #[serde(default)]
     pub last_resume: Option<crate::resumes::Resume>,
+    /// During a reopened pass (a failure at a stage whose retry policy has `restart_from`):
+    /// the failed stage the pass retries. No stage after it runs until it completes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reopened_until: Option<StateCode>,
+    /// The build's retry policy, set when it started; absent when it has none (every stage
+    /// then has `max_retries` and the server's backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<BuildRetryPolicy>,
 }
 
 impl Build {
@@ -179,6 +188,18 @@ impl Build {
     /// [`crate::rules::stage_has_completed`].
     pub fn has_completed(&self, stage: StateCode) -> bool {
         crate::rules::stage_has_completed(self.state, self.status, stage)
+    }
+
+    /// The failures the build may have at the stage it is retrying
+    /// ([`crate::rules::Progress::retried_stage`]) before it is blocked: that stage's
+    /// `max_retries` under the build's retry policy, else the build's own.
+    pub fn allowed_retries(&self) -> u32 {
+        let stage = self.progress().retried_stage();
+        self.retry_policy
+            .as_ref()
+            .map_or(self.max_retries, |policy| {
+                policy.max_retries(stage, self.max_retries)
+            })
     }
 
     /// The part of the build the transition and gating rules read.
@@ -191,6 +212,7 @@ impl Build {
             lease: self.lease.clone(),
             last_seq: self.last_seq,
             retry_due_seq: self.retry_due_seq,
+            reopened_until: self.reopened_until,
         }
     }
 }
@@ -214,6 +236,35 @@ pub struct StartBuild {
     #[serde(default, deserialize_with = "whole_number::option")]
     #[cfg_attr(feature = "openapi", schema(maximum = 100))]
     pub max_retries: Option<u32>,
+    /// What the build allows per stage or range of stages: retries, backoff and
+    /// `restart_from` (docs/rules.md, "Retry policies"). Set when the build starts: a build
+    /// that is resumed keeps the policy it started with, whatever this says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<BuildRetryPolicy>,
+}
+
+impl StartBuild {
+    /// What to tell the caller when `build`, which this request resumed, keeps a retry policy
+    /// other than the one the request carries (a build keeps the policy it started with);
+    /// `None` when they agree or the request carries none.
+    pub fn policy_not_applied(&self, build: &Build) -> Option<String> {
+        let asked = self
+            .retry_policy
+            .as_ref()
+            .filter(|policy| !policy.is_empty())?;
+        if build.retry_policy.as_ref() == Some(asked) {
+            return None;
+        }
+        let kept = if build.retry_policy.is_some() {
+            "the retry policy it started with"
+        } else {
+            "no retry policy, as it started"
+        };
+        Some(format!(
+            "build `{}` was resumed and keeps {kept}: the `retry_policy` of this request was not applied",
+            build.id
+        ))
+    }
 }
 
 /// The answer to [`StartBuild`].
@@ -223,6 +274,10 @@ pub struct StartedBuild {
     pub build: Build,
     /// True when `key` matched an unfinished build, which is returned instead of a new one.
     pub resumed: bool,
+    /// Said when the request asked for what a resumed build does not change: its
+    /// `retry_policy` differs from the one the build started with, which it keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// `POST /builds/{id}/transitions`: a report about one stage.

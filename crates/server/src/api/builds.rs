@@ -121,13 +121,19 @@ pub async fn start_build(
             let answer = StartedBuild {
                 build,
                 resumed: false,
+                warning: None,
             };
             (StatusCode::CREATED, Json(answer))
         }
         Started::Resumed(build) => {
+            let warning = request.policy_not_applied(&build);
+            if let Some(warning) = &warning {
+                tracing::info!(build = %build.id, "{warning}");
+            }
             let answer = StartedBuild {
                 build,
                 resumed: true,
+                warning,
             };
             (StatusCode::OK, Json(answer))
         }

@@ -87,7 +87,7 @@ fn parse_document<'de, T: DeserializeOwned>(
         let message = without_position(&inner.to_string());
         match inner.classify() {
             serde_json::error::Category::Data => {
-                let field = field_named_in(&message)
+                let field = field_named_in(&message, &path)
                     .or_else(|| subfield_named_in(&message, &path))
                     .unwrap_or(path);
                 ApiError::invalid_field(field, message)
@@ -106,12 +106,18 @@ fn without_position(message: &str) -> String {
 }
 
 /// "missing field `platform`" and "unknown field `x`" happen at the parent's path: name the
-/// field itself.
-fn field_named_in(message: &str) -> Option<String> {
+/// field itself, inside its parent when that is not the body (`retry_policy.rules[0].x`).
+fn field_named_in(message: &str, path: &str) -> Option<String> {
     let rest = message
         .strip_prefix("missing field `")
         .or_else(|| message.strip_prefix("unknown field `"))?;
-    rest.split('`').next().map(str::to_owned)
+    let field = rest.split('`').next()?;
+    // An unknown field's path already ends with it; a missing one's is its parent's.
+    Some(match path {
+        "" | "." => field.to_owned(),
+        path if path == field || path.ends_with(&format!(".{field}")) => path.to_owned(),
+        parent => format!("{parent}.{field}"),
+    })
 }
 
 /// A rule error such as "invalid outputs.ami_id: …" raised while parsing `outputs` names a

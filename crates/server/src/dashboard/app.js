@@ -85,7 +85,9 @@ function retryNote(build) {
     return `after ${build.failures} failure${build.failures === 1 ? "" : "s"}: needs a person`;
   }
   if (build.status === "failed") {
-    return `retry ${build.failures} of ${build.max_retries}`;
+    // A build with a retry policy allows each stage its own count: the policy card shows them.
+    if (build.reopened_until != null) return `retry ${build.failures} of stage ${build.reopened_until}, from ${build.state}`;
+    return build.retry_policy ? `retry ${build.failures}` : `retry ${build.failures} of ${build.max_retries}`;
   }
   if (build.failures) return `${build.failures} failure${build.failures === 1 ? "" : "s"}`;
   return "";
@@ -408,6 +410,23 @@ function buildDetails(build) {
           h("td", {}, h("code", {}, name)), h("td", { class: "message" }, output.value),
           h("td", {}, h("span", { class: "code" }, output.stage), ` ${stageNames[output.stage] || ""}`))))))));
   }
+  if (build.reopened_until != null) {
+    parts.push(h("p", { class: "card reopened", "data-testid": "reopened" },
+      `Stages ${build.state}–${build.reopened_until} were reopened to retry stage ${build.reopened_until}: `
+      + `no stage after ${build.reopened_until} runs until it completes again.`));
+  }
+  const rules = (build.retry_policy && build.retry_policy.rules) || [];
+  if (rules.length) {
+    const shown = (value) => (value == null ? "–" : String(value));
+    parts.push(h("section", { class: "card", "data-testid": "retry-policy" }, h("h2", {}, "Retry policy"),
+      h("div", { class: "scroll" }, h("table", {},
+        h("thead", {}, h("tr", {}, ["Stages", "Retries", "Backoff base (s)", "Backoff cap (s)", "Restart from"]
+          .map((title) => h("th", {}, title)))),
+        h("tbody", {}, rules.map((rule) => h("tr", { "data-stages": String(rule.stages) },
+          h("td", {}, h("span", { class: "code" }, String(rule.stages))),
+          h("td", {}, shown(rule.max_retries)), h("td", {}, shown(rule.backoff_base_secs)),
+          h("td", {}, shown(rule.backoff_cap_secs)), h("td", {}, shown(rule.restart_from)))))))));
+  }
   return parts;
 }
 
@@ -492,6 +511,11 @@ function ladderOf(build, entries) {
       case "retried": stage.attempts = 0; stage.status = "pending"; break;
       case "reset":
         for (const code of CODES) if (code >= entry.state) stages[code] = { status: "pending", attempts: 0 };
+        break;
+      // A retry policy's restart_from: the stages from here run again; the failed one keeps
+      // its failures (they count until it completes).
+      case "reopened":
+        for (const code of CODES) if (code >= entry.state && stages[code].status !== "failed") stages[code].status = "pending";
         break;
       default: break;
     }

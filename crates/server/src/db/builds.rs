@@ -9,9 +9,12 @@ use buildstate_domain::wire::{
     Build, BuildPage, HistoryEntry, HistoryPage, StartBuild, StatusOverview, TransitionResult,
 };
 use buildstate_domain::{
-    apply_operator_action, apply_report, notes, BuildId, Event, Lease, OperatorAction, Progress,
-    Refusal, Report, RetryPolicy, StateCode, Transition,
+    apply_operator_action_under, apply_report_under, notes, BuildId, BuildRetryPolicy, Event,
+    Lease, OperatorAction, Progress, Refusal, Report, RetryPolicy, StateCode, Transition,
 };
+
+/// The retry policy of a build that has none: every stage keeps the build's defaults.
+static NO_POLICY: BuildRetryPolicy = BuildRetryPolicy::none();
 use chrono::{DateTime, Utc};
 use sqlx::{Any, Row, Transaction};
 
@@ -54,6 +57,14 @@ impl Database {
             }
             let id = format!("b_{}", crate::secrets::random_id(20));
             let labels = serde_json::to_string(request.labels.as_map()).context("labels")?;
+            // An empty policy is no policy: the column stays NULL.
+            let retry_policy = request
+                .retry_policy
+                .as_ref()
+                .filter(|policy| !policy.is_empty())
+                .map(serde_json::to_string)
+                .transpose()
+                .context("retry policy")?;
             let mut tx = self.writer.begin().await?;
             let now_ms = now.timestamp_millis();
             let row = NewBuildRow {
@@ -72,6 +83,7 @@ impl Database {
                 last_seq: 1,
                 created_at: now_ms,
                 updated_at: now_ms,
+                retry_policy: retry_policy.as_deref(),
             };
             let sql = NewBuildRow::insert_sql(1);
             let inserted = bind_values(sqlx::query(&sql), row.values())
@@ -177,7 +189,7 @@ impl Database {
         };
         // The last entry comes with the row, by its primary key: no extra round trip.
         let row = sqlx::query(&format!(
-            "SELECT {BUILD_COLUMNS_BUT_OUTPUTS}, outputs, stage_outputs, stopped_seq, \
+            "SELECT {BUILD_COLUMNS_BUT_OUTPUTS}, retry_policy, outputs, stage_outputs, stopped_seq, \
              (SELECT h.recorded_at FROM build_history h \
               WHERE h.build_id = builds.id AND h.seq = builds.last_seq) AS last_recorded_at \
              FROM builds WHERE id = $1{lock_clause}"
@@ -286,12 +298,19 @@ impl Database {
     ) -> StoreResult<Change> {
         let idempotency = request.idempotency.as_ref();
         self.change_build(id, RowLock::Wait, idempotency, Some(actor), |build, now| {
-            let policy = RetryPolicy {
+            let defaults = RetryPolicy {
                 max_retries: build.max_retries,
                 ..*policy
             };
+            let stages = build.retry_policy.as_ref().unwrap_or(&NO_POLICY);
             Ok(
-                match apply_report(&build.progress(), &request.report, &policy, now)? {
+                match apply_report_under(
+                    &build.progress(),
+                    &request.report,
+                    &defaults,
+                    stages,
+                    now,
+                )? {
                     Transition::AlreadyDone { stage, .. } => Decision::AlreadyDone {
                         note: notes::already_completed(stage, &build.progress()),
                     },
@@ -320,10 +339,12 @@ impl Database {
         actor: &Actor,
     ) -> StoreResult<TransitionResult> {
         self.change_build(id, RowLock::Wait, None, Some(actor), |build, _now| {
-            let (progress, event) = apply_operator_action(&build.progress(), action)?;
+            let stages = build.retry_policy.as_ref().unwrap_or(&NO_POLICY);
+            let (progress, events) =
+                apply_operator_action_under(&build.progress(), action, stages)?;
             Ok(Decision::Apply {
                 progress,
-                events: vec![event],
+                events,
                 message: Some(reason),
                 source: None,
                 last_message: None,
@@ -453,7 +474,7 @@ impl Database {
                     Some(changed) => OutputsAfter::Changed(changed),
                     None => OutputsAfter::Unchanged(std::mem::take(&mut build.outputs)),
                 };
-                let updated = self
+                let mut updated = self
                     .save_progress(
                         &mut tx,
                         id.as_str(),
@@ -465,13 +486,15 @@ impl Database {
                         now,
                     )
                     .await?;
+                // The policy never changes: the build read under the lock has it, parsed.
+                updated.retry_policy = build.retry_policy.take();
                 TransitionResult {
                     resumed: resume,
                     last_entry: None,
                     note: notes::describe_transition(
                         &events,
                         &updated.progress(),
-                        updated.max_retries,
+                        updated.allowed_retries(),
                     ),
                     build: updated,
                     changed: true,
@@ -609,15 +632,15 @@ impl Database {
              last_message = $5, last_seq = $6, updated_at = $7, lease_holder = $8, \
              lease_fence = $9, lease_expires_at = $10, \
              stage_outputs = COALESCE($11, stage_outputs), outputs = COALESCE($12, outputs), \
-             retry_due_seq = $14, stopped_seq = $15, last_resume = COALESCE($16, last_resume) \
-             WHERE id = $13 RETURNING {BUILD_COLUMNS_BUT_OUTPUTS}"
+             retry_due_seq = $14, stopped_seq = $15, last_resume = COALESCE($16, last_resume), \
+             reopened_until = $17 WHERE id = $13 RETURNING {BUILD_COLUMNS_BUT_OUTPUTS}"
         );
         let sql = match self.dialect {
             Dialect::Postgres => format!(
                 "WITH appended AS (INSERT INTO build_history ({columns}) VALUES {placeholders}) \
                  {update}",
                 columns = HistoryRow::COLUMNS,
-                placeholders = history_placeholders(17, recorded.len()),
+                placeholders = history_placeholders(18, recorded.len()),
             ),
             Dialect::Sqlite => {
                 insert_history(tx, id, recorded, previous).await?;
@@ -640,7 +663,8 @@ impl Database {
             .bind(id)
             .bind(progress.retry_due_seq)
             .bind(resume.stopped_seq)
-            .bind(resume.last_resume);
+            .bind(resume.last_resume)
+            .bind(progress.reopened_until.map(i64::from));
         if self.dialect == Dialect::Postgres {
             query = bind_history(query, id, recorded, previous);
         }

@@ -88,7 +88,7 @@ impl Database {
         let changed = self
             .change_build(id, RowLock::SkipIfLocked, None, None, |build, now| {
                 Ok(
-                    match record_retry_due(&build.progress(), build.max_retries, now) {
+                    match record_retry_due(&build.progress(), build.allowed_retries(), now) {
                         Some((progress, event)) => Decision::Apply {
                             progress,
                             events: vec![event],

@@ -11,20 +11,22 @@ use std::str::FromStr;
 use anyhow::Context as _;
 use buildstate_domain::resumes::Resume;
 use buildstate_domain::wire::{Build, HistoryEntry, TokenInfo, User};
-use buildstate_domain::{notes, Event, Lease, Outputs, StageOutput, StageOutputs, StateCode};
+use buildstate_domain::{
+    notes, BuildRetryPolicy, Event, Lease, Outputs, StageOutput, StageOutputs, StateCode,
+};
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::{Actor, Database, StoreError, StoreResult};
 
-/// Every column of a build but its per-stage outputs (a write that knows them already need not
-/// read them back).
+/// Every column of a build but its per-stage outputs and its retry policy (a write that knows
+/// them already need not read them back: the policy never changes, and a report parses it once).
 macro_rules! build_columns_but_outputs {
     () => {
         "id, build_key, platform, image_type, description, labels, state, status, failures, \
          max_retries, next_attempt_at, last_message, last_seq, created_at, updated_at, \
-         lease_holder, lease_fence, lease_expires_at, retry_due_seq, last_resume"
+         lease_holder, lease_fence, lease_expires_at, retry_due_seq, last_resume, reopened_until"
     };
 }
 pub(super) const BUILD_COLUMNS_BUT_OUTPUTS: &str = build_columns_but_outputs!();
@@ -32,7 +34,7 @@ pub(super) const BUILD_COLUMNS_BUT_OUTPUTS: &str = build_columns_but_outputs!();
 /// build whose merged view was not written yet (it had outputs before migration 0007).
 pub(super) const BUILD_COLUMNS: &str = concat!(
     build_columns_but_outputs!(),
-    ", outputs, CASE WHEN outputs IS NULL THEN stage_outputs END AS stage_outputs"
+    ", retry_policy, outputs, CASE WHEN outputs IS NULL THEN stage_outputs END AS stage_outputs"
 );
 
 pub(super) fn build_not_found(id: &str) -> StoreError {
@@ -85,16 +87,18 @@ pub struct NewBuildRow<'a> {
     pub last_seq: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The build's retry policy as checked JSON, if it has one.
+    pub retry_policy: Option<&'a str>,
 }
 
 /// How many columns a [`NewBuildRow`] writes.
-pub const NEW_BUILD_ROW_WIDTH: usize = 15;
+pub const NEW_BUILD_ROW_WIDTH: usize = 16;
 
 impl<'a> NewBuildRow<'a> {
     /// The columns [`NewBuildRow::values`] fills, in its order.
     pub const COLUMNS: &'static str = "id, build_key, platform, image_type, description, labels, \
          state, status, failures, max_retries, next_attempt_at, last_message, last_seq, \
-         created_at, updated_at";
+         created_at, updated_at, retry_policy";
 
     /// The statement that inserts `rows` build rows, their values bound by [`bind_values`].
     pub fn insert_sql(rows: usize) -> String {
@@ -123,6 +127,7 @@ impl<'a> NewBuildRow<'a> {
             ColumnValue::Integer(Some(self.last_seq)),
             ColumnValue::Integer(Some(self.created_at)),
             ColumnValue::Integer(Some(self.updated_at)),
+            ColumnValue::text(self.retry_policy),
         ]
     }
 }
@@ -560,11 +565,19 @@ fn last_resume_from_row(row: &AnyRow) -> StoreResult<Option<Resume>> {
 }
 
 impl Database {
+    /// A build from a row of [`BUILD_COLUMNS`] (or more): its retry policy included.
     pub(super) fn build_from_row(&self, row: &AnyRow) -> StoreResult<Build> {
-        self.build_with_outputs(row, merged_outputs_from_row(row)?)
+        let mut build = self.build_with_outputs(row, merged_outputs_from_row(row)?)?;
+        build.retry_policy = row
+            .try_get::<Option<String>, _>("retry_policy")?
+            .map(|json| BuildRetryPolicy::from_checked_json(&json))
+            .transpose()
+            .context("stored retry policy")?;
+        Ok(build)
     }
 
-    /// A build from a row of [`BUILD_COLUMNS_BUT_OUTPUTS`] (or more) and its merged outputs.
+    /// A build from a row of [`BUILD_COLUMNS_BUT_OUTPUTS`] (or more) and its merged outputs,
+    /// without its retry policy (the caller has it, or reads it with [`Self::build_from_row`]).
     pub(super) fn build_with_outputs(
         &self,
         row: &AnyRow,
@@ -596,6 +609,12 @@ impl Database {
             outputs,
             lease: lease_from_row(row)?,
             last_resume: last_resume_from_row(row)?,
+            reopened_until: row
+                .try_get::<Option<i64>, _>("reopened_until")?
+                .map(StateCode::new)
+                .transpose()
+                .context("column `reopened_until`")?,
+            retry_policy: None,
         })
     }
 }
