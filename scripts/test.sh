@@ -3,8 +3,9 @@
 # database of the local PostgreSQL (started if down). Extra arguments go to `cargo test`.
 # `--no-fail-fast` runs every test binary even after one fails, and the run ends with one line
 # totalling them all ("N passed, N failed"), since cargo's own last line is that of the
-# doc-tests, which are few. The PostgreSQL tests hold at most about 36 connections at once
-# (tests/support/mod.rs; measured in BENCHMARKS.md), well inside the default 100.
+# doc-tests, which are few. The PostgreSQL tests hold at most 44 connections at once, the tests
+# that start server processes included (tests/support/mod.rs; 26 measured, BENCHMARKS.md),
+# well inside the default 100.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
