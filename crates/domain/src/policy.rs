@@ -145,13 +145,7 @@ impl utoipa::PartialSchema for StageRange {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
         OneOfBuilder::new()
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .minimum(Some(0))
-                    .maximum(Some(100))
-                    .multiple_of(Some(5)),
-            )
+            .item(crate::state::state_code_number_schema())
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::String)

@@ -71,6 +71,18 @@ impl<'de> Deserialize<'de> for StateCode {
 const STATE_CODE_TEXT_PATTERN: &str =
     "^[ \\t\\n\\r]*(0|5|10|15|20|25|30|35|40|45|50|55|60|65|70|75|80|85|90|95|100)[ \\t\\n\\r]*$";
 
+/// A state code as a JSON number, for the schemas that accept one (this one, a policy's
+/// stages).
+#[cfg(feature = "openapi")]
+pub(crate) fn state_code_number_schema() -> utoipa::openapi::schema::ObjectBuilder {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0))
+        .maximum(Some(100))
+        .multiple_of(Some(5))
+}
+
 #[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for StateCode {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -78,13 +90,7 @@ impl utoipa::PartialSchema for StateCode {
         // Responses always carry the number; requests may send it as text, for Concourse
         // `params` and GitHub Action inputs, which are strings.
         OneOfBuilder::new()
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .minimum(Some(0))
-                    .maximum(Some(100))
-                    .multiple_of(Some(5)),
-            )
+            .item(state_code_number_schema())
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::String)
