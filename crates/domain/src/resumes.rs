@@ -446,6 +446,24 @@ mod tests {
                 Some(10),
             ),
             (
+                "a failure that reopens earlier stages (restart_from) stops at the failure",
+                None,
+                vec![
+                    reported(25, K::Failed, 1),
+                    Event::plain(code(10), K::Reopened),
+                ],
+                Some(10),
+            ),
+            (
+                "an operator retry that reopens stops at the retry",
+                Some(9),
+                vec![
+                    Event::plain(code(25), K::Retried),
+                    Event::plain(code(10), K::Reopened),
+                ],
+                Some(10),
+            ),
+            (
                 "retry_due keeps it",
                 Some(9),
                 vec![Event::plain(code(25), K::RetryDue)],
