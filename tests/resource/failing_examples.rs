@@ -26,6 +26,8 @@ fn json(value: &Value) -> Json {
 /// One stage task of an example: what it runs, and what the pipeline puts around it.
 struct StageTask {
     name: String,
+    /// The `state-store` resource the job puts its stages to (its directory after the get).
+    resource: String,
     /// The stage of the `in_progress` put right before the task.
     stage: i64,
     path: String,
@@ -35,33 +37,50 @@ struct StageTask {
     on_failure: Option<Json>,
 }
 
-/// The `put` params of `hook` when it puts to the `state-store` resource.
-fn hook_params(hook: &Value) -> Option<Json> {
-    (hook["put"].as_str() == Some("state-store")).then(|| json(&hook["params"]))
+/// The names of the pipeline's resources of type `state-store`, whatever each is called.
+fn state_stores(pipeline: &Value) -> Vec<String> {
+    pipeline["resources"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter(|resource| resource["type"].as_str() == Some("state-store"))
+        .filter_map(|resource| resource["name"].as_str().map(str::to_owned))
+        .collect()
 }
 
-/// The stage tasks of a job's plan (each after an `in_progress` put, with a hook), in order.
-fn stage_tasks(file: &str, plan: &Value) -> Vec<StageTask> {
+/// The `put` params of `hook` when it puts to one of the `state-store` resources `stores`.
+fn hook_params(hook: &Value, stores: &[String]) -> Option<Json> {
+    let put = hook["put"].as_str()?;
+    stores
+        .iter()
+        .any(|store| store == put)
+        .then(|| json(&hook["params"]))
+}
+
+/// The stage tasks of a job's plan (each after an `in_progress` put to one of `stores`, with a
+/// hook), in order.
+fn stage_tasks(file: &str, plan: &Value, stores: &[String]) -> Vec<StageTask> {
     let mut tasks = Vec::new();
     let mut stage = None;
     for step in plan.as_sequence().expect("a plan is a list") {
-        if step["put"].as_str() == Some("state-store")
+        let put = step["put"].as_str();
+        if put.is_some_and(|put| stores.iter().any(|store| store == put))
             && step["params"]["status"].as_str() == Some("in_progress")
         {
-            stage = step["params"]["state"].as_i64();
+            stage = step["params"]["state"].as_i64().zip(put.map(str::to_owned));
             continue;
         }
         let Some(name) = step["task"].as_str() else {
             continue;
         };
         let (on_success, on_failure) = (
-            hook_params(&step["on_success"]),
-            hook_params(&step["on_failure"]),
+            hook_params(&step["on_success"], stores),
+            hook_params(&step["on_failure"], stores),
         );
         if on_success.is_none() && on_failure.is_none() {
             continue;
         }
-        let stage = stage.unwrap_or_else(|| {
+        let (stage, resource) = stage.clone().unwrap_or_else(|| {
             panic!("{file}: task `{name}` reports on a stage it put `in_progress` first")
         });
         let config = &step["config"];
@@ -83,6 +102,7 @@ fn stage_tasks(file: &str, plan: &Value) -> Vec<StageTask> {
             .unwrap_or_default();
         tasks.push(StageTask {
             name: name.to_owned(),
+            resource,
             stage,
             path: run["path"].as_str().expect("run.path").to_owned(),
             args: run["args"]
@@ -139,8 +159,9 @@ async fn every_example_stage_that_fails_reports_failed(app: TestApp) {
         let Some(jobs) = pipeline["jobs"].as_sequence() else {
             continue;
         };
+        let stores = state_stores(&pipeline);
         for job in jobs {
-            for task in stage_tasks(&file, &job["plan"]) {
+            for task in stage_tasks(&file, &job["plan"], &stores) {
                 let what = format!("{file}: task `{}` (stage {})", task.name, task.stage);
                 let mut source = resource.source(
                     &format!("examples/{file}/{}", task.name),
@@ -149,7 +170,7 @@ async fn every_example_stage_that_fails_reports_failed(app: TestApp) {
                 // The pipeline's own source keys the test server understands (not its CA).
                 if let Some(own) = pipeline["resources"].as_sequence().and_then(|all| {
                     all.iter()
-                        .find(|r| r["name"].as_str() == Some("state-store"))
+                        .find(|r| r["name"].as_str() == Some(task.resource.as_str()))
                 }) {
                     for key in ["timeout_seconds", "max_attempts"] {
                         if let Some(value) = own["source"].get(key) {
@@ -158,7 +179,8 @@ async fn every_example_stage_that_fails_reports_failed(app: TestApp) {
                     }
                 }
 
-                // The job's puts before the task, and the implicit get into `state-store/`.
+                // The job's puts before the task, and the implicit get into the resource's
+                // directory.
                 let dir = resource.dir();
                 resource
                     .put(dir.path(), &json!({"source": source}))
@@ -178,7 +200,7 @@ async fn every_example_stage_that_fails_reports_failed(app: TestApp) {
                     .expect("build id");
                 resource
                     .get(
-                        &dir.path().join("state-store"),
+                        &dir.path().join(&task.resource),
                         &json!({"source": source, "version": claimed["version"]}),
                     )
                     .await
