@@ -311,3 +311,39 @@ fn the_token_never_appears_in_debug_output() {
     assert!(!format!("{config:?}").contains("supersecret"));
     assert!(!format!("{client:?}").contains("supersecret"));
 }
+
+/// A client for an `http://` server loads no TLS roots (BENCHMARKS.md, the per-stage overhead),
+/// so it does not follow a redirect to `https://`: the caller sees the 3xx that was answered,
+/// not a certificate error. A redirect that stays on `http://` is still followed.
+#[tokio::test]
+async fn an_http_client_reports_a_redirect_to_https_and_follows_one_to_http() {
+    use axum::routing::get;
+
+    /// `/health` answers `status` with `location` (a path on the same server when it starts
+    /// with `/`); `/moved` answers the health JSON.
+    async fn redirecting(status: StatusCode, location: &'static str) -> Client {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let router = axum::Router::new()
+            .route(
+                "/health",
+                get(move || async move { (status, [("location", location)]) }),
+            )
+            .route(
+                "/moved",
+                get(|| async { axum::Json(serde_json::json!({"status": "ok", "version": "x"})) }),
+            );
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Client::new(ClientConfig::new(base, None)).expect("client")
+    }
+
+    let to_https = redirecting(StatusCode::MOVED_PERMANENTLY, "https://127.0.0.1:1/health").await;
+    let error = to_https.health().await.expect_err("a redirect to https");
+    assert_eq!(error.status(), Some(301), "{error}");
+
+    let to_http = redirecting(StatusCode::FOUND, "/moved").await;
+    let health = to_http.health().await.expect("followed to /moved");
+    assert_eq!(health.status, "ok");
+}

@@ -267,6 +267,9 @@ impl Client {
         if let Some(proxies) = &config.proxies {
             builder = with_proxies(builder.no_proxy(), proxies)?;
         }
+        if !may_use_tls(&config.base_url, config.proxies.as_ref()) {
+            builder = without_tls_roots(builder);
+        }
         let http = builder
             .build()
             .map_err(|error| ClientError::Config(format!("cannot set up HTTP: {error}")))?;
@@ -680,6 +683,44 @@ impl Client {
     }
 }
 
+/// Whether a client for `base` may open a TLS connection: to the server, or to a proxy reached
+/// over `https://`.
+fn may_use_tls(base: &str, proxies: Option<&Proxies>) -> bool {
+    let is_https = |url: &str| {
+        url.get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+    };
+    is_https(base)
+        || proxies.is_some_and(|proxies| {
+            [&proxies.http, &proxies.https]
+                .into_iter()
+                .flatten()
+                .any(|url| is_https(url))
+        })
+}
+
+/// A client that never opens TLS need not load the system's root certificates: reading and
+/// parsing the bundle and every file of /etc/ssl/certs was the largest part of a short
+/// command's CPU against an `http://` server (BENCHMARKS.md, "`bldst build run`: the per-stage
+/// overhead"). A redirect to `https://` is then not followed (the 3xx answer is reported as
+/// it is), instead of failing on a certificate no root could verify.
+fn without_tls_roots(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    builder
+        .tls_built_in_root_certs(false)
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.url().scheme() == "https" {
+                attempt.stop()
+            } else if attempt.previous().len() >= MAX_REDIRECTS {
+                attempt.error("too many redirects")
+            } else {
+                attempt.follow()
+            }
+        }))
+}
+
+/// reqwest's default limit, kept by [`without_tls_roots`]'s policy.
+const MAX_REDIRECTS: usize = 10;
+
 /// Routes `http://` and `https://` requests through the named proxies, except `no_proxy` hosts.
 fn with_proxies(
     mut builder: reqwest::ClientBuilder,
@@ -863,5 +904,37 @@ mod insecure_tests {
             assert_eq!(allow_insecure_from_env(&env), allowed, "{value}");
         }
         assert!(!allow_insecure_from_env(&|_| None));
+    }
+}
+
+#[cfg(test)]
+mod tls_roots_tests {
+    use super::*;
+
+    #[test]
+    fn tls_roots_are_loaded_only_when_the_server_or_a_proxy_is_reached_over_https() {
+        let proxies = |http: Option<&str>, https: Option<&str>| Proxies {
+            http: http.map(str::to_owned),
+            https: https.map(str::to_owned),
+            no_proxy: None,
+        };
+        assert!(may_use_tls("https://buildstate.example", None));
+        assert!(may_use_tls("HTTPS://buildstate.example", None));
+        assert!(!may_use_tls("http://127.0.0.1:8000", None));
+        assert!(!may_use_tls(
+            "http://127.0.0.1:8000",
+            Some(&proxies(
+                Some("http://proxy:3128"),
+                Some("http://proxy:3128")
+            ))
+        ));
+        assert!(may_use_tls(
+            "http://127.0.0.1:8000",
+            Some(&proxies(Some("https://proxy:3128"), None))
+        ));
+        assert!(may_use_tls(
+            "http://127.0.0.1:8000",
+            Some(&proxies(None, Some("https://proxy:3128")))
+        ));
     }
 }
