@@ -284,8 +284,8 @@ impl BuildRetryPolicy {
     }
 
     /// A policy as a store wrote it: the JSON of a policy that was checked when its build
-    /// started, read back without checking it again (every report of the build reads it, under
-    /// the build's lock). Anything else is parsed with `Deserialize`, which checks.
+    /// started, read back without checking it again (the server keeps what it parsed, by its
+    /// text). Anything else is parsed with `Deserialize`, which checks.
     pub fn from_checked_json(json: &str) -> Result<Self, serde_json::Error> {
         let UncheckedPolicy { rules } = serde_json::from_str(json)?;
         Ok(BuildRetryPolicy { rules })

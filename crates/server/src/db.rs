@@ -29,6 +29,7 @@ use crate::names::StateNames;
 mod accounts;
 mod builds;
 mod feed;
+mod policies;
 mod reports;
 mod retention;
 mod retries;
@@ -268,6 +269,7 @@ pub struct Database {
     /// Serves writes: on SQLite a single connection, see the module comment.
     writer: AnyPool,
     names: StateNames,
+    policies: policies::ParsedPolicies,
 }
 
 /// WAL lets readers run beside the writer; NORMAL sync is durable across crashes of the
@@ -356,6 +358,7 @@ impl Database {
             reader,
             writer,
             names,
+            policies: policies::ParsedPolicies::new(),
         };
         database.migrate().await?;
         Ok(database)

@@ -11,9 +11,7 @@ use std::str::FromStr;
 use anyhow::Context as _;
 use buildstate_domain::resumes::Resume;
 use buildstate_domain::wire::{Build, HistoryEntry, TokenInfo, User};
-use buildstate_domain::{
-    notes, BuildRetryPolicy, Event, Lease, Outputs, StageOutput, StageOutputs, StateCode,
-};
+use buildstate_domain::{notes, Event, Lease, Outputs, StageOutput, StageOutputs, StateCode};
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -570,7 +568,7 @@ impl Database {
         let mut build = self.build_with_outputs(row, merged_outputs_from_row(row)?)?;
         build.retry_policy = row
             .try_get::<Option<String>, _>("retry_policy")?
-            .map(|json| BuildRetryPolicy::from_checked_json(&json))
+            .map(|json| self.policies.parse(&json))
             .transpose()
             .context("stored retry policy")?;
         Ok(build)
