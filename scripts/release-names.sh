@@ -8,6 +8,11 @@
 #                                                   # one line per mismatch otherwise
 #   bash scripts/release-names.sh --apply [ROOT]    # rewrites those places (after a fork changed
 #                                                   # publish.env)
+#   bash scripts/release-names.sh --published-from OWNER/NAME [ROOT]
+#                                                   # exit 1 with the fix unless publish.env names
+#                                                   # OWNER/NAME (the release workflow passes the
+#                                                   # repository it runs in: a release must not
+#                                                   # point users at another owner's images)
 #
 # What is recognised: `ghcr.io/OWNER/buildstate…` image names, `OWNER/NAME[/setup]@vN` action
 # references whose NAME contains `buildstate` (and that major, N), and
@@ -17,6 +22,11 @@ set -euo pipefail
 mode=print
 case "${1:-}" in
     --check | --apply) mode=${1#--}; shift ;;
+    --published-from)
+        mode=published-from
+        publishing=${2:?"--published-from needs the repository the release runs in, OWNER/NAME"}
+        shift 2
+        ;;
 esac
 root=${1:-$(cd "$(dirname "$0")/.." && pwd)}
 
@@ -31,6 +41,16 @@ major=${version%%.*}
 owner=${repository%%/*}
 # GHCR's names are lower case whatever the owner's spelling.
 registry_owner=$(printf '%s' "$owner" | tr '[:upper:]' '[:lower:]')
+
+if [ "$mode" = published-from ]; then
+    # GitHub's owner and repository names are not case-sensitive.
+    if [ "$(printf '%s' "$repository" | tr '[:upper:]' '[:lower:]')" != "$(printf '%s' "$publishing" | tr '[:upper:]' '[:lower:]')" ]; then
+        echo "publish.env names \`$repository\`, but this release is published from \`$publishing\`: the action.yml and the docs it ships would point at \`$repository\`'s images and releases. Set BUILDSTATE_REPOSITORY=$publishing in publish.env, run \`bash scripts/release-names.sh --apply\`, commit, and tag again." >&2
+        exit 1
+    fi
+    echo "ok: publish.env names $repository"
+    exit 0
+fi
 
 if [ "$mode" = print ]; then
     cat <<NAMES

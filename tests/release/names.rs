@@ -80,6 +80,45 @@ fn a_fork_changes_one_line_and_the_rest_follows() {
     );
 }
 
+/// The release workflow's first check: a tag pushed in a repository that publish.env does not
+/// name (a fork that has not changed the line yet, or the placeholder) stops before anything is
+/// built, saying which line to change; the repository publish.env names passes, in any case.
+#[test]
+fn a_release_from_a_repository_publish_env_does_not_name_is_refused_with_the_fix() {
+    let named = release_names()["REPOSITORY"].clone();
+    let elsewhere = "someone-else/buildstate";
+    assert_ne!(named.to_lowercase(), elsewhere);
+
+    let refused = names_script(&["--published-from", elsewhere], repo());
+    let accepted = names_script(&["--published-from", &named.to_uppercase()], repo());
+
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{why}");
+    assert!(refused.stdout.is_empty());
+    assert_eq!(why.lines().count(), 1, "{why}");
+    assert!(
+        why.contains(&format!("publish.env names `{named}`"))
+            && why.contains(&format!("BUILDSTATE_REPOSITORY={elsewhere}"))
+            && why.contains("release-names.sh --apply"),
+        "{why}"
+    );
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    // ... and the workflow runs it with the repository it runs in, before it builds anything.
+    let workflow =
+        std::fs::read_to_string(repo().join(".github/workflows/release.yml")).expect("release.yml");
+    let check = workflow
+        .find(r#"release-names.sh --published-from "$GITHUB_REPOSITORY""#)
+        .expect("release.yml checks publish.env against the repository it runs in");
+    let build = workflow
+        .find("scripts/release-assets.sh build")
+        .expect("release.yml builds the binaries");
+    assert!(check < build, "the check comes before the build");
+}
+
 #[test]
 fn the_concourse_examples_register_the_released_image_by_its_major_version() {
     let names = release_names();
