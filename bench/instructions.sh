@@ -11,6 +11,11 @@
 # `valgrind --tool=callgrind --instr-atstart=no`, one lap of the cycle (bench/report_cycle.py)
 # as a warm-up, then counting on for LAPS laps (61 requests each). SERVER_BIN chooses the
 # server (default: target/release/bldst, built if missing). Prints a Markdown table.
+#
+# BACKEND=postgres: a scratch database per KIND on the PostgreSQL server of POSTGRES_URL
+# (default postgres://postgres@127.0.0.1:5432), dropped afterwards, instead of the SQLite file.
+# Only the server's own instructions are counted, so a PostgreSQL report counts fewer (the
+# database works in its own processes) and a fixed extra cost is a larger share of it.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -24,12 +29,26 @@ if [ -z "${SERVER_BIN:-}" ]; then
     SERVER_BIN=$repo/target/release/bldst
 fi
 requests=$((LAPS * 61))
+BACKEND=${BACKEND:-sqlite}
+POSTGRES_URL=${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}
+case "$BACKEND" in
+    sqlite | postgres) ;;
+    *) echo "error: BACKEND must be sqlite or postgres, not \`$BACKEND\`" >&2; exit 2 ;;
+esac
 
 count() {
-    local kind=$1 work port token pid build
+    local kind=$1 work port token pid build database
     work=$(mktemp -d)
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    export DATABASE_URL="sqlite://$work/buildstate.db" SECRET_KEY=bench-only-key-of-32-bytes-or-more-000 \
+    if [ "$BACKEND" = postgres ]; then
+        export PGOPTIONS="-c client_min_messages=warning"
+        database="bldst_instructions_$$_$kind"
+        psql -q "$POSTGRES_URL/postgres" -c "DROP DATABASE IF EXISTS $database" -c "CREATE DATABASE $database" >&2
+        DATABASE_URL="$POSTGRES_URL/$database"
+    else
+        DATABASE_URL="sqlite://$work/buildstate.db"
+    fi
+    export DATABASE_URL SECRET_KEY=bench-only-key-of-32-bytes-or-more-000 \
         BUILDSTATE_LISTEN="127.0.0.1:$port" BUILDSTATE_BACKOFF_BASE_SECS=0 BUILDSTATE_MAX_RETRIES=100
     token=$("$SERVER_BIN" server bootstrap --username bench --email bench@example.com 2>/dev/null)
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/callgrind.out" \
@@ -47,9 +66,12 @@ count() {
     wait "$pid" 2>/dev/null || true
     awk '/^summary:/ { print $2; exit }' "$work/callgrind.out.1"
     rm -rf "$work"
+    if [ "$BACKEND" = postgres ]; then
+        psql -q "$POSTGRES_URL/postgres" -c "DROP DATABASE $database" >&2
+    fi
 }
 
-echo "| report | instructions per request | vs plain |"
+echo "| report ($BACKEND) | instructions per request | vs plain |"
 echo "|---|---:|---:|"
 plain=
 for kind in "${kinds[@]}"; do

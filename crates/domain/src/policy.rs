@@ -14,9 +14,11 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::limits::{MAX_BACKOFF_SECS, MAX_POLICY_RULES, MAX_RETRIES_LIMIT};
 use crate::rules::RetryPolicy;
@@ -226,7 +228,7 @@ impl fmt::Display for StageRule {
 
 /// A build's retry policy: at most 21 rules, whose stages do not overlap; unknown keys are
 /// refused. Parsing checks every rule, so once parsed a policy is known good.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 // `deny_unknown_fields` here only tells the schema; the check is `UncheckedPolicy`'s.
 #[serde(try_from = "UncheckedPolicy", deny_unknown_fields)]
@@ -234,6 +236,13 @@ pub struct BuildRetryPolicy {
     /// The rules, each for one stage or range of stages.
     #[cfg_attr(feature = "openapi", schema(max_items = 21))]
     rules: Vec<StageRule>,
+    /// The JSON a store holds the policy as ([`Self::from_checked_json`]). Such a policy
+    /// serializes as that text (a [`RawValue`], so through serde_json, which the server answers
+    /// with): the server answers every report with the build and its policy, and writing 21
+    /// rules anew each time cost a tenth of a report (BENCHMARKS.md, "Retry policies"). Any
+    /// other policy is written field by field.
+    #[serde(skip)]
+    stored: Option<Arc<RawValue>>,
 }
 
 /// A policy as written, before [`BuildRetryPolicy::check`].
@@ -241,6 +250,38 @@ pub struct BuildRetryPolicy {
 #[serde(deny_unknown_fields)]
 struct UncheckedPolicy {
     rules: Vec<StageRule>,
+}
+
+/// What a policy's JSON holds: its rules.
+#[derive(Serialize)]
+struct PolicyJson<'a> {
+    rules: &'a [StageRule],
+}
+
+impl Serialize for BuildRetryPolicy {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.stored {
+            Some(json) => json.serialize(serializer),
+            None => PolicyJson { rules: &self.rules }.serialize(serializer),
+        }
+    }
+}
+
+/// Two policies are equal when their rules are, however they were written.
+impl PartialEq for BuildRetryPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        self.rules == other.rules
+    }
+}
+
+impl Eq for BuildRetryPolicy {}
+
+impl fmt::Debug for BuildRetryPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuildRetryPolicy")
+            .field("rules", &self.rules)
+            .finish()
+    }
 }
 
 impl TryFrom<UncheckedPolicy> for BuildRetryPolicy {
@@ -270,14 +311,20 @@ pub struct StageRetry {
 impl BuildRetryPolicy {
     /// The policy of no rules (a `const`, so a store can keep one in a `static`).
     pub const fn none() -> Self {
-        BuildRetryPolicy { rules: Vec::new() }
+        BuildRetryPolicy {
+            rules: Vec::new(),
+            stored: None,
+        }
     }
 
     /// A policy of `rules`, if [`check`](Self::check) finds nothing wrong with them.
     pub fn new(rules: Vec<StageRule>) -> Result<Self, InvalidPolicy> {
         let problems = Self::check(&rules);
         if problems.is_empty() {
-            Ok(BuildRetryPolicy { rules })
+            Ok(BuildRetryPolicy {
+                rules,
+                stored: None,
+            })
         } else {
             Err(InvalidPolicy { problems })
         }
@@ -288,7 +335,12 @@ impl BuildRetryPolicy {
     /// text). Anything else is parsed with `Deserialize`, which checks.
     pub fn from_checked_json(json: &str) -> Result<Self, serde_json::Error> {
         let UncheckedPolicy { rules } = serde_json::from_str(json)?;
-        Ok(BuildRetryPolicy { rules })
+        // The stored text is what serializing the policy writes: keep it to answer with.
+        let stored = RawValue::from_string(json.to_owned())?;
+        Ok(BuildRetryPolicy {
+            rules,
+            stored: Some(Arc::from(stored)),
+        })
     }
 
     /// The rules, in the order they were written.
@@ -491,6 +543,48 @@ mod tests {
             BuildRetryPolicy::from_checked_json(&json).expect("reads back"),
             example()
         );
+    }
+
+    /// A policy read back from a store answers with the stored text as it is, on its own,
+    /// inside a build's JSON, as a value and after a clone; any other is written field by
+    /// field (so it pretty-prints, as the resource's `retry_policy.json` is).
+    #[test]
+    fn a_policy_answers_with_the_json_it_was_written_as_wherever_it_is_serialized() {
+        let written = serde_json::to_string(&example()).expect("serializes");
+        // A text with other spacing shows that the stored text, not a rewrite, is answered.
+        let stored = written.replace(',', ", ");
+        let read = BuildRetryPolicy::from_checked_json(&stored).expect("reads back");
+
+        let again = serde_json::to_string(&read.clone()).expect("serializes");
+        #[derive(Serialize)]
+        struct Holder<'a> {
+            retry_policy: &'a BuildRetryPolicy,
+        }
+        let inside = serde_json::to_string(&Holder {
+            retry_policy: &read,
+        })
+        .expect("serializes inside another value");
+        let as_value = serde_json::to_value(&read).expect("a value");
+
+        assert_eq!(again, stored);
+        assert_eq!(inside, format!(r#"{{"retry_policy":{stored}}}"#));
+        assert_eq!(
+            as_value,
+            serde_json::from_str::<serde_json::Value>(&written).expect("JSON")
+        );
+        assert_eq!(read, example(), "equal rules, however they were written");
+        assert!(
+            serde_json::to_string_pretty(&example())
+                .expect("pretty")
+                .contains("\n      \"stages\": 5,\n"),
+            "a policy that was not stored is written field by field"
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_not_a_stored_policy() {
+        assert!(BuildRetryPolicy::from_checked_json(r#"{"rules":[]"#).is_err());
+        assert!(BuildRetryPolicy::from_checked_json(r#"{"rules":[]} trailing"#).is_err());
     }
 
     #[test]
