@@ -29,12 +29,23 @@
 
 ARG RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
 
-# cargo-chef: the dependencies compile in a layer of their own, keyed by a recipe of the
-# manifests and Cargo.lock, so a change to the workspace's sources alone rebuilds only the
-# workspace's crates (BENCHMARKS.md, "Building the images"). The releases do not build here:
-# they build the binaries on the runners and assemble the final stages from them (release.yml).
+# Two caches (BENCHMARKS.md, "The Dockerfile's build caches"):
+#   - cargo-chef: the dependencies compile in a layer of their own, keyed by a recipe of the
+#     manifests and Cargo.lock, so a change to the workspace's sources alone rebuilds only the
+#     workspace's crates; it works wherever layers are kept (a registry or GHA layer cache too);
+#   - sccache in a cache mount: cargo-chef rebuilds every workspace crate after `COPY . .`, so
+#     the compilations of those crates are kept in /var/cache/sccache, and a crate whose
+#     sources did not change comes out of it; it works on builders that keep cache mounts
+#     (BuildKit, buildah/podman), and a builder without one simply compiles.
+# Debian's sccache: no compile of our own, and its version is pinned like every package.
+# The releases do not build here: they build the binaries on the runners and assemble the
+# final stages from them (release.yml).
 FROM ${RUST_IMAGE} AS chef
-RUN cargo install cargo-chef --locked --version 0.1.78
+RUN cargo install cargo-chef --locked --version 0.1.78 \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends sccache=0.4.0~~pre6-1+b1 \
+ && rm -rf /var/lib/apt/lists/*
+ENV SCCACHE_DIR=/var/cache/sccache
 WORKDIR /src
 
 FROM chef AS planner
@@ -48,7 +59,11 @@ COPY --from=planner /recipe.json /recipe.json
 COPY scripts/build-static.sh scripts/
 RUN scripts/build-static.sh client --cook /recipe.json
 COPY . .
-RUN scripts/build-static.sh > /tmp/binary \
+# The sccache server is stopped at the end so that it has written the cache before the step
+# ends; `sharing=locked`: the two rootfs stages take turns with the one cache directory.
+RUN --mount=type=cache,target=/var/cache/sccache,sharing=locked \
+    RUSTC_WRAPPER=sccache scripts/build-static.sh > /tmp/binary \
+ && sccache --stop-server > /dev/null \
  && scripts/image-rootfs.sh "$(cat /tmp/binary)" /etc/ssl/certs/ca-certificates.crt /
 
 FROM chef AS server-rootfs
@@ -56,7 +71,9 @@ COPY --from=planner /recipe.json /recipe.json
 COPY scripts/build-static.sh scripts/
 RUN scripts/build-static.sh server --cook /recipe.json
 COPY . .
-RUN scripts/build-static.sh server > /tmp/binary \
+RUN --mount=type=cache,target=/var/cache/sccache,sharing=locked \
+    RUSTC_WRAPPER=sccache scripts/build-static.sh server > /tmp/binary \
+ && sccache --stop-server > /dev/null \
  && scripts/image-rootfs.sh --server "$(cat /tmp/binary)" /etc/ssl/certs/ca-certificates.crt /
 
 FROM scratch AS server
