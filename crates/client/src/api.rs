@@ -267,7 +267,9 @@ impl Client {
         if let Some(proxies) = &config.proxies {
             builder = with_proxies(builder.no_proxy(), proxies)?;
         }
-        if !may_use_tls(&config.base_url, config.proxies.as_ref()) {
+        if !may_use_tls(&config.base_url, config.proxies.as_ref(), &|name| {
+            std::env::var(name).ok()
+        }) {
             builder = without_tls_roots(builder);
         }
         let http = builder
@@ -684,20 +686,40 @@ impl Client {
 }
 
 /// Whether a client for `base` may open a TLS connection: to the server, or to a proxy reached
-/// over `https://`.
-fn may_use_tls(base: &str, proxies: Option<&Proxies>) -> bool {
+/// over `https://`. Without `proxies` of its own a client uses the ones the process's
+/// environment names (reqwest reads them: `env` is that environment).
+fn may_use_tls(
+    base: &str,
+    proxies: Option<&Proxies>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> bool {
     let is_https = |url: &str| {
         url.get(..8)
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
     };
-    is_https(base)
-        || proxies.is_some_and(|proxies| {
-            [&proxies.http, &proxies.https]
-                .into_iter()
-                .flatten()
-                .any(|url| is_https(url))
-        })
+    let proxy_urls: Vec<String> = match proxies {
+        Some(proxies) => [&proxies.http, &proxies.https]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
+        None => REQWEST_PROXY_VARIABLES
+            .iter()
+            .filter_map(|name| env(name))
+            .collect(),
+    };
+    is_https(base) || proxy_urls.iter().any(|url| is_https(url))
 }
+
+/// The variables reqwest takes a client's proxies from when it is given none.
+const REQWEST_PROXY_VARIABLES: [&str; 6] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+];
 
 /// A client that never opens TLS need not load the system's root certificates: reading and
 /// parsing the bundle and every file of /etc/ssl/certs was the largest part of a short
@@ -918,23 +940,44 @@ mod tls_roots_tests {
             https: https.map(str::to_owned),
             no_proxy: None,
         };
-        assert!(may_use_tls("https://buildstate.example", None));
-        assert!(may_use_tls("HTTPS://buildstate.example", None));
-        assert!(!may_use_tls("http://127.0.0.1:8000", None));
+        let no_env = |_: &str| None;
+        assert!(may_use_tls("https://buildstate.example", None, &no_env));
+        assert!(may_use_tls("HTTPS://buildstate.example", None, &no_env));
+        assert!(!may_use_tls("http://127.0.0.1:8000", None, &no_env));
         assert!(!may_use_tls(
             "http://127.0.0.1:8000",
             Some(&proxies(
                 Some("http://proxy:3128"),
                 Some("http://proxy:3128")
-            ))
+            )),
+            &no_env
         ));
         assert!(may_use_tls(
             "http://127.0.0.1:8000",
-            Some(&proxies(Some("https://proxy:3128"), None))
+            Some(&proxies(Some("https://proxy:3128"), None)),
+            &no_env
         ));
         assert!(may_use_tls(
             "http://127.0.0.1:8000",
-            Some(&proxies(None, Some("https://proxy:3128")))
+            Some(&proxies(None, Some("https://proxy:3128"))),
+            &no_env
+        ));
+        // Without proxies of its own, the environment's (which reqwest then reads) decide.
+        for name in REQWEST_PROXY_VARIABLES {
+            let env = |asked: &str| (asked == name).then(|| "https://proxy:3128".to_owned());
+            assert!(may_use_tls("http://127.0.0.1:8000", None, &env), "{name}");
+            let plain = |asked: &str| (asked == name).then(|| "http://proxy:3128".to_owned());
+            assert!(
+                !may_use_tls("http://127.0.0.1:8000", None, &plain),
+                "{name}"
+            );
+        }
+        // Proxies of its own replace the environment's.
+        let env = |_: &str| Some("https://proxy:3128".to_owned());
+        assert!(!may_use_tls(
+            "http://127.0.0.1:8000",
+            Some(&proxies(None, None)),
+            &env
         ));
     }
 }
