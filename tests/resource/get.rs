@@ -24,14 +24,7 @@ async fn in_writes_the_build_the_gates_and_the_stage_lists(app: TestApp) {
         )
         .await
         .json();
-    let dir = resource.dir();
-    let answer = resource
-        .get(
-            dir.path(),
-            &json!({"source": source, "version": failed["version"]}),
-        )
-        .await
-        .json();
+    let (dir, answer) = resource.get_version(&source, &failed["version"]).await;
     assert_eq!(answer["version"], failed["version"]);
     let path = dir.path();
     let build: buildstate_domain::wire::Build =
@@ -88,14 +81,7 @@ async fn in_writes_the_build_the_gates_and_the_stage_lists(app: TestApp) {
         )
         .await
         .json();
-    let dir = resource.dir();
-    let answer = resource
-        .get(
-            dir.path(),
-            &json!({"source": source, "version": resumed["version"]}),
-        )
-        .await
-        .json();
+    let (dir, answer) = resource.get_version(&source, &resumed["version"]).await;
     assert_eq!(
         metadata(&answer, "resumed"),
         "resumed at stage 15: 1 stage not re-run, time saved unknown (no recorded durations)"

@@ -119,6 +119,17 @@ impl Resource {
             .await
     }
 
+    /// `in` of `version` of `source` into a fresh directory, as a pipeline's `get` after a
+    /// `put` does: the directory and the JSON answer (the step must succeed).
+    pub async fn get_version(&self, source: &Value, version: &Value) -> (tempfile::TempDir, Value) {
+        let dir = self.dir();
+        let answer = self
+            .get(dir.path(), &json!({"source": source, "version": version}))
+            .await
+            .json();
+        (dir, answer)
+    }
+
     pub async fn put(&self, dir: &Path, request: &Value) -> Outcome {
         self.run("out", Some(dir), request.to_string().as_bytes())
             .await

@@ -35,14 +35,7 @@ async fn outputs_put_by_out_are_written_by_in_for_the_resumed_job(app: TestApp) 
     let failed = answers.pop().expect("the failure");
     // The re-run (another Concourse build) reads what stage 10 produced.
     let rerun = Resource::new(&app).in_concourse_build("4002");
-    let get_dir = rerun.dir();
-    rerun
-        .get(
-            get_dir.path(),
-            &json!({"source": source, "version": failed["version"]}),
-        )
-        .await
-        .json();
+    let (get_dir, _) = rerun.get_version(&source, &failed["version"]).await;
     assert_eq!(read(get_dir.path(), "outputs/ami_id"), "ami-0abc\n");
     assert_eq!(read(get_dir.path(), "outputs/region"), "eu-west-1\n");
     let outputs: Value =
@@ -66,14 +59,7 @@ async fn outputs_put_by_out_are_written_by_in_for_the_resumed_job(app: TestApp) 
         .put(dir.path(), &json!({"source": other}))
         .await
         .json();
-    let empty_dir = rerun.dir();
-    rerun
-        .get(
-            empty_dir.path(),
-            &json!({"source": other, "version": started["version"]}),
-        )
-        .await
-        .json();
+    let (empty_dir, _) = rerun.get_version(&other, &started["version"]).await;
     assert!(empty_dir.path().join("outputs").is_dir());
     assert_eq!(read(empty_dir.path(), "outputs.json"), "{}\n");
     assert_eq!(read(empty_dir.path(), "lease.json"), "null\n");

@@ -66,14 +66,7 @@ async fn out_starts_resumes_and_reports_and_in_reads_it_back(app: TestApp) {
     );
     assert_eq!(metadata(&reported, "status"), "in_progress");
     // The implicit get after the put.
-    let get_dir = resource.dir();
-    let got = resource
-        .get(
-            get_dir.path(),
-            &json!({"source": source, "version": reported["version"]}),
-        )
-        .await
-        .json();
+    let (get_dir, got) = resource.get_version(&source, &reported["version"]).await;
     assert_eq!(got["version"], reported["version"]);
     assert_eq!(read(get_dir.path(), "status"), "in_progress\n");
     let build: Value = serde_json::from_str(&read(get_dir.path(), "build.json")).expect("json");
@@ -318,14 +311,7 @@ async fn a_rerun_putting_in_progress_on_a_completed_stage_records_nothing_and_sk
         "the newest transition, unchanged"
     );
     assert_eq!(history_len(&app, &done["version"]).await, before);
-    let get_dir = resource.dir();
-    resource
-        .get(
-            get_dir.path(),
-            &json!({"source": source, "version": rerun["version"]}),
-        )
-        .await
-        .json();
+    let (get_dir, _) = resource.get_version(&source, &rerun["version"]).await;
     assert_eq!(read(get_dir.path(), "gate/5"), "skip\n");
     // A failure on a completed stage is still refused.
     let error = resource
